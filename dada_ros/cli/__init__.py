@@ -1,0 +1,1 @@
+"""Thin argparse entry points over the core (console scripts in setup.py)."""

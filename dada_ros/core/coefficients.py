@@ -1,0 +1,103 @@
+"""Diffusion coefficients c(p, n) on the 4-neighbourhood, computed once per image.
+
+Two symmetric arrays are enough: ``cv[b, 0, i, j]`` couples pixels (i, j) and (i+1, j) and
+``ch[b, 0, i, j]`` couples (i, j) and (i, j+1). Both lie in (0, 1].
+
+Forms (see ``../shared/dada-spec.md``):
+
+* ``"code"`` (default, the authors' code): features f = [ImageNet-normalised RGB, depth_up in
+  metres x 0.8907 (= mm / 1122.7)], x = mean over channels of |f(p) - f(n)|,
+  c = 1 / (1 + x^2 / kappa^2). The learned model uses the same c(x) on its feature channels.
+* ``"paper"`` (Eq. 2 as printed): g = RGB in [0, 1], c = kappa^2 / (kappa^2 + ||g(p) - g(n)||^2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import DadaInputError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# The authors divide Middlebury depth in mm by 1122.7 before it enters the features.
+DEPTH_FEATURE_PER_METRE = 1000.0 / 1122.7
+DEFAULT_KAPPA = 0.03
+FORMS = ("code", "paper")
+
+
+def guide_to_unit_float(guide: np.ndarray) -> np.ndarray:
+    """RGB guide (H, W, 3) uint8/uint16/float -> float32 in [0, 1]; mono (H, W) is repeated."""
+    g = np.asarray(guide)
+    if g.ndim == 2:
+        g = np.repeat(g[:, :, None], 3, axis=2)
+    if g.ndim != 3 or g.shape[2] not in (3, 4):
+        raise DadaInputError(f"guide must be HxW, HxWx3 or HxWx4, got shape {g.shape}")
+    g = g[:, :, :3]
+    if g.dtype == np.uint8:
+        return g.astype(np.float32) / 255.0
+    if g.dtype == np.uint16:
+        return g.astype(np.float32) / 65535.0
+    g = g.astype(np.float32)
+    if not np.isfinite(g).all():
+        raise DadaInputError("guide contains NaN or inf")
+    if g.min() < 0 or g.max() > 1:
+        raise DadaInputError(
+            f"float guide must be in [0, 1] (got {g.min():.3g}..{g.max():.3g}); pass uint8 for 0..255"
+        )
+    return g
+
+
+def free_features(rgb01: torch.Tensor, depth_up: torch.Tensor) -> torch.Tensor:
+    """Learning-free features of the authors' code.
+
+    Args:
+        rgb01: (B, 3, H, W) RGB in [0, 1].
+        depth_up: (B, 1, H, W) upsampled source depth in metres.
+    Returns:
+        (B, 4, H, W): ImageNet-normalised RGB and depth x ``DEPTH_FEATURE_PER_METRE``.
+    """
+    mean = rgb01.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = rgb01.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return torch.cat([(rgb01 - mean) / std, depth_up * DEPTH_FEATURE_PER_METRE], dim=1)
+
+
+def check_kappa(kappa: float | torch.Tensor) -> None:
+    k = float(kappa.detach().min()) if isinstance(kappa, torch.Tensor) else float(kappa)
+    if not np.isfinite(k) or k <= 0:
+        raise DadaInputError(f"kappa must be a finite number > 0, got {k}")
+
+
+def coefficients_from_features(
+    features: torch.Tensor, kappa: float | torch.Tensor = DEFAULT_KAPPA
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """c = 1 / (1 + x^2 / kappa^2) with x the channel-mean absolute feature difference.
+
+    Differentiable in ``features`` and ``kappa`` (a tensor for the learned model).
+
+    Args:
+        features: (B, C, H, W).
+        kappa: edge sensitivity, > 0.
+    Returns:
+        (cv, ch): (B, 1, H-1, W) vertical and (B, 1, H, W-1) horizontal coefficients.
+    """
+    check_kappa(kappa)
+    xv = (features[:, :, 1:, :] - features[:, :, :-1, :]).abs().mean(dim=1, keepdim=True)
+    xh = (features[:, :, :, 1:] - features[:, :, :, :-1]).abs().mean(dim=1, keepdim=True)
+    k2 = kappa * kappa
+    return 1.0 / (1.0 + xv * xv / k2), 1.0 / (1.0 + xh * xh / k2)
+
+
+def coefficients_paper(rgb01: torch.Tensor, kappa: float = DEFAULT_KAPPA) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. (2) as printed: c = kappa^2 / (kappa^2 + ||g(p) - g(n)||_2^2), g = RGB in [0, 1].
+
+    Args:
+        rgb01: (B, 3, H, W).
+    Returns:
+        (cv, ch) as in :func:`coefficients_from_features`.
+    """
+    check_kappa(kappa)
+    dv2 = (rgb01[:, :, 1:, :] - rgb01[:, :, :-1, :]).pow(2).sum(dim=1, keepdim=True)
+    dh2 = (rgb01[:, :, :, 1:] - rgb01[:, :, :, :-1]).pow(2).sum(dim=1, keepdim=True)
+    k2 = kappa * kappa
+    return k2 / (k2 + dv2), k2 / (k2 + dh2)

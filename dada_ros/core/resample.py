@@ -1,0 +1,170 @@
+"""Down/up operators between the guide grid (H, W) and the source grid (h, w), for any ratio.
+
+The paper's down operator is the average over each s x s block and its up operator is
+nearest-neighbour replication. Real sensor pairs rarely have an integer ratio (224x172 ToF vs
+640x480 RGB), so this module generalises both with a *partition* of the guide grid:
+
+    guide pixel (v, u) belongs to source cell (floor((v + 0.5) * h / H), floor((u + 0.5) * w / W)),
+
+i.e. to the cell that contains the pixel centre. ``down`` is the mean over the pixels of a cell
+and ``up`` copies a cell value to all its pixels. For an integer ratio this is exactly the
+paper's block average / nearest up; for a non-integer ratio the cells are 2 or 3 pixels wide.
+Because every pixel lies in exactly one cell, the multiplicative adjustment of Eq. (3) makes
+``down(Y) == S`` exact in one step for any ratio, which is the paper's consistency guarantee.
+
+Shapes: tensors are (B, 1, H, W) on the guide grid and (B, 1, h, w) on the source grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from .errors import DadaInputError
+
+
+def cell_index(fine: int, coarse: int) -> np.ndarray:
+    """Index of the coarse cell that contains the centre of each fine pixel, shape (fine,)."""
+    centres = (np.arange(fine, dtype=np.float64) + 0.5) * coarse / fine
+    return np.minimum(np.floor(centres).astype(np.int64), coarse - 1)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Assignment of guide pixels (H, W) to source cells (h, w); see the module docstring."""
+
+    guide_shape: tuple[int, int]
+    source_shape: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        (H, W), (h, w) = self.guide_shape, self.source_shape
+        if min(H, W, h, w) < 1:
+            raise DadaInputError(f"empty image: guide {H}x{W}, source {h}x{w} (rows x cols)")
+        if h > H or w > W:
+            raise DadaInputError(
+                f"source {h}x{w} is larger than guide {H}x{W} (rows x cols): the source must be the "
+                "low-resolution depth and the guide the high-resolution image"
+            )
+
+    @property
+    def integer_factor(self) -> int | None:
+        """The block size s when H = s*h and W = s*w (the paper's case), else None."""
+        (H, W), (h, w) = self.guide_shape, self.source_shape
+        if H % h == 0 and W % w == 0 and H // h == W // w:
+            return H // h
+        return None
+
+    @property
+    def scale(self) -> float:
+        """Mean linear resolution ratio guide/source (e.g. 4.0 for 640x480 from 160x120)."""
+        (H, W), (h, w) = self.guide_shape, self.source_shape
+        return float(np.sqrt((H / h) * (W / w)))
+
+    def rows(self, device: torch.device) -> torch.Tensor:
+        return torch.as_tensor(cell_index(self.guide_shape[0], self.source_shape[0]), device=device)
+
+    def cols(self, device: torch.device) -> torch.Tensor:
+        return torch.as_tensor(cell_index(self.guide_shape[1], self.source_shape[1]), device=device)
+
+    def counts(self, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Number of guide pixels per source cell, shape (h, w)."""
+        (H, W), (h, w) = self.guide_shape, self.source_shape
+        rc = np.bincount(cell_index(H, h), minlength=h)
+        cc = np.bincount(cell_index(W, w), minlength=w)
+        return torch.as_tensor(np.outer(rc, cc), dtype=dtype, device=device)
+
+
+class Resampler:
+    """Fast ``down``/``up`` for one partition on one device (index tensors built once)."""
+
+    def __init__(self, partition: Partition, device: torch.device, dtype: torch.dtype = torch.float32):
+        self.partition = partition
+        self.factor = partition.integer_factor
+        self.rows = partition.rows(device)
+        self.cols = partition.cols(device)
+        self.inv_counts = 1.0 / partition.counts(device, dtype)
+
+    def down(self, y: torch.Tensor) -> torch.Tensor:
+        """Mean of (B, C, H, W) over each source cell -> (B, C, h, w)."""
+        (h, w) = self.partition.source_shape
+        B, C, H, W = y.shape
+        s = self.factor
+        if s is not None:
+            # Reshape-based block mean: no pooling kernel, no temporary at full resolution.
+            return y.reshape(B, C, h, s, w, s).mean(dim=(3, 5))
+        cols_sum = y.new_zeros(B, C, H, w).index_add_(3, self.cols, y)
+        cells = y.new_zeros(B, C, h, w).index_add_(2, self.rows, cols_sum)
+        return cells * self.inv_counts
+
+    def up(self, x: torch.Tensor) -> torch.Tensor:
+        """Copy each source cell of (B, C, h, w) to its guide pixels -> (B, C, H, W)."""
+        s = self.factor
+        if s is not None:
+            return x.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)
+        return x.index_select(2, self.rows).index_select(3, self.cols)
+
+    def mul_up_(self, y: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+        """In place ``y *= up(ratio)`` without materialising up(ratio) for integer factors."""
+        s = self.factor
+        if s is not None:
+            B, C, H, W = y.shape
+            h, w = self.partition.source_shape
+            y.view(B, C, h, s, w, s).mul_(ratio.view(B, C, h, 1, w, 1))
+            return y
+        return y.mul_(self.up(ratio))
+
+
+def valid_source_mask(source: np.ndarray) -> np.ndarray:
+    """True where a depth value carries information: finite and > 0 (0, NaN, inf, < 0 = no data)."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(source) & (source > 0)
+
+
+def fill_invalid_nearest(source: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fill invalid cells with the nearest valid cell's value (Euclidean, in cells).
+
+    Returns (filled, distance) where distance is 0 on valid cells and the distance in cells to the
+    nearest valid cell elsewhere. Raises if no cell is valid.
+    """
+    if not valid.any():
+        raise DadaInputError("depth has no valid pixel (all 0, NaN or inf): nothing to upsample")
+    invalid = (~valid).astype(np.uint8)
+    # OpenCV's labelled distance transform gives, for each zero of `invalid`'s complement, the
+    # label of the nearest valid pixel: exactly a nearest-neighbour fill in one C pass.
+    dist, labels = cv2.distanceTransformWithLabels(
+        invalid, cv2.DIST_L2, cv2.DIST_MASK_PRECISE, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    valid_values = np.zeros(int(labels.max()) + 1, dtype=np.float64)
+    valid_labels = labels[valid]
+    valid_values[valid_labels] = source[valid]
+    filled = valid_values[labels].astype(np.float32)
+    filled[valid] = source[valid]
+    return filled, dist.astype(np.float32)
+
+
+def resize(image: np.ndarray, shape: tuple[int, int], interpolation: int) -> np.ndarray:
+    """cv2.resize to (rows, cols) with half-pixel-centre alignment (cell centres line up)."""
+    H, W = shape
+    if image.shape[:2] == (H, W):
+        return image.copy()
+    return cv2.resize(image, (W, H), interpolation=interpolation)
+
+
+def initial_upsample(filled_source: np.ndarray, shape: tuple[int, int], mode: str = "bicubic") -> np.ndarray:
+    """Y0 from a hole-free source: bicubic (the paper) or nearest, clamped to the source range.
+
+    Bicubic overshoots at depth edges; clamping to [min, max] of the source keeps Y0 positive,
+    which the multiplicative adjustment needs.
+    """
+    interp = {"bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR}
+    if mode not in interp:
+        raise DadaInputError(f"unknown init mode {mode!r}; expected one of {sorted(interp)}")
+    if mode == "nearest":
+        p = Partition(shape, filled_source.shape[:2])
+        up = filled_source[np.ix_(cell_index(shape[0], p.source_shape[0]), cell_index(shape[1], p.source_shape[1]))]
+        return up.astype(np.float32)
+    up = resize(filled_source.astype(np.float32), shape, interp[mode])
+    return np.clip(up, float(filled_source.min()), float(filled_source.max())).astype(np.float32)
