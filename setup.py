@@ -32,6 +32,10 @@ setup(
     entry_points={
         "console_scripts": [
             "dada-upsample = dada_ros.cli.upsample:entry",
+            "upsample_node = dada_ros.ros.node:main",
+            "dada-replay = dada_ros.cli.replay:entry",
+            "dada-train = dada_ros.cli.train:entry",
+            "dada-eval = dada_ros.cli.eval:entry",
         ],
     },
 )

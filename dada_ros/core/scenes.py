@@ -299,7 +299,7 @@ class TofModel:
     noise_quad: float = 0.0015  # ... + noise_quad * z^2 (metres)
     dropout: float = 0.01  # random missing cells
     dark_dropout: float = 0.5  # probability of losing a cell on very dark surfaces
-    max_range: float = 6.0  # beyond: no return (0)
+    max_range: float = 8.0  # beyond: no return (0)
     flying: bool = True  # keep mixed-depth cells at edges (area integration) instead of snapping
 
 

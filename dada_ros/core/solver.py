@@ -167,7 +167,8 @@ class DadaSolver:
         self.guide_model = guide_model or FreeGuide()
         self.device = resolve_device(self.config.device)
 
-    def solve(self, guide: np.ndarray, source: np.ndarray, init: np.ndarray | None = None) -> SolveResult:
+    def solve(self, guide: np.ndarray, source: np.ndarray, init: np.ndarray | None = None,
+              iterations: int | None = None) -> SolveResult:
         """Upsample ``source`` (h, w, metres; 0/NaN/inf/<0 invalid) onto ``guide`` (H, W, 3).
 
         Args:
@@ -175,6 +176,8 @@ class DadaSolver:
             source: low-resolution depth in metres.
             init: optional warm start Y0 (H, W) in metres; its non-finite or <= 0 pixels take
                 the cold initialisation. A warm start runs at full resolution only.
+            iterations: overrides the configured policy with exactly this many steps (the video
+                warm-start budget).
         Returns:
             :class:`SolveResult` with the depth (H, W) float32 and :class:`SolveStats`.
         Raises:
@@ -182,6 +185,8 @@ class DadaSolver:
         """
         t0 = time.perf_counter()
         cfg = self.config
+        if iterations is not None and (int(iterations) != iterations or iterations < 1):
+            raise DadaInputError(f"iterations must be an integer >= 1, got {iterations}")
         rgb, src, valid, part = check_pair(guide, source)
         y0_warm = check_init(init, part.guide_shape)
         dev = self.device
@@ -211,7 +216,8 @@ class DadaSolver:
                 device=str(dev),
             )
             y = _to_tensor(y0 + offset, dev)
-            fixed = cfg.iterations is not None
+            n_fixed = iterations if iterations is not None else cfg.iterations
+            fixed = n_fixed is not None
             tol = None if fixed else (cfg.tol if cfg.tol is not None else DEFAULT_TOL)
             if cfg.coarse_to_fine and not fixed and not warm:
                 y = self._coarse_start(y, feats, src_t, valid_t, part, tol, stats)
@@ -219,7 +225,7 @@ class DadaSolver:
             res = Resampler(part, dev)
             loop = run_loop(
                 y, src_t, valid_t, cv, ch, res, cfg.lam,
-                iterations=int(cfg.iterations) if fixed else int(cfg.max_iterations),
+                iterations=int(n_fixed) if fixed else int(cfg.max_iterations),
                 tol=tol, check_every=int(cfg.check_every),
             )
             self._record(stats, loop, final=True)
