@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+import torch
+
+from dada_ros.core.errors import DadaInputError
+from dada_ros.core.resample import (Partition, Resampler, cell_index, fill_invalid_nearest,
+                                    initial_upsample, valid_source_mask)
+
+CPU = torch.device("cpu")
+
+
+def numpy_down(y, rows, cols, h, w):
+    out = np.zeros((h, w))
+    cnt = np.zeros((h, w))
+    for v in range(y.shape[0]):
+        for u in range(y.shape[1]):
+            out[rows[v], cols[u]] += y[v, u]
+            cnt[rows[v], cols[u]] += 1
+    return out / cnt
+
+
+@pytest.mark.parametrize("fine,coarse", [(640, 160), (640, 224), (480, 172), (17, 5), (7, 7)])
+def test_cell_index_is_monotone_partition(fine, coarse):
+    idx = cell_index(fine, coarse)
+    assert idx[0] == 0 and idx[-1] == coarse - 1
+    assert np.all(np.diff(idx) >= 0) and np.all(np.diff(idx) <= 1)
+    counts = np.bincount(idx, minlength=coarse)
+    assert counts.min() >= np.floor(fine / coarse) and counts.max() <= np.ceil(fine / coarse)
+
+
+def test_integer_factor_matches_block_mean_and_general_path():
+    part = Partition((32, 48), (4, 6))
+    assert part.integer_factor == 8
+    y = torch.rand(2, 1, 32, 48)
+    fast = Resampler(part, CPU)
+    ref = y.reshape(2, 1, 4, 8, 6, 8).mean(dim=(3, 5))
+    assert torch.allclose(fast.down(y), ref, atol=1e-6)
+    # The general index path must agree with the reshape fast path.
+    general = Resampler(part, CPU)
+    general.factor = None
+    assert torch.allclose(general.down(y), ref, atol=1e-6)
+    x = torch.rand(2, 1, 4, 6)
+    assert torch.equal(general.up(x), fast.up(x))
+
+
+def test_non_integer_down_matches_numpy_reference():
+    part = Partition((20, 29), (7, 10))
+    assert part.integer_factor is None
+    y = np.random.default_rng(0).random((20, 29)).astype(np.float32)
+    res = Resampler(part, CPU)
+    got = res.down(torch.from_numpy(y)[None, None])[0, 0].numpy()
+    want = numpy_down(y, cell_index(20, 7), cell_index(29, 10), 7, 10)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_mul_up_in_place_equals_up_product():
+    for part in (Partition((16, 24), (4, 6)), Partition((17, 23), (5, 7))):
+        res = Resampler(part, CPU)
+        y = torch.rand(1, 1, *part.guide_shape)
+        r = torch.rand(1, 1, *part.source_shape)
+        want = y * res.up(r)
+        assert torch.allclose(res.mul_up_(y.clone(), r), want)
+
+
+def test_partition_rejects_bad_sizes():
+    with pytest.raises(DadaInputError, match="larger than guide"):
+        Partition((10, 10), (20, 5))
+    with pytest.raises(DadaInputError, match="empty"):
+        Partition((10, 10), (0, 5))
+
+
+def test_valid_mask_and_nearest_fill():
+    s = np.array([[1.0, 0.0, np.nan], [np.inf, -1.0, 3.0]], np.float32)
+    valid = valid_source_mask(s)
+    assert valid.tolist() == [[True, False, False], [False, False, True]]
+    filled, dist = fill_invalid_nearest(np.where(valid, s, 0), valid)
+    assert filled[0, 0] == 1.0 and filled[1, 2] == 3.0 and filled[0, 1] in (1.0, 3.0)
+    assert filled[0, 2] == 3.0 and filled[1, 0] == 1.0
+    assert dist[0, 0] == 0 and dist[0, 1] == pytest.approx(1.0)
+    with pytest.raises(DadaInputError, match="no valid pixel"):
+        fill_invalid_nearest(s, np.zeros_like(valid))
+
+
+def test_initial_upsample_is_positive_and_in_range():
+    src = np.array([[1.0, 5.0], [5.0, 1.0]], np.float32)
+    for mode in ("bicubic", "nearest", "bilinear"):
+        up = initial_upsample(src, (16, 16), mode)
+        assert up.shape == (16, 16) and up.min() >= 1.0 and up.max() <= 5.0
+    with pytest.raises(DadaInputError):
+        initial_upsample(src, (16, 16), "lanczos")

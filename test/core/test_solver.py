@@ -1,0 +1,200 @@
+import numpy as np
+import pytest
+import torch
+
+from dada_ros.core.coefficients import coefficients_from_features, coefficients_paper, free_features
+from dada_ros.core.errors import DadaInputError
+from dada_ros.core.loop import adjust_step, diffusion_step, run_loop
+from dada_ros.core.metrics import consistency_error, depth_errors
+from dada_ros.core.methods import run_method
+from dada_ros.core.resample import Partition, Resampler
+from dada_ros.core.scenes import TofModel, block_average, make_sample
+from dada_ros.core.solver import DadaSolver, FreeGuide, SolverConfig, coarse_shapes, upsample_depth
+
+CPU = torch.device("cpu")
+
+
+def with_holes(src, frac=0.15, seed=0):
+    src = src.copy()
+    rng = np.random.default_rng(seed)
+    holes = rng.random(src.shape) < frac
+    src[holes] = np.where(rng.random(holes.sum()) < 0.5, 0.0, np.nan)
+    return src
+
+
+@pytest.mark.parametrize("guide_shape,source_shape", [((96, 96), (12, 12)), ((96, 128), (35, 45)), ((90, 120), (23, 31))])
+def test_consistency_exact_with_holes_any_ratio(guide_shape, source_shape):
+    s = make_sample(seed=5, size=guide_shape, source_shape=source_shape)
+    src = with_holes(np.nan_to_num(s.source, nan=0.0))
+    res = upsample_depth(s.rgb, src, SolverConfig(iterations=300, max_fill_distance=np.inf))
+    assert res.depth.shape == guide_shape
+    assert np.isfinite(res.depth).all()
+    assert consistency_error(res.depth, src) < 1e-5
+
+
+def test_dada_free_beats_bicubic_x8_x16():
+    for scale in (8, 16):
+        for seed in (21, 22):
+            s = make_sample(seed=seed, scale=scale, size=(128, 128))
+            dada, _ = run_method("dada-free", s.rgb, s.source)
+            bic, _ = run_method("bicubic", s.rgb, s.source)
+            e_d, e_b = depth_errors(dada, s.gt), depth_errors(bic, s.gt)
+            assert e_d.mse_cm2 < 0.8 * e_b.mse_cm2, (scale, seed, e_d, e_b)
+
+
+def test_constant_scene_stays_constant():
+    rgb = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)  # textured guide
+    src = np.full((8, 8), 2.5, np.float32)
+    res = upsample_depth(rgb, src, SolverConfig(iterations=500))
+    np.testing.assert_allclose(res.depth, 2.5, rtol=1e-5)
+
+
+def test_step_edge_aligned_with_colour_edge_stays_sharp(step_edge_pair):
+    rgb, gt, src = step_edge_pair(size=(64, 64), scale=8, col=35)  # edge inside a block
+    res = upsample_depth(rgb, src, SolverConfig())
+    bic, _ = run_method("bicubic", rgb, src)
+    # Both sides of the edge come back at their true depth (within 2 cm), unlike bicubic.
+    assert np.abs(res.depth - gt).max() < 0.02
+    assert np.abs(bic - gt).max() > 0.2
+
+
+def test_warm_start_from_converged_answer_is_much_faster():
+    s = make_sample(seed=3, scale=8, size=(96, 96))
+    solver = DadaSolver(SolverConfig(tol=1e-4))
+    cold = solver.solve(s.rgb, s.source)
+    warm = solver.solve(s.rgb, s.source, init=cold.depth)
+    assert cold.stats.converged and warm.stats.converged
+    assert warm.stats.iterations * 10 <= cold.stats.iterations
+    assert np.nanmax(np.abs(warm.depth - cold.depth)) < 0.01
+
+
+def test_fast_loop_matches_reference_steps():
+    s = make_sample(seed=4, size=(40, 56), source_shape=(9, 13))
+    part = Partition((40, 56), (9, 13))
+    res = Resampler(part, CPU)
+    rgb = torch.from_numpy(s.rgb.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    src = torch.from_numpy(np.nan_to_num(with_holes(s.source), nan=0.0))[None, None]
+    valid = src > 0
+    y0 = res.up(torch.where(valid, src, src[valid].mean()))
+    cv, ch = coefficients_from_features(free_features(rgb, y0), 0.03)
+    y_ref = y0.clone()
+    for _ in range(50):
+        y_ref = adjust_step(diffusion_step(y_ref, 0.24 * cv, 0.24 * ch), src, valid, res)
+    y_fast = y0.clone()
+    stats = run_loop(y_fast, src, valid, cv, ch, res, 0.24, iterations=50)
+    assert stats.iterations == 50
+    assert torch.allclose(y_fast, y_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_loop_batch_equals_individual_runs():
+    part = Partition((32, 32), (4, 4))
+    res = Resampler(part, CPU)
+    g = torch.Generator().manual_seed(0)
+    src = torch.rand(2, 1, 4, 4, generator=g) + 1
+    valid = torch.ones_like(src, dtype=torch.bool)
+    cv, ch = torch.rand(2, 1, 31, 32, generator=g), torch.rand(2, 1, 32, 31, generator=g)
+    y = res.up(src)
+    batch = y.clone()
+    run_loop(batch, src, valid, cv, ch, res, 0.2, iterations=40)
+    for b in range(2):
+        single = y[b:b + 1].clone()
+        run_loop(single, src[b:b + 1], valid[b:b + 1], cv[b:b + 1], ch[b:b + 1], res, 0.2, iterations=40)
+        assert torch.allclose(single, batch[b:b + 1], atol=1e-6)
+
+
+def test_tolerance_stop_and_stats():
+    s = make_sample(seed=6, scale=4, size=(64, 64))
+    res = upsample_depth(s.rgb, s.source, SolverConfig(tol=1e-3, check_every=10))
+    st = res.stats
+    assert st.converged and st.residual < 1e-3 and st.iterations % 10 == 0
+    assert st.iterations < 8000 and st.seconds >= st.loop_seconds > 0
+    assert st.scale == 4 and st.integer_factor == 4
+    fixed = upsample_depth(s.rgb, s.source, SolverConfig(iterations=37)).stats
+    assert fixed.iterations == 37 and np.isfinite(fixed.residual)
+
+
+def test_coarse_to_fine_reaches_same_fixed_point():
+    s = make_sample(seed=8, scale=8, size=(64, 64))
+    assert coarse_shapes((64, 64), (8, 8)) == [(16, 16), (32, 32)]
+    plain = upsample_depth(s.rgb, s.source, SolverConfig(tol=1e-6, max_iterations=20000))
+    c2f = upsample_depth(s.rgb, s.source, SolverConfig(tol=1e-6, max_iterations=20000, coarse_to_fine=True))
+    assert len(c2f.stats.coarse_iterations) == 2
+    assert np.abs(plain.depth - c2f.depth).max() < 5e-3
+
+
+def test_paper_form_and_kappa_option():
+    s = make_sample(seed=9, scale=8, size=(64, 64))
+    a = upsample_depth(s.rgb, s.source, SolverConfig(iterations=200), guide_model=FreeGuide(form="paper"))
+    b = upsample_depth(s.rgb, s.source, SolverConfig(iterations=200), guide_model=FreeGuide(kappa=0.1))
+    assert consistency_error(a.depth, s.source) < 1e-5 and consistency_error(b.depth, s.source) < 1e-5
+    rgb = torch.rand(1, 3, 8, 8)
+    cv, ch = coefficients_paper(rgb)
+    assert cv.shape == (1, 1, 7, 8) and ch.shape == (1, 1, 8, 7)
+    assert float(cv.min()) > 0 and float(cv.max()) <= 1
+
+
+def test_holes_far_from_data_are_nan_and_near_ones_filled():
+    rgb = np.full((64, 64, 3), 128, np.uint8)
+    src = np.full((16, 16), 2.0, np.float32)
+    src[:, 8:] = 0.0  # right half: no return
+    res = upsample_depth(rgb, src, SolverConfig(iterations=100, max_fill_distance=3))
+    assert np.isfinite(res.depth[:, :32 + 12]).all()  # within 3 cells of data
+    assert np.isnan(res.depth[:, -16:]).all()  # 5+ cells away
+    assert 0.5 < res.stats.filled_fraction < 1
+
+
+def test_noisy_tof_source_still_consistent_and_better_than_bicubic():
+    s = make_sample(seed=12, scale=8, size=(128, 128), tof=TofModel())
+    dada, st = run_method("dada-free", s.rgb, s.source)
+    bic, _ = run_method("bicubic", s.rgb, s.source)
+    assert consistency_error(dada, s.source) < 1e-5
+    assert depth_errors(dada, s.gt).mse_cm2 < depth_errors(bic, s.gt).mse_cm2
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"lam": 0.25}, "lambda"), ({"lam": 0.0}, "lambda"), ({"iterations": 0}, "iterations"),
+    ({"tol": -1.0}, "tol"), ({"tol": float("nan")}, "tol"), ({"device": "tpu"}, "device"),
+    ({"init": "magic"}, "init"), ({"check_every": 0}, "check_every"),
+])
+def test_bad_config_rejected(kwargs, match):
+    with pytest.raises(DadaInputError, match=match):
+        SolverConfig(**kwargs).validate()
+
+
+def test_bad_inputs_rejected():
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    good = np.ones((8, 8), np.float32)
+    cases = [
+        (rgb, np.zeros((8, 8), np.float32), "no valid pixel"),
+        (rgb, np.full((8, 8), np.nan, np.float32), "no valid pixel"),
+        (rgb, np.ones((64, 64), np.float32), "larger than guide"),
+        (rgb, np.ones((8, 8, 3), np.float32), "single-channel"),
+        (np.zeros((0, 0, 3), np.uint8), good, "empty"),
+        (np.zeros((32, 32, 2), np.uint8), good, "guide must be"),
+        (np.full((32, 32, 3), np.nan, np.float32), good, "NaN"),
+        (np.full((32, 32, 3), 7.0, np.float32), good, r"\[0, 1\]"),
+        (rgb, np.array([["a"] * 8] * 8), "numeric"),
+    ]
+    for guide, src, match in cases:
+        with pytest.raises(DadaInputError, match=match):
+            upsample_depth(guide, src, SolverConfig(iterations=1))
+    with pytest.raises(DadaInputError, match="initial depth"):
+        upsample_depth(rgb, good, SolverConfig(iterations=1), init=np.ones((16, 16)))
+    with pytest.raises(DadaInputError, match="kappa"):
+        FreeGuide(kappa=-1.0)
+    with pytest.raises(DadaInputError, match="iterations"):
+        DadaSolver(SolverConfig(iterations=5)).solve(rgb, good, iterations=0)
+
+
+def test_cuda_request_without_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the error path does not apply")
+    with pytest.raises(DadaInputError, match="CUDA"):
+        DadaSolver(SolverConfig(device="cuda"))
+
+
+def test_block_average_any_ratio_ignores_invalid():
+    gt = np.array([[1, 1, 3, np.nan], [1, 1, 3, 3]], np.float32)
+    np.testing.assert_allclose(block_average(gt, (1, 2)), [[1.0, 3.0]])
+    gt2 = np.full((5, 7), 2.0, np.float32)
+    assert block_average(gt2, (2, 3)).shape == (2, 3)
