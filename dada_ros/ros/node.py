@@ -1,0 +1,386 @@
+"""``upsample_node``: synced RGB + camera_info + low-res depth in; depth, camera_info and a point
+cloud at RGB resolution out (node name ``dada_upsample``).
+
+Data flow (only this file wires ROS to the core)::
+
+    subscriptions --decode/check--> Synchronizer --matched set--> LatestSlot --> worker thread
+        (executor thread)             (approx. time)              (one slot)    FramePipeline.process
+                                                                                 -> publish
+
+* Each message is decoded and checked in its own callback, so a malformed message is rejected
+  with its own reason before it can occupy a sync queue.
+* The worker always takes the NEWEST matched set: a set that arrives while one is being solved
+  replaces the waiting one (counted ``dropped_stale``). No queue grows without bound and the
+  executor never blocks on the solver, so parameter services and diagnostics stay responsive.
+* Parameter changes are validated in the on-set callback (refused with a reason, old value
+  kept) and handed to the worker, which applies them before its next frame.
+* Nothing a message contains can stop the node: every rejection is logged (throttled per
+  reason), counted per reason in ``/diagnostics``, and processing goes on.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from dada_ros.core.errors import DadaInputError
+from dada_ros.core.methods import make_solver
+from dada_ros.core.pipeline import FramePipeline
+from dada_ros.core.solver import DadaSolver
+
+from . import conversions as cv
+from .diagnostics import Diagnostics, DiagnosticsPublisher, NodeStats
+from .parameters import PARAMS, PARAMS_BY_NAME, NodeSettings, descriptor, validate_settings
+from .sync import Synchronizer
+
+import rclpy  # noqa: E402  (after the ROS-free imports on purpose: they are the reusable part)
+from rcl_interfaces.msg import SetParametersResult  # noqa: E402
+from rclpy.exceptions import ParameterException  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField  # noqa: E402
+
+NODE_NAME = "dada_upsample"
+# Relative names, so a namespace and remappings apply (the launch file remaps them).
+INPUT_TOPICS = {"rgb": "rgb/image_rect_color", "camera_info": "rgb/camera_info", "depth": "depth/image_rect"}
+OUTPUT_TOPICS = {"depth": "depth_upsampled/image_rect", "camera_info": "depth_upsampled/camera_info",
+                 "points": "depth_upsampled/points"}
+LOG_THROTTLE_S = 5.0
+# No valid camera_info for this long while depth keeps coming = "camera_info missing".
+CAMERA_INFO_TIMEOUT_S = 1.0
+
+
+@dataclass
+class Decoded:
+    """A received message with its decoded payload; ``header`` is what the synchroniser reads."""
+
+    header: Any
+    msg: Any
+    array: np.ndarray | None = None  # rgb (H, W, 3) uint8 / depth (h, w) float32 metres
+    intr: cv.Intrinsics | None = None  # camera_info
+
+
+class LatestSlot:
+    """A one-item mailbox: ``put`` replaces what is waiting (and says so), ``take`` waits."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: Any = None
+        self._closed = False
+
+    def put(self, item: Any) -> bool:
+        with self._cond:
+            replaced = self._item is not None
+            self._item = item
+            self._cond.notify()
+            return replaced
+
+    def take(self, timeout: float) -> Any:
+        with self._cond:
+            if self._item is None and not self._closed:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+def _qos(reliability: str, depth: int) -> QoSProfile:
+    rel = ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=rel,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+class UpsampleNode(Node):
+    """The ``dada_upsample`` node (see the module docstring). ``kwargs`` go to ``rclpy.node.Node``
+    (``namespace``, ``parameter_overrides``, ``context``, ``cli_args`` ...)."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(NODE_NAME, **kwargs)
+        self.stats = NodeStats()
+        self._log_times: dict[str, float] = {}
+        self._warned_once: set[str] = set()
+        self._lock = threading.Lock()
+        self._last_info_time: float | None = None
+        self._reset_requested = False
+
+        for spec in PARAMS:
+            self.declare_parameter(spec.name, spec.default, descriptor(spec))
+        self._warn_unknown_overrides()
+        settings = NodeSettings.defaults().updated({p.name: self.get_parameter(p.name).value for p in PARAMS})
+        validate_settings(settings)  # a bad start-up configuration fails loudly (main exits 1)
+        self._settings = settings  # the accepted values (what the parameter server holds)
+        self._pending: tuple[NodeSettings, DadaSolver | None] | None = None
+        self._active = settings
+        self.pipeline = FramePipeline(self._build_solver(settings), settings.warm_config())
+        self._apply_threads(settings)
+        self.stats.set_rate(settings.expected_rate)
+
+        in_qos = _qos(settings.qos_reliability, settings.qos_depth)
+        out_qos = _qos(settings.output_qos_reliability, 5)
+        self.pub_depth = self.create_publisher(Image, OUTPUT_TOPICS["depth"], out_qos)
+        self.pub_info = self.create_publisher(CameraInfo, OUTPUT_TOPICS["camera_info"], out_qos)
+        self.pub_points = self.create_publisher(PointCloud2, OUTPUT_TOPICS["points"], out_qos)
+        self.sync = Synchronizer(3, settings.queue_size, settings.slop, self._on_synced, self._on_time_jump)
+        self.create_subscription(Image, INPUT_TOPICS["rgb"], self._on_rgb, in_qos)
+        self.create_subscription(CameraInfo, INPUT_TOPICS["camera_info"], self._on_info, in_qos)
+        self.create_subscription(Image, INPUT_TOPICS["depth"], self._on_depth, in_qos)
+        self.diagnostics = DiagnosticsPublisher(self, Diagnostics(self.stats), settings.diagnostics_period)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._slot = LatestSlot()
+        self._running = True
+        self._worker = threading.Thread(target=self._work, name="dada_upsample_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"ready: method {settings.method} on {self.pipeline.solver.device}, warm start {settings.warm_start}, "
+            f"sync {self.sync.backend} (queue {settings.queue_size}, slop {settings.slop} s), "
+            f"diagnostics {self.diagnostics.backend}; inputs {', '.join(self.resolve_topic_name(t) for t in INPUT_TOPICS.values())}")
+
+    # ---------------------------------------------------------------- logging and counting
+    def _log(self, key: str, text: str, level: str = "warn") -> None:
+        """Log at most once per LOG_THROTTLE_S per ``key`` (per reason, unlike call-site throttling)."""
+        now = time.monotonic()
+        if now - self._log_times.get(key, -1e9) >= LOG_THROTTLE_S:
+            self._log_times[key] = now
+            getattr(self.get_logger(), level)(text)
+
+    def _reject(self, reason: str, text: str) -> None:
+        n = self.stats.count(reason)
+        self._log(reason, f"{text} -- dropped [{reason}: {n} so far]")
+
+    def _warn_once(self, key: str, text: str) -> None:
+        if key not in self._warned_once:
+            self._warned_once.add(key)
+            self.get_logger().warn(text)
+
+    def _warn_unknown_overrides(self) -> None:
+        # rclpy silently ignores overrides of undeclared names; a typo in the YAML deserves a word.
+        overrides = getattr(self, "_parameter_overrides", {}) or {}
+        known = set(PARAMS_BY_NAME) | {"use_sim_time", "start_type_description_service"}
+        for name in overrides:
+            if name not in known and not name.startswith(("qos_overrides.", "diagnostic_updater.")):
+                self.get_logger().warn(f"unknown parameter {name!r} ignored (see config/upsample.yaml)")
+
+    # ---------------------------------------------------------------- solver construction
+    def _build_solver(self, s: NodeSettings) -> DadaSolver:
+        """make_solver for ``s``; CUDA requested but absent -> CPU with one warning."""
+        device = s.device
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            self._warn_once("cuda", f"device {device!r} requested but torch sees no CUDA GPU: falling back to CPU")
+            self.stats.count("cuda_unavailable")
+            self.stats.notes["device"] = f"{device} requested but absent: running on CPU"
+            device = "cpu"
+        else:
+            self.stats.notes.pop("device", None)
+        return make_solver(s.method, s.solver_config(device), kappa=s.kappa, form=s.coefficient_form,
+                           weights=s.weights or None)
+
+    @staticmethod
+    def _apply_threads(s: NodeSettings) -> None:
+        if s.torch_threads > 0 and torch.get_num_threads() != s.torch_threads:
+            torch.set_num_threads(s.torch_threads)
+
+    def _on_set_parameters(self, params: list) -> SetParametersResult:
+        """Validate a (possibly multi-parameter) change as a whole; refuse with the reason."""
+        values = {p.name: p.value for p in params if p.name in PARAMS_BY_NAME}
+        if not values:
+            return SetParametersResult(successful=True)
+        try:
+            new = self._settings.updated(values)
+            validate_settings(new)
+            solver = self._build_solver(new) if new.solver_changed(self._settings) else None
+            self.sync.set_params(new.queue_size, new.slop)
+        except (DadaInputError, ValueError, TypeError) as exc:
+            self.get_logger().warn(f"refused parameter change {values}: {exc}")
+            return SetParametersResult(successful=False, reason=str(exc))
+        with self._lock:
+            prev_solver = self._pending[1] if self._pending else None
+            self._pending = (new, solver or prev_solver)
+        self._settings = new
+        self.stats.set_rate(new.expected_rate)
+        self.get_logger().info(f"parameters changed {values}: applied from the next frame")
+        return SetParametersResult(successful=True)
+
+    def _take_pending(self) -> NodeSettings:
+        """Apply accepted parameter changes (worker thread, between frames)."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+            reset, self._reset_requested = self._reset_requested, False
+        if pending is not None:
+            settings, solver = pending
+            if solver is not None:
+                self.pipeline = FramePipeline(solver, settings.warm_config())  # new solver: cold start
+            else:
+                self.pipeline.warm = settings.warm_config()
+            self._apply_threads(settings)
+            self._active = settings
+        if reset:
+            self.pipeline.reset()
+        return self._active
+
+    # ---------------------------------------------------------------- input callbacks
+    def _on_rgb(self, msg: Image) -> None:
+        self.stats.message("rgb")
+        try:
+            rgb = cv.guide_image_to_rgb(msg)
+        except cv.ConversionError as exc:
+            self._reject(exc.reason, f"rgb image on {INPUT_TOPICS['rgb']}: {exc}")
+            return
+        self.sync.add(0, Decoded(msg.header, msg, rgb))
+
+    def _on_info(self, msg: CameraInfo) -> None:
+        self.stats.message("camera_info")
+        try:
+            intr = cv.camera_intrinsics(msg)
+            if int(msg.width) < 0 or int(msg.height) < 0:
+                raise cv.ConversionError("bad_camera_info", "negative size")
+        except cv.ConversionError as exc:
+            self._reject(exc.reason, f"camera_info on {INPUT_TOPICS['camera_info']}: {exc}")
+            return
+        self._last_info_time = time.monotonic()
+        self.sync.add(1, Decoded(msg.header, msg, None, intr))
+
+    def _on_depth(self, msg: Image) -> None:
+        self.stats.message("depth")
+        try:
+            raw = cv.image_to_array(msg, cv.DEPTH_ENCODINGS)
+            depth = cv.depth_image_to_metres(msg)
+        except cv.ConversionError as exc:
+            self._reject(exc.reason, f"depth image on {INPUT_TOPICS['depth']}: {exc}")
+            return
+        if raw.dtype.kind == "f":
+            n_bad = int(np.count_nonzero(np.isinf(raw) | (raw < 0)))
+            if n_bad:
+                # Not fatal: such pixels are simply invalid, but a driver that sends them is odd.
+                n = self.stats.count("depth_inf_or_negative")
+                self._log("depth_inf_or_negative", f"depth image has {n_bad} inf/negative pixels, "
+                          f"treated as invalid [depth_inf_or_negative: {n} frames so far]")
+        if not np.isfinite(depth).any():
+            self._reject("all_invalid_depth", "depth image has no valid pixel (all 0 / NaN / inf)")
+            return
+        last_info = self._last_info_time
+        if last_info is None or time.monotonic() - last_info > CAMERA_INFO_TIMEOUT_S:
+            self.stats.count("camera_info_missing")
+            self._log("camera_info_missing", f"no valid camera_info on {self.resolve_topic_name(INPUT_TOPICS['camera_info'])} "
+                      "for depth frames: nothing can be synced or projected [camera_info_missing]")
+        self.sync.add(2, Decoded(msg.header, msg, depth))
+
+    def _on_time_jump(self, reason: str) -> None:
+        n = self.stats.count("time_jump")
+        self.get_logger().warn(f"time went backwards ({reason}; bag loop or simulator reset?): sync queues "
+                               f"cleared, warm start reset [time_jump: {n}]")
+        with self._lock:
+            self._reset_requested = True
+
+    def _on_synced(self, rgb: Decoded, info: Decoded, depth: Decoded) -> None:
+        self.stats.synced()
+        if self._slot.put((rgb, info, depth)):
+            self.stats.count("dropped_stale")
+
+    # ---------------------------------------------------------------- worker
+    def _work(self) -> None:
+        while self._running:
+            item = self._slot.take(timeout=0.2)
+            if item is None:
+                continue
+            try:
+                self._process(*item)
+            except DadaInputError as exc:
+                self._reject(getattr(exc, "reason", "solver_input_error"), f"frame refused by the solver: {exc}")
+            except Exception as exc:  # noqa: BLE001 - the node must survive anything one frame does
+                n = self.stats.count("solver_exception")
+                self._log("solver_exception", f"exception while processing a frame [solver_exception: {n}]: "
+                          f"{exc!r}\n{traceback.format_exc()}", level="error")
+
+    def _process(self, rgb: Decoded, info: Decoded, depth: Decoded) -> None:
+        t0 = time.perf_counter()
+        s = self._take_pending()
+        H, W = rgb.array.shape[:2]
+        h, w = depth.array.shape
+        if h > H or w > W:
+            self._reject("depth_larger_than_rgb", f"depth {w}x{h} is larger than rgb {W}x{H}: "
+                         "this node upsamples a low-resolution depth onto the rgb grid")
+            return
+        iw, ih = int(info.msg.width), int(info.msg.height)
+        if (iw, ih) != (0, 0) and (iw, ih) != (W, H):
+            self._reject("camera_info_size_mismatch", f"camera_info is for {iw}x{ih} but the rgb image is {W}x{H}")
+            return
+        self._check_frame_ids(rgb, info, depth)
+
+        stamp = cv.stamp_to_seconds(rgb.header.stamp)
+        result = self.pipeline.process(rgb.array, depth.array, stamp)
+        self._publish(s, rgb, info, result.depth, t0, result.stats)
+
+    def _check_frame_ids(self, rgb: Decoded, info: Decoded, depth: Decoded) -> None:
+        ids = (rgb.header.frame_id, info.header.frame_id, depth.header.frame_id)
+        if len(set(ids)) > 1:
+            self.stats.count("frame_id_mismatch")
+            self._warn_once(f"frame_id {ids}", f"frame_id mismatch rgb {ids[0]!r}, camera_info {ids[1]!r}, "
+                            f"depth {ids[2]!r}: depth must be registered to the rgb optical frame; publishing "
+                            f"in {ids[0]!r} (warned once) [frame_id_mismatch]")
+
+    def _publish(self, s: NodeSettings, rgb: Decoded, info: Decoded, depth_m: np.ndarray, t0: float,
+                 stats: dict) -> None:
+        header = rgb.msg.header  # the output is on the rgb grid, at the rgb stamp
+        self.pub_depth.publish(cv.build_message(Image, header=header, **cv.depth_image_fields(depth_m, s.output_encoding)))
+        latency = (self.get_clock().now().nanoseconds - cv.stamp_to_nanoseconds(header.stamp)) * 1e-9
+        info_out = info.msg
+        info_out.header = header
+        if (info_out.width, info_out.height) == (0, 0):
+            info_out.width, info_out.height = depth_m.shape[1], depth_m.shape[0]
+        self.pub_info.publish(info_out)
+        if s.publish_points and self.pub_points.get_subscription_count() > 0:
+            packed = cv.pack_point_cloud(depth_m, info.intr, rgb.array if s.points_rgb else None,
+                                         s.points_decimation, s.points_organized)
+            self.pub_points.publish(cv.build_message(PointCloud2, header=header, **packed.message_fields(PointField)))
+        frame = {k: stats.get(k) for k in ("init_mode", "cold_reason", "iterations", "residual", "converged",
+                                           "flow_ms", "warm_valid_fraction", "scale", "filled_fraction", "device")}
+        frame.update(method=s.method, solve_ms=1000 * stats.get("seconds", 0.0),
+                     frame_ms=1000 * (time.perf_counter() - t0))
+        self.stats.published(latency, frame)
+
+    # ---------------------------------------------------------------- shutdown
+    def destroy_node(self) -> None:
+        self._running = False
+        if hasattr(self, "_slot"):
+            self._slot.close()
+            self._worker.join(timeout=30.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script ``upsample_node`` (``ros2 run dada_ros upsample_node``)."""
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: PLC0415
+
+    rclpy.init(args=args)
+    try:
+        node = UpsampleNode()
+    except (DadaInputError, ValueError, ParameterException) as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"invalid configuration: {exc}")
+        rclpy.try_shutdown()
+        return 1
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

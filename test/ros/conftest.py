@@ -1,0 +1,26 @@
+"""Fixtures of the ROS tests: one rclpy context per test module (real middleware)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+# The tests import their helpers as `ros_harness`; pytest runs in importlib mode (setup.cfg),
+# which does not put test folders on sys.path, so do it here.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture(scope="module")
+def ros_context():
+    pytest.importorskip("rclpy", reason="ROS 2 (rclpy) wheels not installed")
+    import rclpy
+
+    from ros_harness import init_context
+
+    torch.set_num_threads(1)  # the test machine is shared; the node's torch_threads is 1 too
+    ctx = init_context()
+    yield ctx
+    rclpy.shutdown(context=ctx)

@@ -1,0 +1,136 @@
+"""The node end to end over real rclpy pub/sub: outputs, live parameters, diagnostics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dada_ros.ros import conversions as cv
+from ros_harness import GUIDE, Harness, make_frames, triple
+
+T0 = 1_700_000_000 * 10**9
+DT = 66_666_667  # 15 Hz
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return make_frames(5)
+
+
+def test_end_to_end_outputs(ros_context, frames) -> None:
+    h = Harness(ros_context, {"points_rgb": True})
+    try:
+        n = len(frames)
+        for i, f in enumerate(frames):
+            assert h.send_and_wait(triple(f, T0 + i * DT)), f"no output for frame {i}"
+        assert h.wait(lambda: len(h.received["points"]) >= n and len(h.received["camera_info"]) >= n, 10)
+        depths, clouds, infos = h.received["depth"], h.received["points"], h.received["camera_info"]
+        assert len(depths) == len(clouds) == len(infos) == n
+        for i, (d, pc, ci) in enumerate(zip(depths, clouds, infos)):
+            stamp = T0 + i * DT
+            assert (d.height, d.width, d.encoding) == (GUIDE[0], GUIDE[1], "32FC1")
+            assert cv.stamp_to_nanoseconds(d.header.stamp) == stamp and d.header.frame_id == "cam_optical"
+            assert cv.stamp_to_nanoseconds(ci.header.stamp) == stamp and (ci.height, ci.width) == GUIDE
+            assert cv.stamp_to_nanoseconds(pc.header.stamp) == stamp and pc.header.frame_id == "cam_optical"
+            depth = cv.depth_image_to_metres(d)
+            assert np.isfinite(depth).mean() > 0.9
+            # a useful answer: close to the ground truth where there is one
+            gt = frames[i].gt
+            ok = np.isfinite(gt) & np.isfinite(depth)
+            assert np.median(np.abs(depth[ok] - gt[ok])) < 0.05
+            # the cloud back-projects to the published depth with camera_info K
+            pts = cv.pointcloud2_to_array(pc)
+            assert pts.shape == GUIDE and [f.name for f in pc.fields] == ["x", "y", "z", "rgb"]
+            assert pc.point_step == 32 and pc.is_dense == bool(np.isfinite(depth).all())
+            K = np.asarray(ci.k).reshape(3, 3)
+            v, u = np.mgrid[0:GUIDE[0], 0:GUIDE[1]]
+            np.testing.assert_allclose(pts["z"], depth, rtol=1e-6, equal_nan=True)
+            np.testing.assert_allclose(pts["x"], (u - K[0, 2]) * depth / K[0, 0], rtol=1e-5, atol=1e-6, equal_nan=True)
+            np.testing.assert_allclose(pts["y"], (v - K[1, 2]) * depth / K[1, 1], rtol=1e-5, atol=1e-6, equal_nan=True)
+            rgb_bits = pts["rgb"].view("<u4")
+            c = frames[i].rgb[5, 7].astype(np.uint32)
+            assert rgb_bits[5, 7] == (c[0] << 16 | c[1] << 8 | c[2])
+        # frames 1.. were warm-started by optical flow (the default policy)
+        assert h.node.stats.last_frame["init_mode"] == "flow"
+        assert h.counter("dropped_stale") == 0
+        # diagnostics: the five statuses, named like diagnostic_updater names them
+        assert h.wait(lambda: any(len(a.status) == 5 for a in h.diagnostics), 5)
+        names = {s.name for s in h.diagnostics[-1].status}
+        assert names == {f"dada_upsample: {t}" for t in ("input", "output", "latency", "solver", "drops")}
+    finally:
+        h.close()
+
+
+def test_set_parameters_changes_behaviour_and_refuses_bad_values(ros_context, frames) -> None:
+    h = Harness(ros_context)
+    try:
+        assert h.send_and_wait(triple(frames[0], T0))
+        assert h.received["depth"][-1].encoding == "32FC1"
+        res = h.set_parameters({"output_encoding": "16UC1", "warm_start": "off", "points_decimation": 2})
+        assert all(r.successful for r in res), [r.reason for r in res]
+        assert h.send_and_wait(triple(frames[1], T0 + DT))
+        out = h.received["depth"][-1]
+        assert out.encoding == "16UC1" and out.step == GUIDE[1] * 2
+        mm = cv.image_to_array(out)
+        assert mm.dtype == np.uint16 and np.median(mm[mm > 0]) > 100  # millimetres
+        assert h.node.stats.last_frame["init_mode"] == "cold"  # warm start off took effect
+        assert h.wait(lambda: len(h.received["points"]) >= 2, 5)
+        assert (h.received["points"][-1].height, h.received["points"][-1].width) == (GUIDE[0] // 2, GUIDE[1] // 2)
+
+        bad = {"lambda": 0.25, "kappa": -1.0, "device": "gpu", "weights": "/nonexistent/model.pt",
+               "slop": 0.0, "warm_start": "sometimes", "qos_depth": 3}
+        for name, value in bad.items():
+            (r,) = h.set_parameters({name: value})
+            assert not r.successful, name
+            assert r.reason, name
+        reasons = {name: h.set_parameters({name: value})[0].reason for name, value in bad.items()}
+        assert "lambda" in reasons["lambda"] and "kappa" in reasons["kappa"] and "gpu" in reasons["device"]
+        assert "does not exist" in reasons["weights"]
+        # the old values stay
+        assert h.node.get_parameter("lambda").value == pytest.approx(0.24)
+        assert h.node.get_parameter("device").value == "auto"
+        try:
+            import dada_ros.learned.model  # noqa: F401
+        except ImportError:
+            (r,) = h.set_parameters({"method": "dada"})
+            assert not r.successful and "learned" in r.reason
+            assert h.node.get_parameter("method").value == "dada-free"
+        # still working after the refusals
+        assert h.send_and_wait(triple(frames[2], T0 + 2 * DT))
+    finally:
+        h.close()
+
+
+def test_cuda_requested_without_gpu_falls_back_to_cpu(ros_context, frames) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the fallback is not exercised")
+    h = Harness(ros_context, {"device": "cuda"})
+    try:
+        assert h.node.pipeline.solver.device.type == "cpu"
+        assert h.counter("cuda_unavailable") == 1
+        assert h.send_and_wait(triple(frames[0], T0))
+        (r,) = h.set_parameters({"device": "cuda:0"})  # accepted, still on CPU, still one warning
+        assert r.successful
+        assert h.send_and_wait(triple(frames[1], T0 + DT))
+        assert h.node.pipeline.solver.device.type == "cpu"
+    finally:
+        h.close()
+
+
+def test_newest_frame_only_drops_stale(ros_context, frames) -> None:
+    """A burst faster than the solver: every set gets an answer or is counted dropped-stale,
+    and the newest set is always processed."""
+    h = Harness(ros_context, {"warm_start": "off"})
+    try:
+        n = 6
+        for i in range(n):
+            h.send(triple(frames[i % len(frames)], T0 + i * DT))
+        last = T0 + (n - 1) * DT
+        assert h.wait(lambda: any(cv.stamp_to_nanoseconds(d.header.stamp) == last for d in h.received["depth"]), 60)
+        assert h.wait(lambda: len(h.received["depth"]) + h.counter("dropped_stale") == n, 10)
+        stamps = [cv.stamp_to_nanoseconds(d.header.stamp) for d in h.received["depth"]]
+        assert stamps == sorted(stamps)
+    finally:
+        h.close()
