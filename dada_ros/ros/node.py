@@ -153,7 +153,11 @@ class UpsampleNode(Node):
         now = time.monotonic()
         if now - self._log_times.get(key, -1e9) >= LOG_THROTTLE_S:
             self._log_times[key] = now
-            getattr(self.get_logger(), level)(text)
+            # One call site per severity: rclpy refuses a severity change at the same call site.
+            if level == "error":
+                self.get_logger().error(text)
+            else:
+                self.get_logger().warn(text)
 
     def _reject(self, reason: str, text: str) -> None:
         n = self.stats.count(reason)
@@ -300,8 +304,11 @@ class UpsampleNode(Node):
                 self._reject(getattr(exc, "reason", "solver_input_error"), f"frame refused by the solver: {exc}")
             except Exception as exc:  # noqa: BLE001 - the node must survive anything one frame does
                 n = self.stats.count("solver_exception")
-                self._log("solver_exception", f"exception while processing a frame [solver_exception: {n}]: "
-                          f"{exc!r}\n{traceback.format_exc()}", level="error")
+                try:
+                    self._log("solver_exception", f"exception while processing a frame [solver_exception: {n}]: "
+                              f"{exc!r}\n{traceback.format_exc()}", level="error")
+                except Exception:  # noqa: BLE001 - not even a logging failure may stop the worker
+                    pass
 
     def _process(self, rgb: Decoded, info: Decoded, depth: Decoded) -> None:
         t0 = time.perf_counter()
