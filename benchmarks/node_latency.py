@@ -1,0 +1,180 @@
+"""Latency of the ROS node per frame (header stamp -> publish), warm start (flow) vs cold.
+
+Runs the real ``dada_upsample`` node in-process on a real rclpy graph, feeds it a generated
+sequence (slow pan, ToF-like noise) at 160x120 -> 640x480 (x4) on the CPU, one frame at a time
+(the next triple is sent when the previous output arrived, so every frame is processed and the
+numbers are per-frame latency, not throughput), and prints the median over the frames.
+
+Each frame is stamped with the node clock when it is sent, so stamp -> publish is the whole
+path: DDS in, decode, sync, warm-start alignment, solve, encode, publish (depth + camera_info +
+xyz cloud). ``warm_start_max_age`` is raised so that a slow CPU frame does not by itself make
+the next frame "too old" for a warm start (the default 0.5 s assumes a faster device).
+
+    python benchmarks/node_latency.py                 # 50 frames, flow then cold (off)
+    python benchmarks/node_latency.py --frames 10 --modes flow
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+
+import numpy as np
+import torch
+
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+import rclpy  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from dada_ros.core.sequences import SequenceConfig, make_sequence  # noqa: E402
+from dada_ros.ros import conversions as cv  # noqa: E402
+from dada_ros.ros.node import INPUT_TOPICS, OUTPUT_TOPICS, UpsampleNode  # noqa: E402
+
+RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def messages(frame, stamp_ns: int) -> tuple[Image, CameraInfo, Image]:
+    h = Header(frame_id="camera_color_optical_frame")
+    h.stamp.sec, h.stamp.nanosec = stamp_ns // 10**9, stamp_ns % 10**9
+    rgb = cv.build_message(Image, header=h, **cv.image_fields(frame.rgb, "rgb8"))
+    depth = cv.build_message(Image, header=h, **cv.depth_image_fields(frame.source, "16UC1"))  # like a ToF driver
+    H, W = frame.rgb.shape[:2]
+    info = CameraInfo(header=h, width=W, height=H, distortion_model="plumb_bob")
+    info.k = frame.K_rgb.reshape(9).astype(np.float64)
+    info.p = np.hstack([frame.K_rgb, np.zeros((3, 1))]).reshape(12)
+    info.r = np.eye(3).reshape(9)
+    info.d = np.zeros(5)
+    return rgb, info, depth
+
+
+def run_mode(ctx, frames, mode: str, args) -> dict:
+    overrides = {"warm_start": mode, "warm_start_max_age": args.max_age, "torch_threads": args.threads,
+                 "device": "cpu", "qos_reliability": "reliable", "output_qos_reliability": "reliable"}
+    ns = "/bench" + uuid.uuid4().hex[:8]
+    node = UpsampleNode(context=ctx, namespace=ns,
+                        parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+    tester = rclpy.create_node("bench", namespace=ns, context=ctx)
+    pubs = [tester.create_publisher(Image if k != "camera_info" else CameraInfo, t, RELIABLE)
+            for k, t in INPUT_TOPICS.items()]
+    received: list[tuple[int, float]] = []
+    tester.create_subscription(Image, OUTPUT_TOPICS["depth"],
+                               lambda m: received.append((cv.stamp_to_nanoseconds(m.header.stamp), time.time())), RELIABLE)
+    # a cloud subscriber, so the node packs and publishes the cloud as it would for a real user
+    tester.create_subscription(PointCloud2, OUTPUT_TOPICS["points"], lambda m: None, RELIABLE)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    ex.add_node(tester)
+    th = threading.Thread(target=ex.spin, daemon=True)
+    th.start()
+    try:
+        end = time.monotonic() + 20
+        while time.monotonic() < end and not (all(p.get_subscription_count() for p in pubs)
+                                               and node.pub_depth.get_subscription_count()
+                                               and node.pub_points.get_subscription_count()):
+            time.sleep(0.05)
+        per_frame = []
+        for i, f in enumerate(frames):
+            done_before = node.stats.outputs.count
+            stamp = node.get_clock().now().nanoseconds
+            for p, m in zip(pubs, messages(f, stamp)):
+                p.publish(m)
+            deadline = time.monotonic() + args.frame_timeout
+            # the subscriber may see the image before the node has recorded the frame's stats
+            while time.monotonic() < deadline and not (any(s == stamp for s, _ in received)
+                                                       and node.stats.outputs.count > done_before):
+                time.sleep(0.002)
+            got = [t for s, t in received if s == stamp]
+            if not got:
+                print(f"  frame {i}: no output within {args.frame_timeout} s", flush=True)
+                continue
+            last = dict(node.stats.last_frame)
+            row = {"latency": node.stats.latencies[-1], "received": got[0] - stamp * 1e-9,
+                   "init_mode": last.get("init_mode"), "iterations": last.get("iterations"),
+                   "flow_ms": last.get("flow_ms") or 0.0, "solve_ms": last.get("solve_ms"),
+                   "cold_reason": last.get("cold_reason")}
+            per_frame.append(row)
+            if args.verbose:
+                print(f"  {mode} frame {i:2d}: {row['latency'] * 1000:8.1f} ms  {row['init_mode']:5s} "
+                      f"{row['iterations']:5d} it  flow {row['flow_ms']:.1f} ms  {row['cold_reason'] or ''}", flush=True)
+        return {"mode": mode, "frames": per_frame, "drops": node.stats.snapshot()}
+    finally:
+        ex.shutdown(timeout_sec=5)
+        th.join(timeout=5)
+        node.destroy_node()
+        tester.destroy_node()
+
+
+def summarise(res: dict) -> str:
+    rows = res["frames"]
+    if not rows:
+        return f"{res['mode']}: no frames"
+    lat = [r["latency"] * 1000 for r in rows]
+    warm = [r["latency"] * 1000 for r in rows if r["init_mode"] not in ("cold", None)]
+    modes = {m: sum(r["init_mode"] == m for r in rows) for m in {r["init_mode"] for r in rows}}
+    its = statistics.median(r["iterations"] for r in rows)
+    s = (f"{res['mode']:5s}: median stamp->publish {statistics.median(lat):8.1f} ms over {len(rows)} frames "
+         f"(p90 {np.percentile(lat, 90):8.1f}, min {min(lat):7.1f}, max {max(lat):8.1f}); median iterations {its:.0f}; "
+         f"init modes {modes}")
+    if warm:
+        s += (f"\n       warm frames only: median {statistics.median(warm):.1f} ms; median flow "
+              f"{statistics.median(r['flow_ms'] for r in rows if r['init_mode'] == 'flow'):.1f} ms")
+    return s
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=50)
+    ap.add_argument("--cold-frames", type=int, default=None,
+                    help="frames for the cold (off) mode; default --frames (a cold VGA frame takes ~0.5 min on 2 cores)")
+    ap.add_argument("--modes", default="flow,off", help="comma-separated warm_start values")
+    ap.add_argument("--size", default="640x480", help="guide WxH")
+    ap.add_argument("--source", default="160x120", help="depth WxH")
+    ap.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)))
+    ap.add_argument("--max-age", type=float, default=60.0, help="warm_start_max_age for the run (s)")
+    ap.add_argument("--frame-timeout", type=float, default=600.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args()
+    W, H = (int(v) for v in args.size.split("x"))
+    w, h = (int(v) for v in args.source.split("x"))
+    torch.set_num_threads(args.threads)
+    n_static = min(5, args.frames)
+    plan = (("static", n_static),) + ((("pan", args.frames - n_static),) if args.frames > n_static else ())
+    t0 = time.time()
+    frames = list(make_sequence(SequenceConfig(seed=args.seed, size=(H, W), source_shape=(h, w), plan=plan)))
+    print(f"{len(frames)} frames {w}x{h} -> {W}x{H} generated in {time.time() - t0:.1f} s; CPU, torch threads "
+          f"{args.threads}, {os.cpu_count()} cores visible, torch {torch.__version__}", flush=True)
+    ctx = rclpy.context.Context()
+    rclpy.init(context=ctx, domain_id=int(os.environ.get("ROS_DOMAIN_ID", 0)) or (200 + os.getpid() % 30))
+    results = []
+    try:
+        for mode in args.modes.split(","):
+            t0 = time.time()
+            mode = mode.strip()
+            n = args.cold_frames if (mode == "off" and args.cold_frames) else len(frames)
+            res = run_mode(ctx, frames[:n], mode, args)
+            results.append(res)
+            print(summarise(res) + f"  [{time.time() - t0:.0f} s wall]", flush=True)
+    finally:
+        rclpy.shutdown(context=ctx)
+    by = {r["mode"]: r for r in results}
+    if "flow" in by and "off" in by and by["flow"]["frames"] and by["off"]["frames"]:
+        f = statistics.median(r["latency"] for r in by["flow"]["frames"])
+        c = statistics.median(r["latency"] for r in by["off"]["frames"])
+        print(f"flow warm start vs cold: median latency {f * 1000:.0f} ms vs {c * 1000:.0f} ms ({c / f:.1f}x faster)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
