@@ -20,12 +20,13 @@ Data flow (only this file wires ROS to the core)::
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -93,6 +94,28 @@ class LatestSlot:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+
+def _guarded(topic: str) -> Callable:
+    """Wrap a subscription callback: an unexpected exception is counted and logged, never
+    propagated (it would end the executor's spin and with it the node)."""
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def guarded(self: "UpsampleNode", msg: Any) -> None:
+            try:
+                fn(self, msg)
+            except Exception as exc:  # noqa: BLE001
+                n = self.stats.count("callback_exception")
+                try:
+                    self._log(f"callback_exception {topic}", f"unexpected error handling a {topic} message "
+                              f"[callback_exception: {n}]: {exc!r}\n{traceback.format_exc()}", level="error")
+                except Exception:  # noqa: BLE001
+                    pass
+
+        return guarded
+
+    return wrap
 
 
 def _qos(reliability: str, depth: int) -> QoSProfile:
@@ -208,6 +231,9 @@ class UpsampleNode(Node):
         except (DadaInputError, ValueError, TypeError) as exc:
             self.get_logger().warn(f"refused parameter change {values}: {exc}")
             return SetParametersResult(successful=False, reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 - e.g. a corrupt weights file inside the model loader
+            self.get_logger().warn(f"refused parameter change {values}: {exc!r}")
+            return SetParametersResult(successful=False, reason=f"{type(exc).__name__}: {exc}")
         with self._lock:
             prev_solver = self._pending[1] if self._pending else None
             self._pending = (new, solver or prev_solver)
@@ -234,6 +260,7 @@ class UpsampleNode(Node):
         return self._active
 
     # ---------------------------------------------------------------- input callbacks
+    @_guarded("rgb")
     def _on_rgb(self, msg: Image) -> None:
         self.stats.message("rgb")
         try:
@@ -243,6 +270,7 @@ class UpsampleNode(Node):
             return
         self.sync.add(0, Decoded(msg.header, msg, rgb))
 
+    @_guarded("camera_info")
     def _on_info(self, msg: CameraInfo) -> None:
         self.stats.message("camera_info")
         try:
@@ -255,6 +283,7 @@ class UpsampleNode(Node):
         self._last_info_time = time.monotonic()
         self.sync.add(1, Decoded(msg.header, msg, None, intr))
 
+    @_guarded("depth")
     def _on_depth(self, msg: Image) -> None:
         self.stats.message("depth")
         try:

@@ -113,6 +113,17 @@ def test_fuzz_then_good_triple(ros_context) -> None:
         h.send(triple(frames[1], t + 3 * 10**8))
         assert h.wait(lambda: h.counter("solver_exception") == 1, 20)
 
+        # an unexpected error inside a subscription callback: counted, logged, the executor lives on
+        real_add = h.node.sync.add
+
+        def broken_add(index, msg):
+            h.node.sync.add = real_add
+            raise RuntimeError("simulated callback failure")
+
+        h.node.sync.add = broken_add
+        h.pubs["rgb"].publish(triple(frames[1], t + 35 * 10**7)[0])
+        assert h.wait(lambda: h.counter("callback_exception") == 1, 20)
+
         # time goes backwards (bag loop): sync and warm start reset, output continues
         assert h.send_and_wait(triple(frames[1], t + 4 * 10**8))
         assert h.send_and_wait(triple(frames[2], T0 - 10 * 10**9))
@@ -127,8 +138,8 @@ def test_fuzz_then_good_triple(ros_context) -> None:
         assert cv.stamp_to_nanoseconds(out.header.stamp) == good
         assert (out.height, out.width) == GUIDE and np.isfinite(cv.depth_image_to_metres(out)).mean() > 0.9
         assert h.wait(lambda: any(cv.stamp_to_nanoseconds(p.header.stamp) == good for p in h.received["points"]), 10)
-        total_bad = sum(got.values()) + 4  # + larger, size mismatch, frame id, solver exception
-        print(f"\nfuzz: {N_FUZZ} malformed messages + 4 bad sets, {total_bad} counted, node alive; "
+        total_bad = sum(got.values()) + 5  # + larger, size mismatch, frame id, solver and callback exceptions
+        print(f"\nfuzz: {N_FUZZ} malformed messages + 5 bad sets/failures, {total_bad} counted, node alive; "
               f"counters {h.node.stats.snapshot()}")
     finally:
         h.close()

@@ -134,3 +134,38 @@ def test_newest_frame_only_drops_stale(ros_context, frames) -> None:
         assert stamps == sorted(stamps)
     finally:
         h.close()
+
+
+def test_other_encodings_non_integer_ratio_and_missing_camera_info(ros_context, frames) -> None:
+    """bgra8 guide with padded rows, 16UC1 depth in mm at a non-integer ratio (64/18 x 48/14);
+    depth + rgb without camera_info is counted and waits; the late camera_info completes the set."""
+    from dada_ros.core.scenes import block_average
+    from ros_harness import camera_info, header
+    from sensor_msgs.msg import Image
+
+    h = Harness(ros_context, {"points_organized": False})
+    try:
+        f = frames[0]
+        stamp = T0 + 7 * DT
+        bgra = np.concatenate([f.rgb[:, :, ::-1], np.full(f.rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
+        rows = np.concatenate([bgra.reshape(GUIDE[0], -1), np.zeros((GUIDE[0], 12), np.uint8)], axis=1)
+        rgb = Image(header=header(stamp), height=GUIDE[0], width=GUIDE[1], encoding="bgra8", step=rows.shape[1],
+                    data=rows.tobytes())
+        src = block_average(f.gt, (14, 18))
+        depth = Image(header=header(stamp), **cv.depth_image_fields(np.nan_to_num(src), "16UC1"))
+        h.pubs["rgb"].publish(rgb)
+        h.pubs["depth"].publish(depth)
+        assert h.wait(lambda: h.counter("camera_info_missing") >= 1, 10)
+        assert h.received["depth"] == []
+        h.pubs["camera_info"].publish(camera_info(f.K_rgb, GUIDE, stamp))
+        assert h.wait(lambda: len(h.received["depth"]) == 1, 30)
+        out = cv.depth_image_to_metres(h.received["depth"][0])
+        assert out.shape == GUIDE
+        ok = np.isfinite(f.gt) & np.isfinite(out)
+        assert np.median(np.abs(out[ok] - f.gt[ok])) < 0.05
+        assert h.wait(lambda: len(h.received["points"]) == 1, 10)
+        pc = h.received["points"][0]
+        n_valid = int(np.isfinite(out).sum())
+        assert (pc.height, pc.width) == (1, n_valid) and pc.is_dense  # invalid points dropped
+    finally:
+        h.close()
