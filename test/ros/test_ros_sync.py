@@ -123,8 +123,9 @@ def test_headerless_messages_are_counted_and_ignored() -> None:
     assert s.counters.headerless == 2 and out == []
 
 
-def test_runtime_params_and_validation() -> None:
-    s, out, _ = make(slop=0.001)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_runtime_params_and_validation(backend: str) -> None:
+    s, out, _ = make(backend, slop=0.001)
     s.add(0, msg(1.0))
     s.add(1, msg(1.005))
     s.add(2, msg(1.005))
