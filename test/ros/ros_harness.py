@@ -121,9 +121,12 @@ class Harness:
             self.pubs[k].publish(by_key[k])
 
     def send_and_wait(self, msgs: tuple, timeout: float = 30.0) -> bool:
+        """Send a triple; wait for its output AND for the node to have recorded the frame's stats
+        (the subscriber can see the image before the worker has finished publishing)."""
         n = len(self.received["depth"])
+        done = self.node.stats.outputs.count
         self.send(msgs)
-        return self.wait(lambda: len(self.received["depth"]) > n, timeout)
+        return self.wait(lambda: len(self.received["depth"]) > n and self.node.stats.outputs.count > done, timeout)
 
     def counter(self, reason: str) -> int:
         return self.node.stats.snapshot().get(reason, 0)
