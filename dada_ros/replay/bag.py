@@ -1,0 +1,196 @@
+"""rosbag2 bags (sqlite3 ``.db3`` and ``.mcap``) read and written with ``rosbags``, no ROS needed.
+
+Messages are ``rosbags`` dataclasses of the ROS 2 Jazzy typestore; their field names are the
+ROS ones, so :mod:`dada_ros.ros.conversions` reads them like rclpy messages. Every failure a user
+can cause (missing path, corrupt file, existing output) is a :class:`DadaInputError` with one line
+of explanation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..core.errors import DadaInputError
+
+STORAGES = ("mcap", "sqlite3")
+
+
+def typestore() -> Any:
+    """The ROS 2 Jazzy typestore of ``rosbags`` (cached)."""
+    global _TYPESTORE
+    if _TYPESTORE is None:
+        from rosbags.typesys import Stores, get_typestore
+
+        _TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
+    return _TYPESTORE
+
+
+_TYPESTORE: Any = None
+
+
+def msg_class(msgtype: str) -> Any:
+    """The rosbags dataclass for ``msgtype`` (e.g. ``sensor_msgs/msg/Image``)."""
+    return typestore().types[msgtype]
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """One topic of a bag."""
+
+    name: str
+    msgtype: str
+    count: int
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """A message as stored: topic, type, bag (receive) time in ns, serialized CDR bytes."""
+
+    topic: str
+    msgtype: str
+    log_time_ns: int
+    data: bytes
+
+    def decode(self) -> Any:
+        """Deserialize with the Jazzy typestore."""
+        return typestore().deserialize_cdr(self.data, self.msgtype)
+
+
+class BagReader:
+    """Read a rosbag2 bag: a bag directory (with metadata.yaml) or a bare ``.mcap`` / ``.db3``.
+
+    Use as a context manager. ``topics`` lists what the bag has; ``messages(topics)`` yields
+    :class:`RawMessage` in bag-time order (deserialize lazily with ``decode``).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._reader: Any = None
+
+    def __enter__(self) -> "BagReader":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        from rosbags.rosbag2 import Reader
+
+        if not self.path.exists():
+            raise DadaInputError(f"bag not found: {self.path}")
+        try:
+            reader = Reader(self.path)
+            reader.open()
+        except DadaInputError:
+            raise
+        except Exception as exc:  # rosbags raises several types for unreadable bags
+            raise DadaInputError(f"cannot read bag {self.path}: {_one_line(exc)} "
+                                 "(expected a rosbag2 directory, a .mcap or a .db3 file)") from exc
+        self._reader = reader
+
+    def close(self) -> None:
+        if self._reader is not None:
+            try:
+                self._reader.close()
+            finally:
+                self._reader = None
+
+    @property
+    def topics(self) -> dict[str, TopicInfo]:
+        """Topic name -> :class:`TopicInfo` (types as stored in the bag)."""
+        out: dict[str, TopicInfo] = {}
+        for conn in self._reader.connections:
+            prev = out.get(conn.topic)
+            count = int(conn.msgcount) + (prev.count if prev else 0)
+            out[conn.topic] = TopicInfo(conn.topic, conn.msgtype, count)
+        return out
+
+    @property
+    def duration_s(self) -> float:
+        return float(self._reader.duration) * 1e-9
+
+    def messages(self, topics: list[str] | None = None) -> Iterator[RawMessage]:
+        """Stored messages of ``topics`` (all when None), in bag-time order."""
+        conns = [c for c in self._reader.connections if topics is None or c.topic in topics]
+        if not conns:
+            return
+        try:
+            for conn, t_ns, data in self._reader.messages(connections=conns):
+                yield RawMessage(conn.topic, conn.msgtype, int(t_ns), bytes(data))
+        except DadaInputError:
+            raise
+        except Exception as exc:
+            raise DadaInputError(f"bag {self.path} is corrupt or truncated: {_one_line(exc)}") from exc
+
+
+class BagWriter:
+    """Write a rosbag2 bag with ``rosbags`` (Jazzy message definitions).
+
+    ``storage``: ``mcap`` (default; zstd chunk compression unless ``compress=False``) or
+    ``sqlite3``. The bag directory must not exist yet (rosbag2 never overwrites).
+    """
+
+    def __init__(self, path: str | Path, storage: str = "mcap", compress: bool = True):
+        if storage not in STORAGES:
+            raise DadaInputError(f"bag storage must be one of {', '.join(STORAGES)}, got {storage!r}")
+        self.path = Path(path)
+        self.storage = storage
+        self.compress = compress
+        self._writer: Any = None
+        self._conns: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    def __enter__(self) -> "BagWriter":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+
+        if self.path.exists():
+            raise DadaInputError(f"output bag {self.path} exists already; rosbag2 never overwrites, remove it first")
+        if not self.path.parent.exists():
+            raise DadaInputError(f"cannot write bag {self.path}: folder {self.path.parent} does not exist")
+        plugin = StoragePlugin.MCAP if self.storage == "mcap" else StoragePlugin.SQLITE3
+        writer = Writer(self.path, version=9, storage_plugin=plugin)
+        if self.compress and self.storage == "mcap":
+            writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+        try:
+            writer.open()
+        except Exception as exc:
+            raise DadaInputError(f"cannot write bag {self.path}: {_one_line(exc)}") from exc
+        self._writer = writer
+
+    def close(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            finally:
+                self._writer = None
+
+    def write(self, topic: str, msg: Any, log_time_ns: int) -> None:
+        """Serialize ``msg`` (a rosbags dataclass) on ``topic`` at bag time ``log_time_ns``."""
+        msgtype = msg.__msgtype__
+        self.write_raw(topic, msgtype, typestore().serialize_cdr(msg, msgtype), log_time_ns)
+
+    def write_raw(self, topic: str, msgtype: str, data: bytes | memoryview, log_time_ns: int) -> None:
+        """Write already serialized CDR ``data`` (e.g. copied from an input bag)."""
+        conn = self._conns.get(topic)
+        if conn is None:
+            conn = self._writer.add_connection(topic, msgtype, typestore=typestore())
+            self._conns[topic] = conn
+        elif conn.msgtype != msgtype:
+            raise DadaInputError(f"topic {topic} already holds {conn.msgtype}, cannot add {msgtype}")
+        self._writer.write(conn, int(log_time_ns), data)
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -1,0 +1,380 @@
+"""The offline replay: bag -> node synchroniser -> node frame pipeline per method -> scores -> files.
+
+Messages are read in bag (receive) order and handled as ``upsample_node`` handles them: each one
+is decoded and checked on arrival with the node's conversions (a bad message is dropped with the
+node's reason before it can occupy a sync queue), fed to :class:`dada_ros.ros.sync.Synchronizer`
+with the node's three inputs (RGB, RGB camera_info, depth), queue size and slop; every matched set
+gets the node's frame checks and goes to each method's runner (DADA methods: the node's
+:class:`~dada_ros.core.pipeline.FramePipeline` with the node's solver and warm-start settings),
+at the RGB stamp. Unlike the live node, which solves only the newest set and drops the others
+when it falls behind, the offline replay processes every matched set (so frames_in ==
+frames_out); ``--realtime`` measures the live behaviour. Each frame is scored against the ground truth
+with the same stamp and persisted at once (:class:`~.scoring.MetricsLog`); the primary method's
+outputs go to the output bag; a few frames are kept for the report figures.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.errors import DadaInputError
+from ..ros.conversions import (ConversionError, Intrinsics, camera_intrinsics, depth_image_to_metres,
+                               guide_image_to_rgb, stamp_to_nanoseconds)
+from ..ros.parameters import PARAMS, NodeSettings, validate_settings
+from ..ros.sync import Synchronizer
+from .bag import BagReader, RawMessage
+from .groundtruth import GroundTruthStream
+from .methods import MethodRunner, MethodSpec, RunnerSettings, build_runners
+from .outputs import OutputBag
+from .report import Snapshot, ordinal, write_report
+from .scoring import MetricsLog, frame_record, score_frame
+from .topics import TopicMap
+
+INPUT_NAMES = ("rgb", "camera_info", "depth")
+
+
+@dataclass
+class Decoded:
+    """A received message with its decoded payload (the node's ``Decoded``, without rclpy)."""
+
+    header: Any
+    msg: Any
+    raw: RawMessage
+    array: np.ndarray | None = None  # rgb (H, W, 3) uint8 / depth (h, w) float32 metres
+    intr: Intrinsics | None = None  # camera_info
+
+
+def decode_input(kind: str, raw: RawMessage) -> Decoded:
+    """Deserialize and check one input message like the node's subscription callbacks.
+
+    Raises:
+        ConversionError: with the node's reason (``unsupported_encoding``, ``step_mismatch``,
+            ``bad_camera_info``, ``all_invalid_depth``, ...); ``undecodable`` for bad CDR.
+    """
+    try:
+        msg = raw.decode()
+    except Exception as exc:  # noqa: BLE001 - corrupt bytes are a counted drop, not a crash
+        raise ConversionError("undecodable", f"cannot deserialize {raw.topic} ({raw.msgtype}): {exc}") from exc
+    if kind == "rgb":
+        return Decoded(msg.header, msg, raw, array=guide_image_to_rgb(msg))
+    if kind == "camera_info":
+        intr = camera_intrinsics(msg)
+        if int(msg.width) < 0 or int(msg.height) < 0:
+            raise ConversionError("bad_camera_info", "negative size")
+        return Decoded(msg.header, msg, raw, intr=intr)
+    depth = depth_image_to_metres(msg)
+    if not np.isfinite(depth).any():
+        raise ConversionError("all_invalid_depth", "depth image has no valid pixel (all 0 / NaN / inf)")
+    return Decoded(msg.header, msg, raw, array=depth)
+
+
+def check_frame(rgb: Decoded, info: Decoded, depth: Decoded) -> tuple[str, str] | None:
+    """The node's per-set checks before solving -> (reason, text) of a refusal, or None."""
+    H, W = rgb.array.shape[:2]
+    h, w = depth.array.shape
+    if h > H or w > W:
+        return "depth_larger_than_rgb", f"depth {w}x{h} is larger than rgb {W}x{H}"
+    iw, ih = int(info.msg.width), int(info.msg.height)
+    if (iw, ih) != (0, 0) and (iw, ih) != (W, H):
+        return "camera_info_size_mismatch", f"camera_info is for {iw}x{ih} but the rgb image is {W}x{H}"
+    return None
+
+
+@dataclass
+class ReplayConfig:
+    """Everything one offline replay needs (the CLI fills it from its arguments)."""
+
+    bag: Path
+    out: Path
+    methods: list[MethodSpec]
+    topics: TopicMap = field(default_factory=TopicMap)
+    settings: RunnerSettings = field(default_factory=RunnerSettings)
+    cold_every: int = 1  # equilibrium-cold methods run on every N-th frame only (stateless: exact)
+    max_frames: int | None = None
+    write_bag: bool = True
+    bag_storage: str = "mcap"
+    bag_all_methods: bool = False
+    snapshots: int = 4
+    progress: bool = True
+    command: str = ""
+
+    def validate(self) -> None:
+        if int(self.cold_every) != self.cold_every or self.cold_every < 1:
+            raise DadaInputError(f"--cold-every must be an integer >= 1, got {self.cold_every}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise DadaInputError(f"--max-frames must be >= 1, got {self.max_frames}")
+        validate_settings(self.settings.node)
+
+    @property
+    def slop(self) -> float:
+        return float(self.settings.node.slop)
+
+
+@dataclass
+class ReplayResult:
+    metrics: dict
+    out: Path
+    report: Path | None
+    output_bag: Path | None
+    status: str
+
+
+def _node_params(node: NodeSettings) -> dict:
+    """The node parameters in effect, by their ROS names (``lambda``, not ``lam``)."""
+    return {p.name: getattr(node, p.field) for p in PARAMS}
+
+
+def prepare_out_dir(out: Path) -> Path:
+    """Create ``out`` (and parents) and prove it is writable, with a one-line error otherwise."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise DadaInputError(f"output folder {out} is not writable: {exc.strerror or exc}") from exc
+    return out
+
+
+def _warn(msg: str) -> None:
+    print(f"dada-replay: warning: {msg}", file=sys.stderr)
+
+
+def snapshot_indices(n_frames: int, count: int, align: int) -> set[int]:
+    """``count`` frame indices spread over the sequence, on multiples of ``align`` (so the
+    subsampled cold method appears in every figure), never the very first frame."""
+    if n_frames <= 0 or count <= 0:
+        return set()
+    last = ((n_frames - 1) // align) * align
+    picks = set()
+    for k in range(1, count + 1):
+        i = int(round(k / count * last / align)) * align
+        picks.add(min(max(i, 0), last))
+    return picks
+
+
+class _Replay:
+    """State of one offline run (kept in one object so the frame handler stays short)."""
+
+    def __init__(self, cfg: ReplayConfig, topics: TopicMap, expected: int, log: MetricsLog,
+                 runners: list[MethodRunner], gt: GroundTruthStream | None, outbag: OutputBag | None):
+        self.cfg, self.topics, self.log, self.runners, self.gt, self.outbag = cfg, topics, log, runners, gt, outbag
+        self.expected = expected
+        usable = [r for r in runners if r.error is None]
+        dada = [r for r in usable if r.spec.is_dada and not r.spec.stateless]
+        self.primary: MethodRunner | None = (dada or usable or [None])[0]
+        align = cfg.cold_every if any(r.spec.equilibrium_cold for r in runners) else 1
+        self.snap_at = snapshot_indices(expected, cfg.snapshots, align)
+        self.snapshots: list[Snapshot] = []
+        self.dropped: Counter = Counter()
+        self.frames_without_gt = 0
+        self.index = 0
+        self.bar: Any = None
+
+    def scheduled(self, runner: MethodRunner, index: int) -> bool:
+        return not runner.spec.equilibrium_cold or index % self.cfg.cold_every == 0
+
+    def reject(self, reason: str, text: str) -> None:
+        """A dropped message or set, counted per reason like the node's diagnostics."""
+        self.dropped[reason] += 1
+        self.log.note(f"dropped ({reason}): {text}")
+
+    def frame(self, rgb_d: Decoded, info_d: Decoded, depth_d: Decoded, log_ns: int) -> None:
+        t_frame = time.perf_counter()
+        refused = check_frame(rgb_d, info_d, depth_d)
+        if refused is not None:
+            self.reject(*refused)
+            return
+        rgb, source, intr = rgb_d.array, depth_d.array, info_d.intr
+        rgb_msg, info_msg, depth_msg = rgb_d.msg, info_d.msg, depth_d.msg
+        index = self.index
+        self.index += 1
+        stamp_ns = stamp_to_nanoseconds(rgb_msg.header.stamp)
+        gt = self.gt.lookup(stamp_ns) if self.gt is not None else None
+        if self.gt is not None and gt is None:
+            self.frames_without_gt += 1
+        if gt is not None and gt.shape != rgb.shape[:2]:
+            self.log.note(f"ground truth {gt.shape[1]}x{gt.shape[0]} does not match the RGB grid "
+                          f"{rgb.shape[1]}x{rgb.shape[0]}: not scored")
+            gt = None
+        entry: dict[str, Any] = {"index": index, "stamp": stamp_ns * 1e-9,
+                                 "depth_stamp": stamp_to_nanoseconds(depth_msg.header.stamp) * 1e-9,
+                                 "gt": gt is not None, "methods": {}}
+        outputs: dict[str, np.ndarray] = {}
+        for runner in self.runners:
+            key = runner.spec.key
+            if not self.scheduled(runner, index):
+                entry["methods"][key] = {"skipped": True}
+                continue
+            try:
+                pred, stats = runner.process(rgb, source, stamp_ns * 1e-9)
+            except DadaInputError as exc:
+                entry["methods"][key] = {"error": str(exc)}
+                continue
+            except Exception as exc:  # noqa: BLE001 - one broken method must not end the replay
+                entry["methods"][key] = {"error": f"internal error {type(exc).__name__}: {exc}"}
+                continue
+            entry["methods"][key] = frame_record(stats, score_frame(pred, gt, source))
+            outputs[key] = pred
+            if self.outbag is not None:
+                out_log = log_ns + int(stats["ms"] * 1e6)
+                if runner is self.primary:
+                    self.outbag.write_primary(pred, rgb, rgb_msg, info_msg, intr, stamp_ns, out_log)
+                elif self.cfg.bag_all_methods:
+                    self.outbag.write_method(key, pred, str(rgb_msg.header.frame_id), stamp_ns, out_log)
+        entry["frame_ms"] = (time.perf_counter() - t_frame) * 1e3
+        if index in self.snap_at:
+            self.snapshots.append(Snapshot(index, stamp_ns * 1e-9, rgb, source, gt, outputs))
+        self.log.add_frame(entry)
+        if self.bar is not None:
+            self.bar.update(1)
+            if self.primary is not None:
+                rec = entry["methods"].get(self.primary.spec.key, {})
+                post = {"it": rec.get("iterations", "-")}
+                if "mse_cm2" in rec:
+                    post["mse"] = f"{rec['mse_cm2']:.1f}"
+                self.bar.set_postfix(post, refresh=False)
+
+
+def run_replay(cfg: ReplayConfig) -> ReplayResult:
+    """Replay ``cfg.bag`` offline; writes metrics.json, frames.jsonl, the output bag and the report."""
+    cfg.validate()
+    out = prepare_out_dir(cfg.out)
+    with BagReader(cfg.bag) as reader:
+        bag_topics = reader.topics
+        topics = cfg.topics.resolve(bag_topics)
+        counts = {t: bag_topics[t].count for t in topics.inputs()}
+        expected = min(counts[topics.rgb], counts[topics.depth])
+        if cfg.max_frames:
+            expected = min(expected, cfg.max_frames)
+        runners = build_runners(cfg.methods, cfg.settings)
+        header = {
+            "tool": "dada-replay", "mode": "offline", "bag": str(cfg.bag), "command": cfg.command,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host_cpus": os.cpu_count(),
+            "topics": {"rgb": topics.rgb, "rgb_info": topics.rgb_info, "depth": topics.depth, "gt": topics.gt},
+            "bag_topics": {t.name: {"type": t.msgtype, "count": t.count} for t in bag_topics.values()},
+            "methods": {r.spec.key: {"label": r.spec.label(cfg.settings.node), "base": r.spec.base,
+                                     "mode": r.spec.mode, "iterations": r.spec.iterations,
+                                     "every": cfg.cold_every if r.spec.equilibrium_cold else 1,
+                                     "available": r.error is None} for r in runners},
+            "settings": {"device": cfg.settings.device, "cold_every": cfg.cold_every, "max_frames": cfg.max_frames,
+                         "torch_threads": torch.get_num_threads()},
+            "node_parameters": _node_params(cfg.settings.node),
+        }
+        log = MetricsLog(out, header, [s.key for s in cfg.methods])
+        for note in topics.notes:
+            log.note(note)
+            _warn(note)
+        for r in runners:
+            if r.error is not None:
+                text = f"method {r.spec.key} not run: {r.error}"
+                log.note(text)
+                _warn(text)
+        if cfg.cold_every > 1 and any(r.spec.equilibrium_cold for r in runners):
+            log.note(f"equilibrium cold-start methods are scored on every {ordinal(cfg.cold_every)} frame only "
+                     "(stateless, so those frames are exactly what every-frame runs would give)")
+        gt = GroundTruthStream(cfg.bag, topics.gt, tolerance_s=cfg.slop / 2) if topics.gt else None
+        out_bag_path = out / "output_bag"
+        outbag = None
+        status = "failed"
+        state: _Replay | None = None
+        try:
+            if cfg.write_bag:
+                if out_bag_path.exists():
+                    raise DadaInputError(f"{out_bag_path} exists already; remove it or use another --out")
+                outbag = OutputBag(out_bag_path, cfg.settings.node, cfg.bag_storage)
+            state = _Replay(cfg, topics, expected, log, runners, gt, outbag)
+            status = _stream(reader, topics, cfg, state)
+        except KeyboardInterrupt:
+            status = "interrupted"
+            _warn("interrupted: partial results kept")
+        finally:
+            if state is not None and state.bar is not None:
+                state.bar.close()
+            out_counts = outbag.close() if outbag is not None else {}
+            if gt is not None:
+                gt.close()
+            if state is not None:
+                _finish_counters(log, state, gt)
+            log.update(output_bag={"path": str(out_bag_path), "topics": out_counts} if outbag else None)
+            log.close(status)
+    report = write_report(out, log.data, state.snapshots if state else [])
+    return ReplayResult(log.data, out, report, out_bag_path if outbag else None, status)
+
+
+def _stream(reader: BagReader, topics: TopicMap, cfg: ReplayConfig, state: _Replay) -> str:
+    from tqdm import tqdm
+
+    kinds = dict(zip(topics.inputs(), INPUT_NAMES))
+    order = {t: i for i, t in enumerate(topics.inputs())}
+    matched: list[tuple] = []
+    resets: list[str] = []
+    node = cfg.settings.node
+    sync = Synchronizer(3, node.queue_size, node.slop, callback=lambda *msgs: matched.append(msgs),
+                        on_reset=resets.append, backend="internal")
+    state.sync = sync
+    state.messages = Counter()
+    state.bar = tqdm(total=state.expected, unit="frame", desc="dada-replay", disable=not cfg.progress,
+                     file=sys.stderr, dynamic_ncols=True)
+    for raw in reader.messages(topics.inputs()):
+        state.messages[raw.topic] += 1
+        if state.outbag is not None:
+            state.outbag.copy_input(raw)
+        try:
+            decoded = decode_input(kinds[raw.topic], raw)
+        except ConversionError as exc:
+            state.reject(exc.reason, f"{kinds[raw.topic]} message on {raw.topic}: {exc}")
+            continue
+        sync.add(order[raw.topic], decoded)
+        for reason in resets:
+            state.log.note(f"time went backwards ({reason}): sync queues cleared, warm start reset")
+            for r in state.runners:
+                if r.pipeline is not None:
+                    r.pipeline.reset()
+        resets.clear()
+        while matched:
+            state.frame(*matched.pop(0), log_ns=raw.log_time_ns)
+        if cfg.max_frames and state.index >= cfg.max_frames:
+            return "complete (stopped at --max-frames)"
+    return "complete"
+
+
+def _finish_counters(log: MetricsLog, state: _Replay, gt: GroundTruthStream | None) -> None:
+    """Input-side counters: messages per topic, sync matches, frames without a partner."""
+    sync = getattr(state, "sync", None)
+    messages = dict(getattr(state, "messages", {}))
+    matched = sync.counters.matched if sync is not None else 0
+    unmatched = {t: n - matched for t, n in messages.items() if n > matched}
+    info = {
+        "messages": messages, "synchronised_sets": matched, "frames_processed": state.index,
+        "without_partner": unmatched, "sync_evicted": sync.counters.evicted if sync else 0,
+        "sync_time_resets": sync.counters.time_resets if sync else 0,
+        "dropped": dict(state.dropped),
+        "frames_without_gt": state.frames_without_gt, "gt_unreadable": dict(gt.bad) if gt else {},
+    }
+    log.update(input=info)
+    for topic, n in unmatched.items():
+        text = f"{n} message(s) on {topic} had no partner within {state.cfg.slop * 1e3:.0f} ms and were not processed"
+        log.note(text)
+        _warn(text)
+    if state.frames_without_gt and gt is not None:
+        text = f"{state.frames_without_gt} frame(s) had no ground truth with the same stamp: not scored"
+        log.note(text)
+        _warn(text)
+    if state.index == 0:
+        text = "no frame could be synchronised: check the stamps of the input topics"
+        log.note(text)
+        _warn(text)
+
+
+__all__ = ["ReplayConfig", "ReplayResult", "run_replay", "prepare_out_dir", "decode_input", "check_frame"]
