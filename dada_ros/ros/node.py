@@ -209,6 +209,8 @@ class UpsampleNode(Node):
             self.stats.notes["device"] = f"{device} requested but absent: running on CPU"
             device = "cpu"
         else:
+            if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+                raise DadaInputError(f"device {device!r}: torch sees only {torch.cuda.device_count()} CUDA GPU(s)")
             self.stats.notes.pop("device", None)
         return make_solver(s.method, s.solver_config(device), kappa=s.kappa, form=s.coefficient_form,
                            weights=s.weights or None)
