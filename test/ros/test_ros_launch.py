@@ -144,7 +144,7 @@ def run_described_node(desc: LaunchDescription, ctx) -> None:
     ns = "launch_test_" + str(os.getpid())
     cmd = node_command(desc, {"namespace": ns, "device": "cpu", "rgb_topic": "/cam/color",
                               "output_depth_topic": "/out/depth"})
-    cmd += ["-p", "torch_threads:=1"]  # not a launch argument; keeps the shared CPU usable
+    cmd += ["-p", "torch_threads:=1", "-p", "max_iterations:=500"]  # test-only: keep the shared CPU usable
     env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     node = rclpy.create_node("launch_tester", context=ctx)
