@@ -85,6 +85,7 @@ def run_loop(
     iterations: int,
     tol: float | None = None,
     check_every: int = 25,
+    backend: str = "auto",
 ) -> LoopStats:
     """Run up to ``iterations`` diffusion + adjustment steps on ``y`` IN PLACE.
 
@@ -99,9 +100,19 @@ def run_loop(
         tol: stop early once the max relative change of y over the last ``check_every`` steps is
             below ``tol`` for every batch item (None: run exactly ``iterations`` steps).
         check_every: steps between convergence checks.
+        backend: ``"auto"`` (the fused numba kernel for CPU float32 tensors when numba is
+            installed, else torch), ``"torch"`` (this eager loop: CPU or CUDA) or ``"fused"``.
     Returns:
         :class:`LoopStats`.
     """
+    from .fused_cpu import fused_available, run_loop_fused  # fused_cpu imports this module
+
+    if backend not in ("auto", "torch", "fused"):
+        raise ValueError(f"unknown loop backend {backend!r}")
+    if backend == "fused" or (backend == "auto" and fused_available(y)):
+        if not fused_available(y):
+            raise ValueError("the fused backend needs numba and a CPU float32 tensor")
+        return run_loop_fused(y, source, valid, cv, ch, resampler, lam, iterations, tol, check_every)
     t0 = time.perf_counter()
     stats = LoopStats()
     lcv = cv * lam

@@ -68,7 +68,9 @@ def test_warm_start_from_converged_answer_is_much_faster():
     assert np.nanmax(np.abs(warm.depth - cold.depth)) < 0.01
 
 
-def test_fast_loop_matches_reference_steps():
+@pytest.mark.parametrize("backend", ["torch", "fused"])
+@pytest.mark.parametrize("tol", [None, 1e-12])
+def test_fast_loop_matches_reference_steps(backend, tol):
     s = make_sample(seed=4, size=(40, 56), source_shape=(9, 13))
     part = Partition((40, 56), (9, 13))
     res = Resampler(part, CPU)
@@ -81,12 +83,13 @@ def test_fast_loop_matches_reference_steps():
     for _ in range(50):
         y_ref = adjust_step(diffusion_step(y_ref, 0.24 * cv, 0.24 * ch), src, valid, res)
     y_fast = y0.clone()
-    stats = run_loop(y_fast, src, valid, cv, ch, res, 0.24, iterations=50)
-    assert stats.iterations == 50
+    stats = run_loop(y_fast, src, valid, cv, ch, res, 0.24, iterations=50, tol=tol, check_every=7, backend=backend)
+    assert stats.iterations == 50 and len(stats.residual_history) == 8  # checks at 7, 14, .., 49, 50
     assert torch.allclose(y_fast, y_ref, rtol=1e-5, atol=1e-6)
 
 
-def test_loop_batch_equals_individual_runs():
+@pytest.mark.parametrize("backend", ["torch", "fused"])
+def test_loop_batch_equals_individual_runs(backend):
     part = Partition((32, 32), (4, 4))
     res = Resampler(part, CPU)
     g = torch.Generator().manual_seed(0)
@@ -95,10 +98,11 @@ def test_loop_batch_equals_individual_runs():
     cv, ch = torch.rand(2, 1, 31, 32, generator=g), torch.rand(2, 1, 32, 31, generator=g)
     y = res.up(src)
     batch = y.clone()
-    run_loop(batch, src, valid, cv, ch, res, 0.2, iterations=40)
+    run_loop(batch, src, valid, cv, ch, res, 0.2, iterations=40, backend=backend)
     for b in range(2):
         single = y[b:b + 1].clone()
-        run_loop(single, src[b:b + 1], valid[b:b + 1], cv[b:b + 1], ch[b:b + 1], res, 0.2, iterations=40)
+        run_loop(single, src[b:b + 1], valid[b:b + 1], cv[b:b + 1], ch[b:b + 1], res, 0.2, iterations=40,
+                 backend="torch")
         assert torch.allclose(single, batch[b:b + 1], atol=1e-6)
 
 
