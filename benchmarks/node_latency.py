@@ -3,7 +3,9 @@
 Runs the real ``dada_upsample`` node in-process on a real rclpy graph, feeds it a generated
 sequence (slow pan, ToF-like noise) at 160x120 -> 640x480 (x4) on the CPU, one frame at a time
 (the next triple is sent when the previous output arrived, so every frame is processed and the
-numbers are per-frame latency, not throughput), and prints the median over the frames.
+numbers are per-frame latency, not throughput), and prints the median over the frames. The
+modes run side by side, frame i going to each mode's node in turn, so a shared machine's load
+hits them alike.
 
 Each frame is stamped with the node clock when it is sent, so stamp -> publish is the whole
 path: DDS in, decode, sync, warm-start alignment, solve, encode, publish (depth + camera_info +
@@ -58,61 +60,85 @@ def messages(frame, stamp_ns: int) -> tuple[Image, CameraInfo, Image]:
     return rgb, info, depth
 
 
-def run_mode(ctx, frames, mode: str, args) -> dict:
-    overrides = {"warm_start": mode, "warm_start_max_age": args.max_age, "torch_threads": args.threads,
-                 "device": "cpu", "qos_reliability": "reliable", "output_qos_reliability": "reliable"}
-    ns = "/bench" + uuid.uuid4().hex[:8]
-    node = UpsampleNode(context=ctx, namespace=ns,
-                        parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
-    tester = rclpy.create_node("bench", namespace=ns, context=ctx)
-    pubs = [tester.create_publisher(Image if k != "camera_info" else CameraInfo, t, RELIABLE)
-            for k, t in INPUT_TOPICS.items()]
-    received: list[tuple[int, float]] = []
-    tester.create_subscription(Image, OUTPUT_TOPICS["depth"],
-                               lambda m: received.append((cv.stamp_to_nanoseconds(m.header.stamp), time.time())), RELIABLE)
-    # a cloud subscriber, so the node packs and publishes the cloud as it would for a real user
-    tester.create_subscription(PointCloud2, OUTPUT_TOPICS["points"], lambda m: None, RELIABLE)
+class Runner:
+    """One node (one warm_start mode) and its tester publishers/subscribers, on a shared executor."""
+
+    def __init__(self, ctx, ex: SingleThreadedExecutor, mode: str, args):
+        overrides = {"warm_start": mode, "warm_start_max_age": args.max_age, "torch_threads": args.threads,
+                     "device": "cpu", "qos_reliability": "reliable", "output_qos_reliability": "reliable"}
+        ns = "/bench" + uuid.uuid4().hex[:8]
+        self.mode, self.args = mode, args
+        self.node = UpsampleNode(context=ctx, namespace=ns,
+                                 parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+        self.tester = rclpy.create_node("bench", namespace=ns, context=ctx)
+        self.pubs = [self.tester.create_publisher(Image if k != "camera_info" else CameraInfo, t, RELIABLE)
+                     for k, t in INPUT_TOPICS.items()]
+        self.received: list[int] = []
+        self.tester.create_subscription(Image, OUTPUT_TOPICS["depth"],
+                                        lambda m: self.received.append(cv.stamp_to_nanoseconds(m.header.stamp)), RELIABLE)
+        # a cloud subscriber, so the node packs and publishes the cloud as it would for a real user
+        self.tester.create_subscription(PointCloud2, OUTPUT_TOPICS["points"], lambda m: None, RELIABLE)
+        ex.add_node(self.node)
+        ex.add_node(self.tester)
+        self.rows: list[dict] = []
+
+    def connected(self) -> bool:
+        return bool(all(p.get_subscription_count() for p in self.pubs) and self.node.pub_depth.get_subscription_count()
+                    and self.node.pub_points.get_subscription_count())
+
+    def frame(self, i: int, f) -> None:
+        """Send one triple stamped now; wait for its output and the node's stats of it."""
+        node = self.node
+        done_before = node.stats.outputs.count
+        stamp = node.get_clock().now().nanoseconds
+        for p, m in zip(self.pubs, messages(f, stamp)):
+            p.publish(m)
+        deadline = time.monotonic() + self.args.frame_timeout
+        # the subscriber may see the image before the node has recorded the frame's stats
+        while time.monotonic() < deadline and not (stamp in self.received and node.stats.outputs.count > done_before):
+            time.sleep(0.002)
+        if stamp not in self.received:
+            print(f"  {self.mode} frame {i}: no output within {self.args.frame_timeout} s", flush=True)
+            return
+        last = dict(node.stats.last_frame)
+        row = {"latency": node.stats.latencies[-1], "init_mode": last.get("init_mode"),
+               "iterations": last.get("iterations"), "flow_ms": last.get("flow_ms") or 0.0,
+               "solve_ms": last.get("solve_ms"), "cold_reason": last.get("cold_reason")}
+        self.rows.append(row)
+        if self.args.verbose:
+            print(f"  {self.mode:4s} frame {i:2d}: {row['latency'] * 1000:8.1f} ms  {row['init_mode']:5s} "
+                  f"{row['iterations']:5d} it  flow {row['flow_ms']:5.1f} ms  {row['cold_reason'] or ''}", flush=True)
+
+    def result(self) -> dict:
+        return {"mode": self.mode, "frames": self.rows, "drops": self.node.stats.snapshot()}
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        self.tester.destroy_node()
+
+
+def run_interleaved(ctx, frames, modes: list[str], counts: dict[str, int], args) -> list[dict]:
+    """Frame i goes to every mode's node in turn, so the modes are measured under the same load
+    (the machine may be shared); each node processes its frames in order, so its warm start
+    sees a proper sequence."""
     ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
-    ex.add_node(tester)
+    runners = [Runner(ctx, ex, m, args) for m in modes]
     th = threading.Thread(target=ex.spin, daemon=True)
     th.start()
     try:
-        end = time.monotonic() + 20
-        while time.monotonic() < end and not (all(p.get_subscription_count() for p in pubs)
-                                               and node.pub_depth.get_subscription_count()
-                                               and node.pub_points.get_subscription_count()):
+        end = time.monotonic() + 30
+        while time.monotonic() < end and not all(r.connected() for r in runners):
             time.sleep(0.05)
-        per_frame = []
         for i, f in enumerate(frames):
-            done_before = node.stats.outputs.count
-            stamp = node.get_clock().now().nanoseconds
-            for p, m in zip(pubs, messages(f, stamp)):
-                p.publish(m)
-            deadline = time.monotonic() + args.frame_timeout
-            # the subscriber may see the image before the node has recorded the frame's stats
-            while time.monotonic() < deadline and not (any(s == stamp for s, _ in received)
-                                                       and node.stats.outputs.count > done_before):
-                time.sleep(0.002)
-            got = [t for s, t in received if s == stamp]
-            if not got:
-                print(f"  frame {i}: no output within {args.frame_timeout} s", flush=True)
-                continue
-            last = dict(node.stats.last_frame)
-            row = {"latency": node.stats.latencies[-1], "received": got[0] - stamp * 1e-9,
-                   "init_mode": last.get("init_mode"), "iterations": last.get("iterations"),
-                   "flow_ms": last.get("flow_ms") or 0.0, "solve_ms": last.get("solve_ms"),
-                   "cold_reason": last.get("cold_reason")}
-            per_frame.append(row)
-            if args.verbose:
-                print(f"  {mode} frame {i:2d}: {row['latency'] * 1000:8.1f} ms  {row['init_mode']:5s} "
-                      f"{row['iterations']:5d} it  flow {row['flow_ms']:.1f} ms  {row['cold_reason'] or ''}", flush=True)
-        return {"mode": mode, "frames": per_frame, "drops": node.stats.snapshot()}
+            for r in runners:
+                if i < counts[r.mode]:
+                    r.frame(i, f)
+        return [r.result() for r in runners]
     finally:
         ex.shutdown(timeout_sec=5)
         th.join(timeout=5)
-        node.destroy_node()
-        tester.destroy_node()
+        for r in runners:
+            r.close()
 
 
 def summarise(res: dict) -> str:
@@ -154,20 +180,29 @@ def main() -> int:
     t0 = time.time()
     frames = list(make_sequence(SequenceConfig(seed=args.seed, size=(H, W), source_shape=(h, w), plan=plan)))
     print(f"{len(frames)} frames {w}x{h} -> {W}x{H} generated in {time.time() - t0:.1f} s; CPU, torch threads "
-          f"{args.threads}, {os.cpu_count()} cores visible, torch {torch.__version__}", flush=True)
+          f"{args.threads}, {os.cpu_count()} cores visible, load average {os.getloadavg()[0]:.1f}, "
+          f"torch {torch.__version__}", flush=True)
+    # One-time costs (a JIT-compiled CPU kernel, first torch/OpenCV calls) are not per-frame
+    # latency: pay them on a tiny frame pair before the clock starts.
+    from dada_ros.core.pipeline import FramePipeline
+    from dada_ros.core.solver import DadaSolver, SolverConfig
+
+    small = list(make_sequence(SequenceConfig(seed=1, size=(48, 64), source_shape=(12, 16), plan=(("pan", 2),))))
+    warm_pipe = FramePipeline(DadaSolver(SolverConfig(device="cpu", max_iterations=50)))
+    for k, f in enumerate(small):
+        warm_pipe.process(f.rgb, f.source, f.stamp)
     ctx = rclpy.context.Context()
     rclpy.init(context=ctx, domain_id=int(os.environ.get("ROS_DOMAIN_ID", 0)) or (200 + os.getpid() % 30))
-    results = []
+    modes = [m.strip() for m in args.modes.split(",")]
+    counts = {m: (args.cold_frames if (m == "off" and args.cold_frames) else len(frames)) for m in modes}
+    t0 = time.time()
     try:
-        for mode in args.modes.split(","):
-            t0 = time.time()
-            mode = mode.strip()
-            n = args.cold_frames if (mode == "off" and args.cold_frames) else len(frames)
-            res = run_mode(ctx, frames[:n], mode, args)
-            results.append(res)
-            print(summarise(res) + f"  [{time.time() - t0:.0f} s wall]", flush=True)
+        results = run_interleaved(ctx, frames, modes, counts, args)
     finally:
         rclpy.shutdown(context=ctx)
+    for res in results:
+        print(summarise(res))
+    print(f"[{time.time() - t0:.0f} s wall; load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores]")
     by = {r["mode"]: r for r in results}
     if "flow" in by and "off" in by and by["flow"]["frames"] and by["off"]["frames"]:
         f = statistics.median(r["latency"] for r in by["flow"]["frames"])
