@@ -275,6 +275,22 @@ def _markdown_table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _frames_line(metrics: dict) -> str:
+    """One line on the input side: what was synchronised / published and what came back."""
+    inp = metrics.get("input") or {}
+    if metrics.get("mode") == "realtime":
+        return (f"frames published to the live node {inp.get('published_frames', 0)}, answered "
+                f"{inp.get('received_outputs', 0)}, dropped {inp.get('dropped', 0)}, without ground truth "
+                f"{inp.get('frames_without_gt', 0)}")
+    text = (f"frames synchronised {inp.get('synchronised_sets', 0)}, processed {inp.get('frames_processed', 0)}, "
+            f"without ground truth {inp.get('frames_without_gt', 0)}")
+    if inp.get("messages"):
+        text += "; messages: " + ", ".join(f"{t} {n}" for t, n in inp["messages"].items())
+    if inp.get("dropped"):
+        text += "; dropped: " + ", ".join(f"{r} {n}" for r, n in inp["dropped"].items())
+    return text
+
+
 def format_summary(metrics: dict, report: Path | None = None) -> str:
     """The one-screen console summary."""
     rows = summary_rows(metrics)
@@ -282,10 +298,7 @@ def format_summary(metrics: dict, report: Path | None = None) -> str:
     table = [[r[c] for c in cols] for r in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
     lines = [f"dada-replay: {metrics.get('bag')} -> {metrics.get('status')}"]
-    inp = metrics.get("input", {})
-    if inp:
-        lines.append(f"  frames synchronised {inp.get('synchronised_sets', 0)}, processed {inp.get('frames_processed', 0)}"
-                     f", without ground truth {inp.get('frames_without_gt', 0)}")
+    lines += [f"  {_frames_line(metrics)}"] if metrics.get("input") else []
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in table]
     for n in metrics.get("notes", []):
         lines.append(f"  note: {n}")
@@ -317,9 +330,7 @@ def write_report(out: Path, metrics: dict, snapshots: list[Snapshot]) -> Path:
     if metrics.get("command"):
         md.append(f"- command: `{metrics['command']}`")
     if inp:
-        md.append(f"- frames: {inp.get('synchronised_sets', 0)} synchronised, {inp.get('frames_processed', 0)} processed, "
-                  f"{inp.get('frames_without_gt', 0)} without ground truth; messages per topic: "
-                  + ", ".join(f"`{t}` {n}" for t, n in inp.get("messages", {}).items()))
+        md.append(f"- {_frames_line(metrics)}")
     md += ["", "## Summary", "", _markdown_table(summary_rows(metrics)), ""]
     md.append("MSE / MAE: mean over scored frames of the per-frame value over valid ground-truth pixels "
               "(the paper's units); RMSE = sqrt(mean MSE); coverage: fraction of valid ground truth with an "

@@ -5,6 +5,7 @@ rewritten atomically (temp file + rename) at most once a second and at the end. 
 is keyed by method name; per method:
 
 ``frames_in`` frames offered, ``frames_out`` outputs produced, ``frames_failed``,
+``frames_dropped`` (``--realtime``: published, but the live node never answered),
 ``frames_scored`` (with ground truth), ``mse_cm2`` / ``mae_cm`` (mean over scored frames of the
 per-frame value, as the paper averages per image), ``rmse_cm`` (sqrt of ``mse_cm2``),
 ``coverage`` (mean fraction of valid ground truth that got an estimate), ``consistency_max`` /
@@ -72,7 +73,8 @@ def summarize(method: str, frames: list[dict]) -> dict:
     """Summary of one method over the per-frame entries (``frames[i]["methods"][method]``)."""
     recs = [f["methods"][method] for f in frames if method in f.get("methods", {})]
     ran = [r for r in recs if not r.get("skipped")]
-    ok = [r for r in ran if "error" not in r]
+    dropped = [r for r in ran if r.get("dropped")]
+    ok = [r for r in ran if "error" not in r and not r.get("dropped")]
     scored = [r for r in ok if "mse_cm2" in r and math.isfinite(r.get("mse_cm2", float("nan")))]
     ms = _finite([r.get("ms") for r in ok])
     mse = _mean([r["mse_cm2"] for r in scored])
@@ -83,7 +85,8 @@ def summarize(method: str, frames: list[dict]) -> dict:
     return {
         "frames_in": len(ran),
         "frames_out": len(ok),
-        "frames_failed": len(ran) - len(ok),
+        "frames_failed": len(ran) - len(ok) - len(dropped),
+        "frames_dropped": len(dropped),
         "frames_skipped": len(recs) - len(ran),
         "frames_scored": len(scored),
         "mse_cm2": mse,

@@ -15,7 +15,7 @@ from .conftest import make_bag
 
 
 def replay(*argv):
-    return run_cli("dada-replay", main, [str(a) for a in argv] + ["--no-progress"])
+    return run_cli("dada-replay", main, [str(a) for a in argv] + ["--no-progress", "--snapshots", "1"])
 
 
 def _error_line(capsys):

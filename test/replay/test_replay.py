@@ -20,7 +20,7 @@ def replay(*argv):
 @pytest.fixture(scope="module")
 def result(tiny_bag, tmp_path_factory):
     out = tmp_path_factory.mktemp("replay") / "out"
-    rc = replay("--bag", tiny_bag, "--out", out, "--no-progress", "--warm-iterations", "60", "--cold-every", "2", "--threads", "1", "--node-params", "points_rgb:=true",
+    rc = replay("--bag", tiny_bag, "--out", out, "--no-progress", "--warm-iterations", "60", "--cold-every", "2", "--threads", "1", "--node-params", "points_rgb:=true,max_iterations:=1500", "--snapshots", "2",
                 "--methods", "dada-free,dada-free:naive,dada-free:cold,dada-free:cold:60,bicubic,jbf,dada")
     return rc, out, json.loads((out / "metrics.json").read_text())
 
