@@ -9,10 +9,15 @@ Public API (names are stable; the replay tool imports them):
 Images
     ``image_to_array(msg) -> ndarray``           raw pixels (H, W) or (H, W, C), native byte
                                                   order, read through ``step`` and ``is_bigendian``
+    ``check_image_layout(msg, encodings)``       the checks of ``image_to_array`` alone (encoding,
+                                                  size, step, data length); (dtype, channels)
     ``depth_image_to_metres(msg) -> ndarray``    (H, W) float32 metres, NaN = invalid;
                                                   16UC1/mono16 mm (0 invalid), 32FC1 m (0, NaN,
                                                   inf, negative invalid)
     ``guide_image_to_rgb(msg) -> ndarray``       (H, W, 3) uint8 RGB from rgb8/bgr8/rgba8/bgra8/mono8
+    ``depth_array_to_metres(raw)`` / ``guide_array_to_rgb(raw, encoding)``
+                                                  the same conventions applied to already decoded
+                                                  pixels (the node's cv_bridge path uses them)
     ``metres_to_depth_array(depth, encoding)``   metres -> 32FC1 (NaN invalid) or 16UC1 (mm,
                                                   rounded, clamped to 1..65535, invalid 0)
     ``image_fields(array, encoding) -> dict``    height/width/encoding/is_bigendian/step/data for
@@ -25,6 +30,9 @@ Camera info
 Point clouds (depth_image_proc point_cloud_xyz / point_cloud_xyzrgb layout)
     ``depth_to_points(depth, intr, decimation)`` (h', w', 3) float32 XYZ, NaN for invalid
     ``pack_point_cloud(depth, intr, rgb=None, decimation=1, organized=True) -> PackedCloud``
+    ``point_cloud_layout(with_rgb)``             (fields, point_step) of that layout
+    ``point_cloud_records(depth, intr, ...)``    the points as a structured array + is_dense (for
+                                                  packers such as sensor_msgs_py's create_cloud)
     ``pointcloud2_to_array(msg) -> ndarray``     structured (H, W) array with the cloud's fields
     ``pack_rgb_float(rgb) -> ndarray``           the float32 whose bits are 0x00RRGGBB
 Messages
@@ -114,16 +122,16 @@ def _data_bytes(data: Any) -> np.ndarray:
         return np.asarray(data, dtype=np.uint8).reshape(-1)
 
 
-def image_to_array(msg: Any, encodings: Sequence[str] | None = None) -> np.ndarray:
-    """Pixels of a sensor_msgs/Image as (H, W) or (H, W, C) in native byte order (a copy).
+def check_image_layout(msg: Any, encodings: Sequence[str] | None = None) -> tuple[np.dtype, int]:
+    """Check a sensor_msgs/Image's encoding, size, ``step`` and data length without decoding it.
 
-    Reads row by row through ``step`` (rows may be padded) and honours ``is_bigendian``.
-
-    Raises:
-        ConversionError: ``unsupported_encoding`` (or not in ``encodings``), ``empty_image``,
-            ``step_mismatch`` (step < width x pixel size, or data shorter / longer than
-            step x height).
+    Returns the pixel ``dtype`` in the message's byte order and the channel count. Raises exactly
+    what :func:`image_to_array` raises for the same message (it calls this first).
     """
+    return _checked_layout(msg, encodings)[:2]
+
+
+def _checked_layout(msg: Any, encodings: Sequence[str] | None) -> tuple[np.dtype, int, np.ndarray]:
     enc = str(msg.encoding)
     if enc not in IMAGE_ENCODINGS or (encodings is not None and enc not in encodings):
         allowed = ", ".join(encodings if encodings is not None else IMAGE_ENCODINGS)
@@ -141,18 +149,32 @@ def image_to_array(msg: Any, encodings: Sequence[str] | None = None) -> np.ndarr
     if data.size != step * h:
         raise ConversionError(
             "step_mismatch", f"image data has {data.size} bytes, expected step x height = {step} x {h} = {step * h}")
+    return dtype, channels, data
+
+
+def image_to_array(msg: Any, encodings: Sequence[str] | None = None) -> np.ndarray:
+    """Pixels of a sensor_msgs/Image as (H, W) or (H, W, C) in native byte order (a copy).
+
+    Reads row by row through ``step`` (rows may be padded) and honours ``is_bigendian``.
+
+    Raises:
+        ConversionError: ``unsupported_encoding`` (or not in ``encodings``), ``empty_image``,
+            ``step_mismatch`` (step < width x pixel size, or data shorter / longer than
+            step x height).
+    """
+    dtype, channels, data = _checked_layout(msg, encodings)
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    row_bytes = w * channels * dtype.itemsize
     rows = data.reshape(h, step)[:, :row_bytes]
     arr = np.ascontiguousarray(rows).view(dtype).reshape(h, w, channels)
     arr = arr.astype(dtype.newbyteorder("="), copy=True)
     return arr[:, :, 0] if channels == 1 else arr
 
 
-def depth_image_to_metres(msg: Any) -> np.ndarray:
-    """A depth Image (16UC1 / mono16 mm or 32FC1 m) -> (H, W) float32 metres, NaN = invalid.
-
-    0, NaN, +-inf and negative values are invalid (a float 0.0 too, unlike depth_image_proc).
-    """
-    raw = image_to_array(msg, DEPTH_ENCODINGS)
+def depth_array_to_metres(raw: np.ndarray) -> np.ndarray:
+    """Raw depth pixels (H, W) -> float32 metres, NaN = invalid: unsigned integers are mm
+    (x 0.001), floats are metres; 0, NaN, +-inf and negative values are invalid. A new array."""
+    raw = np.asarray(raw)
     if raw.dtype.kind == "u":
         depth = raw.astype(np.float32) * np.float32(0.001)
     else:
@@ -163,15 +185,28 @@ def depth_image_to_metres(msg: Any) -> np.ndarray:
     return depth
 
 
-def guide_image_to_rgb(msg: Any) -> np.ndarray:
-    """A colour / mono Image (rgb8, bgr8, rgba8, bgra8, mono8) -> (H, W, 3) uint8 RGB."""
-    raw = image_to_array(msg, GUIDE_ENCODINGS)
-    enc = str(msg.encoding)
-    if enc == "mono8":
+def depth_image_to_metres(msg: Any) -> np.ndarray:
+    """A depth Image (16UC1 / mono16 mm or 32FC1 m) -> (H, W) float32 metres, NaN = invalid.
+
+    0, NaN, +-inf and negative values are invalid (a float 0.0 too, unlike depth_image_proc).
+    """
+    return depth_array_to_metres(image_to_array(msg, DEPTH_ENCODINGS))
+
+
+def guide_array_to_rgb(raw: np.ndarray, encoding: str) -> np.ndarray:
+    """Raw guide pixels of ``encoding`` (rgb8, bgr8, rgba8, bgra8: (H, W, C); mono8: (H, W))
+    -> (H, W, 3) uint8 RGB (a new array)."""
+    raw = np.asarray(raw)
+    if encoding == "mono8":
         return np.repeat(raw[:, :, None], 3, axis=2)
-    if enc in ("bgr8", "bgra8"):
+    if encoding in ("bgr8", "bgra8"):
         return np.ascontiguousarray(raw[:, :, 2::-1])
     return np.ascontiguousarray(raw[:, :, :3])
+
+
+def guide_image_to_rgb(msg: Any) -> np.ndarray:
+    """A colour / mono Image (rgb8, bgr8, rgba8, bgra8, mono8) -> (H, W, 3) uint8 RGB."""
+    return guide_array_to_rgb(image_to_array(msg, GUIDE_ENCODINGS), str(msg.encoding))
 
 
 def metres_to_depth_array(depth: np.ndarray, encoding: str = "32FC1") -> np.ndarray:
@@ -372,6 +407,50 @@ class PackedCloud:
         }
 
 
+def point_cloud_layout(with_rgb: bool) -> tuple[list[tuple[str, int, int, int]], int]:
+    """``(fields, point_step)`` of depth_image_proc's clouds: (name, offset, datatype, count)
+    tuples x@0 y@4 z@8 [rgb@16] FLOAT32, point_step 16 (XYZ) or 32 (XYZRGB)."""
+    fields = [("x", 0, POINTFIELD_FLOAT32, 1), ("y", 4, POINTFIELD_FLOAT32, 1), ("z", 8, POINTFIELD_FLOAT32, 1)]
+    if with_rgb:
+        return fields + [("rgb", 16, POINTFIELD_FLOAT32, 1)], 32
+    return fields, 16
+
+
+def _padded_cloud_dtype(with_rgb: bool) -> np.dtype:
+    fields: list[tuple[str, str]] = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("_pad0", "<f4")]
+    if with_rgb:
+        fields += [("rgb", "<f4"), ("_pad1", "<f4"), ("_pad2", "<f4"), ("_pad3", "<f4")]
+    return np.dtype(fields)
+
+
+def point_cloud_records(depth: np.ndarray, intr: Intrinsics, rgb: np.ndarray | None = None,
+                        decimation: int = 1, organized: bool = True,
+                        dtype: np.dtype | None = None) -> tuple[np.ndarray, bool]:
+    """The points of :func:`pack_point_cloud` as a structured (height, width) array, and
+    ``is_dense``.
+
+    ``dtype``: a structured dtype with float32 fields ``x``, ``y``, ``z`` (and ``rgb`` when
+    ``rgb`` is given) at the offsets of :func:`point_cloud_layout`, itemsize = point_step (e.g.
+    ``sensor_msgs_py.point_cloud2.dtype_from_fields(fields, point_step)``); every other byte is 0.
+    Default: the same layout with named padding fields.
+    """
+    pts = depth_to_points(depth, intr, decimation)
+    if rgb is not None:
+        rgb = np.asarray(rgb)
+        if rgb.shape[:2] != np.asarray(depth).shape[:2] or rgb.ndim != 3 or rgb.shape[2] < 3:
+            raise ConversionError("bad_shape", f"rgb {rgb.shape} does not match depth {np.asarray(depth).shape}")
+    colours = None if rgb is None else pack_rgb_float(rgb[:: int(decimation), :: int(decimation), :3])
+    valid = np.isfinite(pts[..., 2])
+    if not organized:  # select before filling: indexing a structured array need not copy its gap bytes
+        pts = pts[valid][None, :]
+        colours = None if colours is None else colours[valid][None, :]
+    rec = np.zeros(pts.shape[:2], dtype=_padded_cloud_dtype(rgb is not None) if dtype is None else dtype)
+    rec["x"], rec["y"], rec["z"] = pts[..., 0], pts[..., 1], pts[..., 2]
+    if colours is not None:
+        rec["rgb"] = colours
+    return rec, (bool(valid.all()) if organized else True)
+
+
 def pack_point_cloud(depth: np.ndarray, intr: Intrinsics, rgb: np.ndarray | None = None,
                      decimation: int = 1, organized: bool = True) -> PackedCloud:
     """Depth (H, W) metres [+ RGB (H, W, 3) uint8] -> a PointCloud2 payload, depth_image_proc layout.
@@ -381,35 +460,13 @@ def pack_point_cloud(depth: np.ndarray, intr: Intrinsics, rgb: np.ndarray | None
     depth_image_proc; otherwise drop invalid points (height 1). ``is_dense`` is true exactly
     when the cloud holds no NaN point.
     """
-    pts = depth_to_points(depth, intr, decimation)
-    names = ["x", "y", "z"]
-    point_step = 16
-    dtype_fields: list[tuple[str, str]] = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("_pad0", "<f4")]
-    if rgb is not None:
-        rgb = np.asarray(rgb)
-        if rgb.shape[:2] != np.asarray(depth).shape[:2] or rgb.ndim != 3 or rgb.shape[2] < 3:
-            raise ConversionError("bad_shape", f"rgb {rgb.shape} does not match depth {np.asarray(depth).shape}")
-        names.append("rgb")
-        point_step = 32
-        dtype_fields += [("rgb", "<f4"), ("_pad1", "<f4"), ("_pad2", "<f4"), ("_pad3", "<f4")]
-    rec = np.zeros(pts.shape[:2], dtype=np.dtype(dtype_fields))
-    rec["x"], rec["y"], rec["z"] = pts[..., 0], pts[..., 1], pts[..., 2]
-    if rgb is not None:
-        d = int(decimation)
-        rec["rgb"] = pack_rgb_float(rgb[::d, ::d, :3])
-    valid = np.isfinite(pts[..., 2])
-    if organized:
-        height, width = rec.shape
-    else:
-        rec = rec[valid][None, :]
-        height, width = rec.shape
-    fields = [(n, 4 * i, POINTFIELD_FLOAT32, 1) for i, n in enumerate(names[:3])]
-    if rgb is not None:
-        fields.append(("rgb", 16, POINTFIELD_FLOAT32, 1))
+    rec, is_dense = point_cloud_records(depth, intr, rgb, decimation, organized)
+    fields, point_step = point_cloud_layout(rgb is not None)
+    height, width = rec.shape
     return PackedCloud(
         height=int(height), width=int(width), fields=fields, is_bigendian=False, point_step=point_step,
         row_step=int(width) * point_step, data=np.ascontiguousarray(rec).reshape(-1).view(np.uint8),
-        is_dense=bool(valid.all()) if organized else True,
+        is_dense=is_dense,
     )
 
 

@@ -19,6 +19,7 @@ timer publishes the same ``diagnostic_msgs/DiagnosticArray`` shape directly.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import deque
@@ -143,10 +144,20 @@ class Diagnostics:
     TASKS = ("input", "output", "latency", "solver", "drops")
 
     def __init__(self, stats: NodeStats, clock: Callable[[], float] = time.monotonic,
-                 max_delay: float = 5.0, min_delay: float = -1.0):
+                 max_delay: float = 5.0, min_delay: float = -1.0,
+                 extra: dict[str, Callable[[], dict[str, Any]]] | None = None):
         self.stats = stats
         self.clock = clock
         self.max_delay, self.min_delay = max_delay, min_delay
+        # task -> () -> {key: value} appended to that task's values (e.g. the conversion backends)
+        self.extra = dict(extra or {})
+
+    def _add_extra(self, task: str, stat: Any) -> Any:
+        fn = self.extra.get(task)
+        if fn is not None:
+            for k, v in fn().items():
+                stat.add(k, v)
+        return stat
 
     # -- tasks (each fills a DiagnosticStatusWrapper-like ``stat``) --------------------------
     def input(self, stat: Any) -> Any:
@@ -218,11 +229,15 @@ class Diagnostics:
             stat.add(k, counters[k])
         return stat
 
+    def run(self, task: str, stat: Any) -> Any:
+        """Fill ``stat`` for ``task`` (one of :attr:`TASKS`), with its ``extra`` values."""
+        return self._add_extra(task, getattr(self, task)(stat))
+
     def statuses(self, node_name: str) -> list[StatusWrapper]:
         """All statuses, named ``"<node_name>: <task>"`` (the fallback publisher's content)."""
         out = []
         for task in self.TASKS:
-            s = getattr(self, task)(StatusWrapper(task))
+            s = self.run(task, StatusWrapper(task))
             s.name = f"{node_name}: {task}"
             out.append(s)
         return out
@@ -265,7 +280,7 @@ class DiagnosticsPublisher:
             self.updater = diagnostic_updater.Updater(node, period=period)
             self.updater.setHardwareID("none")
             for task in Diagnostics.TASKS:
-                fn = getattr(diagnostics, task)
+                fn = functools.partial(diagnostics.run, task)
                 self.updater.add(task, lambda stat, fn=fn: self._run_native(stat, fn))
         else:
             from diagnostic_msgs.msg import DiagnosticArray  # noqa: PLC0415

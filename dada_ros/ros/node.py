@@ -14,6 +14,10 @@ Data flow (only this file wires ROS to the core)::
   executor never blocks on the solver, so parameter services and diagnostics stay responsive.
 * Parameter changes are validated in the on-set callback (refused with a reason, old value
   kept) and handed to the worker, which applies them before its next frame.
+* Images are decoded / encoded with cv_bridge and clouds packed with sensor_msgs_py when those
+  import, else in-package (:mod:`.ros_backends`; same output either way). The choice is in the
+  start-up log line and in the ``input`` / ``output`` diagnostics (``image_backend``,
+  ``pointcloud_backend``).
 * Nothing a message contains can stop the node: every rejection is logged (throttled per
   reason), counted per reason in ``/diagnostics``, and processing goes on.
 """
@@ -39,6 +43,7 @@ from dada_ros.core.solver import DadaSolver
 from . import conversions as cv
 from .diagnostics import Diagnostics, DiagnosticsPublisher, NodeStats
 from .parameters import PARAMS, PARAMS_BY_NAME, NodeSettings, descriptor, validate_settings
+from .ros_backends import CloudPacker, ImageCodec
 from .sync import Synchronizer
 
 import rclpy  # noqa: E402  (after the ROS-free imports on purpose: they are the reusable part)
@@ -149,6 +154,10 @@ class UpsampleNode(Node):
         self._apply_threads(settings)
         self.stats.set_rate(settings.expected_rate)
 
+        # cv_bridge / sensor_msgs_py when importable, the in-package conversions otherwise
+        self.images = ImageCodec(Image, warn=lambda text: self._warn_once("image_backend", text))
+        self.clouds = CloudPacker(PointCloud2, PointField, warn=lambda text: self._warn_once("pointcloud_backend", text))
+
         in_qos = _qos(settings.qos_reliability, settings.qos_depth)
         out_qos = _qos(settings.output_qos_reliability, 5)
         self.pub_depth = self.create_publisher(Image, OUTPUT_TOPICS["depth"], out_qos)
@@ -158,7 +167,11 @@ class UpsampleNode(Node):
         self.create_subscription(Image, INPUT_TOPICS["rgb"], self._on_rgb, in_qos)
         self.create_subscription(CameraInfo, INPUT_TOPICS["camera_info"], self._on_info, in_qos)
         self.create_subscription(Image, INPUT_TOPICS["depth"], self._on_depth, in_qos)
-        self.diagnostics = DiagnosticsPublisher(self, Diagnostics(self.stats), settings.diagnostics_period)
+        self.diagnostics = DiagnosticsPublisher(self, Diagnostics(self.stats, extra={
+            "input": lambda: {**self.images.diagnostics(), "sync_backend": self.sync.backend},
+            "output": lambda: {"image_backend": self.images.name, **self.clouds.diagnostics(),
+                               "diagnostics_backend": self.diagnostics.backend},
+        }), settings.diagnostics_period)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._slot = LatestSlot()
@@ -168,7 +181,11 @@ class UpsampleNode(Node):
         self.get_logger().info(
             f"ready: method {settings.method} on {self.pipeline.solver.device}, warm start {settings.warm_start}, "
             f"sync {self.sync.backend} (queue {settings.queue_size}, slop {settings.slop} s), "
-            f"diagnostics {self.diagnostics.backend}; inputs {', '.join(self.resolve_topic_name(t) for t in INPUT_TOPICS.values())}")
+            f"diagnostics {self.diagnostics.backend}, images {self.images.name}, point clouds {self.clouds.name}; "
+            f"inputs {', '.join(self.resolve_topic_name(t) for t in INPUT_TOPICS.values())}")
+        for kind, backend in (("images", self.images), ("point clouds", self.clouds)):
+            if backend.note and backend.name == "dada_ros":
+                self.get_logger().info(f"{kind}: in-package conversion ({backend.note})")
 
     # ---------------------------------------------------------------- logging and counting
     def _log(self, key: str, text: str, level: str = "warn") -> None:
@@ -266,7 +283,7 @@ class UpsampleNode(Node):
     def _on_rgb(self, msg: Image) -> None:
         self.stats.message("rgb")
         try:
-            rgb = cv.guide_image_to_rgb(msg)
+            rgb = self.images.guide(msg)
         except cv.ConversionError as exc:
             self._reject(exc.reason, f"rgb image on {INPUT_TOPICS['rgb']}: {exc}")
             return
@@ -289,8 +306,7 @@ class UpsampleNode(Node):
     def _on_depth(self, msg: Image) -> None:
         self.stats.message("depth")
         try:
-            raw = cv.image_to_array(msg, cv.DEPTH_ENCODINGS)
-            depth = cv.depth_image_to_metres(msg)
+            raw, depth = self.images.depth(msg)
         except cv.ConversionError as exc:
             self._reject(exc.reason, f"depth image on {INPUT_TOPICS['depth']}: {exc}")
             return
@@ -371,7 +387,7 @@ class UpsampleNode(Node):
     def _publish(self, s: NodeSettings, rgb: Decoded, info: Decoded, depth_m: np.ndarray, t0: float,
                  stats: dict) -> None:
         header = rgb.msg.header  # the output is on the rgb grid, at the rgb stamp
-        self.pub_depth.publish(cv.build_message(Image, header=header, **cv.depth_image_fields(depth_m, s.output_encoding)))
+        self.pub_depth.publish(self.images.depth_message(depth_m, s.output_encoding, header))
         latency = (self.get_clock().now().nanoseconds - cv.stamp_to_nanoseconds(header.stamp)) * 1e-9
         info_out = info.msg
         info_out.header = header
@@ -379,9 +395,8 @@ class UpsampleNode(Node):
             info_out.width, info_out.height = depth_m.shape[1], depth_m.shape[0]
         self.pub_info.publish(info_out)
         if s.publish_points and self.pub_points.get_subscription_count() > 0:
-            packed = cv.pack_point_cloud(depth_m, info.intr, rgb.array if s.points_rgb else None,
-                                         s.points_decimation, s.points_organized)
-            self.pub_points.publish(cv.build_message(PointCloud2, header=header, **packed.message_fields(PointField)))
+            self.pub_points.publish(self.clouds.cloud(header, depth_m, info.intr, rgb.array if s.points_rgb else None,
+                                                      s.points_decimation, s.points_organized))
         frame = {k: stats.get(k) for k in ("init_mode", "cold_reason", "iterations", "residual", "converged",
                                            "flow_ms", "warm_valid_fraction", "scale", "filled_fraction", "device")}
         frame.update(method=s.method, solve_ms=1000 * stats.get("seconds", 0.0),
