@@ -21,7 +21,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q test
 
 demo: $(STAMP)
-	$(BIN)/python benchmarks/quality.py --quick
+	test -d demo_out/sample_bag || $(BIN)/dada-replay --make-sample demo_out/sample_bag
+	rm -rf demo_out/report
+	$(BIN)/dada-replay --bag demo_out/sample_bag --out demo_out/report --cold-every 16 \
+	    --methods dada-free,dada-free:naive,dada-free:cold,dada-free:cold:100,bicubic,jbf \
+	    --node-params points_decimation:=2
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/quality.py

@@ -199,12 +199,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.realtime:
         from ..replay.realtime import RealtimeConfig, run_realtime
 
+        from ..replay.methods import DEFAULT_METHODS
+
         result = run_realtime(RealtimeConfig(replay=cfg, rate=args.rate, launch_node=args.launch_node,
-                                             node_params=overrides, node_timeout=args.node_timeout))
+                                             node_params=overrides, node_timeout=args.node_timeout,
+                                             methods_given=args.methods != DEFAULT_METHODS))
     else:
         result = run_replay(cfg)
     print(format_summary(result.metrics, result.report))
-    return 0 if result.status.startswith("complete") else 1
+    processed = (result.metrics.get("input") or {}).get("frames_processed", 0)
+    return 0 if result.status.startswith("complete") and processed else 1
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -150,17 +150,23 @@ def _warn(msg: str) -> None:
     print(f"dada-replay: warning: {msg}", file=sys.stderr)
 
 
+def on_schedule(index: int, every: int) -> bool:
+    """Frames a subsampled method runs on: the middle of each block of ``every`` frames
+    (8, 24, 40, ... for 16), so it never spends its budget on frame 0, where every cold start
+    and every warm method's first frame give the same answer."""
+    return index % every == every // 2
+
+
 def snapshot_indices(n_frames: int, count: int, align: int) -> set[int]:
-    """``count`` frame indices spread over the sequence, on multiples of ``align`` (so the
+    """``count`` frame indices spread over the sequence, on the ``align`` schedule (so the
     subsampled cold method appears in every figure), never the very first frame."""
-    if n_frames <= 0 or count <= 0:
+    slots = [i for i in range(n_frames) if on_schedule(i, align) and i > 0] or list(range(n_frames))
+    if count <= 0 or not slots:
         return set()
-    last = ((n_frames - 1) // align) * align
-    picks = set()
-    for k in range(1, count + 1):
-        i = int(round(k / count * last / align)) * align
-        picks.add(min(max(i, 0), last))
-    return picks
+    if count >= len(slots):
+        return set(slots)
+    return {slots[int(round(k * (len(slots) - 1) / (count - 1)))] if count > 1 else slots[-1]
+            for k in range(count)}
 
 
 class _Replay:
@@ -180,9 +186,11 @@ class _Replay:
         self.frames_without_gt = 0
         self.index = 0
         self.bar: Any = None
+        self.sync: Synchronizer | None = None
+        self.messages: Counter = Counter()
 
     def scheduled(self, runner: MethodRunner, index: int) -> bool:
-        return not runner.spec.equilibrium_cold or index % self.cfg.cold_every == 0
+        return not runner.spec.equilibrium_cold or on_schedule(index, self.cfg.cold_every)
 
     def reject(self, reason: str, text: str) -> None:
         """A dropped message or set, counted per reason like the node's diagnostics."""
@@ -237,19 +245,22 @@ class _Replay:
             self.snapshots.append(Snapshot(index, stamp_ns * 1e-9, rgb, source, gt, outputs))
         self.log.add_frame(entry)
         if self.bar is not None:
-            self.bar.update(1)
-            if self.primary is not None:
+            if self.primary is not None:  # the primary method's numbers for the frame just done
                 rec = entry["methods"].get(self.primary.spec.key, {})
                 post = {"it": rec.get("iterations", "-")}
                 if "mse_cm2" in rec:
                     post["mse"] = f"{rec['mse_cm2']:.1f}"
                 self.bar.set_postfix(post, refresh=False)
+            self.bar.update(1)
 
 
 def run_replay(cfg: ReplayConfig) -> ReplayResult:
     """Replay ``cfg.bag`` offline; writes metrics.json, frames.jsonl, the output bag and the report."""
     cfg.validate()
     out = prepare_out_dir(cfg.out)
+    out_bag_path = out / "output_bag"
+    if cfg.write_bag and out_bag_path.exists():  # before anything in ``out`` is overwritten
+        raise DadaInputError(f"{out_bag_path} exists already; remove it or use another --out")
     with BagReader(cfg.bag) as reader:
         bag_topics = reader.topics
         topics = cfg.topics.resolve(bag_topics)
@@ -281,23 +292,26 @@ def run_replay(cfg: ReplayConfig) -> ReplayResult:
                 log.note(text)
                 _warn(text)
         if cfg.cold_every > 1 and any(r.spec.equilibrium_cold for r in runners):
+            first = cfg.cold_every // 2
             log.note(f"equilibrium cold-start methods are scored on every {ordinal(cfg.cold_every)} frame only "
-                     "(stateless, so those frames are exactly what every-frame runs would give)")
+                     f"(frames {first}, {first + cfg.cold_every}, {first + 2 * cfg.cold_every}, ...): they are "
+                     "stateless, so those frames are exactly what an every-frame run gives")
         gt = GroundTruthStream(cfg.bag, topics.gt, tolerance_s=cfg.slop / 2) if topics.gt else None
-        out_bag_path = out / "output_bag"
         outbag = None
         status = "failed"
+        failure: DadaInputError | None = None
         state: _Replay | None = None
         try:
             if cfg.write_bag:
-                if out_bag_path.exists():
-                    raise DadaInputError(f"{out_bag_path} exists already; remove it or use another --out")
                 outbag = OutputBag(out_bag_path, cfg.settings.node, cfg.bag_storage)
             state = _Replay(cfg, topics, expected, log, runners, gt, outbag)
             status = _stream(reader, topics, cfg, state)
         except KeyboardInterrupt:
             status = "interrupted"
             _warn("interrupted: partial results kept")
+        except DadaInputError as exc:  # e.g. a bag truncated half-way: keep and report what was done
+            failure = exc
+            status = f"failed: {exc}"
         finally:
             if state is not None and state.bar is not None:
                 state.bar.close()
@@ -305,10 +319,13 @@ def run_replay(cfg: ReplayConfig) -> ReplayResult:
             if gt is not None:
                 gt.close()
             if state is not None:
-                _finish_counters(log, state, gt)
+                _finish_counters(log, state, gt, status)
             log.update(output_bag={"path": str(out_bag_path), "topics": out_counts} if outbag else None)
             log.close(status)
     report = write_report(out, log.data, state.snapshots if state else [])
+    if failure is not None:
+        _warn(f"partial results written to {out}")
+        raise failure
     return ReplayResult(log.data, out, report, out_bag_path if outbag else None, status)
 
 
@@ -323,7 +340,6 @@ def _stream(reader: BagReader, topics: TopicMap, cfg: ReplayConfig, state: _Repl
     sync = Synchronizer(3, node.queue_size, node.slop, callback=lambda *msgs: matched.append(msgs),
                         on_reset=resets.append, backend="internal")
     state.sync = sync
-    state.messages = Counter()
     state.bar = tqdm(total=state.expected, unit="frame", desc="dada-replay", disable=not cfg.progress,
                      file=sys.stderr, dynamic_ncols=True)
     for raw in reader.messages(topics.inputs()):
@@ -349,10 +365,10 @@ def _stream(reader: BagReader, topics: TopicMap, cfg: ReplayConfig, state: _Repl
     return "complete"
 
 
-def _finish_counters(log: MetricsLog, state: _Replay, gt: GroundTruthStream | None) -> None:
+def _finish_counters(log: MetricsLog, state: _Replay, gt: GroundTruthStream | None, status: str) -> None:
     """Input-side counters: messages per topic, sync matches, frames without a partner."""
-    sync = getattr(state, "sync", None)
-    messages = dict(getattr(state, "messages", {}))
+    sync = state.sync
+    messages = dict(state.messages)
     matched = sync.counters.matched if sync is not None else 0
     unmatched = {t: n - matched for t, n in messages.items() if n > matched}
     info = {
@@ -371,7 +387,7 @@ def _finish_counters(log: MetricsLog, state: _Replay, gt: GroundTruthStream | No
         text = f"{state.frames_without_gt} frame(s) had no ground truth with the same stamp: not scored"
         log.note(text)
         _warn(text)
-    if state.index == 0:
+    if state.index == 0 and status.startswith("complete"):
         text = "no frame could be synchronised: check the stamps of the input topics"
         log.note(text)
         _warn(text)

@@ -104,7 +104,7 @@ def figure_over_time(path: Path, metrics: dict) -> Path | None:
     frames, meta = metrics["frames"], metrics.get("methods", {})
     keys = list(metrics["summary"])
     have_mse = any(_series(frames, k, "mse_cm2")[0].size for k in keys)
-    fig, axes = plt.subplots(2 if have_mse else 1, 1, figsize=(10, 6.5 if have_mse else 3.5), sharex=True,
+    fig, axes = plt.subplots(2 if have_mse else 1, 1, figsize=(11.5, 6.5 if have_mse else 3.5), sharex=True,
                              squeeze=False)
     axes = axes[:, 0]
     if have_mse:
@@ -116,7 +116,7 @@ def figure_over_time(path: Path, metrics: dict) -> Path | None:
         axes[0].set_ylabel("MSE per frame (cm$^2$)")
         axes[0].set_title("Error against ground truth, every frame")
         axes[0].grid(True, which="both", alpha=0.3)
-        axes[0].legend(fontsize=8, ncol=3)
+        axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax = axes[-1]
     for k in keys:
         x, y = _series(frames, k, "ms")
@@ -127,7 +127,7 @@ def figure_over_time(path: Path, metrics: dict) -> Path | None:
     ax.set_xlabel("frame")
     ax.grid(True, which="both", alpha=0.3)
     if not have_mse:
-        ax.legend(fontsize=8, ncol=3)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=FIG_DPI)
     plt.close(fig)
@@ -142,7 +142,7 @@ def figure_warm_start(path: Path, metrics: dict) -> Path | None:
         return None
     plt = _plt()
     have_mse = any(_series(frames, k, "mse_cm2")[0].size for k in keys)
-    fig, axes = plt.subplots(2 if have_mse else 1, 1, figsize=(10, 6.5 if have_mse else 3.5), sharex=True,
+    fig, axes = plt.subplots(2 if have_mse else 1, 1, figsize=(11.5, 6.5 if have_mse else 3.5), sharex=True,
                              squeeze=False)
     axes = axes[:, 0]
     panels = [("mse_cm2", "MSE per frame (cm$^2$)")] if have_mse else []
@@ -160,8 +160,8 @@ def figure_warm_start(path: Path, metrics: dict) -> Path | None:
     for ax in axes:
         for i in restarts:
             ax.axvline(i, color="0.3", ls="--", lw=0.8, alpha=0.6)
-    axes[0].set_title("Warm start: cold / naive / flow (dashed lines: a warm method fell back to a cold start)")
-    axes[0].legend(fontsize=8, ncol=3)
+    axes[0].set_title("Warm start: cold / naive / flow (dashed: a warm method fell back to a cold start)", fontsize=10)
+    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes[-1].set_xlabel("frame")
     fig.tight_layout()
     fig.savefig(path, dpi=FIG_DPI)
@@ -185,9 +185,14 @@ def figure_summary(path: Path, metrics: dict) -> Path | None:
         vals = [summary[k].get(field) or 0.0 for k in keys]
         colours = [_style(k, meta.get(k, {})).get("color", "tab:gray") for k in keys]
         ax.barh(range(len(keys)), vals, color=colours)
-        ax.set_yticks(range(len(keys)), keys, fontsize=8)
+        names = [f"{k}\n({summary[k]['frames_out']} frames)" if meta.get(k, {}).get("every", 1) > 1 else k
+                 for k in keys]
+        ax.set_yticks(range(len(keys)), names, fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel(label)
+        if field == "mean_ms" and min(v for v in vals if v > 0) * 30 < max(vals):
+            ax.set_xscale("log")
+            ax.set_xlabel(label + ", log scale")
         for i, v in enumerate(vals):
             ax.text(v, i, f" {v:.3g}", va="center", fontsize=8)
         ax.grid(True, axis="x", alpha=0.3)
@@ -269,6 +274,28 @@ def summary_rows(metrics: dict) -> list[list[str]]:
     return rows
 
 
+def paired_rows(metrics: dict) -> list[list[str]]:
+    """Mean MSE of every method on exactly the frames a subsampled method was scored on
+    (header first; empty when no method was subsampled)."""
+    meta, frames = metrics.get("methods", {}), metrics["frames"]
+    subs = [k for k, m in meta.items() if m.get("every", 1) > 1]
+    if not subs:
+        return []
+    keys = list(metrics["summary"])
+    rows = [["frames of", "frames"] + keys]
+    for sk in subs:
+        idx = [f["index"] for f in frames if "mse_cm2" in f["methods"].get(sk, {})]
+        if not idx:
+            continue
+        row = [sk, ", ".join(map(str, idx))]
+        for k in keys:
+            vals = [f["methods"][k].get("mse_cm2") for f in frames if f["index"] in idx]
+            vals = [v for v in vals if isinstance(v, (int, float)) and math.isfinite(v)]
+            row.append(_fmt(float(np.mean(vals))) if len(vals) == len(idx) else "-")
+        rows.append(row)
+    return rows if len(rows) > 1 else []
+
+
 def _markdown_table(rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
@@ -300,6 +327,10 @@ def format_summary(metrics: dict, report: Path | None = None) -> str:
     lines = [f"dada-replay: {metrics.get('bag')} -> {metrics.get('status')}"]
     lines += [f"  {_frames_line(metrics)}"] if metrics.get("input") else []
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in table]
+    for row in paired_rows(metrics)[1:]:
+        keys = paired_rows(metrics)[0][2:]
+        lines.append(f"  same frames as {row[0]} ({row[1]}): mean MSE " + ", ".join(
+            f"{k} {v}" for k, v in zip(keys, row[2:])))
     for n in metrics.get("notes", []):
         lines.append(f"  note: {n}")
     for k, s in metrics["summary"].items():
@@ -338,6 +369,10 @@ def write_report(out: Path, metrics: dict, snapshots: list[Snapshot]) -> Path:
               "(warm / cold): mean over frames that actually started warm / cold. Times are wall-clock of "
               "the method call on this machine (shared CPUs make them noisy), flow ms is the optical-flow "
               "part of a warm frame.")
+    paired = paired_rows(metrics)
+    if paired:
+        md += ["", "Mean MSE (cm²) of every method on the same frames as the subsampled method(s), "
+               "for a like-for-like comparison:", "", _markdown_table(paired)]
     md += ["", "Methods:", ""]
     for k, mm in meta.items():
         every = f" (scored on every {ordinal(mm['every'])} frame)" if mm.get("every", 1) > 1 else ""

@@ -88,3 +88,48 @@ def test_console_script_no_traceback(tmp_path):
                         str(tmp_path / "o")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip() == f"dada-replay: error: bag not found: {tmp_path / 'x'}"
+
+
+def test_reader_failure_half_way_keeps_partial_results(tmp_path, capsys, monkeypatch):
+    from dada_ros.core.errors import DadaInputError
+    from dada_ros.replay.bag import BagReader
+
+    make_bag(tmp_path / "b", frames=4, plan=(("static", 4),))
+    real = BagReader.messages
+
+    def failing(self, topics=None):  # what BagReader.messages raises on a bad chunk mid-file
+        for i, msg in enumerate(real(self, topics)):
+            if i == 7 and topics and "/rgb/image_rect_color" in topics:
+                raise DadaInputError(f"bag {self.path} is corrupt or truncated: ZstdError: data corruption")
+            yield msg
+
+    monkeypatch.setattr(BagReader, "messages", failing)
+    out = tmp_path / "o"
+    assert replay("--bag", tmp_path / "b", "--out", out, "--methods", "bicubic") == 2
+    assert "corrupt or truncated" in _error_line(capsys)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"].startswith("failed") and len(metrics["frames"]) == 2
+    assert (out / "report.md").exists() and len((out / "frames.jsonl").read_text().splitlines()) == 2
+
+
+def test_undecodable_message_is_dropped_and_counted(tmp_path, capsys):
+    import sqlite3
+
+    make_bag(tmp_path / "b", frames=3, plan=(("static", 3),), storage="sqlite3")
+    with sqlite3.connect(tmp_path / "b" / "b.db3") as db:
+        (tid,) = db.execute("SELECT id FROM topics WHERE name = '/depth/image_rect'").fetchone()
+        (mid,) = db.execute("SELECT min(id) FROM messages WHERE topic_id = ?", (tid,)).fetchone()
+        db.execute("UPDATE messages SET data = x'000100000102' WHERE id = ?", (mid,))
+    out = tmp_path / "o"
+    assert replay("--bag", tmp_path / "b", "--out", out, "--methods", "bicubic", "--no-bag") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["input"]["dropped"] == {"undecodable": 1}
+    assert metrics["summary"]["bicubic"]["frames_out"] == 2
+
+
+def test_existing_output_bag_is_not_overwritten(tiny_bag, tmp_path, capsys):
+    (tmp_path / "o" / "output_bag").mkdir(parents=True)
+    (tmp_path / "o" / "metrics.json").write_text("{}")
+    assert replay("--bag", tiny_bag, "--out", tmp_path / "o", "--methods", "bicubic") == 2
+    assert "exists already" in _error_line(capsys)
+    assert (tmp_path / "o" / "metrics.json").read_text() == "{}"
