@@ -101,11 +101,22 @@ def run_realtime(cfg: RealtimeConfig) -> ReplayResult:
         "settings": {"rate": cfg.rate, "launch_node": cfg.launch_node, "max_frames": rc.max_frames},
         "node_parameters": _node_params(node),
     }
+    node_params = dict(cfg.node_params)
+    if cfg.launch_node:
+        # Reliable transport unless asked otherwise: best-effort 1 MB images get lost in DDS under
+        # load, and the replay is meant to measure the node, not UDP fragment loss.
+        for name in ("qos_reliability", "output_qos_reliability"):
+            node_params.setdefault(name, "reliable")
+    header["node_parameters"].update(node_params)
     log = MetricsLog(out, header, [key])
     for note in topics.notes:
         log.note(note)
     if cfg.methods_given:
         log.note("--methods is ignored with --realtime: the live node runs its own method (parameters method, warm_start)")
+    if cfg.launch_node:
+        log.note(f"node launched with inputs {node_params['qos_reliability']} and outputs "
+                 f"{node_params['output_qos_reliability']} QoS (the node's defaults are best_effort; set them with "
+                 "--node-params qos_reliability:=best_effort,output_qos_reliability:=best_effort to include DDS loss)")
     env = dict(os.environ)
     if cfg.launch_node:
         env["ROS_DOMAIN_ID"] = str(random.randint(101, 199))  # a private graph for this replay
@@ -116,6 +127,8 @@ def run_realtime(cfg: RealtimeConfig) -> ReplayResult:
         "bag_topics": {"rgb": topics.rgb, "camera_info": topics.rgb_info, "depth": topics.depth},
         "out_bag": str(out_bag), "timing": str(timing_path), "rate": cfg.rate, "storage": rc.bag_storage,
         "node_timeout": cfg.node_timeout, "idle_s": cfg.idle_s or cfg.node_timeout, "max_frames": rc.max_frames,
+        "output_reliability": node_params.get("output_qos_reliability", "best_effort") if cfg.launch_node
+        else "best_effort",
     }
     spec_path.write_text(json.dumps(spec, indent=1))
     node_log = out / "node.log"
@@ -124,7 +137,7 @@ def run_realtime(cfg: RealtimeConfig) -> ReplayResult:
     failure: DadaInputError | None = None
     try:
         if cfg.launch_node:
-            params = [a for k, v in cfg.node_params.items() for a in ("-p", _param_arg(k, v))]
+            params = [a for k, v in node_params.items() for a in ("-p", _param_arg(k, v))]
             with open(node_log, "w") as fh:
                 node_proc = subprocess.Popen([sys.executable, "-m", "dada_ros.ros.node", "--ros-args", *params],
                                              stdout=fh, stderr=subprocess.STDOUT, env=env)
@@ -224,16 +237,44 @@ def _score(rc: ReplayConfig, topics, timing: dict, out_bag: Path, log: MetricsLo
             if s is not None:
                 s.close()
     n_pub, n_out = len(published), sum(1 for p in published if p["stamp_ns"] in outputs)
+    diag = timing.get("diagnostics", {})
+    where = drop_breakdown(diag, n_pub, n_out)
     log.update(input={"published_frames": n_pub, "received_outputs": n_out, "dropped": n_pub - n_out,
-                      "frames_processed": n_out, "synchronised_sets": None, "frames_without_gt": frames_without_gt,
-                      "node_diagnostics": timing.get("diagnostics", {}),
+                      "drops_where": where, "frames_processed": n_out, "frames_without_gt": frames_without_gt,
+                      "node_diagnostics": diag,
                       "output_messages": {k: sum(r["topic"] == k for r in timing.get("received", []))
                                           for k in NODE_OUTPUTS}})
     if n_pub:
-        log.note(f"live node: {n_out} of {n_pub} published frames came back, {n_pub - n_out} dropped "
-                 f"(the node solves the newest frame and drops stale ones when it falls behind the bag rate)")
+        detail = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in where.items()) if where else "no node diagnostics seen"
+        log.note(f"live node: {n_out} of {n_pub} published frames came back, {n_pub - n_out} dropped ({detail}); "
+                 "the node solves the newest frame and drops stale ones when it falls behind the bag rate")
     log.update(output_bag={"path": str(out_bag), "topics": _bag_counts(out_bag)} if out_bag.exists() else None)
     return [s for s in snapshots if s.rgb is not None]
+
+
+def _int(values: dict, key: str) -> int | None:
+    try:
+        return int(float(values[key]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def drop_breakdown(diag: dict, published: int, received: int) -> dict:
+    """Where frames were lost, from the node's last /diagnostics: before the node (DDS input),
+    in the node (by reason: dropped_stale = solver busy, ...), after it (DDS output)."""
+    inp = (diag.get("dada_upsample: input") or {}).get("values", {})
+    outp = (diag.get("dada_upsample: output") or {}).get("values", {})
+    drops = (diag.get("dada_upsample: drops") or {}).get("values", {})
+    got_rgb, sent = _int(inp, "Messages received: rgb"), _int(outp, "Events since startup")
+    out: dict = {}
+    if got_rgb is not None:
+        out["lost_before_node"] = max(published - got_rgb, 0)
+    for reason, n in drops.items():
+        if reason != "Total" and _int(drops, reason):
+            out[f"node_{reason}"] = _int(drops, reason)
+    if sent is not None:
+        out["lost_after_node"] = max(sent - received, 0)
+    return out
 
 
 def _bag_counts(path: Path) -> dict:

@@ -50,8 +50,11 @@ def main(argv: list[str] | None = None) -> int:
 
     reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.VOLATILE)
-    sensor = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.BEST_EFFORT,
-                        durability=DurabilityPolicy.VOLATILE)
+    best_effort = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.BEST_EFFORT,
+                             durability=DurabilityPolicy.VOLATILE)
+    # A best-effort subscription receives from any publisher, but only best effort: match a node
+    # launched with reliable outputs with a reliable subscription, so DDS loses nothing.
+    out_qos = reliable if spec.get("output_reliability") == "reliable" else best_effort
     rclpy.init()
     node = rclpy.create_node("dada_replay_player")
     types = {"rgb": Image, "camera_info": CameraInfo, "depth": Image}
@@ -78,9 +81,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"R {sum(r['topic'] == 'depth' for r in received)}", flush=True)
         return cb
 
+    subs = {}
     for kind, (cls, msgtype) in out_types.items():
         topic = spec["outputs"][kind]
-        node.create_subscription(cls, topic, on_output(kind, topic, msgtype), sensor, raw=True)
+        subs[kind] = node.create_subscription(cls, topic, on_output(kind, topic, msgtype), out_qos, raw=True)
     if DiagnosticArray is not None:
         def on_diag(msg) -> None:
             for st in msg.status:
@@ -98,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         deadline = time.monotonic() + float(spec["node_timeout"])
-        while time.monotonic() < deadline and not all(p.get_subscription_count() for p in pubs.values()):
+
+        def connected() -> bool:
+            return all(p.get_subscription_count() for p in pubs.values()) and subs["depth"].get_publisher_count() > 0
+
+        while time.monotonic() < deadline and not connected():
             time.sleep(0.05)
         if not all(p.get_subscription_count() for p in pubs.values()):
             missing = [spec["inputs"][k] for k, p in pubs.items() if not p.get_subscription_count()]
@@ -106,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr, flush=True)
             return 3
         timing["node_seen"] = True
-        time.sleep(0.5)  # let the node's publishers match our subscriptions too
+        if not subs["depth"].get_publisher_count():
+            print(f"warning: nothing publishes {spec['outputs']['depth']} yet", file=sys.stderr, flush=True)
+        time.sleep(0.3)
         kinds = {spec["bag_topics"][k]: k for k in types}
         rate = float(spec["rate"])
         t0 = first = None

@@ -306,9 +306,10 @@ def _frames_line(metrics: dict) -> str:
     """One line on the input side: what was synchronised / published and what came back."""
     inp = metrics.get("input") or {}
     if metrics.get("mode") == "realtime":
+        where = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in (inp.get("drops_where") or {}).items())
         return (f"frames published to the live node {inp.get('published_frames', 0)}, answered "
-                f"{inp.get('received_outputs', 0)}, dropped {inp.get('dropped', 0)}, without ground truth "
-                f"{inp.get('frames_without_gt', 0)}")
+                f"{inp.get('received_outputs', 0)}, dropped {inp.get('dropped', 0)}"
+                + (f" ({where})" if where else "") + f", without ground truth {inp.get('frames_without_gt', 0)}")
     text = (f"frames synchronised {inp.get('synchronised_sets', 0)}, processed {inp.get('frames_processed', 0)}, "
             f"without ground truth {inp.get('frames_without_gt', 0)}")
     if inp.get("messages"):
