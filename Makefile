@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine (Debian, Python 3.11):
-#   make demo   create .venv, install everything, replay the bundled sample bag, write the report
+#   make demo   create .venv, install everything, generate + replay the sample bag, write the report
 #   make test   create .venv, install everything, run the whole test suite
 PYTHON ?= python3
 VENV := .venv
