@@ -1,16 +1,16 @@
 """The offline replay: bag -> node synchroniser -> node frame pipeline per method -> scores -> files.
 
-Messages are read in bag (receive) order and handled as ``upsample_node`` handles them: each one
-is decoded and checked on arrival with the node's conversions (a bad message is dropped with the
-node's reason before it can occupy a sync queue), fed to :class:`dada_ros.ros.sync.Synchronizer`
-with the node's three inputs (RGB, RGB camera_info, depth), queue size and slop; every matched set
-gets the node's frame checks and goes to each method's runner (DADA methods: the node's
-:class:`~dada_ros.core.pipeline.FramePipeline` with the node's solver and warm-start settings),
-at the RGB stamp. Unlike the live node, which solves only the newest set and drops the others
-when it falls behind, the offline replay processes every matched set (so frames_in ==
-frames_out); ``--realtime`` measures the live behaviour. Each frame is scored against the ground truth
-with the same stamp and persisted at once (:class:`~.scoring.MetricsLog`); the primary method's
-outputs go to the output bag; a few frames are kept for the report figures.
+Messages are read in bag (receive) order and handled as ``upsample_node`` handles them: each one is
+decoded and checked on arrival with the node's own checks (:mod:`dada_ros.ros.frame_checks`: a bad
+message is dropped with the node's reason before it can occupy a sync queue), fed to
+:class:`dada_ros.ros.sync.Synchronizer` with the node's three inputs (RGB, RGB camera_info, depth),
+queue size and slop; every matched set gets the node's frame checks and goes to each method's
+runner (DADA methods: the node's :class:`~dada_ros.core.pipeline.FramePipeline` with the node's
+solver and warm-start settings), at the RGB stamp. Unlike the live node, which solves only the
+newest set and drops the others when it falls behind, the offline replay processes every matched
+set (so frames_in == frames_out); ``--realtime`` measures the live behaviour. Each frame is scored
+against the ground truth with the same stamp and persisted at once (:class:`~.scoring.MetricsLog`);
+the primary method's outputs go to the output bag; a few frames are kept for the report figures.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from ..core.errors import DadaInputError
-from ..ros.conversions import (ConversionError, Intrinsics, camera_intrinsics, depth_image_to_metres,
-                               guide_image_to_rgb, stamp_to_nanoseconds)
+from ..ros import frame_checks
+from ..ros.conversions import ConversionError, stamp_to_nanoseconds
+from ..ros.frame_checks import INPUT_KINDS, Decoded, check_frame
 from ..ros.parameters import PARAMS, NodeSettings, validate_settings
 from ..ros.sync import Synchronizer
 from .bag import BagReader, RawMessage
@@ -39,22 +40,9 @@ from .report import Snapshot, ordinal, write_report
 from .scoring import MetricsLog, frame_record, score_frame
 from .topics import TopicMap
 
-INPUT_NAMES = ("rgb", "camera_info", "depth")
-
-
-@dataclass
-class Decoded:
-    """A received message with its decoded payload (the node's ``Decoded``, without rclpy)."""
-
-    header: Any
-    msg: Any
-    raw: RawMessage
-    array: np.ndarray | None = None  # rgb (H, W, 3) uint8 / depth (h, w) float32 metres
-    intr: Intrinsics | None = None  # camera_info
-
-
 def decode_input(kind: str, raw: RawMessage) -> Decoded:
-    """Deserialize and check one input message like the node's subscription callbacks.
+    """Deserialize one input message and check it as the node's subscription callbacks do
+    (:func:`dada_ros.ros.frame_checks.decode_input`, in-package conversions).
 
     Raises:
         ConversionError: with the node's reason (``unsupported_encoding``, ``step_mismatch``,
@@ -64,29 +52,7 @@ def decode_input(kind: str, raw: RawMessage) -> Decoded:
         msg = raw.decode()
     except Exception as exc:  # noqa: BLE001 - corrupt bytes are a counted drop, not a crash
         raise ConversionError("undecodable", f"cannot deserialize {raw.topic} ({raw.msgtype}): {exc}") from exc
-    if kind == "rgb":
-        return Decoded(msg.header, msg, raw, array=guide_image_to_rgb(msg))
-    if kind == "camera_info":
-        intr = camera_intrinsics(msg)
-        if int(msg.width) < 0 or int(msg.height) < 0:
-            raise ConversionError("bad_camera_info", "negative size")
-        return Decoded(msg.header, msg, raw, intr=intr)
-    depth = depth_image_to_metres(msg)
-    if not np.isfinite(depth).any():
-        raise ConversionError("all_invalid_depth", "depth image has no valid pixel (all 0 / NaN / inf)")
-    return Decoded(msg.header, msg, raw, array=depth)
-
-
-def check_frame(rgb: Decoded, info: Decoded, depth: Decoded) -> tuple[str, str] | None:
-    """The node's per-set checks before solving -> (reason, text) of a refusal, or None."""
-    H, W = rgb.array.shape[:2]
-    h, w = depth.array.shape
-    if h > H or w > W:
-        return "depth_larger_than_rgb", f"depth {w}x{h} is larger than rgb {W}x{H}"
-    iw, ih = int(info.msg.width), int(info.msg.height)
-    if (iw, ih) != (0, 0) and (iw, ih) != (W, H):
-        return "camera_info_size_mismatch", f"camera_info is for {iw}x{ih} but the rgb image is {W}x{H}"
-    return None
+    return frame_checks.decode_input(kind, msg)
 
 
 @dataclass
@@ -332,7 +298,7 @@ def run_replay(cfg: ReplayConfig) -> ReplayResult:
 def _stream(reader: BagReader, topics: TopicMap, cfg: ReplayConfig, state: _Replay) -> str:
     from tqdm import tqdm
 
-    kinds = dict(zip(topics.inputs(), INPUT_NAMES))
+    kinds = dict(zip(topics.inputs(), INPUT_KINDS))
     order = {t: i for i, t in enumerate(topics.inputs())}
     matched: list[tuple] = []
     resets: list[str] = []

@@ -1,5 +1,7 @@
 """ROS 2 side of dada_ros: the ``upsample_node`` and the pieces it is made of.
 
-Only this folder (and ``replay/``) knows ROS exists. ``conversions`` and ``sync`` import no
-ROS package, so they can be used (and tested) without rclpy; ``node`` needs rclpy.
+Only this folder (and ``replay/``) knows ROS exists. ``conversions``, ``frame_checks`` (the node's
+per-message and per-frame input checks), ``sync`` and ``ros_backends`` import no ROS package at
+module level, so they can be used (and tested) without rclpy, as the replay tool does; ``node``
+needs rclpy.
 """

@@ -29,7 +29,6 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -42,6 +41,7 @@ from dada_ros.core.solver import DadaSolver
 
 from . import conversions as cv
 from .diagnostics import Diagnostics, DiagnosticsPublisher, NodeStats
+from .frame_checks import Decoded, check_frame, decode_camera_info, decode_depth, decode_rgb, frame_id_mismatch
 from .parameters import PARAMS, PARAMS_BY_NAME, NodeSettings, descriptor, validate_settings
 from .ros_backends import CloudPacker, ImageCodec
 from .sync import Synchronizer
@@ -61,16 +61,6 @@ OUTPUT_TOPICS = {"depth": "depth_upsampled/image_rect", "camera_info": "depth_up
 LOG_THROTTLE_S = 5.0
 # No valid camera_info for this long while depth keeps coming = "camera_info missing".
 CAMERA_INFO_TIMEOUT_S = 1.0
-
-
-@dataclass
-class Decoded:
-    """A received message with its decoded payload; ``header`` is what the synchroniser reads."""
-
-    header: Any
-    msg: Any
-    array: np.ndarray | None = None  # rgb (H, W, 3) uint8 / depth (h, w) float32 metres
-    intr: cv.Intrinsics | None = None  # camera_info
 
 
 class LatestSlot:
@@ -283,49 +273,43 @@ class UpsampleNode(Node):
     def _on_rgb(self, msg: Image) -> None:
         self.stats.message("rgb")
         try:
-            rgb = self.images.guide(msg)
+            decoded = decode_rgb(msg, self.images)
         except cv.ConversionError as exc:
             self._reject(exc.reason, f"rgb image on {INPUT_TOPICS['rgb']}: {exc}")
             return
-        self.sync.add(0, Decoded(msg.header, msg, rgb))
+        self.sync.add(0, decoded)
 
     @_guarded("camera_info")
     def _on_info(self, msg: CameraInfo) -> None:
         self.stats.message("camera_info")
         try:
-            intr = cv.camera_intrinsics(msg)
-            if int(msg.width) < 0 or int(msg.height) < 0:
-                raise cv.ConversionError("bad_camera_info", "negative size")
+            decoded = decode_camera_info(msg)
         except cv.ConversionError as exc:
             self._reject(exc.reason, f"camera_info on {INPUT_TOPICS['camera_info']}: {exc}")
             return
         self._last_info_time = time.monotonic()
-        self.sync.add(1, Decoded(msg.header, msg, None, intr))
+        self.sync.add(1, decoded)
 
     @_guarded("depth")
     def _on_depth(self, msg: Image) -> None:
         self.stats.message("depth")
         try:
-            raw, depth = self.images.depth(msg)
+            decoded = decode_depth(msg, self.images, on_inf_or_negative=self._on_inf_or_negative)
         except cv.ConversionError as exc:
             self._reject(exc.reason, f"depth image on {INPUT_TOPICS['depth']}: {exc}")
-            return
-        if raw.dtype.kind == "f":
-            n_bad = int(np.count_nonzero(np.isinf(raw) | (raw < 0)))
-            if n_bad:
-                # Not fatal: such pixels are simply invalid, but a driver that sends them is odd.
-                n = self.stats.count("depth_inf_or_negative")
-                self._log("depth_inf_or_negative", f"depth image has {n_bad} inf/negative pixels, "
-                          f"treated as invalid [depth_inf_or_negative: {n} frames so far]")
-        if not np.isfinite(depth).any():
-            self._reject("all_invalid_depth", "depth image has no valid pixel (all 0 / NaN / inf)")
             return
         last_info = self._last_info_time
         if last_info is None or time.monotonic() - last_info > CAMERA_INFO_TIMEOUT_S:
             self.stats.count("camera_info_missing")
             self._log("camera_info_missing", f"no valid camera_info on {self.resolve_topic_name(INPUT_TOPICS['camera_info'])} "
                       "for depth frames: nothing can be synced or projected [camera_info_missing]")
-        self.sync.add(2, Decoded(msg.header, msg, depth))
+        self.sync.add(2, decoded)
+
+    def _on_inf_or_negative(self, n_bad: int) -> None:
+        # Not fatal: such pixels are simply invalid, but a driver that sends them is odd.
+        n = self.stats.count("depth_inf_or_negative")
+        self._log("depth_inf_or_negative", f"depth image has {n_bad} inf/negative pixels, "
+                  f"treated as invalid [depth_inf_or_negative: {n} frames so far]")
 
     def _on_time_jump(self, reason: str) -> None:
         n = self.stats.count("time_jump")
@@ -360,15 +344,9 @@ class UpsampleNode(Node):
     def _process(self, rgb: Decoded, info: Decoded, depth: Decoded) -> None:
         t0 = time.perf_counter()
         s = self._take_pending()
-        H, W = rgb.array.shape[:2]
-        h, w = depth.array.shape
-        if h > H or w > W:
-            self._reject("depth_larger_than_rgb", f"depth {w}x{h} is larger than rgb {W}x{H}: "
-                         "this node upsamples a low-resolution depth onto the rgb grid")
-            return
-        iw, ih = int(info.msg.width), int(info.msg.height)
-        if (iw, ih) != (0, 0) and (iw, ih) != (W, H):
-            self._reject("camera_info_size_mismatch", f"camera_info is for {iw}x{ih} but the rgb image is {W}x{H}")
+        refused = check_frame(rgb, info, depth)
+        if refused is not None:
+            self._reject(*refused)
             return
         self._check_frame_ids(rgb, info, depth)
 
@@ -377,8 +355,8 @@ class UpsampleNode(Node):
         self._publish(s, rgb, info, result.depth, t0, result.stats)
 
     def _check_frame_ids(self, rgb: Decoded, info: Decoded, depth: Decoded) -> None:
-        ids = (rgb.header.frame_id, info.header.frame_id, depth.header.frame_id)
-        if len(set(ids)) > 1:
+        ids = frame_id_mismatch(rgb, info, depth)
+        if ids is not None:
             self.stats.count("frame_id_mismatch")
             self._warn_once(f"frame_id {ids}", f"frame_id mismatch rgb {ids[0]!r}, camera_info {ids[1]!r}, "
                             f"depth {ids[2]!r}: depth must be registered to the rgb optical frame; publishing "
