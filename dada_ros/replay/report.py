@@ -99,54 +99,18 @@ def _cold_restarts(frames: list[dict], key: str) -> list[int]:
     return out
 
 
-def figure_over_time(path: Path, metrics: dict) -> Path | None:
-    plt = _plt()
-    frames, meta = metrics["frames"], metrics.get("methods", {})
-    keys = list(metrics["summary"])
-    have_mse = any(_series(frames, k, "mse_cm2")[0].size for k in keys)
-    fig, axes = plt.subplots(2 if have_mse else 1, 1, figsize=(11.5, 6.5 if have_mse else 3.5), sharex=True,
-                             squeeze=False)
-    axes = axes[:, 0]
-    if have_mse:
-        for k in keys:
-            x, y = _series(frames, k, "mse_cm2")
-            if x.size:
-                axes[0].plot(x, y, **_style(k, meta.get(k, {})))
-        axes[0].set_yscale("log")
-        axes[0].set_ylabel("MSE per frame (cm$^2$)")
-        axes[0].set_title("Error against ground truth, every frame")
-        axes[0].grid(True, which="both", alpha=0.3)
-        axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax = axes[-1]
-    for k in keys:
-        x, y = _series(frames, k, "ms")
-        if x.size:
-            ax.plot(x, y, **_style(k, meta.get(k, {})))
-    ax.set_yscale("log")
-    ax.set_ylabel("time per frame (ms)")
-    ax.set_xlabel("frame")
-    ax.grid(True, which="both", alpha=0.3)
-    if not have_mse:
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=FIG_DPI)
-    plt.close(fig)
-    return path
-
-
-def figure_warm_start(path: Path, metrics: dict) -> Path | None:
-    """MSE and iterations per frame of the DADA methods (cold / naive / flow side by side)."""
-    frames, meta = metrics["frames"], metrics.get("methods", {})
-    keys = [k for k in metrics["summary"] if meta.get(k, {}).get("mode")]
-    if not keys:
-        return None
+def _per_frame_figure(frames: list[dict], meta: dict, keys: list[str],
+                      lower: tuple[str, str]) -> tuple[Any, Any, bool]:
+    """A column of per-frame panels of methods ``keys`` over a shared frame axis, log y: MSE on
+    top when any of them was scored, then ``lower`` = (field, label); the legend on the top
+    panel. -> (fig, axes, have_mse)."""
     plt = _plt()
     have_mse = any(_series(frames, k, "mse_cm2")[0].size for k in keys)
     fig, axes = plt.subplots(2 if have_mse else 1, 1, figsize=(11.5, 6.5 if have_mse else 3.5), sharex=True,
                              squeeze=False)
     axes = axes[:, 0]
     panels = [("mse_cm2", "MSE per frame (cm$^2$)")] if have_mse else []
-    panels.append(("iterations", "iterations per frame"))
+    panels.append(lower)
     for ax, (field, label) in zip(axes, panels):
         for k in keys:
             x, y = _series(frames, k, field)
@@ -155,18 +119,45 @@ def figure_warm_start(path: Path, metrics: dict) -> Path | None:
         ax.set_yscale("log")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
+    axes[-1].set_xlabel("frame")
+    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig, axes, have_mse
+
+
+def _save(fig: Any, path: Path, crop: bool = False) -> Path:
+    """Write ``fig`` to ``path`` and free it: laid out tight, or (``crop``) cropped to what it draws."""
+    if crop:
+        fig.savefig(path, dpi=FIG_DPI, bbox_inches="tight")
+    else:
+        fig.tight_layout()
+        fig.savefig(path, dpi=FIG_DPI)
+    _plt().close(fig)
+    return path
+
+
+def figure_over_time(path: Path, metrics: dict) -> Path | None:
+    """Per-frame MSE (when scored) and time per frame of every method."""
+    frames, meta = metrics["frames"], metrics.get("methods", {})
+    fig, axes, have_mse = _per_frame_figure(frames, meta, list(metrics["summary"]), ("ms", "time per frame (ms)"))
+    if have_mse:
+        axes[0].set_title("Error against ground truth, every frame")
+    return _save(fig, path)
+
+
+def figure_warm_start(path: Path, metrics: dict) -> Path | None:
+    """MSE and iterations per frame of the DADA methods (cold / naive / flow side by side)."""
+    frames, meta = metrics["frames"], metrics.get("methods", {})
+    keys = [k for k in metrics["summary"] if meta.get(k, {}).get("mode")]
+    if not keys:
+        return None
+    fig, axes, _ = _per_frame_figure(frames, meta, keys, ("iterations", "iterations per frame"))
     restarts = sorted({i for k in keys if meta.get(k, {}).get("mode") in ("flow", "naive")
                        for i in _cold_restarts(frames, k)})
     for ax in axes:
         for i in restarts:
             ax.axvline(i, color="0.3", ls="--", lw=0.8, alpha=0.6)
     axes[0].set_title("Warm start: cold / naive / flow (dashed: a warm method fell back to a cold start)", fontsize=10)
-    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    axes[-1].set_xlabel("frame")
-    fig.tight_layout()
-    fig.savefig(path, dpi=FIG_DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def figure_summary(path: Path, metrics: dict) -> Path | None:
@@ -196,10 +187,7 @@ def figure_summary(path: Path, metrics: dict) -> Path | None:
         for i, v in enumerate(vals):
             ax.text(v, i, f" {v:.3g}", va="center", fontsize=8)
         ax.grid(True, axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=FIG_DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _depth_range(*arrays: np.ndarray | None) -> tuple[float, float]:
@@ -252,9 +240,7 @@ def figure_frame(path: Path, snap: Snapshot, metrics: dict) -> Path:
             axes[r, c + 1].set_title(f"|error|, MSE {_fmt(rec.get('mse_cm2'))} cm$^2$", fontsize=9)
     if eim is not None:
         fig.colorbar(eim, ax=axes[1:, -1].tolist(), fraction=0.04, label="|error| (cm)")
-    fig.savefig(path, dpi=FIG_DPI, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path, crop=True)
 
 
 def summary_rows(metrics: dict) -> list[list[str]]:
@@ -302,6 +288,14 @@ def _markdown_table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _failures(metrics: dict) -> list[tuple[str, int, str]]:
+    """(method, frames, error) of the per-frame failures of the methods that ran (a method that
+    was not available at all is already in the notes)."""
+    meta = metrics.get("methods", {})
+    return [(k, n, err) for k, s in metrics["summary"].items() if meta.get(k, {}).get("available", True)
+            for err, n in s.get("errors", {}).items()]
+
+
 def _frames_line(metrics: dict) -> str:
     """One line on the input side: what was synchronised / published and what came back."""
     inp = metrics.get("input") or {}
@@ -328,17 +322,14 @@ def format_summary(metrics: dict, report: Path | None = None) -> str:
     lines = [f"dada-replay: {metrics.get('bag')} -> {metrics.get('status')}"]
     lines += [f"  {_frames_line(metrics)}"] if metrics.get("input") else []
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in table]
-    for row in paired_rows(metrics)[1:]:
-        keys = paired_rows(metrics)[0][2:]
+    paired = paired_rows(metrics)
+    for row in paired[1:]:
+        keys = paired[0][2:]
         lines.append(f"  same frames as {row[0]} ({row[1]}): mean MSE " + ", ".join(
             f"{k} {v}" for k, v in zip(keys, row[2:])))
     for n in metrics.get("notes", []):
         lines.append(f"  note: {n}")
-    for k, s in metrics["summary"].items():
-        if not metrics.get("methods", {}).get(k, {}).get("available", True):
-            continue  # already in the notes
-        for err, n in s.get("errors", {}).items():
-            lines.append(f"  {k}: {n} frame(s) failed: {err}")
+    lines += [f"  {k}: {n} frame(s) failed: {err}" for k, n, err in _failures(metrics)]
     if report is not None:
         lines.append(f"  report: {report}")
     return "\n".join(lines)
@@ -381,11 +372,7 @@ def write_report(out: Path, metrics: dict, snapshots: list[Snapshot]) -> Path:
         md.append(f"- `{k}`: {mm.get('label', k)}{every}{avail}")
     if metrics.get("notes"):
         md += ["", "## Notes", ""] + [f"- {n}" for n in metrics["notes"]]
-    for k, s in metrics["summary"].items():
-        if not meta.get(k, {}).get("available", True):
-            continue  # already in the notes
-        for err, n in s.get("errors", {}).items():
-            md.append(f"- `{k}`: {n} frame(s) failed: {err}")
+    md += [f"- `{k}`: {n} frame(s) failed: {err}" for k, n, err in _failures(metrics)]
     md += ["", "## Figures", ""]
     for title, p in figs:
         if p is not None:
