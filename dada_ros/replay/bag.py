@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeVar
 
 from ..core.errors import DadaInputError
 
@@ -58,7 +58,34 @@ class RawMessage:
         return typestore().deserialize_cdr(self.data, self.msgtype)
 
 
-class BagReader:
+_B = TypeVar("_B", bound="_BagFile")
+
+
+class _BagFile:
+    """A bag file held open by a ``rosbags`` reader or writer (``_handle``, set by ``open``):
+    a context manager (``open`` on entering, ``close`` on leaving); ``close`` is idempotent."""
+
+    _handle: Any = None
+
+    def __enter__(self: _B) -> _B:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self._handle is not None:
+            try:
+                self._handle.close()
+            finally:
+                self._handle = None
+
+
+class BagReader(_BagFile):
     """Read a rosbag2 bag: a bag directory (with metadata.yaml) or a bare ``.mcap`` / ``.db3``.
 
     Use as a context manager. ``topics`` lists what the bag has; ``messages(topics)`` yields
@@ -67,14 +94,7 @@ class BagReader:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._reader: Any = None
-
-    def __enter__(self) -> "BagReader":
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._handle: Any = None
 
     def open(self) -> None:
         from rosbags.rosbag2 import Reader
@@ -89,20 +109,13 @@ class BagReader:
         except Exception as exc:  # rosbags raises several types for unreadable bags
             raise DadaInputError(f"cannot read bag {self.path}: {_one_line(exc)} "
                                  "(expected a rosbag2 directory, a .mcap or a .db3 file)") from exc
-        self._reader = reader
-
-    def close(self) -> None:
-        if self._reader is not None:
-            try:
-                self._reader.close()
-            finally:
-                self._reader = None
+        self._handle = reader
 
     @property
     def topics(self) -> dict[str, TopicInfo]:
         """Topic name -> :class:`TopicInfo` (types as stored in the bag)."""
         out: dict[str, TopicInfo] = {}
-        for conn in self._reader.connections:
+        for conn in self._handle.connections:
             prev = out.get(conn.topic)
             count = int(conn.msgcount) + (prev.count if prev else 0)
             out[conn.topic] = TopicInfo(conn.topic, conn.msgtype, count)
@@ -110,15 +123,15 @@ class BagReader:
 
     @property
     def duration_s(self) -> float:
-        return float(self._reader.duration) * 1e-9
+        return float(self._handle.duration) * 1e-9
 
     def messages(self, topics: list[str] | None = None) -> Iterator[RawMessage]:
         """Stored messages of ``topics`` (all when None), in bag-time order."""
-        conns = [c for c in self._reader.connections if topics is None or c.topic in topics]
+        conns = [c for c in self._handle.connections if topics is None or c.topic in topics]
         if not conns:
             return
         try:
-            for conn, t_ns, data in self._reader.messages(connections=conns):
+            for conn, t_ns, data in self._handle.messages(connections=conns):
                 yield RawMessage(conn.topic, conn.msgtype, int(t_ns), bytes(data))
         except DadaInputError:
             raise
@@ -126,7 +139,7 @@ class BagReader:
             raise DadaInputError(f"bag {self.path} is corrupt or truncated: {_one_line(exc)}") from exc
 
 
-class BagWriter:
+class BagWriter(_BagFile):
     """Write a rosbag2 bag with ``rosbags`` (Jazzy message definitions).
 
     ``storage``: ``mcap`` (default; zstd chunk compression unless ``compress=False``) or
@@ -139,16 +152,9 @@ class BagWriter:
         self.path = Path(path)
         self.storage = storage
         self.compress = compress
-        self._writer: Any = None
+        self._handle: Any = None
         self._conns: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
-
-    def __enter__(self) -> "BagWriter":
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def open(self) -> None:
         from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
@@ -165,14 +171,7 @@ class BagWriter:
             writer.open()
         except Exception as exc:
             raise DadaInputError(f"cannot write bag {self.path}: {_one_line(exc)}") from exc
-        self._writer = writer
-
-    def close(self) -> None:
-        if self._writer is not None:
-            try:
-                self._writer.close()
-            finally:
-                self._writer = None
+        self._handle = writer
 
     def write(self, topic: str, msg: Any, log_time_ns: int) -> None:
         """Serialize ``msg`` (a rosbags dataclass) on ``topic`` at bag time ``log_time_ns``."""
@@ -183,11 +182,11 @@ class BagWriter:
         """Write already serialized CDR ``data`` (e.g. copied from an input bag)."""
         conn = self._conns.get(topic)
         if conn is None:
-            conn = self._writer.add_connection(topic, msgtype, typestore=typestore())
+            conn = self._handle.add_connection(topic, msgtype, typestore=typestore())
             self._conns[topic] = conn
         elif conn.msgtype != msgtype:
             raise DadaInputError(f"topic {topic} already holds {conn.msgtype}, cannot add {msgtype}")
-        self._writer.write(conn, int(log_time_ns), data)
+        self._handle.write(conn, int(log_time_ns), data)
         self.counts[topic] = self.counts.get(topic, 0) + 1
 
 
