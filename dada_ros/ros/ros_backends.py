@@ -73,6 +73,17 @@ class _Fallbacks:
             return sum(self.counts.values())
 
 
+def _backend_diagnostics(kind: str, name: str, note: str, fallbacks: _Fallbacks) -> dict[str, str]:
+    """``<kind>_backend`` (the backend in use), ``<kind>_backend_fallbacks`` (library failures
+    converted in-package), ``_note`` (why not the library) and ``_last_error`` where there are some."""
+    out = {f"{kind}_backend": name, f"{kind}_backend_fallbacks": str(fallbacks.total)}
+    if note and name == PACKAGE_BACKEND:
+        out[f"{kind}_backend_note"] = note
+    if fallbacks.last_error:
+        out[f"{kind}_backend_last_error"] = fallbacks.last_error
+    return out
+
+
 def load_cv_bridge() -> tuple[Any, str]:
     """``(CvBridge(), "")``, or ``(None, why not)``."""
     try:
@@ -221,12 +232,7 @@ class ImageCodec:
         return self.image_message(cv.metres_to_depth_array(depth_m, encoding), encoding, header)
 
     def diagnostics(self) -> dict[str, str]:
-        out = {"image_backend": self.name, "image_backend_fallbacks": str(self.fallbacks.total)}
-        if self.note and self.name == PACKAGE_BACKEND:
-            out["image_backend_note"] = self.note
-        if self.fallbacks.last_error:
-            out["image_backend_last_error"] = self.fallbacks.last_error
-        return out
+        return _backend_diagnostics("image", self.name, self.note, self.fallbacks)
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,9 +288,4 @@ class CloudPacker:
         return cv.build_message(self.cloud_cls, header=header, **packed.message_fields(self.field_cls))
 
     def diagnostics(self) -> dict[str, str]:
-        out = {"pointcloud_backend": self.name, "pointcloud_backend_fallbacks": str(self.fallbacks.total)}
-        if self.note and self.name == PACKAGE_BACKEND:
-            out["pointcloud_backend_note"] = self.note
-        if self.fallbacks.last_error:
-            out["pointcloud_backend_last_error"] = self.fallbacks.last_error
-        return out
+        return _backend_diagnostics("pointcloud", self.name, self.note, self.fallbacks)
