@@ -32,7 +32,7 @@ from ..ros.conversions import ConversionError, stamp_to_nanoseconds
 from ..ros.frame_checks import INPUT_KINDS, Decoded, check_frame
 from ..ros.parameters import PARAMS, NodeSettings, validate_settings
 from ..ros.sync import Synchronizer
-from .bag import BagReader, RawMessage
+from .bag import BagReader, RawMessage, TopicInfo
 from .groundtruth import GroundTruthStream
 from .methods import MethodRunner, MethodSpec, RunnerSettings, build_runners
 from .outputs import OutputBag
@@ -97,6 +97,26 @@ class ReplayResult:
 def _node_params(node: NodeSettings) -> dict:
     """The node parameters in effect, by their ROS names (``lambda``, not ``lam``)."""
     return {p.name: getattr(node, p.field) for p in PARAMS}
+
+
+def metrics_header(cfg: ReplayConfig, mode: str, topics: TopicMap, bag_topics: dict[str, TopicInfo],
+                   methods: dict, settings: dict) -> dict:
+    """The head of metrics.json (what ran, on what, how), offline and ``--realtime`` alike."""
+    return {
+        "tool": "dada-replay", "mode": mode, "bag": str(cfg.bag), "command": cfg.command,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host_cpus": os.cpu_count(),
+        "topics": {"rgb": topics.rgb, "rgb_info": topics.rgb_info, "depth": topics.depth, "gt": topics.gt},
+        "bag_topics": {t.name: {"type": t.msgtype, "count": t.count} for t in bag_topics.values()},
+        "methods": methods,
+        "settings": settings,
+        "node_parameters": _node_params(cfg.settings.node),
+    }
+
+
+def check_no_output_bag(path: Path) -> None:
+    """Refuse to run into an existing output bag (rosbag2 never overwrites one)."""
+    if path.exists():
+        raise DadaInputError(f"{path} exists already; remove it or use another --out")
 
 
 def prepare_out_dir(out: Path) -> Path:
@@ -225,8 +245,8 @@ def run_replay(cfg: ReplayConfig) -> ReplayResult:
     cfg.validate()
     out = prepare_out_dir(cfg.out)
     out_bag_path = out / "output_bag"
-    if cfg.write_bag and out_bag_path.exists():  # before anything in ``out`` is overwritten
-        raise DadaInputError(f"{out_bag_path} exists already; remove it or use another --out")
+    if cfg.write_bag:  # before anything in ``out`` is overwritten
+        check_no_output_bag(out_bag_path)
     with BagReader(cfg.bag) as reader:
         bag_topics = reader.topics
         topics = cfg.topics.resolve(bag_topics)
@@ -235,19 +255,14 @@ def run_replay(cfg: ReplayConfig) -> ReplayResult:
         if cfg.max_frames:
             expected = min(expected, cfg.max_frames)
         runners = build_runners(cfg.methods, cfg.settings)
-        header = {
-            "tool": "dada-replay", "mode": "offline", "bag": str(cfg.bag), "command": cfg.command,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host_cpus": os.cpu_count(),
-            "topics": {"rgb": topics.rgb, "rgb_info": topics.rgb_info, "depth": topics.depth, "gt": topics.gt},
-            "bag_topics": {t.name: {"type": t.msgtype, "count": t.count} for t in bag_topics.values()},
-            "methods": {r.spec.key: {"label": r.spec.label(cfg.settings.node), "base": r.spec.base,
-                                     "mode": r.spec.mode, "iterations": r.spec.iterations,
-                                     "every": cfg.cold_every if r.spec.equilibrium_cold else 1,
-                                     "available": r.error is None} for r in runners},
-            "settings": {"device": cfg.settings.device, "cold_every": cfg.cold_every, "max_frames": cfg.max_frames,
-                         "torch_threads": torch.get_num_threads()},
-            "node_parameters": _node_params(cfg.settings.node),
-        }
+        header = metrics_header(
+            cfg, "offline", topics, bag_topics,
+            methods={r.spec.key: {"label": r.spec.label(cfg.settings.node), "base": r.spec.base,
+                                  "mode": r.spec.mode, "iterations": r.spec.iterations,
+                                  "every": cfg.cold_every if r.spec.equilibrium_cold else 1,
+                                  "available": r.error is None} for r in runners},
+            settings={"device": cfg.settings.device, "cold_every": cfg.cold_every, "max_frames": cfg.max_frames,
+                      "torch_threads": torch.get_num_threads()})
         log = MetricsLog(out, header, [s.key for s in cfg.methods])
         for note in topics.notes:
             log.note(note)
@@ -359,4 +374,5 @@ def _finish_counters(log: MetricsLog, state: _Replay, gt: GroundTruthStream | No
         _warn(text)
 
 
-__all__ = ["ReplayConfig", "ReplayResult", "run_replay", "prepare_out_dir", "decode_input", "check_frame"]
+__all__ = ["ReplayConfig", "ReplayResult", "run_replay", "prepare_out_dir", "metrics_header", "check_no_output_bag",
+           "decode_input", "check_frame"]

@@ -22,14 +22,14 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import DadaInputError
 from ..ros.conversions import depth_image_to_metres, guide_image_to_rgb, stamp_to_nanoseconds
 from .bag import BagReader
-from .evaluate import ReplayConfig, ReplayResult, _node_params, prepare_out_dir, snapshot_indices
+from .evaluate import (ReplayConfig, ReplayResult, check_no_output_bag, metrics_header, prepare_out_dir,
+                       snapshot_indices)
 from .groundtruth import StampedStream
 from .report import Snapshot, write_report
 from .scoring import MetricsLog, score_frame
@@ -86,21 +86,15 @@ def run_realtime(cfg: RealtimeConfig) -> ReplayResult:
         bag_topics = reader.topics
         topics = rc.topics.resolve(bag_topics)
     out_bag = out / "output_bag"
-    if out_bag.exists():
-        raise DadaInputError(f"{out_bag} exists already; remove it or use another --out")
+    check_no_output_bag(out_bag)
     node = rc.settings.node
     key = node.method
-    header = {
-        "tool": "dada-replay", "mode": "realtime", "bag": str(rc.bag), "command": rc.command,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host_cpus": os.cpu_count(),
-        "topics": {"rgb": topics.rgb, "rgb_info": topics.rgb_info, "depth": topics.depth, "gt": topics.gt},
-        "bag_topics": {t.name: {"type": t.msgtype, "count": t.count} for t in bag_topics.values()},
-        "methods": {key: {"label": f"live upsample_node: {node.method}, warm_start {node.warm_start}, "
-                                   f"{node.warm_iterations} it/warm frame; ms = RGB published -> depth received",
-                          "base": node.method, "mode": None, "every": 1, "available": True}},
-        "settings": {"rate": cfg.rate, "launch_node": cfg.launch_node, "max_frames": rc.max_frames},
-        "node_parameters": _node_params(node),
-    }
+    header = metrics_header(
+        rc, "realtime", topics, bag_topics,
+        methods={key: {"label": f"live upsample_node: {node.method}, warm_start {node.warm_start}, "
+                                f"{node.warm_iterations} it/warm frame; ms = RGB published -> depth received",
+                       "base": node.method, "mode": None, "every": 1, "available": True}},
+        settings={"rate": cfg.rate, "launch_node": cfg.launch_node, "max_frames": rc.max_frames})
     node_params = dict(cfg.node_params)
     if cfg.launch_node:
         # Reliable transport unless asked otherwise: best-effort 1 MB images get lost in DDS under
