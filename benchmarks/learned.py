@@ -1,0 +1,201 @@
+"""The learned model (``method: dada``) against the others, its inference cost and training memory.
+
+Sections (all by default; pick with --only):
+
+* ``table``: paper-style table, MSE cm^2 / MAE cm, x4..x32, bicubic / JBF / DADA-free / DADA on
+  held-out generated scenes (seeds 0..N-1; training uses seeds >= 10,000,000), block-average
+  sources (the paper's protocol), default solver policy (tolerance stop, cap 8000);
+* ``tof``: the same scenes with ToF-like sources (noise, dropouts, flying pixels);
+* ``sequence``: frames of the synthetic ToF sequence (:mod:`dada_ros.core.sequences`, the
+  generator of the sample bag): 640x480 RGB, 160x120 ToF (x4) and 224x172 (non-integer ratio);
+* ``speed``: F at 640x480 on the CPU (median ms, 1 and 2 threads) and the solver's iterations and
+  seconds for DADA-free and DADA on one sequence frame;
+* ``memory``: peak training memory (process RSS growth, in a fresh subprocess per setting) of one
+  training step vs N_grad, with and without activation checkpointing.
+
+    python benchmarks/learned.py                       # everything (~15-25 min on 2 busy cores)
+    python benchmarks/learned.py --only table --seeds 8
+    python benchmarks/learned.py --weights runs/x/best.pt --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+SCALES = (4, 8, 16, 32)
+METHODS = ("bicubic", "jbf", "dada-free", "dada")
+
+
+def section_table(args, tof: bool) -> dict:
+    from dada_ros.learned.evaluate import evaluate, format_table, generated_scenes, tof_source_fn
+
+    scales = SCALES if not tof else (4, 8, 16)
+    rep = evaluate(generated_scenes(range(args.seeds), (256, 256)), scales, METHODS, None, weights=args.weights,
+                   source_fn=tof_source_fn() if tof else None)
+    kind = "ToF-like sources" if tof else "block-average sources"
+    print(format_table(rep, f"\n### Held-out generated scenes (seeds 0..{args.seeds - 1}, 256x256), {kind}"), flush=True)
+    return rep
+
+
+def section_sequence(args) -> dict:
+    from dada_ros.core.metrics import depth_errors
+    from dada_ros.core.methods import make_solver, run_method
+    from dada_ros.core.sequences import SequenceConfig, make_sequence
+    from dada_ros.core.solver import SolverConfig
+
+    out = {}
+    for label, shape in (("160x120 (x4)", (120, 160)), ("224x172 (x2.8)", (172, 224))):
+        frames = [f for f in make_sequence(SequenceConfig(seed=0, source_shape=shape)) if f.index in args.frames]
+        solvers = {m: make_solver(m, SolverConfig(), weights=args.weights if m == "dada" else None)
+                   for m in ("dada-free", "dada")}
+        rows = {m: [] for m in METHODS}
+        for f in frames:
+            for m in METHODS:
+                pred, st = run_method(m, f.rgb, f.source, solver=solvers.get(m))
+                e = depth_errors(pred, f.gt)
+                rows[m].append((e.mse_cm2, e.mae_cm, e.coverage, st.get("iterations", 0), st["seconds"]))
+        out[label] = rows
+        print(f"\n### Synthetic ToF sequence (seed 0), frames {list(args.frames)}, 640x480 guide, source {label}")
+        print("| method | MSE cm^2 | MAE cm | coverage | iterations | seconds/frame |")
+        print("|---|---|---|---|---|---|")
+        for m in METHODS:
+            a = np.array(rows[m], dtype=float)
+            print(f"| {m} | {a[:, 0].mean():.3g} | {a[:, 1].mean():.3g} | {a[:, 2].mean():.3f} | "
+                  f"{a[:, 3].mean():.0f} | {a[:, 4].mean():.2f} |", flush=True)
+    return out
+
+
+def section_speed(args) -> dict:
+    from dada_ros.learned.model import load_guide_model
+
+    guide = load_guide_model(args.weights, device="cpu")
+    rgb, d = torch.rand(1, 3, 480, 640), 1 + 3 * torch.rand(1, 1, 480, 640)
+    res = {}
+    threads0 = torch.get_num_threads()
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for _ in range(3):
+            f = guide.features(rgb, d)
+        ts, tc = [], []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            f = guide.features(rgb, d)
+            t1 = time.perf_counter()
+            guide.coefficients(f)
+            tc.append(time.perf_counter() - t1)
+            ts.append(t1 - t0)
+        res[threads] = {"features_ms": 1000 * statistics.median(ts), "coefficients_ms": 1000 * statistics.median(tc),
+                        "features_ms_min": 1000 * min(ts)}
+    torch.set_num_threads(threads0)
+    n_params = sum(p.numel() for p in guide.net.parameters())
+    print(f"\n### F at 640x480 on CPU ({guide.config.architecture}, C={guide.config.channels}, {n_params} parameters)")
+    print("| threads | F median ms (min) | coefficients median ms |")
+    print("|---|---|---|")
+    for t, r in res.items():
+        print(f"| {t} | {r['features_ms']:.1f} ({r['features_ms_min']:.1f}) | {r['coefficients_ms']:.1f} |", flush=True)
+    return {"threads": res, "parameters": n_params, "load": list(np.round(np_load(), 2))}
+
+
+def np_load():
+    try:
+        return [float(x) for x in open("/proc/loadavg").read().split()[:3]]
+    except OSError:
+        return []
+
+
+MEMORY_CHILD = r"""
+import json, resource, sys, time, torch
+torch.set_num_threads(1)
+from dada_ros.core.scenes import make_sample
+from dada_ros.learned.datasets.base import collate, make_example
+from dada_ros.learned.model import GuideNet
+from dada_ros.learned.unroll import masked_l1, unrolled_solve
+n_grad, segment, batch, crop = (int(v) for v in sys.argv[1:5])
+s = make_sample(7, 8, (crop, crop))
+b = collate([make_example(s.rgb, s.gt, 8)] * batch)
+net = GuideNet().train()
+def step(n):
+    net.zero_grad(set_to_none=True)
+    loss = masked_l1(unrolled_solve(net, b, 0, n, segment=segment), b.gt, b.gt_valid)
+    loss.backward()
+step(1); step(1)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter(); step(n_grad); dt = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"peak_growth_mb": (peak - base) / 1024, "seconds": dt}))
+"""
+
+
+def section_memory(args) -> dict:
+    out = {}
+    print(f"\n### Peak training memory of one step vs N_grad (batch {args.mem_batch} x {args.mem_crop}^2, lite-unet, CPU)")
+    print("| N_grad | no checkpointing: MB / s | checkpoint every 32 steps: MB / s |")
+    print("|---|---|---|")
+    for n in args.mem_ngrad:
+        row = {}
+        for seg in (0, 32):
+            if seg == 0 and n > args.mem_max_plain:
+                row[seg] = None
+                continue
+            r = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(n), str(seg), str(args.mem_batch),
+                                str(args.mem_crop)], capture_output=True, text=True, timeout=900)
+            row[seg] = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {"error": r.stderr[-300:]}
+        out[n] = row
+
+        def fmt(v):
+            if v is None:
+                return "(skipped)"
+            if "error" in v:
+                return "error"
+            return f"{v['peak_growth_mb']:.0f} MB / {v['seconds']:.1f} s"
+
+        print(f"| {n} | {fmt(row[0])} | {fmt(row[32])} |", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="+", choices=("table", "tof", "sequence", "speed", "memory"))
+    ap.add_argument("--weights", help="checkpoint (default: the shipped one)")
+    ap.add_argument("--seeds", type=int, default=16, help="held-out generated scenes 0..N-1")
+    ap.add_argument("--frames", type=int, nargs="+", default=[0, 30, 60])
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--mem-ngrad", type=int, nargs="+", default=[8, 32, 128, 512, 1024])
+    ap.add_argument("--mem-max-plain", type=int, default=512, help="largest N_grad run without checkpointing")
+    ap.add_argument("--mem-batch", type=int, default=6)
+    ap.add_argument("--mem-crop", type=int, default=96)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    only = args.only or ["table", "tof", "sequence", "speed", "memory"]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load average {np_load()}")
+    report = {}
+    t0 = time.perf_counter()
+    if "speed" in only:
+        report["speed"] = section_speed(args)
+    if "table" in only:
+        report["table"] = section_table(args, tof=False)
+    if "tof" in only:
+        report["tof"] = section_table(args, tof=True)
+    if "sequence" in only:
+        report["sequence"] = section_sequence(args)
+    if "memory" in only:
+        report["memory"] = section_memory(args)
+    print(f"\n(total {time.perf_counter() - t0:.0f} s, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""``dada-train``: train the learned guide of DADA end to end (see :mod:`dada_ros.learned.train`).
+
+Examples::
+
+    dada-train --out runs/lite                      # procedural scenes, the shipped recipe
+    dada-train --out runs/lite                      # again: resumes from runs/lite/last.pt
+    dada-train --dataset middlebury --data-dir data/Middlebury --scales 8 --crop 256 --batch 8 \\
+        --arch resnet50-unet --channels 64 --pretrained resnet50-imagenet.pth \\
+        --n-pre 8000 --n-pre-scaling none --n-grad 1024 --segment 32 --device cuda --out runs/mb_x8
+
+Outputs: OUT/best.pt (use with --weights), OUT/last.pt (resume), OUT/log.csv, OUT/curve.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+
+from ..learned.train import TrainConfig, Trainer
+from .common import run_cli
+
+HELP = {
+    "dataset": "generated | middlebury | nyuv2 | diml",
+    "data_dir": "dataset root (not needed for generated)",
+    "architecture": "lite-unet (ships, CPU real time) | resnet50-unet (the paper's)",
+    "channels": "feature channels C (lite-unet: multiple of 4; paper: 64)",
+    "normalisation": "depth input normalisation: log-mean | mean",
+    "pretrained": "local torchvision ResNet-50 ImageNet state_dict (resnet50-unet); nothing is downloaded",
+    "scales": "scale factors, one sampled per batch",
+    "crop": "square training crop (multiple of every scale)",
+    "n_pre": "max no-grad steps at x8 (random 0..N_pre per batch)",
+    "n_pre_scaling": "linear: N_pre(s) = n_pre * s / 8; none: n_pre at every scale",
+    "n_grad": "steps with gradient after the no-grad ones",
+    "segment": "activation checkpointing every k unrolled steps (0: off)",
+    "lr_step": "StepLR step size in optimiser steps",
+    "clip": "gradient-norm clipping (0: off)",
+    "tof_prob": "fraction of training sources made ToF-like (noise, dropouts)",
+    "time_limit_min": "stop (and save) after this many minutes of training",
+    "cache_dir": "keep rendered training scenes here (generated)",
+    "refine_width": "lite-unet: width of the full-resolution 3x3 refinement (0: none)",
+    "init_from": "start from this checkpoint's weights (fine-tune; layers it lacks keep their init)",
+    "out_dir": "output directory (resumes from its last.pt)",
+    "threads": "torch CPU threads",
+}
+ALIASES = {"architecture": "--arch", "out_dir": "--out", "time_limit_min": "--time-limit"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dada-train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        flag = ALIASES.get(f.name, "--" + f.name.replace("_", "-"))
+        value = getattr(defaults, f.name)
+        kw = {"dest": f.name, "default": value, "help": HELP.get(f.name, " ")}
+        if f.name == "scales":
+            kw.update(type=int, nargs="+")
+        elif f.name == "render_sizes":
+            kw.update(type=lambda s: [int(v) for v in s.lower().split("x")], nargs="+",
+                      help="render sizes HxW of the generated training scenes, e.g. 256x256 384x512")
+        elif isinstance(value, bool):
+            kw.update(action="store_true")
+        elif value is None:
+            kw.update(type=float if f.name == "time_limit_min" else str)
+        else:
+            kw.update(type=type(value))
+        p.add_argument(flag, **kw)
+    p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    no_resume, quiet = args.pop("no_resume"), args.pop("quiet")
+    cfg = TrainConfig(**args)
+    summary = Trainer(cfg, resume=not no_resume, progress=not quiet).run()
+    print(json.dumps(summary, indent=2, default=float))
+    return 0
+
+
+def entry() -> None:
+    sys.exit(run_cli("dada-train", main))
+
+
+if __name__ == "__main__":
+    entry()

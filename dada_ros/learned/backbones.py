@@ -1,0 +1,265 @@
+"""Feature networks F: (B, 4, H, W) normalised RGB-D in, (B, C, H, W) guide features out.
+
+Two architectures (``ARCHITECTURES``):
+
+* ``resnet50-unet`` -- the paper's network: the input is upsampled x2 (bicubic), a U-Net with a
+  ResNet-50 encoder (torchvision layout, so ImageNet weights load from a local torchvision
+  state_dict file) and decoder channels 256/128/64/32/16 with batch norm maps it to C features,
+  a 3x3 head without activation, and a 2x2 average pool brings it back to (H, W).
+* ``lite-unet`` -- the small network that ships (real time on a CPU): a five-level U-Net that
+  runs at HALF resolution and predicts, per feature channel, a gate g and a residual r; a cheap
+  full-resolution branch adds pixel-sharp local terms. The features are
+
+      f = tile(base) * (1 + up(g)) + up(r) + local
+
+  where ``base`` are the learning-free features of the authors' code (ImageNet RGB and depth),
+  tiled C/4 times. The last layers start at zero, so an untrained ``lite-unet`` reproduces
+  DADA-free exactly (same c(x), same kappa) and training only has to learn corrections: close
+  gates on texture edges that are not depth edges, open residuals where depth steps without a
+  colour edge.
+
+Both pad the input to a multiple of their total stride (reflection) and crop the output back, so
+any H, W works.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ARCHITECTURES = ("lite-unet", "resnet50-unet")
+
+
+def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    H, W = x.shape[-2:]
+    ph, pw = (-H) % multiple, (-W) % multiple
+    if ph or pw:
+        mode = "reflect" if (ph < H and pw < W) else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, (H, W)
+
+
+class ConvBNReLU(nn.Sequential):
+    def __init__(self, cin: int, cout: int, k: int = 3, stride: int = 1):
+        super().__init__(
+            nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
+
+# ----------------------------------------------------------------------------- lite-unet
+class LiteUNet(nn.Module):
+    """Half-resolution U-Net with gated learning-free base features (see module docstring).
+
+    Args:
+        out_channels: C, a multiple of 4 (the base has 4 channels, tiled C/4 times).
+        widths: channels of the 5 encoder levels (strides 2, 4, 8, 16, 32 w.r.t. the input).
+
+    The U-Net runs in channels-last memory format (2-4x faster convolutions on CPU); everything
+    at full resolution is a handful of element-wise passes over (B, C, H, W).
+    """
+
+    stride = 32
+
+    def __init__(self, out_channels: int = 8, widths: tuple[int, ...] = (16, 24, 40, 64, 64), in_channels: int = 4,
+                 refine_width: int = 0):
+        super().__init__()
+        if out_channels % 4:
+            raise ValueError(f"lite-unet needs out_channels to be a multiple of 4, got {out_channels}")
+        self.out_channels = out_channels
+        w = list(widths)
+        self.enc = nn.ModuleList([ConvBNReLU(in_channels, w[0])])
+        for i in range(1, len(w)):
+            self.enc.append(nn.Sequential(ConvBNReLU(w[i - 1], w[i], stride=2), ConvBNReLU(w[i], w[i])))
+        # Decoder: lateral 1x1 of the coarser level, add the skip, one 3x3 conv.
+        self.lat = nn.ModuleList([nn.Conv2d(w[i + 1], w[i], 1) for i in range(len(w) - 1)])
+        self.dec = nn.ModuleList([ConvBNReLU(w[i], w[i]) for i in range(len(w) - 1)])
+        self.head = nn.Conv2d(w[0], 2 * out_channels, 1)
+        # Full resolution: a per-pixel linear mix of the input channels (e.g. chroma, depth) ...
+        self.local = nn.Conv2d(in_channels, out_channels, 1)
+        # ... and (refine_width > 0) one 3x3 layer on the input plus projected decoder context,
+        # for pixel-sharp corrections where the half-resolution gates are too coarse.
+        self.refine_width = refine_width
+        zero = [self.head, self.local]
+        if refine_width:
+            self.proj = nn.Conv2d(w[0], refine_width, 1)
+            self.refine = nn.Sequential(nn.Conv2d(in_channels + refine_width, refine_width, 3, padding=1),
+                                        nn.ReLU(inplace=True), nn.Conv2d(refine_width, out_channels, 1))
+            zero.append(self.refine[2])
+        for m in zero:
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """x: (B, 4, H, W) network input; base: (B, 4, H, W) learning-free features -> (B, C, H, W)."""
+        B, _, H, W = x.shape
+        xp, _ = _pad_to(x, self.stride)
+        h = F.avg_pool2d(xp, 2).contiguous(memory_format=torch.channels_last)
+        skips = []
+        for enc in self.enc:
+            h = enc(h)
+            skips.append(h)
+        d = skips[-1]
+        for i in range(len(self.dec) - 1, -1, -1):
+            up = F.interpolate(self.lat[i](d), size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
+            d = self.dec[i](up + skips[i])
+        gr = self.head(d).contiguous()
+        gr = F.interpolate(gr, scale_factor=2, mode="bilinear", align_corners=False)[..., :H, :W]
+        if self.refine_width:
+            ctx = F.interpolate(self.proj(d).contiguous(), scale_factor=2, mode="bilinear", align_corners=False)
+            fine = self.refine(torch.cat([x, ctx[..., :H, :W]], dim=1))
+        k = self.out_channels // base.shape[1]
+        g = gr[:, : self.out_channels].reshape(B, k, base.shape[1], H, W)
+        r = gr[:, self.out_channels:].reshape(B, k, base.shape[1], H, W)
+        b = base.unsqueeze(1)
+        out = self.local(x).view(B, k, base.shape[1], H, W) + r + b
+        out = (out + b * g).reshape(B, self.out_channels, H, W)
+        return out + fine if self.refine_width else out
+
+
+# ----------------------------------------------------------------------------- resnet50-unet
+class Bottleneck(nn.Module):
+    """torchvision's ResNet-50 bottleneck (stride on the 3x3 conv), same attribute names."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idt = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + idt)
+
+
+class ResNet50Encoder(nn.Module):
+    """ResNet-50 trunk with torchvision's parameter names (``conv1``, ``bn1``, ``layer1..4``).
+
+    ``forward`` returns the 5 feature maps a U-Net needs: strides 2 (64 ch), 4 (256), 8 (512),
+    16 (1024), 32 (2048).
+    """
+
+    def __init__(self, in_channels: int = 4):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.inplanes = 64
+        self.layer1 = self._make_layer(64, 3)
+        self.layer2 = self._make_layer(128, 4, stride=2)
+        self.layer3 = self._make_layer(256, 6, stride=2)
+        self.layer4 = self._make_layer(512, 3, stride=2)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        down = None
+        if stride != 1 or self.inplanes != planes * 4:
+            down = nn.Sequential(nn.Conv2d(self.inplanes, planes * 4, 1, stride=stride, bias=False),
+                                 nn.BatchNorm2d(planes * 4))
+        layers = [Bottleneck(self.inplanes, planes, stride, down)]
+        self.inplanes = planes * 4
+        layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        f1 = self.relu(self.bn1(self.conv1(x)))
+        f2 = self.layer1(self.maxpool(f1))
+        f3 = self.layer2(f2)
+        f4 = self.layer3(f3)
+        f5 = self.layer4(f4)
+        return [f1, f2, f3, f4, f5]
+
+
+def load_torchvision_resnet50(encoder: ResNet50Encoder, state_dict: dict) -> list[str]:
+    """Copy an ImageNet ResNet-50 state_dict (torchvision keys) into ``encoder``.
+
+    The classifier (``fc.*``) is dropped. A 3-channel ``conv1`` is adapted to the encoder's input
+    channels as segmentation_models_pytorch does: channel i takes the filter of RGB channel i % 3
+    and all are scaled by 3 / in_channels (the 4th, depth, channel starts as a copy of R).
+
+    Returns:
+        the encoder keys that the file did not provide (empty for a complete file).
+    Raises:
+        ValueError: on a key the encoder does not have or a shape that cannot be adapted.
+    """
+    own = encoder.state_dict()
+    new = {}
+    for key, value in state_dict.items():
+        if key.startswith("fc."):
+            continue
+        if key not in own:
+            raise ValueError(f"unexpected key {key!r}: not a torchvision ResNet-50 state_dict")
+        if key == "conv1.weight" and value.shape[1] != own[key].shape[1]:
+            cin = own[key].shape[1]
+            value = torch.stack([value[:, i % value.shape[1]] for i in range(cin)], dim=1) * (value.shape[1] / cin)
+        if value.shape != own[key].shape:
+            raise ValueError(f"{key}: shape {tuple(value.shape)} does not match {tuple(own[key].shape)}")
+        new[key] = value
+    missing = [k for k in own if k not in new]
+    encoder.load_state_dict(new, strict=False)
+    return missing
+
+
+class DecoderBlock(nn.Module):
+    """Nearest x2 upsampling, concatenation with the skip, two 3x3 conv-BN-ReLU."""
+
+    def __init__(self, cin: int, cskip: int, cout: int):
+        super().__init__()
+        self.conv1 = ConvBNReLU(cin + cskip, cout)
+        self.conv2 = ConvBNReLU(cout, cout)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2, mode="nearest")
+        if skip is not None:
+            x = torch.cat([x, skip], dim=1)
+        return self.conv2(self.conv1(x))
+
+
+class ResNet50UNet(nn.Module):
+    """The paper's F: bicubic x2 -> U-Net(ResNet-50) -> 3x3 head -> 2x2 average pool."""
+
+    stride = 16  # the U-Net sees the x2 input, which must split 5 times
+
+    def __init__(self, out_channels: int = 64, decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
+                 in_channels: int = 4):
+        super().__init__()
+        self.out_channels = out_channels
+        self.encoder = ResNet50Encoder(in_channels)
+        skips = [1024, 512, 256, 64, 0]
+        cin = [2048] + list(decoder_channels[:-1])
+        self.blocks = nn.ModuleList(
+            [DecoderBlock(ci, cs, co) for ci, cs, co in zip(cin, skips, decoder_channels)]
+        )
+        self.head = nn.Conv2d(decoder_channels[-1], out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+        xp, (H, W) = _pad_to(x, self.stride)
+        x2 = F.interpolate(xp, scale_factor=2, mode="bicubic", align_corners=False)
+        f1, f2, f3, f4, f5 = self.encoder(x2)
+        d = f5
+        for block, skip in zip(self.blocks, [f4, f3, f2, f1, None]):
+            d = block(d, skip)
+        return F.avg_pool2d(self.head(d), 2)[..., :H, :W]
+
+
+def build_network(architecture: str, channels: int, refine_width: int = 0) -> nn.Module:
+    if architecture == "lite-unet":
+        return LiteUNet(out_channels=channels, refine_width=refine_width)
+    if architecture == "resnet50-unet":
+        return ResNet50UNet(out_channels=channels)
+    raise ValueError(f"unknown architecture {architecture!r}; expected one of {ARCHITECTURES}")

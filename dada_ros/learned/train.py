@@ -1,0 +1,364 @@
+"""End-to-end training of the learned guide (the paper's recipe, scaled to the hardware at hand).
+
+Per step: one batch of random crops at one scale (sampled per batch: scale-agnostic model),
+features and coefficients once, a random number 0..N_pre(s) of no-grad steps, N_grad steps with
+gradient, loss = ``loss_weight`` x L1 over valid ground truth; Adam + StepLR + gradient-norm
+clipping (authors: lr 1e-4, weight decay 1e-5, gamma 0.9, clip 0.01).
+
+N_pre(s) = ``n_pre`` x s / 8 with ``n_pre_scaling="linear"``: the number of steps a cell of the
+source needs to equilibrate grows with its size, so larger scales get a longer random horizon.
+
+Outputs in ``out_dir``: ``last.pt`` (checkpoint + optimizer/scheduler/RNG state, written every
+``ckpt_every`` steps: ``resume=True`` continues from it), ``best.pt`` (lowest validation loss; the
+inference checkpoint), ``log.csv`` (one row per step, validation columns filled every
+``val_every`` steps), ``curve.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.device import resolve_device
+from ..core.errors import DadaInputError
+from ..core.solver import FreeGuide
+from .datasets.base import Batch, CropSampler, collate, make_example
+from .model import GuideConfig, GuideNet, load_checkpoint, save_checkpoint
+from .unroll import masked_l1, masked_mse_cm2, unrolled_solve
+
+LOG_FIELDS = ["step", "seconds", "lr", "scale", "n_pre", "n_grad", "loss", "kappa", "val_loss", "val_mse_cm2"]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one run (all stored in the checkpoints' meta)."""
+
+    dataset: str = "generated"
+    data_dir: str | None = None
+    architecture: str = "lite-unet"
+    channels: int = 8
+    normalisation: str = "log-mean"
+    pretrained: str | None = None  # local torchvision ResNet-50 state_dict (resnet50-unet)
+    refine_width: int = 0  # lite-unet optional full-resolution refinement width (0: none)
+    init_from: str | None = None  # start from this checkpoint's weights (fine-tuning; new layers keep their init)
+    scales: list[int] = field(default_factory=lambda: [4, 8, 16])
+    crop: int = 96
+    batch: int = 8
+    steps: int = 2000
+    n_pre: int = 2000
+    n_pre_scaling: str = "linear"  # "linear": N_pre(s) = n_pre * s / 8; "none": n_pre at every scale
+    n_grad: int = 32
+    segment: int = 0  # activation checkpointing every k unrolled steps (0: off)
+    lam: float = 0.24
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    lr_step: int = 200  # StepLR step size in optimiser steps
+    lr_gamma: float = 0.9
+    clip: float = 0.01
+    loss_weight: float = 10.0
+    val_every: int = 100
+    ckpt_every: int = 25
+    val_scenes: int = 8
+    val_crop: int = 128
+    train_scenes: int = 300
+    render_sizes: list[list[int]] = field(default_factory=lambda: [[256, 256], [256, 256], [384, 512]])
+    cache_dir: str | None = None
+    tof_prob: float = 0.0  # fraction of training sources made ToF-like (noise, dropouts)
+    device: str = "auto"
+    threads: int = 1
+    seed: int = 0
+    time_limit_min: float | None = None
+    out_dir: str = "train_out"
+
+    def validate(self) -> None:
+        if self.dataset not in ("generated", "middlebury", "nyuv2", "diml"):
+            raise DadaInputError(f"unknown dataset {self.dataset!r}")
+        if self.dataset != "generated" and not self.data_dir:
+            raise DadaInputError(f"dataset {self.dataset!r} needs --data-dir")
+        for s in self.scales:
+            if s < 2 or self.crop % s or self.val_crop % s:
+                raise DadaInputError(f"scale {s} must be >= 2 and divide crop {self.crop} and val crop {self.val_crop}")
+        if self.n_grad < 1:
+            raise DadaInputError("n_grad must be >= 1 (the gradient flows only through these steps)")
+        if self.n_pre < 0 or self.batch < 1 or self.steps < 1:
+            raise DadaInputError("n_pre must be >= 0, batch and steps >= 1")
+        if self.n_pre_scaling not in ("linear", "none"):
+            raise DadaInputError(f"n_pre_scaling must be linear or none, got {self.n_pre_scaling!r}")
+        if not 0 <= self.tof_prob <= 1:
+            raise DadaInputError(f"tof_prob must be in [0, 1], got {self.tof_prob}")
+        GuideConfig(architecture=self.architecture, channels=self.channels, normalisation=self.normalisation,
+                    refine_width=self.refine_width).validate()
+        deepest = math.ceil(self.crop / (32 if self.architecture == "lite-unet" else 16))
+        if self.batch * deepest**2 < 2:
+            raise DadaInputError(
+                f"batch {self.batch} of {self.crop}px crops leaves one value per channel at the deepest level "
+                "(batch norm cannot train on that): use batch >= 2 or a larger crop")
+
+    def n_pre_max(self, scale: int) -> int:
+        return int(round(self.n_pre * scale / 8)) if self.n_pre_scaling == "linear" else self.n_pre
+
+
+def open_scenes(cfg: TrainConfig, split: str):
+    """The train or val scene set of ``cfg.dataset``."""
+    from . import datasets
+
+    if cfg.dataset == "generated":
+        from .datasets.procedural import TRAIN_SEED0, VAL_SEED0, ProceduralScenes
+
+        if split == "train":
+            seeds = range(TRAIN_SEED0, TRAIN_SEED0 + cfg.train_scenes)
+            sizes = [tuple(s) for s in cfg.render_sizes]
+        else:
+            seeds = range(VAL_SEED0, VAL_SEED0 + cfg.val_scenes)
+            sizes = [(cfg.val_crop * 2, cfg.val_crop * 2)]
+        return ProceduralScenes(list(seeds), sizes, cfg.cache_dir, progress=True)
+    return datasets.open_dataset(cfg.dataset, cfg.data_dir, split)
+
+
+def validation_batches(scenes, cfg: TrainConfig) -> list[Batch]:
+    """Fixed validation examples: the centre crop of each val scene, one batch per scale."""
+    c = cfg.val_crop
+    crops = []
+    for i in range(min(len(scenes), cfg.val_scenes) if cfg.dataset == "generated" else len(scenes)):
+        sc = scenes[i]
+        H, W = sc.depth.shape
+        if H < c or W < c:
+            continue
+        i0, j0 = (H - c) // 2, (W - c) // 2
+        crops.append((sc.rgb[i0:i0 + c, j0:j0 + c], sc.depth[i0:i0 + c, j0:j0 + c]))
+    if not crops:
+        raise DadaInputError(f"no validation scene is at least {c}x{c}")
+    out = []
+    for s in cfg.scales:
+        exs = [make_example(rgb, gt, s) for rgb, gt in crops]
+        exs = [e for e in exs if (np.isfinite(e.source) & (e.source > 0)).any()]
+        out.append(collate(exs))
+    return out
+
+
+def init_from_checkpoint(net: GuideNet, path: str) -> list[str]:
+    """Copy the weights of a checkpoint into ``net`` (same architecture and channels); parameters
+    the checkpoint lacks (layers added since) keep their initialisation. Returns those keys."""
+    src, _, _ = load_checkpoint(path)
+    if (src.config.architecture, src.config.channels) != (net.config.architecture, net.config.channels):
+        raise DadaInputError(f"{path}: {src.config.architecture} with {src.config.channels} channels cannot "
+                             f"initialise {net.config.architecture} with {net.config.channels}")
+    own = net.state_dict()
+    sd = src.state_dict()
+    for k, v in sd.items():
+        if k not in own or own[k].shape != v.shape:
+            raise DadaInputError(f"{path}: tensor {k!r} does not fit the model being trained")
+    net.load_state_dict(sd, strict=False)
+    return sorted(k for k in own if k not in sd)
+
+
+class FreeNet(torch.nn.Module):
+    """DADA-free as a 'network' for :func:`unrolled_solve` (validation reference)."""
+
+    def __init__(self):
+        super().__init__()
+        self.guide = FreeGuide()
+
+    def forward(self, rgb, y0):
+        return self.guide.features(rgb, y0)
+
+    def coefficients(self, f):
+        return self.guide.coefficients(f)
+
+
+@torch.no_grad()
+def evaluate_batches(net, batches: list[Batch], cfg: TrainConfig, device: torch.device) -> tuple[float, float]:
+    """(loss, MSE cm^2) on the validation batches at the longest training horizon per scale."""
+    was_training = net.training
+    net.eval()
+    losses, mses = [], []
+    for b in batches:
+        b = b.to(device)
+        pred = unrolled_solve(net, b, cfg.n_pre_max(b.scale), cfg.n_grad, cfg.lam)
+        losses.append(float(cfg.loss_weight * masked_l1(pred, b.gt, b.gt_valid)))
+        mses.append(float(masked_mse_cm2(pred, b.gt, b.gt_valid)))
+    net.train(was_training)
+    return float(np.mean(losses)), float(np.mean(mses))
+
+
+def plot_curve(csv_path: Path, png_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(open(csv_path)))
+    if not rows:
+        return
+    step = np.array([int(r["step"]) for r in rows])
+    loss = np.array([float(r["loss"]) for r in rows])
+    k = max(1, min(50, len(loss) // 10))
+    smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+    vr = [(int(r["step"]), float(r["val_loss"])) for r in rows if r["val_loss"] not in ("", None)]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(step, loss, color="0.8", lw=0.5, label="train loss (per step)")
+    ax.plot(step[k - 1:], smooth, color="C0", label=f"train loss (mean of {k})")
+    if vr:
+        ax.plot(*zip(*vr), "o-", color="C1", label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("10 x L1 (m)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: bool = True, progress: bool = True):
+        cfg.validate()
+        self.cfg = cfg
+        self.progress = progress
+        torch.set_num_threads(max(1, int(cfg.threads)))
+        self.device = resolve_device(cfg.device)
+        self.out = Path(cfg.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.rng = np.random.default_rng(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        gcfg = GuideConfig(architecture=cfg.architecture, channels=cfg.channels, normalisation=cfg.normalisation,
+                           train_scales=list(cfg.scales), lam=cfg.lam, refine_width=cfg.refine_width)
+        self.net = GuideNet(gcfg)
+        if cfg.init_from:
+            new = init_from_checkpoint(self.net, cfg.init_from)
+            print(f"initialised from {cfg.init_from}" + (f"; new parameters keep their init: {new}" if new else ""))
+        if cfg.pretrained:
+            missing = self.net.load_pretrained_encoder(cfg.pretrained)
+            if missing:
+                print(f"pretrained encoder: {len(missing)} keys not in the file (kept random)")
+        self.net.to(self.device).train()
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+        self.step = 0
+        self.elapsed = 0.0
+        self.best_val = math.inf
+        self.meta: dict = {"train_config": asdict(cfg)}
+        self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"
+        self.csv_path, self.png_path = self.out / "log.csv", self.out / "curve.png"
+        if resume and self.last_path.exists():
+            self._resume()
+        elif self.csv_path.exists():
+            self.csv_path.unlink()
+
+    # ----------------------------------------------------------------- state
+    def _resume(self) -> None:
+        net, meta, data = load_checkpoint(self.last_path)
+        if "resume" not in data:
+            raise DadaInputError(f"{self.last_path} has no resume state")
+        if asdict(net.config) != asdict(self.net.config):
+            raise DadaInputError(f"{self.last_path} was trained with a different model config; use a new --out")
+        self.net.load_state_dict(net.state_dict())
+        st = data["resume"]
+        self.opt.load_state_dict(st["optimizer"])
+        self.sched.load_state_dict(st["scheduler"])
+        self.step, self.elapsed, self.best_val = int(st["step"]), float(st["elapsed"]), float(st["best_val"])
+        self.rng.bit_generator.state = json.loads(st["numpy_rng"])
+        torch.set_rng_state(st["torch_rng"])
+        self.meta = dict(meta)
+        print(f"resumed from {self.last_path} at step {self.step} (best val {self.best_val:.4g})")
+
+    def _meta(self) -> dict:
+        m = dict(self.meta)
+        m.update(steps=self.step, train_seconds=round(self.elapsed, 1), best_val_loss=self.best_val,
+                 device=str(self.device), torch=str(torch.__version__),
+                 date=time.strftime("%Y-%m-%d %H:%M:%S"))
+        return m
+
+    def save_last(self) -> None:
+        resume = {
+            "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "step": self.step,
+            "elapsed": self.elapsed, "best_val": self.best_val,
+            "numpy_rng": json.dumps(self.rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
+        }
+        save_checkpoint(self.last_path, self.net, self._meta(), extra={"resume": resume})
+
+    def _log(self, row: dict) -> None:
+        new = not self.csv_path.exists()
+        with open(self.csv_path, "a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
+            if new:
+                w.writeheader()
+            w.writerow({k: row.get(k, "") for k in LOG_FIELDS})
+
+    # ----------------------------------------------------------------- loop
+    def run(self) -> dict:
+        cfg = self.cfg
+        from .datasets.procedural import tof_source
+
+        train_scenes = open_scenes(cfg, "train")
+        val_batches = validation_batches(open_scenes(cfg, "val"), cfg)
+        sampler = CropSampler(train_scenes, cfg.crop, cfg.scales, self.rng,
+                              source_fn=lambda gt, rgb, s, rng: tof_source(gt, rgb, s, rng), source_prob=cfg.tof_prob)
+        if "val_free" not in self.meta:
+            free_loss, free_mse = evaluate_batches(FreeNet().to(self.device), val_batches, cfg, self.device)
+            self.meta["val_free"] = {"loss": free_loss, "mse_cm2": free_mse}
+            print(f"validation, DADA-free reference: loss {free_loss:.4f}, MSE {free_mse:.2f} cm^2")
+        if self.step == 0:
+            v_loss, v_mse = evaluate_batches(self.net, val_batches, cfg, self.device)
+            self.best_val = v_loss
+            self._log({"step": 0, "seconds": 0.0, "lr": cfg.lr, "loss": v_loss, "val_loss": v_loss,
+                       "val_mse_cm2": v_mse, "kappa": float(self.net.kappa.detach())})
+            save_checkpoint(self.best_path, self.net, self._meta() | {"val_loss": v_loss, "val_mse_cm2": v_mse})
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=self.step, desc="dada-train", mininterval=20, smoothing=0.05)
+        t_start = time.perf_counter() - self.elapsed
+        stop_reason = "steps"
+        while self.step < cfg.steps:
+            batch = sampler.batch(cfg.batch).to(self.device)
+            n_pre = int(self.rng.integers(0, cfg.n_pre_max(batch.scale) + 1))
+            pred = unrolled_solve(self.net, batch, n_pre, cfg.n_grad, cfg.lam, cfg.segment)
+            loss = cfg.loss_weight * masked_l1(pred, batch.gt, batch.gt_valid)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise RuntimeError(f"loss became {loss_value} at step {self.step}; last good state is {self.last_path}")
+            if cfg.clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.clip)
+            self.opt.step()
+            self.sched.step()
+            self.step += 1
+            self.elapsed = time.perf_counter() - t_start
+            row = {"step": self.step, "seconds": round(self.elapsed, 2), "lr": self.sched.get_last_lr()[0],
+                   "scale": batch.scale, "n_pre": n_pre, "n_grad": cfg.n_grad, "loss": loss_value,
+                   "kappa": float(self.net.kappa.detach())}
+            if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                v_loss, v_mse = evaluate_batches(self.net, val_batches, cfg, self.device)
+                row.update(val_loss=v_loss, val_mse_cm2=v_mse)
+                if v_loss < self.best_val:
+                    self.best_val = v_loss
+                    save_checkpoint(self.best_path, self.net,
+                                    self._meta() | {"val_loss": v_loss, "val_mse_cm2": v_mse})
+                msg = f"step {self.step}: val loss {v_loss:.4f} MSE {v_mse:.2f} cm^2 (best {self.best_val:.4f})"
+                (bar.write(msg) if bar else print(msg))
+            self._log(row)
+            if bar:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.3f}", s=batch.scale, refresh=False)
+            if self.step % cfg.ckpt_every == 0:
+                self.save_last()
+            if cfg.time_limit_min and self.elapsed > 60 * cfg.time_limit_min:
+                stop_reason = "time limit"
+                break
+        self.save_last()
+        if bar:
+            bar.close()
+        plot_curve(self.csv_path, self.png_path)
+        return {"steps": self.step, "seconds": self.elapsed, "best_val_loss": self.best_val,
+                "val_free": self.meta.get("val_free"), "stopped": stop_reason,
+                "best": str(self.best_path), "last": str(self.last_path)}

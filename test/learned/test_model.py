@@ -1,0 +1,178 @@
+"""Feature networks, the GuideModel wrapper and the checkpoint format."""
+
+import numpy as np
+import pytest
+import torch
+
+from dada_ros.core import coefficients as coef
+from dada_ros.core.errors import DadaInputError
+from dada_ros.core.metrics import consistency_error
+from dada_ros.core.solver import DadaSolver, FreeGuide, SolverConfig
+from dada_ros.learned import model as M
+from dada_ros.learned.backbones import ResNet50Encoder, load_torchvision_resnet50
+
+
+def _inputs(B=2, H=37, W=53, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(B, 3, H, W, generator=g), 1.0 + 3 * torch.rand(B, 1, H, W, generator=g)
+
+
+def test_untrained_lite_unet_is_dada_free():
+    """Zero-initialised last layers: the untrained model reproduces DADA-free's coefficients."""
+    net = M.GuideNet().eval()
+    rgb, d = _inputs()
+    with torch.no_grad():
+        cv, ch = net.coefficients(net(rgb, d))
+    fcv, fch = FreeGuide().coefficients(FreeGuide().features(rgb, d))
+    assert cv.shape == (2, 1, 36, 53) and ch.shape == (2, 1, 37, 52)
+    torch.testing.assert_close(cv, fcv, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(ch, fch, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(17, 29), (64, 64), (40, 100)])
+def test_lite_unet_any_size(shape):
+    net = M.GuideNet(M.GuideConfig(channels=12)).eval()
+    for p in net.net.head.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    rgb, d = _inputs(1, *shape)
+    with torch.no_grad():
+        f = net(rgb, d)
+    assert f.shape == (1, 12, *shape) and torch.isfinite(f).all()
+
+
+def test_depth_normalisation_is_scale_invariant():
+    """log-mean: the network input does not change when all depths are multiplied."""
+    net = M.GuideNet()
+    rgb, d = _inputs(1, 16, 16)
+    a, b = net.network_input(rgb, d), net.network_input(rgb, 7.5 * d)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_resnet50_unet_shape_and_torchvision_keys():
+    net = M.GuideNet(M.GuideConfig(architecture="resnet50-unet", channels=64, normalisation="mean")).eval()
+    keys = net.net.encoder.state_dict().keys()
+    for k in ("conv1.weight", "bn1.running_var", "layer1.0.downsample.0.weight", "layer2.3.conv3.weight",
+              "layer3.5.bn2.weight", "layer4.2.bn3.bias"):
+        assert k in keys
+    # torchvision resnet50: 25,557,032 parameters; minus fc (2048 x 1000 + 1000); plus the 4th conv1 channel.
+    assert sum(p.numel() for p in net.net.encoder.parameters()) == 25_557_032 - 2_049_000 + 64 * 49
+    rgb, d = _inputs(1, 24, 40)
+    with torch.no_grad():
+        f = net(rgb, d)
+    assert f.shape == (1, 64, 24, 40)
+
+
+def test_pretrained_resnet50_conv1_adapted(tmp_path):
+    """An ImageNet (3-channel, torchvision keys incl. fc) state_dict loads; the depth channel of
+    conv1 starts as a copy of R, all scaled 3/4."""
+    src = ResNet50Encoder(in_channels=3)
+    sd = dict(src.state_dict())
+    sd["fc.weight"], sd["fc.bias"] = torch.zeros(1000, 2048), torch.zeros(1000)
+    path = tmp_path / "r50.pth"
+    torch.save(sd, path)
+    net = M.GuideNet(M.GuideConfig(architecture="resnet50-unet", channels=64))
+    assert net.load_pretrained_encoder(str(path)) == []
+    w, w0 = net.net.encoder.conv1.weight, sd["conv1.weight"]
+    torch.testing.assert_close(w[:, :3], w0 * 0.75)
+    torch.testing.assert_close(w[:, 3], w0[:, 0] * 0.75)
+    torch.testing.assert_close(net.net.encoder.layer3[2].conv2.weight, sd["layer3.2.conv2.weight"])
+    bad = dict(sd, **{"layer9.weight": torch.zeros(1)})
+    torch.save(bad, path)
+    with pytest.raises(DadaInputError, match="unexpected key"):
+        net.load_pretrained_encoder(str(path))
+    with pytest.raises(DadaInputError, match="resnet50-unet"):
+        M.GuideNet().load_pretrained_encoder(str(path))
+
+
+def _trained_like_net(seed=0):
+    torch.manual_seed(seed)
+    net = M.GuideNet(M.GuideConfig(channels=8))
+    for p in list(net.net.head.parameters()) + list(net.net.local.parameters()):
+        torch.nn.init.normal_(p, std=0.05)
+    with torch.no_grad():
+        net.log_kappa.fill_(np.log(0.05))
+    return net.eval()
+
+
+def test_checkpoint_round_trip(tmp_path):
+    net = _trained_like_net()
+    path = tmp_path / "m.pt"
+    M.save_checkpoint(path, net, {"steps": 12})
+    net2, meta, data = M.load_checkpoint(path)
+    assert meta == {"steps": 12} and data["version"] == M.VERSION
+    assert data["config"]["architecture"] == "lite-unet" and data["config"]["channels"] == 8
+    rgb, d = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(net(rgb, d), net2(rgb, d))
+    assert float(net2.kappa.detach()) == pytest.approx(0.05)
+    guide = M.load_guide_model(str(path), device="cpu")
+    assert guide.kappa == pytest.approx(0.05)
+
+
+def _corrupt(tmp_path, name, mutate):
+    data = M.checkpoint_dict(_trained_like_net())
+    mutate(data)
+    p = tmp_path / name
+    torch.save(data, p)
+    return p
+
+
+@pytest.mark.parametrize("name, mutate, match", [
+    ("fmt.pt", lambda d: d.update(format="something-else"), "not a dada_ros guide checkpoint"),
+    ("ver.pt", lambda d: d.update(version=99), "version 99"),
+    ("arch.pt", lambda d: d["config"].update(architecture="vgg"), "unknown architecture"),
+    ("field.pt", lambda d: d["config"].update(colour="red"), "unknown fields"),
+    ("miss.pt", lambda d: d["state_dict"].pop("log_kappa"), "missing"),
+    ("chan.pt", lambda d: d["config"].update(channels=12), "does not match|shape"),
+    ("shape.pt", lambda d: d["state_dict"].update(log_kappa=torch.zeros(3)), "shape"),
+    ("nan.pt", lambda d: d["state_dict"]["net.head.weight"].fill_(float("nan")), "NaN"),
+    ("nostate.pt", lambda d: d.pop("state_dict"), "lacks"),
+])
+def test_bad_checkpoint_rejected(tmp_path, name, mutate, match):
+    p = _corrupt(tmp_path, name, mutate)
+    with pytest.raises(DadaInputError, match=match):
+        M.load_checkpoint(p)
+
+
+def test_garbage_and_missing_files_rejected(tmp_path):
+    with pytest.raises(DadaInputError, match="does not exist"):
+        M.load_guide_model(str(tmp_path / "nope.pt"))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00not a checkpoint" * 10)
+    with pytest.raises(DadaInputError, match="not a readable torch checkpoint"):
+        M.load_checkpoint(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(DadaInputError, match="not a dada_ros guide checkpoint"):
+        M.load_checkpoint(other)
+    with pytest.raises(DadaInputError, match="not a file"):
+        M.load_checkpoint(tmp_path)
+
+
+def test_learned_guide_in_solver_keeps_consistency(sample_x8, tmp_path):
+    path = tmp_path / "m.pt"
+    M.save_checkpoint(path, _trained_like_net())
+    guide = M.load_guide_model(str(path), device="cpu")
+    res = DadaSolver(SolverConfig(iterations=200), guide).solve(sample_x8.rgb, sample_x8.source)
+    assert res.depth.shape == sample_x8.gt.shape and np.isfinite(res.depth).all()
+    assert consistency_error(res.depth, sample_x8.source) < 1e-4
+
+
+def test_shipped_checkpoint_loads_and_runs(sample_x8):
+    if not M.SHIPPED_PATH.exists():
+        pytest.skip("no shipped checkpoint in this checkout")
+    guide = M.load_guide_model(None, device="cpu")
+    cfg = guide.config
+    assert cfg.architecture == "lite-unet" and cfg.normalisation in M.NORMALISATIONS
+    assert M.SHIPPED_PATH.stat().st_size < 5 * 2**20
+    from dada_ros.core.methods import run_method
+
+    depth, stats = run_method("dada", sample_x8.rgb, sample_x8.source, config=SolverConfig(iterations=100))
+    assert stats["method"] == "dada" and np.isfinite(depth).all()
+    assert consistency_error(depth, sample_x8.source) < 1e-4
+
+
+def test_free_features_constant_matches_core():
+    # The lite network's base is exactly the learning-free feature map of the core.
+    rgb, d = _inputs(1, 8, 8)
+    assert torch.equal(coef.free_features(rgb, d)[:, 3:], d * coef.DEPTH_FEATURE_PER_METRE)

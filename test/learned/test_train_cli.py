@@ -1,0 +1,142 @@
+"""Training loop (checkpoints, resume, logs) and the dada-train / dada-eval / dada-upsample CLIs,
+on tiny generated scenes."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from dada_ros.cli import eval as eval_cli
+from dada_ros.cli import train as train_cli
+from dada_ros.learned.evaluate import evaluate, format_table, generated_scenes
+from dada_ros.learned.model import load_checkpoint
+from dada_ros.learned.train import TrainConfig, Trainer
+
+TINY = dict(train_scenes=3, render_sizes=[[48, 48]], crop=32, val_crop=32, val_scenes=2, scales=[4, 8],
+            batch=2, n_pre=8, n_grad=3, val_every=2, ckpt_every=2, lr=1e-3)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cache = tmp_path_factory.mktemp("cache")
+    cfg = TrainConfig(steps=3, out_dir=str(out), cache_dir=str(cache), **TINY)
+    summary = Trainer(cfg, resume=False, progress=False).run()
+    return out, cache, summary
+
+
+def _rows(out):
+    return list(csv.DictReader(open(out / "log.csv")))
+
+
+def test_training_writes_checkpoints_logs_and_curve(trained):
+    out, _, summary = trained
+    assert summary["steps"] == 3 and summary["stopped"] == "steps"
+    assert (out / "curve.png").stat().st_size > 1000
+    rows = _rows(out)
+    assert [int(r["step"]) for r in rows] == [0, 1, 2, 3]
+    assert rows[2]["val_loss"] != "" and rows[1]["val_loss"] == ""
+    net, meta, data = load_checkpoint(out / "best.pt")
+    assert meta["train_config"]["crop"] == 32 and "val_free" in meta and "resume" not in data
+    assert net.config.train_scales == [4, 8]
+    _, _, last = load_checkpoint(out / "last.pt")
+    assert last["resume"]["step"] == 3
+
+
+def test_resume_continues_from_last(trained):
+    out, cache, _ = trained
+    cfg = TrainConfig(steps=5, out_dir=str(out), cache_dir=str(cache), **TINY)
+    t = Trainer(cfg, resume=True, progress=False)
+    assert t.step == 3
+    summary = t.run()
+    assert summary["steps"] == 5
+    assert [int(r["step"]) for r in _rows(out)] == [0, 1, 2, 3, 4, 5]
+
+
+def test_resume_with_other_model_refused(trained, tmp_path):
+    out, cache, _ = trained
+    import shutil
+
+    shutil.copy(out / "last.pt", tmp_path / "last.pt")
+    cfg = TrainConfig(steps=5, out_dir=str(tmp_path), cache_dir=str(cache), channels=12, **TINY)
+    from dada_ros.core.errors import DadaInputError
+
+    with pytest.raises(DadaInputError, match="different model config"):
+        Trainer(cfg, resume=True, progress=False)
+
+
+def test_train_cli_and_bad_args(tmp_path, capsys):
+    args = ["--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c"), "--steps", "1", "--train-scenes", "2",
+            "--render-sizes", "32x32", "--crop", "16", "--val-crop", "16", "--val-scenes", "1", "--scales", "4",
+            "--batch", "2", "--n-pre", "2", "--n-grad", "2", "--quiet"]
+    assert train_cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{"):])["steps"] == 1
+    assert (tmp_path / "o" / "best.pt").exists()
+    from dada_ros.cli.common import run_cli
+
+    assert run_cli("dada-train", train_cli.main, args[:4] + ["--crop", "30"]) == 2
+    assert "must be >= 2 and divide crop" in capsys.readouterr().err
+    assert run_cli("dada-train", train_cli.main, args[:4] + ["--batch", "1", "--crop", "32"]) == 2
+    assert "batch norm" in capsys.readouterr().err
+
+
+def test_evaluate_and_eval_cli(trained, tmp_path, capsys):
+    out, _, _ = trained
+    report = evaluate(generated_scenes([0], (32, 32)), [4, 8], ["bicubic", "dada-free", "dada"], None,
+                      weights=str(out / "best.pt"))
+    res = report["results"]
+    assert report["tiles"] == 1 and set(res) == {"bicubic", "dada-free", "dada"}
+    assert all(np.isfinite(res[m][s]["mse_cm2"]) for m in res for s in (4, 8))
+    table = format_table(report)
+    assert "| dada / dada-free (MSE) |" in table and "| bicubic |" in table
+    js = tmp_path / "r.json"
+    rc = eval_cli.main(["--seeds", "1,2", "--size", "32", "32", "--scales", "4", "--methods", "bicubic", "dada",
+                        "--weights", str(out / "best.pt"), "--iterations", "50", "--json", str(js), "--quiet"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "generated seeds 1,2" in text and "| dada |" in text
+    assert json.loads(js.read_text())["tiles"] == 2
+    from dada_ros.cli.common import run_cli
+
+    assert run_cli("dada-eval", eval_cli.main, ["--size", "30", "30", "--seeds", "0", "--methods", "bicubic",
+                                                "--quiet"]) == 2
+    assert "not a multiple of scale" in capsys.readouterr().err
+
+
+def test_upsample_cli_method_dada_with_weights(trained, tmp_path, sample_x8):
+    """dada-upsample --method dada --weights F runs the learned guide through the core."""
+    import cv2
+
+    from dada_ros.cli import upsample
+
+    out, _, _ = trained
+    cv2.imwrite(str(tmp_path / "g.png"), sample_x8.rgb[:, :, ::-1])
+    np.save(tmp_path / "s.npy", sample_x8.source)
+    rc = upsample.main(["--guide", str(tmp_path / "g.png"), "--source", str(tmp_path / "s.npy"), "--out",
+                        str(tmp_path / "o.npy"), "--method", "dada", "--weights", str(out / "best.pt"),
+                        "--iterations", "50"])
+    assert rc == 0 and np.load(tmp_path / "o.npy").shape == sample_x8.gt.shape
+
+
+def test_init_from_checkpoint_keeps_function(tmp_path):
+    """Fine-tuning a model with a new full-resolution refinement starts from the same function."""
+    import torch
+
+    from dada_ros.core.errors import DadaInputError
+    from dada_ros.learned.model import GuideConfig, GuideNet, save_checkpoint
+    from dada_ros.learned.train import init_from_checkpoint
+
+    torch.manual_seed(0)
+    old = GuideNet(GuideConfig(refine_width=0))
+    torch.nn.init.normal_(old.net.head.weight, std=0.05)
+    save_checkpoint(tmp_path / "old.pt", old)
+    new = GuideNet(GuideConfig(refine_width=8))
+    added = init_from_checkpoint(new, str(tmp_path / "old.pt"))
+    assert added and all(k.startswith(("net.proj", "net.refine")) for k in added)
+    x, d = torch.rand(1, 3, 40, 48), 1 + torch.rand(1, 1, 40, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(old.eval()(x, d), new.eval()(x, d))
+    with pytest.raises(DadaInputError, match="cannot initialise"):
+        init_from_checkpoint(GuideNet(GuideConfig(channels=12)), str(tmp_path / "old.pt"))
