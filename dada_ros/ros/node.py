@@ -41,7 +41,7 @@ from dada_ros.core.solver import DadaSolver
 
 from . import conversions as cv
 from .diagnostics import Diagnostics, DiagnosticsPublisher, NodeStats
-from .frame_checks import Decoded, check_frame, decode_camera_info, decode_depth, decode_rgb, frame_id_mismatch
+from .frame_checks import Decoded, check_frame, decode_input, frame_id_mismatch
 from .parameters import PARAMS, PARAMS_BY_NAME, NodeSettings, descriptor, validate_settings
 from .ros_backends import CloudPacker, ImageCodec
 from .sync import Synchronizer
@@ -56,6 +56,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField  # noqa: 
 NODE_NAME = "dada_upsample"
 # Relative names, so a namespace and remappings apply (the launch file remaps them).
 INPUT_TOPICS = {"rgb": "rgb/image_rect_color", "camera_info": "rgb/camera_info", "depth": "depth/image_rect"}
+INPUT_LABELS = {"rgb": "rgb image", "camera_info": "camera_info", "depth": "depth image"}  # in log lines
 OUTPUT_TOPICS = {"depth": "depth_upsampled/image_rect", "camera_info": "depth_upsampled/camera_info",
                  "points": "depth_upsampled/points"}
 LOG_THROTTLE_S = 5.0
@@ -269,34 +270,32 @@ class UpsampleNode(Node):
         return self._active
 
     # ---------------------------------------------------------------- input callbacks
+    def _decode(self, kind: str, msg: Any) -> Decoded | None:
+        """Count the message and run the node's checks (:mod:`.frame_checks`); None = dropped."""
+        self.stats.message(kind)
+        try:
+            return decode_input(kind, msg, self.images, on_inf_or_negative=self._on_inf_or_negative)
+        except cv.ConversionError as exc:
+            self._reject(exc.reason, f"{INPUT_LABELS[kind]} on {INPUT_TOPICS[kind]}: {exc}")
+            return None
+
     @_guarded("rgb")
     def _on_rgb(self, msg: Image) -> None:
-        self.stats.message("rgb")
-        try:
-            decoded = decode_rgb(msg, self.images)
-        except cv.ConversionError as exc:
-            self._reject(exc.reason, f"rgb image on {INPUT_TOPICS['rgb']}: {exc}")
-            return
-        self.sync.add(0, decoded)
+        decoded = self._decode("rgb", msg)
+        if decoded is not None:
+            self.sync.add(0, decoded)
 
     @_guarded("camera_info")
     def _on_info(self, msg: CameraInfo) -> None:
-        self.stats.message("camera_info")
-        try:
-            decoded = decode_camera_info(msg)
-        except cv.ConversionError as exc:
-            self._reject(exc.reason, f"camera_info on {INPUT_TOPICS['camera_info']}: {exc}")
-            return
-        self._last_info_time = time.monotonic()
-        self.sync.add(1, decoded)
+        decoded = self._decode("camera_info", msg)
+        if decoded is not None:
+            self._last_info_time = time.monotonic()
+            self.sync.add(1, decoded)
 
     @_guarded("depth")
     def _on_depth(self, msg: Image) -> None:
-        self.stats.message("depth")
-        try:
-            decoded = decode_depth(msg, self.images, on_inf_or_negative=self._on_inf_or_negative)
-        except cv.ConversionError as exc:
-            self._reject(exc.reason, f"depth image on {INPUT_TOPICS['depth']}: {exc}")
+        decoded = self._decode("depth", msg)
+        if decoded is None:
             return
         last_info = self._last_info_time
         if last_info is None or time.monotonic() - last_info > CAMERA_INFO_TIMEOUT_S:
