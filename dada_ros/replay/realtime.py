@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..core.errors import DadaInputError
 from ..ros.conversions import depth_image_to_metres, guide_image_to_rgb, stamp_to_nanoseconds
+from ..ros.names import INPUT_TOPICS, NODE_NAME, OUTPUT_TOPICS, absolute
 from .bag import BagReader
 from .evaluate import (ReplayConfig, ReplayResult, check_no_output_bag, metrics_header, prepare_out_dir,
                        snapshot_indices)
@@ -34,9 +35,8 @@ from .groundtruth import StampedStream
 from .report import Snapshot, write_report
 from .scoring import MetricsLog, score_frame
 
-NODE_INPUTS = {"rgb": "/rgb/image_rect_color", "camera_info": "/rgb/camera_info", "depth": "/depth/image_rect"}
-NODE_OUTPUTS = {"depth": "/depth_upsampled/image_rect", "camera_info": "/depth_upsampled/camera_info",
-                "points": "/depth_upsampled/points"}
+NODE_INPUTS = {kind: absolute(topic) for kind, topic in INPUT_TOPICS.items()}
+NODE_OUTPUTS = {kind: absolute(topic) for kind, topic in OUTPUT_TOPICS.items()}
 
 
 @dataclass
@@ -256,9 +256,9 @@ def _int(values: dict, key: str) -> int | None:
 def drop_breakdown(diag: dict, published: int, received: int) -> dict:
     """Where frames were lost, from the node's last /diagnostics: before the node (DDS input),
     in the node (by reason: dropped_stale = solver busy, ...), after it (DDS output)."""
-    inp = (diag.get("dada_upsample: input") or {}).get("values", {})
-    outp = (diag.get("dada_upsample: output") or {}).get("values", {})
-    drops = (diag.get("dada_upsample: drops") or {}).get("values", {})
+    inp = (diag.get(f"{NODE_NAME}: input") or {}).get("values", {})
+    outp = (diag.get(f"{NODE_NAME}: output") or {}).get("values", {})
+    drops = (diag.get(f"{NODE_NAME}: drops") or {}).get("values", {})
     got_rgb, sent = _int(inp, "Messages received: rgb"), _int(outp, "Events since startup")
     out: dict = {}
     if got_rgb is not None:

@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
     from dada_ros.replay.bag import BagReader, BagWriter
+    from dada_ros.ros.names import NODE_NAME
 
     try:
         from diagnostic_msgs.msg import DiagnosticArray
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if DiagnosticArray is not None:
         def on_diag(msg) -> None:
             for st in msg.status:
-                if "dada_upsample" in st.name:
+                if NODE_NAME in st.name:
                     diagnostics[st.name] = {"level": int.from_bytes(st.level, "little") if isinstance(st.level, bytes)
                                             else int(st.level), "message": st.message,
                                             "values": {kv.key: kv.value for kv in st.values}}

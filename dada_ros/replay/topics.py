@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from ..core.errors import DadaInputError
+from ..ros.names import INPUT_TOPICS, OUTPUT_TOPICS, absolute
 from .bag import TopicInfo
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -28,24 +29,18 @@ INPUT_KEYS = ("rgb", "rgb_info", "depth", "gt")
 EXPECTED_TYPES = {"rgb": IMAGE, "rgb_info": CAMERA_INFO, "depth": IMAGE, "gt": IMAGE}
 
 # Output topics (the node's, under the root namespace).
-OUT_DEPTH = "/depth_upsampled/image_rect"
-OUT_INFO = "/depth_upsampled/camera_info"
-OUT_POINTS = "/depth_upsampled/points"
-
-
-def absolute(name: str) -> str:
-    """``rgb/image_rect_color`` -> ``/rgb/image_rect_color`` (names in bags are absolute)."""
-    name = name.strip()
-    return name if name.startswith("/") else "/" + name
+OUT_DEPTH = absolute(OUTPUT_TOPICS["depth"])
+OUT_INFO = absolute(OUTPUT_TOPICS["camera_info"])
+OUT_POINTS = absolute(OUTPUT_TOPICS["points"])
 
 
 @dataclass(frozen=True)
 class TopicMap:
     """Bag topic for each input; ``gt`` is None when scoring is off."""
 
-    rgb: str = "/rgb/image_rect_color"
-    rgb_info: str = "/rgb/camera_info"
-    depth: str = "/depth/image_rect"
+    rgb: str = absolute(INPUT_TOPICS["rgb"])
+    rgb_info: str = absolute(INPUT_TOPICS["camera_info"])
+    depth: str = absolute(INPUT_TOPICS["depth"])
     gt: str | None = "/depth_gt/image_rect"
     notes: tuple[str, ...] = field(default=(), compare=False)
 

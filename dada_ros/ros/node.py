@@ -42,6 +42,7 @@ from dada_ros.core.solver import DadaSolver
 from . import conversions as cv
 from .diagnostics import Diagnostics, DiagnosticsPublisher, NodeStats
 from .frame_checks import Decoded, check_frame, decode_input, frame_id_mismatch
+from .names import INPUT_TOPICS, NODE_NAME, OUTPUT_TOPICS
 from .parameters import PARAMS, PARAMS_BY_NAME, NodeSettings, descriptor, validate_settings
 from .ros_backends import CloudPacker, ImageCodec
 from .sync import Synchronizer
@@ -53,12 +54,7 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField  # noqa: E402
 
-NODE_NAME = "dada_upsample"
-# Relative names, so a namespace and remappings apply (the launch file remaps them).
-INPUT_TOPICS = {"rgb": "rgb/image_rect_color", "camera_info": "rgb/camera_info", "depth": "depth/image_rect"}
 INPUT_LABELS = {"rgb": "rgb image", "camera_info": "camera_info", "depth": "depth image"}  # in log lines
-OUTPUT_TOPICS = {"depth": "depth_upsampled/image_rect", "camera_info": "depth_upsampled/camera_info",
-                 "points": "depth_upsampled/points"}
 LOG_THROTTLE_S = 5.0
 # No valid camera_info for this long while depth keeps coming = "camera_info missing".
 CAMERA_INFO_TIMEOUT_S = 1.0

@@ -26,7 +26,8 @@ def img(arr: np.ndarray, encoding: str, pad: int = 0, big: bool = False) -> Simp
 
 
 def test_module_imports_no_ros() -> None:
-    code = ("import sys; import dada_ros.ros.conversions, dada_ros.ros.frame_checks, dada_ros.ros.sync; "
+    code = ("import sys; "
+            "import dada_ros.ros.conversions, dada_ros.ros.frame_checks, dada_ros.ros.names, dada_ros.ros.sync; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('rclpy', 'sensor_msgs', 'std_msgs')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
