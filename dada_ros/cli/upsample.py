@@ -4,9 +4,24 @@ Contract (other tooling depends on it)::
 
     dada-upsample --guide RGB.png --source DEPTH.(npy|png|tiff) --out OUT.npy
         [--method dada-free|dada|bicubic|nearest|jbf|guided|fgs] [--iterations N] [--tol T]
-        [--init Y0.npy] [--device auto|cpu|cuda] [--stats STATS.json]
+        [--init PREV_OUT.npy [--init-guide PREV_RGB.png]] [--warm-mode cold|naive|flow]
+        [--warm-iterations N] [--device auto|cpu|cuda] [--stats STATS.json]
 
 Output: float32 .npy in metres at guide resolution, NaN where nothing could be inferred.
+
+Video warm start (the node's per-frame policy, :class:`dada_ros.core.pipeline.FramePipeline`):
+
+* ``--init PREV_OUT.npy --init-guide PREV_RGB.png``: the previous frame's output is aligned to
+  the current guide (optical flow between the two guides) and a warm frame runs; a scene cut or a
+  previous output that disagrees with the new depth falls back to a cold start (``--stats``
+  ``cold_reason``);
+* ``--init PREV_OUT.npy`` alone: a naive warm start (the previous output as is);
+* ``--warm-mode cold|naive|flow`` overrides the mode (cold ignores ``--init``);
+* a warm frame runs ``--warm-iterations`` steps (default: ``--iterations`` when given, else 100);
+  a cold frame follows ``--iterations`` / ``--tol`` / the default equilibrium policy.
+
+``--stats`` then also holds ``init_mode`` (cold | naive | flow), ``cold_reason``, ``flow_ms`` and
+``warm_valid_fraction``.
 """
 
 from __future__ import annotations
@@ -14,10 +29,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
+from ..core.errors import DadaInputError
 from ..core.image_io import read_depth, read_guide, write_depth_npy
-from ..core.methods import DADA_METHODS, METHODS, run_method
+from ..core.methods import DADA_METHODS, METHODS, make_solver, run_method
+from ..core.pipeline import FramePipeline, WarmConfig
 from ..core.solver import DEFAULT_LAMBDA, DEFAULT_MAX_ITERATIONS, SolverConfig
 from .common import run_cli, write_json
+
+WARM_MODE_CHOICES = ("cold", "naive", "flow")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, help="fixed number of diffusion-adjustment steps")
     p.add_argument("--tol", type=float, help="stop when the max relative change per check is below this")
     p.add_argument("--max-iterations", type=int, default=DEFAULT_MAX_ITERATIONS, help="cap with --tol / default")
-    p.add_argument("--init", help="warm start Y0 (.npy metres at guide resolution)")
+    p.add_argument("--init", help="previous output / warm start Y0 (.npy metres at guide resolution)")
+    p.add_argument("--init-guide", help="RGB guide of the frame --init came from: align --init to --guide by "
+                   "optical flow (flow warm start)")
+    p.add_argument("--warm-mode", choices=WARM_MODE_CHOICES,
+                   help="override the warm start: cold (ignore --init), naive (--init as is), flow (align; "
+                   "needs --init-guide). Default: flow with --init-guide, naive with --init alone")
+    p.add_argument("--warm-iterations", type=int,
+                   help=f"steps of a warm frame (default: --iterations if given, else {WarmConfig().warm_iterations})")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--stats", help="write solver statistics as JSON here")
     p.add_argument("--kappa", type=float, help="edge sensitivity of the coefficients (dada-free)")
@@ -42,23 +70,69 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _warm_mode(args) -> str:
+    """The warm-start mode the arguments ask for; raises on a contradictory combination."""
+    if args.init_guide and not args.init:
+        raise DadaInputError("--init-guide needs --init (the previous output to align)")
+    mode = args.warm_mode or ("flow" if args.init_guide else "naive" if args.init else "cold")
+    if mode in ("naive", "flow") and not args.init:
+        raise DadaInputError(f"--warm-mode {mode} needs --init (the previous output)")
+    if mode == "flow" and not args.init_guide:
+        raise DadaInputError("--warm-mode flow needs --init-guide (the previous frame's RGB guide)")
+    return mode
+
+
+def _run_warm(args, guide, source, config: SolverConfig, mode: str) -> tuple[np.ndarray, dict]:
+    """One frame through the node's pipeline, seeded with the previous output (and guide)."""
+    init = read_depth(args.init)
+    if init.shape != guide.shape[:2]:
+        raise DadaInputError(f"initial depth {args.init} has shape {init.shape}, expected the guide size "
+                             f"{guide.shape[:2]}")
+    prev_guide = None
+    if mode == "flow":
+        prev_guide = read_guide(args.init_guide)
+        if prev_guide.shape[:2] != guide.shape[:2]:
+            raise DadaInputError(f"init guide {args.init_guide} has size {prev_guide.shape[:2]}, expected the "
+                                 f"guide size {guide.shape[:2]}")
+    warm_its = args.warm_iterations if args.warm_iterations is not None else (
+        args.iterations if args.iterations is not None else WarmConfig().warm_iterations)
+    warm = WarmConfig(mode=mode, warm_iterations=warm_its, max_age=float("inf"))
+    warm.validate()
+    solver = make_solver(args.method, config, kappa=args.kappa, form=args.form, weights=args.weights)
+    pipe = FramePipeline(solver, warm)
+    pipe.set_previous(init, prev_guide, stamp=0.0)
+    res = pipe.process(guide, source, stamp=1.0)
+    stats = dict(res.stats)
+    stats["method"] = args.method
+    return res.depth, stats
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    mode = _warm_mode(args)
     guide = read_guide(args.guide)
     source = read_depth(args.source)
-    init = read_depth(args.init) if args.init else None
+    if args.warm_iterations is not None and args.warm_iterations < 1:
+        raise DadaInputError(f"--warm-iterations must be >= 1, got {args.warm_iterations}")
     config = SolverConfig(
         lam=args.lam, iterations=args.iterations, tol=args.tol, max_iterations=args.max_iterations,
         coarse_to_fine=args.coarse_to_fine, max_fill_distance=args.max_fill_distance, device=args.device,
     )
     config.validate()
     if args.method in DADA_METHODS:
-        depth, stats = run_method(args.method, guide, source, config=config, init=init,
-                                  kappa=args.kappa, form=args.form, weights=args.weights)
+        if mode == "cold":
+            depth, stats = run_method(args.method, guide, source, config=config,
+                                      kappa=args.kappa, form=args.form, weights=args.weights)
+            stats.update({"init_mode": "cold", "cold_reason": "warm start off" if args.init else "no previous frame",
+                          "flow_ms": 0.0, "warm_valid_fraction": 0.0})
+        else:
+            depth, stats = _run_warm(args, guide, source, config, mode)
     else:
         from ..core.baselines import BaselineParams
 
-        depth, stats = run_method(args.method, guide, source, init=init,
+        if args.init:
+            raise DadaInputError(f"an initial depth (warm start) only applies to DADA methods, not {args.method!r}")
+        depth, stats = run_method(args.method, guide, source,
                                   baseline_params=BaselineParams(max_fill_distance=args.max_fill_distance))
     write_depth_npy(args.out, depth)
     if args.stats:

@@ -5,29 +5,41 @@ in seconds) and decides how to initialise the solver:
 
 * ``off``   (cold): Y0 from the source alone, the equilibrium policy of :class:`SolverConfig`;
 * ``naive``: Y0 = previous output as is, ``warm_iterations`` steps;
-* ``flow``  (default): Y0 = previous output warped by optical flow (:func:`align_previous`),
+* ``flow``  (default): Y0 = previous output warped onto the current frame
+  (:func:`~dada_ros.core.warm_start.align_frames`: DIS flow + colour-guided selection + fill),
   ``warm_iterations`` steps. A short fixed budget on purpose: a tolerance would walk the warm
   answer back to the single-frame equilibrium and throw away the fused detail.
 
+Young pixels. A pixel that entered the view a few frames ago (at the image border, or behind a
+moving object) started from the cold initialisation and has only had a few warm budgets since:
+far from the thousands of steps a cold frame takes, so a depth edge that just entered stays
+blurred. The pipeline carries an "age" per pixel (steps since the pixel was last started cold,
+moved along with the depth by the alignment) and, before the full-image warm run, gives tiles of
+young pixels ``refine_iterations`` extra steps on a crop around them (``refine_*`` settings).
+Measured on a generated 2 px/frame pan (x8): mean MSE 0.96 -> 0.94 of the cold equilibrium for
+about +25% work; it costs nothing where no pixel is young.
+
 Any reason to distrust the previous frame falls back to a cold start and is reported in
 ``stats["cold_reason"]``: no previous frame, size change, time going backwards, a gap over
-``max_age``, a scene cut (flow failed / photometric error), or a warm Y0 whose block means
-disagree with the new source (the first adjustment ratio far from 1).
+``max_age``, a scene cut (flow failed / photometric error / too few tracked pixels), or a warm
+Y0 whose block means disagree with the new source (the first adjustment ratio far from 1).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
 from .errors import DadaInputError
 from .inputs import check_pair
-from .resample import Resampler
+from .resample import Resampler, cell_index, valid_source_mask
 from .solver import DadaSolver
-from .warm_start import AlignConfig, align_previous
+from .warm_start import AlignConfig, align_frames
 
 WARM_MODES = ("off", "naive", "flow")
 
@@ -41,6 +53,11 @@ class WarmConfig:
     # the new measurement (a cut, a 1-frame glitch): start cold rather than leave a ghost.
     max_init_ratio_error: float = 0.1
     align: AlignConfig | None = None
+    # Young-pixel refinement (flow mode; see the module docstring). 0 turns it off.
+    refine_iterations: int = 300
+    mature_iterations: int = 1000  # a pixel with fewer accumulated steps than this is young
+    refine_tile_cells: int = 4  # tile side in source cells
+    refine_min_fraction: float = 0.25  # a tile is refined when at least this fraction is young
 
     def validate(self) -> None:
         if self.mode not in WARM_MODES:
@@ -51,6 +68,16 @@ class WarmConfig:
             raise DadaInputError(f"warm_start_max_age must be > 0 seconds, got {self.max_age}")
         if not self.max_init_ratio_error > 0:
             raise DadaInputError(f"max_init_ratio_error must be > 0, got {self.max_init_ratio_error}")
+        if int(self.refine_iterations) != self.refine_iterations or self.refine_iterations < 0:
+            raise DadaInputError(f"refine_iterations must be an integer >= 0, got {self.refine_iterations}")
+        if not self.mature_iterations >= 0:
+            raise DadaInputError(f"mature_iterations must be >= 0, got {self.mature_iterations}")
+        if int(self.refine_tile_cells) != self.refine_tile_cells or self.refine_tile_cells < 1:
+            raise DadaInputError(f"refine_tile_cells must be an integer >= 1, got {self.refine_tile_cells}")
+        if not 0 < self.refine_min_fraction <= 1:
+            raise DadaInputError(f"refine_min_fraction must be in (0, 1], got {self.refine_min_fraction}")
+        if self.align is not None:
+            self.align.validate()
 
 
 @dataclass
@@ -70,6 +97,74 @@ def init_ratio_error(y0: np.ndarray, source: np.ndarray) -> float:
     return float(np.median(np.abs(down[ok] / src[ok] - 1.0)))
 
 
+def _pixel_ranges(fine: int, coarse: int) -> np.ndarray:
+    """start[k] = first fine pixel of coarse cell k (k = 0..coarse; start[coarse] = fine)."""
+    return np.searchsorted(cell_index(fine, coarse), np.arange(coarse + 1)).astype(np.int64)
+
+
+def refine_young(solver: DadaSolver, rgb: np.ndarray, source: np.ndarray, y0: np.ndarray, young: np.ndarray,
+                 iterations: int, tile_cells: int = 4, min_fraction: float = 0.25,
+                 margin_cells: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
+    """Extra steps on crops around tiles of young pixels; see the module docstring.
+
+    The image is cut into tiles of ``tile_cells`` x ``tile_cells`` source cells; a tile whose
+    young fraction is >= ``min_fraction`` is young. Each 8-connected group of young tiles is
+    solved on its bounding box plus ``margin_cells`` (``iterations`` steps from ``y0``; NaN in
+    ``y0`` takes the cold initialisation) and only its young tiles are written back. The crop has
+    no-flux borders, which is why the result is only a better start: the full-image warm run that
+    follows restores the exact consistency with the whole source.
+
+    Returns (y, refined mask, number of pixels solved including margins).
+    """
+    H, W = y0.shape
+    h, w = source.shape
+    rs, cs = _pixel_ranges(H, h), _pixel_ranges(W, w)
+    th, tw = math.ceil(h / tile_cells), math.ceil(w / tile_cells)
+    # Young fraction per tile (tiles in cells, mapped to pixel ranges).
+    tr = rs[np.minimum(np.arange(th + 1) * tile_cells, h)]
+    tc = cs[np.minimum(np.arange(tw + 1) * tile_cells, w)]
+    csum = np.zeros((H + 1, W + 1), np.float64)
+    csum[1:, 1:] = np.cumsum(np.cumsum(young, 0), 1)
+    area = np.outer(np.diff(tr), np.diff(tc)).astype(np.float64)
+    count = csum[np.ix_(tr[1:], tc[1:])] - csum[np.ix_(tr[:-1], tc[1:])] - csum[np.ix_(tr[1:], tc[:-1])] + csum[np.ix_(tr[:-1], tc[:-1])]
+    tiles = (count >= min_fraction * np.maximum(area, 1)) & (area > 0)
+    y = y0.copy()
+    refined = np.zeros((H, W), bool)
+    if not tiles.any():
+        return y, refined, 0
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(tiles.astype(np.uint8), connectivity=8)
+    boxes = []
+    for k in range(1, n):
+        x, t, bw, bh, cnt = stats[k]
+        if bw * bh <= 2 * cnt:  # compact group: one crop
+            boxes.append((t, t + bh, x, x + bw, labels[t:t + bh, x:x + bw] == k))
+        else:  # sparse (diagonal) group: one crop per tile
+            for i, j in zip(*np.nonzero(labels == k)):
+                boxes.append((i, i + 1, j, j + 1, np.ones((1, 1), bool)))
+    solved = 0
+    valid_src = valid_source_mask(source)
+    for t0, t1, j0, j1, sel in boxes:
+        c_r0, c_r1 = t0 * tile_cells, min(h, t1 * tile_cells)
+        c_c0, c_c1 = j0 * tile_cells, min(w, j1 * tile_cells)
+        m_r0, m_r1 = max(0, c_r0 - margin_cells), min(h, c_r1 + margin_cells)
+        m_c0, m_c1 = max(0, c_c0 - margin_cells), min(w, c_c1 + margin_cells)
+        if not valid_src[m_r0:m_r1, m_c0:m_c1].any():
+            continue
+        py0, py1, px0, px1 = rs[m_r0], rs[m_r1], cs[m_c0], cs[m_c1]
+        res = solver.solve(rgb[py0:py1, px0:px1], source[m_r0:m_r1, m_c0:m_c1],
+                           init=y0[py0:py1, px0:px1], iterations=int(iterations))
+        solved += (py1 - py0) * (px1 - px0)
+        out = res.depth
+        for (i, j) in zip(*np.nonzero(sel)):
+            ti, tj = t0 + i, j0 + j
+            a0, a1, b0, b1 = tr[ti], tr[ti + 1], tc[tj], tc[tj + 1]
+            patch = out[a0 - py0:a1 - py0, b0 - px0:b1 - px0]
+            ok = np.isfinite(patch)
+            y[a0:a1, b0:b1] = np.where(ok, patch, y[a0:a1, b0:b1])
+            refined[a0:a1, b0:b1] = ok
+    return y, refined, solved
+
+
 class FramePipeline:
     """Holds the previous frame and applies the warm-start policy; see the module docstring."""
 
@@ -84,9 +179,23 @@ class FramePipeline:
         self._prev_depth: np.ndarray | None = None
         self._prev_guide: np.ndarray | None = None
         self._prev_stamp: float | None = None
+        self._prev_age: np.ndarray | None = None
+
+    def set_previous(self, depth: np.ndarray, guide: np.ndarray | None = None, stamp: float = 0.0,
+                     age: np.ndarray | None = None) -> None:
+        """Seed the previous frame (e.g. the CLI's ``--init`` / ``--init-guide``).
+
+        ``guide`` may be None for a naive warm start (flow mode then starts cold, reported);
+        ``age`` (H, W) accumulated steps per pixel, None = fully converged.
+        """
+        self._prev_depth = np.asarray(depth, dtype=np.float32)
+        self._prev_guide = None if guide is None else np.asarray(guide)
+        self._prev_stamp = float(stamp)
+        self._prev_age = None if age is None else np.asarray(age, dtype=np.float32)
 
     def _warm_init(self, rgb: np.ndarray, source: np.ndarray, stamp: float) -> tuple[np.ndarray | None, dict]:
         info: dict = {"init_mode": "cold", "cold_reason": "", "flow_ms": 0.0, "warm_valid_fraction": 0.0}
+        self._age = None
         mode = self.warm.mode
         if mode == "off":
             info["cold_reason"] = "warm start off"
@@ -104,27 +213,48 @@ class FramePipeline:
         if dt > self.warm.max_age:
             info["cold_reason"] = f"previous frame too old ({dt:.3f} s > {self.warm.max_age} s)"
             return None, info
+        prev_age = self._prev_age if self._prev_age is not None else np.full(rgb.shape[:2], np.inf, np.float32)
         if mode == "naive":
             y0 = self._prev_depth
             info["warm_valid_fraction"] = float(np.isfinite(y0).mean())
+            age = np.where(np.isfinite(y0), prev_age, 0.0).astype(np.float32)
         else:
-            y0, valid, align = align_previous(self._prev_depth, self._prev_guide, rgb, self.warm.align)
-            info["flow_ms"] = align.flow_ms
-            info["warm_valid_fraction"] = align.valid_fraction
-            info["photometric_error"] = align.photometric_error
-            if align.cut:
-                info["cold_reason"] = f"scene cut: {align.reason}"
+            if self._prev_guide is None:
+                info["cold_reason"] = "no previous guide to align with"
                 return None, info
+            if self._prev_guide.shape[:2] != rgb.shape[:2]:
+                info["cold_reason"] = "image size changed"
+                return None, info
+            al = align_frames(self._prev_depth, self._prev_guide, rgb, self.warm.align)
+            y0 = al.y0
+            info["flow_ms"] = al.info.flow_ms
+            info["warm_valid_fraction"] = al.info.valid_fraction
+            info["warm_filled_fraction"] = al.info.filled_fraction
+            info["photometric_error"] = al.info.photometric_error
+            if al.info.cut:
+                info["cold_reason"] = f"scene cut: {al.info.reason}"
+                return None, info
+            age = np.where(al.source_index >= 0, prev_age.reshape(-1)[np.maximum(al.source_index, 0)], 0.0)
+            age = age.astype(np.float32)
         ratio_err = init_ratio_error(y0, source)
         info["init_ratio_error"] = ratio_err
         if ratio_err > self.warm.max_init_ratio_error:
             info["cold_reason"] = f"previous output disagrees with the new depth (median ratio error {ratio_err:.2f})"
             return None, info
         info["init_mode"] = mode
+        self._age = age
         return y0, info
 
     def process(self, rgb: np.ndarray, source: np.ndarray, stamp: float) -> FrameResult:
-        """Upsample one frame; ``source`` in metres (0/NaN invalid), ``stamp`` in seconds."""
+        """Upsample one frame; ``source`` in metres (0/NaN invalid), ``stamp`` in seconds.
+
+        ``stats`` holds the solver's :class:`~dada_ros.core.solver.SolveStats` fields plus
+        ``init_mode`` (cold | naive | flow), ``cold_reason``, ``flow_ms`` (alignment time),
+        ``warm_valid_fraction`` (pixels tracked), ``refine_iterations`` / ``refine_fraction``
+        (young-pixel refinement: steps and fraction of the image solved), ``effective_iterations``
+        (full-image-equivalent steps: ``iterations + refine_iterations * refine_fraction``) and
+        ``frame_seconds``.
+        """
         t0 = time.perf_counter()
         if self._prev_stamp is not None and stamp <= self._prev_stamp:
             # A bag loop or simulator reset: nothing from the old timeline applies any more.
@@ -135,14 +265,36 @@ class FramePipeline:
         y0, info = self._warm_init(rgb, source, stamp)
         if reset_reason:
             info["cold_reason"] = reset_reason
+        refine_fraction, refine_ms, refine_its = 0.0, 0.0, 0
         if y0 is None:
             res = self.solver.solve(rgb, source)
+            age = np.full(rgb.shape[:2], float(res.stats.iterations), np.float32)
         else:
-            res = self.solver.solve(rgb, source, init=y0, iterations=int(self.warm.warm_iterations))
+            age = self._age
+            warm_its = int(self.warm.warm_iterations)
+            if info["init_mode"] == "flow" and self.warm.refine_iterations > 0:
+                young = age < self.warm.mature_iterations
+                if young.any():
+                    t1 = time.perf_counter()
+                    y0, refined, solved = refine_young(
+                        self.solver, rgb, source, y0, young, int(self.warm.refine_iterations),
+                        int(self.warm.refine_tile_cells), float(self.warm.refine_min_fraction))
+                    refine_ms = (time.perf_counter() - t1) * 1000
+                    if solved:
+                        refine_its = int(self.warm.refine_iterations)
+                        refine_fraction = solved / young.size
+                        age = np.where(refined, age + refine_its, age)
+            res = self.solver.solve(rgb, source, init=y0, iterations=warm_its)
+            age = age + float(res.stats.iterations)
         self._prev_depth = res.depth
         self._prev_guide = rgb
         self._prev_stamp = stamp
+        self._prev_age = age.astype(np.float32)
         stats = res.stats.as_dict()
         stats.update(info)
+        stats["refine_iterations"] = refine_its
+        stats["refine_fraction"] = refine_fraction
+        stats["refine_ms"] = refine_ms
+        stats["effective_iterations"] = stats["iterations"] + refine_its * refine_fraction
         stats["frame_seconds"] = time.perf_counter() - t0
         return FrameResult(res.depth, stats)

@@ -1,0 +1,233 @@
+"""Video warm start: alignment (flow + colour-guided selection + fill), the per-frame pipeline policy."""
+
+import cv2
+import numpy as np
+import pytest
+
+from dada_ros.core import warm_start as ws
+from dada_ros.core.errors import DadaInputError
+from dada_ros.core.metrics import consistency_error, depth_errors
+from dada_ros.core.pipeline import FramePipeline, WarmConfig, refine_young
+from dada_ros.core.scenes import TofModel, block_average, intrinsics, random_scene, render, simulate_tof
+from dada_ros.core.solver import DadaSolver, SolverConfig
+
+
+def translation_sequence(seed=2, size=(96, 128), scale=8, step=2, n=6, tof=None):
+    """Pure translation: crops of one wide render, ``step`` px further right each frame."""
+    H, W = size
+    rgb_b, d_b = render(random_scene(seed), intrinsics(W + step * n, H), (H, W + step * n))
+    gt_b = np.where(np.isfinite(d_b), d_b, np.nan).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n + 1):
+        rgb = np.ascontiguousarray(rgb_b[:, i * step:i * step + W])
+        gt = np.ascontiguousarray(gt_b[:, i * step:i * step + W])
+        shape = (H // scale, W // scale)
+        src = (np.nan_to_num(block_average(gt, shape)) if tof is None else simulate_tof(gt, rgb, shape, tof, rng))
+        frames.append((rgb, gt, src))
+    return frames
+
+
+def moving_square(x0, size=(64, 96), seed=0):
+    """Textured background at 3 m, a red square at 1 m whose left edge is at column ``x0``."""
+    H, W = size
+    rng = np.random.default_rng(seed)
+    rgb = cv2.resize((rng.random((8, 12, 3)) * 120 + 60).astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST)
+    depth = np.full((H, W), 3.0, np.float32)
+    rgb[20:44, x0:x0 + 24] = (230, 30, 30)
+    depth[20:44, x0:x0 + 24] = 1.0
+    return rgb, depth
+
+
+@pytest.fixture(scope="module")
+def solver():
+    return DadaSolver(SolverConfig(device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def translation(solver):
+    frames = translation_sequence()
+    cold = [solver.solve(rgb, src) for rgb, _, src in frames]
+    cold100 = [solver.solve(rgb, src, iterations=100) for rgb, _, src in frames]
+    return frames, cold, cold100
+
+
+def mean_mse(outs, frames):
+    return float(np.mean([depth_errors(o.depth, gt).mse_cm2 for o, (_, gt, _) in zip(outs[1:], frames[1:])]))
+
+
+def test_flow_warm_start_beats_cold_at_equal_budget_and_the_equilibrium(translation, solver):
+    frames, cold, cold100 = translation
+    pipe = FramePipeline(solver, WarmConfig(warm_iterations=100))
+    outs = [pipe.process(rgb, src, 0.1 * i) for i, (rgb, _, src) in enumerate(frames)]
+    assert [o.stats["init_mode"] for o in outs] == ["cold"] + ["flow"] * (len(frames) - 1)
+    assert all(o.stats["iterations"] == 100 for o in outs[1:])
+    flow, eq, c100 = mean_mse(outs, frames), mean_mse(cold, frames), mean_mse(cold100, frames)
+    assert flow < 0.95 * eq, (flow, eq)  # measured 0.87 x the cold equilibrium
+    assert flow < 0.5 * c100, (flow, c100)
+    # Naive (no alignment) loses to the cold equilibrium under motion: why it is not the default.
+    naive = FramePipeline(solver, WarmConfig(mode="naive", warm_iterations=100))
+    n_outs = [naive.process(rgb, src, 0.1 * i) for i, (rgb, _, src) in enumerate(frames)]
+    assert mean_mse(n_outs, frames) > eq
+
+
+def test_down_y_equals_s_exactly_on_warm_frames_with_noise_and_holes(solver):
+    frames = translation_sequence(seed=3, n=3, tof=TofModel(noise_quad=0.0, dropout=0.1))
+    pipe = FramePipeline(solver, WarmConfig(warm_iterations=40))
+    for i, (rgb, _, src) in enumerate(frames):
+        out = pipe.process(rgb, src, 0.1 * i)
+        if i:
+            assert out.stats["init_mode"] == "flow"
+            assert consistency_error(out.depth, src) < 1e-5
+
+
+def test_validity_mask_excludes_disoccluded_pixels_and_never_ghosts():
+    (r0, d0), (r1, d1) = moving_square(30), moving_square(38)
+    strip = np.zeros(d0.shape, bool)
+    strip[20:44, 30:38] = True  # square before, background now
+    a = ws.align_frames(d0, r0, r1)
+    assert a.valid[strip].mean() < 0.5
+    assert a.valid[~strip].mean() > 0.95
+    # Whatever is tracked or filled carries the right surface's depth: no foreground ghost.
+    known = np.isfinite(a.y0)
+    assert np.abs(a.y0 - d1)[known].max() < 1e-6
+    assert np.all(a.source_index[~a.valid] == -1) and np.all(a.source_index[a.valid] >= 0)
+    # Without the search window, every pixel of the strip more than a pixel from its border is out.
+    b = ws.align_frames(d0, r0, r1, ws.AlignConfig(search_radius=0))
+    assert not b.valid[20:44, 32:38].any()
+
+
+def test_scene_cut_falls_back_to_cold(solver):
+    a = translation_sequence(seed=2, n=1)
+    b = translation_sequence(seed=7, n=1)
+    pipe = FramePipeline(solver, WarmConfig(warm_iterations=50))
+    pipe.process(a[0][0], a[0][2], 0.0)
+    out = pipe.process(b[0][0], b[0][2], 0.1)
+    assert out.stats["init_mode"] == "cold" and out.stats["cold_reason"].startswith("scene cut")
+    np.testing.assert_array_equal(out.depth, solver.solve(b[0][0], b[0][2]).depth)  # exactly the cold answer
+    after = pipe.process(b[1][0], b[1][2], 0.2)
+    assert after.stats["init_mode"] == "flow"
+
+
+def test_one_frame_depth_glitch_leaves_no_ghost(solver):
+    frames = translation_sequence(seed=2, n=3)
+    pipe = FramePipeline(solver, WarmConfig(warm_iterations=50))
+    pipe.process(frames[0][0], frames[0][2], 0.0)
+    glitch = pipe.process(frames[1][0], frames[1][2] * 1.5, 0.1)
+    assert glitch.stats["init_mode"] == "cold" and "disagrees" in glitch.stats["cold_reason"]
+    back = pipe.process(frames[2][0], frames[2][2], 0.2)
+    assert back.stats["init_mode"] == "cold" and "disagrees" in back.stats["cold_reason"]
+
+
+def test_pipeline_fallbacks_and_modes(solver):
+    (rgb, _, src), (rgb1, _, src1) = translation_sequence(seed=2, n=1)
+    pipe = FramePipeline(solver, WarmConfig(warm_iterations=20, max_age=0.5))
+    assert pipe.process(rgb, src, 1.0).stats["cold_reason"] == "no previous frame"
+    assert "too old" in pipe.process(rgb1, src1, 2.0).stats["cold_reason"]
+    assert "backwards" in pipe.process(rgb1, src1, 1.5).stats["cold_reason"]
+    small = pipe.process(rgb[:64, :64], src[:8, :8], 1.6).stats
+    assert small["cold_reason"] == "image size changed"
+    # Seeded previous frame (the CLI's --init / --init-guide); naive needs no guide, flow does.
+    prev = solver.solve(rgb, src, iterations=200).depth
+    pipe = FramePipeline(solver, WarmConfig(mode="flow", warm_iterations=20))
+    pipe.set_previous(prev, None, 0.0)
+    assert pipe.process(rgb1, src1, 0.1).stats["cold_reason"] == "no previous guide to align with"
+    pipe = FramePipeline(solver, WarmConfig(mode="naive", warm_iterations=20))
+    pipe.set_previous(prev, None, 0.0)
+    st = pipe.process(rgb1, src1, 0.1).stats
+    assert st["init_mode"] == "naive" and st["iterations"] == 20 and st["warm_start"]
+    pipe = FramePipeline(solver, WarmConfig(mode="off"))
+    pipe.set_previous(prev, rgb, 0.0)
+    assert pipe.process(rgb1, src1, 0.1).stats["cold_reason"] == "warm start off"
+
+
+def test_young_pixels_get_refined_and_stats_count_the_work(solver):
+    frames = translation_sequence(seed=2, n=3, step=6)
+    pipe = FramePipeline(solver, WarmConfig(warm_iterations=30, refine_iterations=60))
+    stats = [pipe.process(rgb, src, 0.1 * i).stats for i, (rgb, _, src) in enumerate(frames)]
+    warm = stats[1:]
+    assert all(s["init_mode"] == "flow" for s in warm)
+    assert any(s["refine_fraction"] > 0 for s in warm)  # the band entering at the right border
+    for s in warm:
+        assert s["effective_iterations"] == pytest.approx(s["iterations"] + s["refine_iterations"] * s["refine_fraction"])
+        assert s["refine_fraction"] < 0.6
+    off = FramePipeline(solver, WarmConfig(warm_iterations=30, refine_iterations=0))
+    st = [off.process(rgb, src, 0.1 * i).stats for i, (rgb, _, src) in enumerate(frames)]
+    assert all(s["refine_fraction"] == 0 and s["effective_iterations"] == s["iterations"] for s in st)
+
+
+def test_refine_young_writes_only_young_tiles_any_ratio(solver):
+    frames = translation_sequence(seed=2, n=0, size=(90, 120))
+    rgb, gt, _ = frames[0]
+    src = np.nan_to_num(block_average(gt, (23, 31)))  # non-integer ratio
+    y0 = solver.solve(rgb, src, iterations=10).depth
+    young = np.zeros(y0.shape, bool)
+    young[:, -10:] = True
+    y, refined, solved = refine_young(solver, rgb, src, y0, young, iterations=50)
+    assert refined[:, -10:].all() and solved > 0
+    np.testing.assert_array_equal(y[~refined], y0[~refined])
+    assert np.isfinite(y).all()
+
+
+@pytest.mark.skipif(not ws.HAVE_NUMBA, reason="numba not installed")
+@pytest.mark.parametrize("noise", [1.0, 8.0, 64.0])
+def test_numba_and_numpy_selection_and_fill_agree(noise):
+    rng = np.random.default_rng(int(noise))
+    H, W = 40, 56
+    depth = (rng.random((H, W)) + 1).astype(np.float32)
+    depth[rng.random((H, W)) < 0.05] = np.nan
+    a = (rng.random((H, W, 3)) * 255).astype(np.uint8)
+    b = np.clip(a + rng.normal(0, noise, a.shape), 0, 255).astype(np.uint8)
+    flow = (rng.random((H, W, 2)) * 8 - 4).astype(np.float32)
+    r_nb = ws.select_warp(depth, a, b, flow, 2, 0.005, use_numba=True)
+    r_np = ws.select_warp(depth, a, b, flow, 2, 0.005, use_numba=False)
+    for x, y in zip(r_nb, r_np):
+        np.testing.assert_array_equal(x, y)
+    ok = rng.random((H, W)) > 0.3
+    f_nb = ws.guided_fill(np.where(ok, depth, np.nan), ok, b, 0.1, 5, use_numba=True)
+    f_np = ws.guided_fill(np.where(ok, depth, np.nan), ok, b, 0.1, 5, use_numba=False)
+    for x, y in zip(f_nb, f_np):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_selection_picks_the_colour_matching_side_of_an_edge():
+    # Previous frame: left half red at 1 m, right half blue at 2 m; a flow that points one pixel
+    # too far right at the edge must not carry the blue depth onto a red pixel.
+    H, W = 8, 16
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[:, :8] = (220, 30, 30)
+    rgb[:, 8:] = (30, 30, 220)
+    depth = np.where(np.arange(W) < 8, 1.0, 2.0).astype(np.float32)[None].repeat(H, 0)
+    flow = np.zeros((H, W, 2), np.float32)
+    flow[:, :, 0] = 1.0
+    y, _, _ = ws.select_warp(depth, rgb, rgb, flow, radius=1)
+    np.testing.assert_array_equal(y[:, :8], 1.0)
+    near, _ = ws._remap_warp(depth, flow, "nearest")
+    assert (near[:, 7] == 2.0).all()  # plain nearest sampling does
+
+
+def test_align_rejects_bad_inputs_and_config():
+    rgb, d = moving_square(30)
+    with pytest.raises(DadaInputError, match="same size"):
+        ws.align_frames(d, rgb, rgb[:32])
+    with pytest.raises(DadaInputError, match="same size"):
+        ws.align_previous(d[:32], rgb, rgb)
+    with pytest.raises(DadaInputError, match="HxW"):
+        ws.align_frames(d[..., None].repeat(2, 2), rgb, rgb)
+    for bad in (dict(flow_scale=0), dict(warp="cubic"), dict(search_radius=9), dict(max_color_error=-1)):
+        with pytest.raises(DadaInputError):
+            ws.align_frames(d, rgb, rgb, ws.AlignConfig(**bad))
+    for bad in (dict(mode="fast"), dict(warm_iterations=0), dict(refine_iterations=-1), dict(refine_min_fraction=0)):
+        with pytest.raises(DadaInputError):
+            WarmConfig(**bad).validate()
+
+
+def test_align_previous_keeps_its_contract():
+    (r0, d0), (r1, _) = moving_square(30), moving_square(32)
+    y0, valid, info = ws.align_previous(d0, r0, r1)
+    assert y0.shape == d0.shape and y0.dtype == np.float32 and valid.dtype == bool
+    assert not info.cut and 0.9 < info.valid_fraction <= 1 and info.flow_ms > 0
+    assert set(info.as_dict()) >= {"flow_ms", "valid_fraction", "photometric_error", "cut", "reason"}
+    # Float and uint16 guides are accepted too.
+    y1, _, _ = ws.align_previous(d0, r0.astype(np.float32) / 255, (r1.astype(np.uint16) * 257))
+    assert np.isfinite(y1).mean() > 0.9
