@@ -10,8 +10,8 @@ Sections (all by default; pick with --only):
   generator of the sample bag): 640x480 RGB, 160x120 ToF (x4) and 224x172 (non-integer ratio);
 * ``speed``: F at 640x480 on the CPU (median ms, 1 and 2 threads) and the solver's iterations and
   seconds for DADA-free and DADA on one sequence frame;
-* ``memory``: peak training memory (process RSS growth, in a fresh subprocess per setting) of one
-  training step vs N_grad, with and without activation checkpointing.
+* ``memory``: peak training memory of one training step vs N_grad, with and without activation
+  checkpointing (RSS growth sampled in a fresh subprocess per setting, and the bytes autograd saves).
 
     python benchmarks/learned.py                       # everything (~15-25 min on 2 busy cores)
     python benchmarks/learned.py --only table --seeds 8
@@ -113,7 +113,7 @@ def np_load():
 
 
 MEMORY_CHILD = r"""
-import json, resource, sys, time, torch
+import json, os, sys, threading, time, torch
 torch.set_num_threads(1)
 from dada_ros.core.scenes import make_sample
 from dada_ros.learned.datasets.base import collate, make_example
@@ -123,42 +123,68 @@ n_grad, segment, batch, crop = (int(v) for v in sys.argv[1:5])
 s = make_sample(7, 8, (crop, crop))
 b = collate([make_example(s.rgb, s.gt, 8)] * batch)
 net = GuideNet().train()
-def step(n):
+PAGE = os.sysconf("SC_PAGE_SIZE")
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * PAGE
+saved = {}
+def pack(t):
+    st = t.untyped_storage()
+    saved[st.data_ptr()] = st.nbytes()
+    return t
+def step(n, count=False):
     net.zero_grad(set_to_none=True)
-    loss = masked_l1(unrolled_solve(net, b, 0, n, segment=segment), b.gt, b.gt_valid)
+    if count:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = masked_l1(unrolled_solve(net, b, 0, n, segment=segment), b.gt, b.gt_valid)
+    else:
+        loss = masked_l1(unrolled_solve(net, b, 0, n, segment=segment), b.gt, b.gt_valid)
     loss.backward()
-step(1); step(1)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+step(2); step(2)
+base = rss()
+peak = [base]
+stop = [False]
+def poll():
+    while not stop[0]:
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.0002)
+th = threading.Thread(target=poll, daemon=True); th.start()
 t = time.perf_counter(); step(n_grad); dt = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"peak_growth_mb": (peak - base) / 1024, "seconds": dt}))
+stop[0] = True; th.join()
+step(n_grad, count=True)
+print(json.dumps({"peak_growth_mb": (peak[0] - base) / 2**20, "saved_mb": sum(saved.values()) / 2**20, "seconds": dt}))
 """
 
 
 def section_memory(args) -> dict:
+    """Peak RSS growth during one training step (sampled every 0.2 ms; big allocations are
+    mmapped so freed memory leaves RSS) and the tensors autograd saves in the forward pass."""
+    import os
+
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
     out = {}
-    print(f"\n### Peak training memory of one step vs N_grad (batch {args.mem_batch} x {args.mem_crop}^2, lite-unet, CPU)")
-    print("| N_grad | no checkpointing: MB / s | checkpoint every 32 steps: MB / s |")
-    print("|---|---|---|")
-    for n in args.mem_ngrad:
-        row = {}
-        for seg in (0, 32):
-            if seg == 0 and n > args.mem_max_plain:
-                row[seg] = None
-                continue
-            r = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(n), str(seg), str(args.mem_batch),
-                                str(args.mem_crop)], capture_output=True, text=True, timeout=900)
-            row[seg] = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {"error": r.stderr[-300:]}
-        out[n] = row
+    for batch, crop, ngrads in ((args.mem_batch, args.mem_crop, args.mem_ngrad), (8, 256, (32, 256, 1024))):
+        print(f"\n### Training memory of one step vs N_grad (batch {batch} x {crop}^2, lite-unet, CPU, float32)")
+        print("| N_grad | plain: peak MB (saved MB) / s | checkpoint every 32 steps: peak MB (saved MB) / s |")
+        print("|---|---|---|")
+        for n in ngrads:
+            row = {}
+            for seg in (0, 32):
+                if seg == 0 and batch * crop * crop * n > args.mem_max_plain * 6 * 96 * 96:
+                    row[seg] = None
+                    continue
+                r = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(n), str(seg), str(batch), str(crop)],
+                                   capture_output=True, text=True, timeout=1800, env=env)
+                row[seg] = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {"error": r.stderr[-300:]}
+            out[f"{batch}x{crop}/{n}"] = row
 
-        def fmt(v):
-            if v is None:
-                return "(skipped)"
-            if "error" in v:
-                return "error"
-            return f"{v['peak_growth_mb']:.0f} MB / {v['seconds']:.1f} s"
+            def fmt(v):
+                if v is None:
+                    return "(skipped)"
+                if "error" in v:
+                    return "error"
+                return f"{v['peak_growth_mb']:.0f} ({v['saved_mb']:.0f}) / {v['seconds']:.1f} s"
 
-        print(f"| {n} | {fmt(row[0])} | {fmt(row[32])} |", flush=True)
+            print(f"| {n} | {fmt(row[0])} | {fmt(row[32])} |", flush=True)
     return out
 
 
@@ -170,7 +196,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, nargs="+", default=[0, 30, 60])
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--mem-ngrad", type=int, nargs="+", default=[8, 32, 128, 512, 1024])
-    ap.add_argument("--mem-max-plain", type=int, default=512, help="largest N_grad run without checkpointing")
+    ap.add_argument("--mem-max-plain", type=int, default=1024,
+                    help="largest plain (no checkpointing) N_grad, in units of a 6 x 96^2 batch")
     ap.add_argument("--mem-batch", type=int, default=6)
     ap.add_argument("--mem-crop", type=int, default=96)
     ap.add_argument("--threads", type=int, default=1)

@@ -5,6 +5,11 @@ features and coefficients once, a random number 0..N_pre(s) of no-grad steps, N_
 gradient, loss = ``loss_weight`` x L1 over valid ground truth; Adam + StepLR + gradient-norm
 clipping (authors: lr 1e-4, weight decay 1e-5, gamma 0.9, clip 0.01).
 
+Defaults = the recipe of the shipped ``dada_lite_v1.pt`` (2 CPU cores): crops 96 x 96, batch 6,
+x4/x8/x16, N_pre 2000 (linear in the scale: 1000/2000/4000), N_grad 32, 20 % ToF-like sources,
+lr 1e-3. The learning rate is 10x the authors': in two 80-step pilots from the same start, the
+validation loss fell 12.6 % below DADA-free with 1e-3 and 1.5 % with 1e-4.
+
 N_pre(s) = ``n_pre`` x s / 8 with ``n_pre_scaling="linear"``: the number of steps a cell of the
 source needs to equilibrate grows with its size, so larger scales get a longer random horizon.
 
@@ -50,14 +55,14 @@ class TrainConfig:
     init_from: str | None = None  # start from this checkpoint's weights (fine-tuning; new layers keep their init)
     scales: list[int] = field(default_factory=lambda: [4, 8, 16])
     crop: int = 96
-    batch: int = 8
+    batch: int = 6
     steps: int = 2000
     n_pre: int = 2000
     n_pre_scaling: str = "linear"  # "linear": N_pre(s) = n_pre * s / 8; "none": n_pre at every scale
     n_grad: int = 32
     segment: int = 0  # activation checkpointing every k unrolled steps (0: off)
     lam: float = 0.24
-    lr: float = 1e-4
+    lr: float = 1e-3  # authors: 1e-4; 1e-3 measurably better for lite-unet (see module docstring)
     weight_decay: float = 1e-5
     lr_step: int = 200  # StepLR step size in optimiser steps
     lr_gamma: float = 0.9
@@ -70,7 +75,7 @@ class TrainConfig:
     train_scenes: int = 300
     render_sizes: list[list[int]] = field(default_factory=lambda: [[256, 256], [256, 256], [384, 512]])
     cache_dir: str | None = None
-    tof_prob: float = 0.0  # fraction of training sources made ToF-like (noise, dropouts)
+    tof_prob: float = 0.2  # fraction of training sources made ToF-like (noise, dropouts)
     device: str = "auto"
     threads: int = 1
     seed: int = 0
