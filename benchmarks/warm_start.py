@@ -186,6 +186,9 @@ def main(argv=None) -> int:
     p.add_argument("--per-frame", action="store_true", help="print every frame of every mode")
     p.add_argument("--no-timing", action="store_true", help="skip the 640x480 timing section")
     p.add_argument("--json", help="write all per-frame records and the summary here")
+    p.add_argument("--threads", type=int, default=1,
+                   help="numba and torch CPU threads (default 1: on busy shared cores the parallel loop "
+                   "kernel was measured 15x slower with 2 threads); 0 leaves the libraries' defaults")
     g = p.add_argument_group("flow mode settings (defaults: WarmConfig / AlignConfig)")
     g.add_argument("--flow-preset", choices=("ultrafast", "fast", "medium"))
     g.add_argument("--flow-scale", type=float)
@@ -196,6 +199,16 @@ def main(argv=None) -> int:
     size = tuple(a.size) if a.size else ((240, 320) if a.quick else (480, 640))
     n = a.frames or (8 if a.quick else 12)
     noises = a.noise or (["clean", "tof0.5%"] if a.quick else list(NOISE))
+    if a.threads > 0:
+        import torch
+
+        torch.set_num_threads(a.threads)
+        try:
+            import numba
+
+            numba.set_num_threads(min(a.threads, numba.config.NUMBA_NUM_THREADS))
+        except ImportError:
+            pass
     solver = DadaSolver(SolverConfig(device="cpu"))
     N = a.warm_iterations
     align = AlignConfig()
@@ -209,7 +222,8 @@ def main(argv=None) -> int:
         flow_cfg.refine_iterations = a.refine_iterations
     flow_cfg.validate()
     print(f"# warm start benchmark: {size[1]}x{size[0]} x{a.scale}, {n} scored frames per motion, "
-          f"{N} warm iterations, CPU ({os.cpu_count()} cores, shared: timings are noisy)", flush=True)
+          f"{N} warm iterations, CPU ({os.cpu_count()} cores, {a.threads or 'default'} thread(s); "
+          "timings on a shared machine are noisy)", flush=True)
     t_all = time.perf_counter()
     rows, records = [], {}
     for noise in noises:

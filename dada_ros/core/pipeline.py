@@ -11,7 +11,8 @@ in seconds) and decides how to initialise the solver:
   answer back to the single-frame equilibrium and throw away the fused detail.
 
 Young pixels. A pixel that entered the view a few frames ago (at the image border, or behind a
-moving object) started from the cold initialisation and has only had a few warm budgets since:
+moving object) started from the cold initialisation (inside a warm frame: a cold frame's answer
+counts as mature) and has only had a few warm budgets since:
 far from the thousands of steps a cold frame takes, so a depth edge that just entered stays
 blurred. The pipeline carries an "age" per pixel (steps since the pixel was last started cold,
 moved along with the depth by the alignment) and, before the full-image warm run, gives tiles of
@@ -268,7 +269,8 @@ class FramePipeline:
         refine_fraction, refine_ms, refine_its = 0.0, 0.0, 0
         if y0 is None:
             res = self.solver.solve(rgb, source)
-            age = np.full(rgb.shape[:2], float(res.stats.iterations), np.float32)
+            # A cold frame is what the cold policy gives (even when capped): mature by definition.
+            age = np.full(rgb.shape[:2], np.inf, np.float32)
         else:
             age = self._age
             warm_its = int(self.warm.warm_iterations)

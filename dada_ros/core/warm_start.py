@@ -51,6 +51,7 @@ except ImportError:  # pragma: no cover - exercised only on installs without num
     HAVE_NUMBA = False
 
 WARPS = ("select", "nearest", "linear")
+MIN_FLOW_SIDE = 32
 
 
 @dataclass
@@ -154,7 +155,9 @@ def _flow(a8: np.ndarray, b8: np.ndarray, cfg: AlignConfig) -> tuple[np.ndarray,
     resolution (mean |d gray| in [0, 1] over in-frame pixels), in-frame mask at flow resolution).
     """
     H, W = a8.shape[:2]
-    ga, gb = _gray_u8(a8, cfg.flow_scale), _gray_u8(b8, cfg.flow_scale)
+    # Tiny images: no downscaling below MIN_FLOW_SIDE pixels (DIS needs a few patches per side).
+    scale = cfg.flow_scale if min(H, W) * cfg.flow_scale >= MIN_FLOW_SIDE else 1.0
+    ga, gb = _gray_u8(a8, scale), _gray_u8(b8, scale)
     small = dense_flow(ga, gb, cfg.preset)
     h, w = small.shape[:2]
     u, v = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
@@ -424,7 +427,13 @@ def align_frames(prev_depth: np.ndarray, prev_guide: np.ndarray, cur_guide: np.n
     t0 = time.perf_counter()
     prev8 = _rgb8(prev_guide)
     cur8 = _rgb8(cur_guide)
-    fwd, photo, _ = _flow(cur8, prev8, cfg)  # current -> previous
+    try:
+        fwd, photo, _ = _flow(cur8, prev8, cfg)  # current -> previous
+    except cv2.error as exc:  # e.g. an image too small for the flow's pyramid: start cold
+        info = AlignInfo((time.perf_counter() - t0) * 1000, 0.0, float("inf"), True,
+                         f"optical flow failed: {' '.join(str(exc).split('error:')[-1].split())}")
+        return Alignment(np.full((H, W), np.nan, np.float32), np.zeros((H, W), bool),
+                         np.full((H, W), -1, np.int64), info)
     if cfg.warp == "select":
         y0, score, idx = select_warp(prev_depth, prev8, cur8, fwd, cfg.search_radius, cfg.distance_weight)
         valid = (idx >= 0) & (score <= cfg.max_color_error)

@@ -45,6 +45,12 @@ def solver():
 
 
 @pytest.fixture(scope="module")
+def quick():
+    """Cold frames capped at 400 steps: for tests of the policy, not of the accuracy."""
+    return DadaSolver(SolverConfig(device="cpu", max_iterations=400))
+
+
+@pytest.fixture(scope="module")
 def translation(solver):
     frames = translation_sequence()
     cold = [solver.solve(rgb, src) for rgb, _, src in frames]
@@ -71,7 +77,8 @@ def test_flow_warm_start_beats_cold_at_equal_budget_and_the_equilibrium(translat
     assert mean_mse(n_outs, frames) > eq
 
 
-def test_down_y_equals_s_exactly_on_warm_frames_with_noise_and_holes(solver):
+def test_down_y_equals_s_exactly_on_warm_frames_with_noise_and_holes(quick):
+    solver = quick
     frames = translation_sequence(seed=3, n=3, tof=TofModel(noise_quad=0.0, dropout=0.1))
     pipe = FramePipeline(solver, WarmConfig(warm_iterations=40))
     for i, (rgb, _, src) in enumerate(frames):
@@ -97,7 +104,8 @@ def test_validity_mask_excludes_disoccluded_pixels_and_never_ghosts():
     assert not b.valid[20:44, 32:38].any()
 
 
-def test_scene_cut_falls_back_to_cold(solver):
+def test_scene_cut_falls_back_to_cold(quick):
+    solver = quick
     a = translation_sequence(seed=2, n=1)
     b = translation_sequence(seed=7, n=1)
     pipe = FramePipeline(solver, WarmConfig(warm_iterations=50))
@@ -109,7 +117,8 @@ def test_scene_cut_falls_back_to_cold(solver):
     assert after.stats["init_mode"] == "flow"
 
 
-def test_one_frame_depth_glitch_leaves_no_ghost(solver):
+def test_one_frame_depth_glitch_leaves_no_ghost(quick):
+    solver = quick
     frames = translation_sequence(seed=2, n=3)
     pipe = FramePipeline(solver, WarmConfig(warm_iterations=50))
     pipe.process(frames[0][0], frames[0][2], 0.0)
@@ -119,7 +128,8 @@ def test_one_frame_depth_glitch_leaves_no_ghost(solver):
     assert back.stats["init_mode"] == "cold" and "disagrees" in back.stats["cold_reason"]
 
 
-def test_pipeline_fallbacks_and_modes(solver):
+def test_pipeline_fallbacks_and_modes(quick):
+    solver = quick
     (rgb, _, src), (rgb1, _, src1) = translation_sequence(seed=2, n=1)
     pipe = FramePipeline(solver, WarmConfig(warm_iterations=20, max_age=0.5))
     assert pipe.process(rgb, src, 1.0).stats["cold_reason"] == "no previous frame"
@@ -141,7 +151,8 @@ def test_pipeline_fallbacks_and_modes(solver):
     assert pipe.process(rgb1, src1, 0.1).stats["cold_reason"] == "warm start off"
 
 
-def test_young_pixels_get_refined_and_stats_count_the_work(solver):
+def test_young_pixels_get_refined_and_stats_count_the_work(quick):
+    solver = quick
     frames = translation_sequence(seed=2, n=3, step=6)
     pipe = FramePipeline(solver, WarmConfig(warm_iterations=30, refine_iterations=60))
     stats = [pipe.process(rgb, src, 0.1 * i).stats for i, (rgb, _, src) in enumerate(frames)]
@@ -156,7 +167,8 @@ def test_young_pixels_get_refined_and_stats_count_the_work(solver):
     assert all(s["refine_fraction"] == 0 and s["effective_iterations"] == s["iterations"] for s in st)
 
 
-def test_refine_young_writes_only_young_tiles_any_ratio(solver):
+def test_refine_young_writes_only_young_tiles_any_ratio(quick):
+    solver = quick
     frames = translation_sequence(seed=2, n=0, size=(90, 120))
     rgb, gt, _ = frames[0]
     src = np.nan_to_num(block_average(gt, (23, 31)))  # non-integer ratio
@@ -231,3 +243,16 @@ def test_align_previous_keeps_its_contract():
     # Float and uint16 guides are accepted too.
     y1, _, _ = ws.align_previous(d0, r0.astype(np.float32) / 255, (r1.astype(np.uint16) * 257))
     assert np.isfinite(y1).mean() > 0.9
+
+
+def test_failed_flow_is_reported_as_a_cut_and_the_frame_starts_cold(quick):
+    solver = quick
+    rng = np.random.default_rng(0)
+    rgb = (rng.random((8, 8, 3)) * 255).astype(np.uint8)  # too small for DIS
+    a = ws.align_frames(np.ones((8, 8), np.float32), rgb, rgb)
+    assert a.info.cut and a.info.reason.startswith("optical flow failed") and not a.valid.any()
+    pipe = FramePipeline(solver, WarmConfig(warm_iterations=10))
+    src = np.full((2, 2), 2.0, np.float32)
+    pipe.process(rgb, src, 0.0)
+    st = pipe.process(rgb, src, 0.1).stats
+    assert st["init_mode"] == "cold" and "optical flow failed" in st["cold_reason"]
