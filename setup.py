@@ -23,7 +23,7 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
     ],
     install_requires=["setuptools", "numpy", "opencv-contrib-python-headless", "torch", "tqdm",
-                      "matplotlib", "pyyaml", "rosbags"],
+                      "matplotlib", "pyyaml", "rosbags", "numba", "scipy"],
     zip_safe=True,
     maintainer="dada_ros maintainers",
     maintainer_email="dada_ros@example.com",
