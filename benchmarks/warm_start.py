@@ -195,6 +195,7 @@ def main(argv=None) -> int:
     g.add_argument("--search-radius", type=int)
     g.add_argument("--warp", choices=("select", "nearest", "linear"))
     g.add_argument("--refine-iterations", type=int)
+    g.add_argument("--accept-color-error", type=float)
     a = p.parse_args(argv)
     size = tuple(a.size) if a.size else ((240, 320) if a.quick else (480, 640))
     n = a.frames or (8 if a.quick else 12)
@@ -214,7 +215,7 @@ def main(argv=None) -> int:
     align = AlignConfig()
     if a.flow_preset:
         align.preset = {"ultrafast": 0, "fast": 1, "medium": 2}[a.flow_preset]
-    for k in ("flow_scale", "search_radius", "warp"):
+    for k in ("flow_scale", "search_radius", "warp", "accept_color_error"):
         if getattr(a, k) is not None:
             setattr(align, k, getattr(a, k))
     flow_cfg = WarmConfig(mode="flow", warm_iterations=N, max_age=1e9, align=align)

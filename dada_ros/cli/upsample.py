@@ -17,7 +17,7 @@ Video warm start (the node's per-frame policy, :class:`dada_ros.core.pipeline.Fr
   ``cold_reason``);
 * ``--init PREV_OUT.npy`` alone: a naive warm start (the previous output as is);
 * ``--warm-mode cold|naive|flow`` overrides the mode (cold ignores ``--init``);
-* a warm frame runs ``--warm-iterations`` steps (default: ``--iterations`` when given, else 100);
+* a warm frame runs ``--warm-iterations`` steps (default: ``--iterations`` when given, else 50);
   a cold frame follows ``--iterations`` / ``--tol`` / the default equilibrium policy.
 
 ``--stats`` then also holds ``init_mode`` (cold | naive | flow), ``cold_reason``, ``flow_ms`` and

@@ -58,14 +58,19 @@ MIN_FLOW_SIDE = 32
 class AlignConfig:
     """Settings of :func:`align_previous` (defaults measured in ``benchmarks/warm_start.py``)."""
 
-    # Flow on the guide resized by this factor (<= 1). 0.5 with the medium preset warps as well as
-    # full resolution on generated sequences (the selection absorbs sub-pixel flow error) at a
-    # quarter of the cost (~12 ms instead of ~50 ms at 640x480 on 2 shared cores).
+    # Flow on the guide resized by this factor (<= 1), DIS preset. The colour-guided selection
+    # absorbs a pixel or two of flow error, so a cheap flow is enough: at 640x480 x8 (generated
+    # pan / rotation / forward sequences, 8 frames) ultrafast at half resolution gave 0.894 / 0.888
+    # / 0.893 x the cold MSE vs 0.882 / 0.888 / 0.913 for medium at half resolution, for 0.4 ms of
+    # flow instead of 4 ms (whole alignment 6.4 ms vs 11 ms, one idle core).
     flow_scale: float = 0.5
-    preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
+    preset: int = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST
     warp: str = "select"  # select | nearest | linear (see the module docstring)
     search_radius: int = 2  # select: window (2r+1)^2 around the rounded flow target
     distance_weight: float = 0.005  # select: score = mean |dRGB| (0..1) + this * distance^2 (px^2)
+    # select: the flow target's own pixel is taken without searching the window when its colour
+    # error is at most this (flat regions: most pixels; halves the cost at 640x480). 0 = always search.
+    accept_color_error: float = 0.01
     max_color_error: float = 0.1  # select: best score above this = not tracked (occlusion)
     fill_color_tolerance: float = 0.06  # fill: propagate into a hole only across |dRGB| <= this
     fill_passes: int = 16  # fill: propagation passes (pixels reached from a tracked pixel)
@@ -89,7 +94,7 @@ class AlignConfig:
             raise DadaInputError(f"search_radius must be an integer in 0..5, got {self.search_radius}")
         if int(self.fill_passes) != self.fill_passes or self.fill_passes < 0:
             raise DadaInputError(f"fill_passes must be an integer >= 0, got {self.fill_passes}")
-        for name in ("distance_weight", "max_color_error", "fill_color_tolerance", "fb_abs_px", "fb_rel",
+        for name in ("distance_weight", "accept_color_error", "max_color_error", "fill_color_tolerance", "fb_abs_px", "fb_rel",
                      "cut_photometric", "min_valid_fraction"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= 0):
@@ -186,7 +191,7 @@ def _window_offsets(radius: int) -> np.ndarray:
     return np.array(sorted(offs, key=lambda o: max(abs(o[0]), abs(o[1]))), dtype=np.int64).reshape(-1, 2)
 
 
-def _select_numpy(prev_depth, prev_rgb, cur_rgb, flow, radius, beta):
+def _select_numpy(prev_depth, prev_rgb, cur_rgb, flow, radius, beta, accept):
     H, W = prev_depth.shape
     u, v = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
     mx = u + flow[:, :, 0]
@@ -199,7 +204,8 @@ def _select_numpy(prev_depth, prev_rgb, cur_rgb, flow, radius, beta):
     pd = prev_depth.reshape(-1)
     pc = prev_rgb.reshape(-1, 3).astype(np.int32)
     cur = cur_rgb.astype(np.int32)
-    for dy, dx in _window_offsets(radius):
+    accepted = np.zeros((H, W), bool)
+    for t, (dy, dx) in enumerate(_window_offsets(radius)):
         xi = rx + dx
         yi = ry + dy
         inb = inside & (xi >= 0) & (xi < W) & (yi >= 0) & (yi < H)
@@ -212,9 +218,11 @@ def _select_numpy(prev_depth, prev_rgb, cur_rgb, flow, radius, beta):
         ey = yi.astype(np.float32) - my
         pen = np.float32(beta) * (ex * ex + ey * ey)
         score = (diff + pen).astype(np.float32)
-        sel = inb & np.isfinite(d) & (d > 0) & (score < best)
+        sel = inb & np.isfinite(d) & (d > 0) & (score < best) & ~accepted
         best = np.where(sel, score, best)
         idx = np.where(sel, flat, idx)
+        if t == 0:  # the flow target's own pixel, good enough: no search
+            accepted = sel & (diff <= np.float32(accept))
     y = np.where(idx >= 0, pd[np.maximum(idx, 0)], np.nan).astype(np.float32)
     return y, best, idx
 
@@ -223,7 +231,7 @@ if HAVE_NUMBA:
 
     # Serial: on 2 shared cores the OpenMP version was slower (16 ms vs 7.7 ms at 640x480, r = 2).
     @njit(cache=True)
-    def _select_numba(prev_depth, prev_rgb, cur_rgb, flow, offsets, beta, out_y, out_score, out_idx):
+    def _select_numba(prev_depth, prev_rgb, cur_rgb, flow, offsets, beta, accept, out_y, out_score, out_idx):
         H, W = prev_depth.shape
         n_taps = offsets.shape[0]
         for i in range(H):
@@ -263,31 +271,36 @@ if HAVE_NUMBA:
                         continue
                     isum = (abs(np.int32(prev_rgb[yi, xi, 0]) - c0) + abs(np.int32(prev_rgb[yi, xi, 1]) - c1)
                             + abs(np.int32(prev_rgb[yi, xi, 2]) - c2))
-                    score = np.float32(np.float32(isum) / np.float32(3 * 255) + pen)
+                    diff = np.float32(isum) / np.float32(3 * 255)
+                    score = np.float32(diff + pen)
                     if score < best:
                         best = score
                         out_y[i, j] = d
                         out_idx[i, j] = yi * W + xi
+                    if t == 0 and diff <= accept:
+                        break  # the flow target's own pixel, good enough: no search
                 out_score[i, j] = best
 
-    # Serial on purpose: a pass is ~0.3 ms at 640x480, far less than an OpenMP region's start-up
-    # on busy cores (measured 23 ms on 2 shared cores).
     @njit(cache=True)
-    def _fill_pass_numba(y_in, ok_in, rgb, tol, y_out, ok_out):
-        H, W = y_in.shape
-        n_new = np.zeros(H, np.int64)
-        for i in range(H):
-            for j in range(W):
-                y_out[i, j] = y_in[i, j]
-                ok_out[i, j] = ok_in[i, j]
-                if ok_in[i, j]:
+    def _fill_numba(y, ok, rgb, tol, passes, hi, hj):
+        """Jacobi passes over the holes (hi, hj) only; y / ok updated in place."""
+        H, W = y.shape
+        n = hi.shape[0]
+        new_v = np.empty(n, np.float32)
+        new_ok = np.zeros(n, np.bool_)
+        for _ in range(passes):
+            changed = False
+            for k in range(n):
+                i = hi[k]
+                j = hj[k]
+                new_ok[k] = False
+                if ok[i, j]:
                     continue
-                best = np.inf
-                val = np.nan
-                for k in range(4):
-                    ni = i + (0, 0, 1, -1)[k]
-                    nj = j + (1, -1, 0, 0)[k]
-                    if ni < 0 or ni >= H or nj < 0 or nj >= W or not ok_in[ni, nj]:
+                best = np.float32(np.inf)
+                for q in range(4):
+                    ni = i + (0, 0, 1, -1)[q]
+                    nj = j + (1, -1, 0, 0)[q]
+                    if ni < 0 or ni >= H or nj < 0 or nj >= W or not ok[ni, nj]:
                         continue
                     isum = (abs(np.int32(rgb[ni, nj, 0]) - np.int32(rgb[i, j, 0]))
                             + abs(np.int32(rgb[ni, nj, 1]) - np.int32(rgb[i, j, 1]))
@@ -295,16 +308,19 @@ if HAVE_NUMBA:
                     diff = np.float32(isum) / np.float32(3 * 255)
                     if diff <= tol and diff < best:
                         best = diff
-                        val = y_in[ni, nj]
-                if best < np.inf:
-                    y_out[i, j] = val
-                    ok_out[i, j] = True
-                    n_new[i] += 1
-        return n_new.sum()
+                        new_v[k] = y[ni, nj]
+                        new_ok[k] = True
+            for k in range(n):
+                if new_ok[k]:
+                    y[hi[k], hj[k]] = new_v[k]
+                    ok[hi[k], hj[k]] = True
+                    changed = True
+            if not changed:
+                break
 
 
 def select_warp(prev_depth: np.ndarray, prev_guide: np.ndarray, cur_guide: np.ndarray, flow: np.ndarray,
-                radius: int = 2, distance_weight: float = 0.005,
+                radius: int = 2, distance_weight: float = 0.005, accept_color_error: float = 0.0,
                 use_numba: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Colour-guided backward warp (see the module docstring).
 
@@ -314,6 +330,8 @@ def select_warp(prev_depth: np.ndarray, prev_guide: np.ndarray, cur_guide: np.nd
             converted to uint8). Colour errors are mean |dRGB| scaled to [0, 1].
         flow: (H, W, 2) current -> previous flow in pixels.
         radius, distance_weight: window half-size and distance penalty of the score.
+        accept_color_error: take the flow target's own pixel without searching when its colour
+            error is at most this (0: always search the whole window).
         use_numba: force (True) or avoid (False) the numba kernel; None = when available.
     Returns:
         (y, score, index): selected depth (NaN where none), best score (inf where none) and the
@@ -331,9 +349,10 @@ def select_warp(prev_depth: np.ndarray, prev_guide: np.ndarray, cur_guide: np.nd
         y = np.empty(pd.shape, np.float32)
         score = np.empty(pd.shape, np.float32)
         idx = np.empty(pd.shape, np.int64)
-        _select_numba(pd, pr, cr, fl, _window_offsets(int(radius)), np.float32(distance_weight), y, score, idx)
+        _select_numba(pd, pr, cr, fl, _window_offsets(int(radius)), np.float32(distance_weight),
+                      np.float32(accept_color_error), y, score, idx)
         return y, score, idx
-    return _select_numpy(pd, pr, cr, fl, int(radius), distance_weight)
+    return _select_numpy(pd, pr, cr, fl, int(radius), distance_weight, np.float32(accept_color_error))
 
 
 def guided_fill(depth: np.ndarray, ok: np.ndarray, guide: np.ndarray, tolerance: float = 0.06,
@@ -350,14 +369,9 @@ def guided_fill(depth: np.ndarray, ok: np.ndarray, guide: np.ndarray, tolerance:
     if use_numba is None:
         use_numba = HAVE_NUMBA
     if use_numba:
-        y2, m2 = np.empty_like(y), np.empty_like(m)
-        for _ in range(passes):
-            if m.all():
-                break
-            n = _fill_pass_numba(y, m, c, np.float32(tolerance), y2, m2)
-            y, y2, m, m2 = y2, y, m2, m
-            if n == 0:
-                break
+        hi, hj = np.nonzero(~m)
+        if hi.size:
+            _fill_numba(y, m, c, np.float32(tolerance), int(passes), hi.astype(np.int64), hj.astype(np.int64))
         return y, m
     H, W = y.shape
     for _ in range(passes):
@@ -435,7 +449,8 @@ def align_frames(prev_depth: np.ndarray, prev_guide: np.ndarray, cur_guide: np.n
         return Alignment(np.full((H, W), np.nan, np.float32), np.zeros((H, W), bool),
                          np.full((H, W), -1, np.int64), info)
     if cfg.warp == "select":
-        y0, score, idx = select_warp(prev_depth, prev8, cur8, fwd, cfg.search_radius, cfg.distance_weight)
+        y0, score, idx = select_warp(prev_depth, prev8, cur8, fwd, cfg.search_radius, cfg.distance_weight,
+                                    cfg.accept_color_error)
         valid = (idx >= 0) & (score <= cfg.max_color_error)
     else:
         y0, idx = _remap_warp(prev_depth, fwd, cfg.warp)
