@@ -1,6 +1,7 @@
 """Video warm start on generated sequences: MSE and iterations per frame per mode, flow vs loop time.
 
-For each motion type (static stretch, pan, rotation, forward motion, a cut) and each source
+For each motion type (static stretch, pan, rotation, forward motion, a pure 2 px/frame image
+shift -- the issue's reference protocol, no parallax --, a cut) and each source
 condition (clean block average; ToF-like with 0.5% noise, the issue's reference; the package's
 default ToF model with 0.5% + 0.15% z^2 noise and dropouts), a sequence is rendered (frame 0
 cold in every mode, frames 1..N scored) and upsampled by ``FramePipeline`` in these modes:
@@ -37,8 +38,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from dada_ros.core.metrics import consistency_error, depth_errors  # noqa: E402
 from dada_ros.core.pipeline import FramePipeline, WarmConfig  # noqa: E402
-from dada_ros.core.scenes import TofModel  # noqa: E402
-from dada_ros.core.sequences import SequenceConfig, make_sequence  # noqa: E402
+from dada_ros.core.scenes import (TofModel, block_average, intrinsics, random_scene, render,  # noqa: E402
+                                  simulate_tof)
+from dada_ros.core.sequences import Frame, SequenceConfig, make_sequence  # noqa: E402
 from dada_ros.core.solver import DadaSolver, SolverConfig  # noqa: E402
 from dada_ros.core.warm_start import AlignConfig, dense_flow  # noqa: E402
 
@@ -47,7 +49,7 @@ NOISE = {
     "tof0.5%": TofModel(noise_quad=0.0),
     "tof-default": TofModel(),
 }
-MOTIONS = ("static", "pan", "rotate", "forward", "cut")
+MOTIONS = ("static", "pan", "rotate", "forward", "shift", "cut")
 # The first version of the flow warm start (nearest warp, fb mask, full-resolution flow).
 FLOW_V1 = AlignConfig(flow_scale=1.0, warp="nearest", forward_backward=True, fill_passes=0,
                       cut_photometric=0.12, min_valid_fraction=0.3)
@@ -60,7 +62,28 @@ def plan_for(motion: str, n: int) -> tuple:
     return (("static", 1), (motion, n))
 
 
+def shift_sequence(noise: str, size: tuple[int, int], scale: int, n: int, seed: int, step: int = 2):
+    """The issue's reference protocol: a pure image translation, ``step`` px per frame (crops of one
+    wide render; no parallax, no sub-pixel motion), a fresh sensor noise draw every frame."""
+    H, W = size
+    K_wide = intrinsics(W + step * n, H)
+    rgb_w, d_w = render(random_scene(seed), K_wide, (H, W + step * n))
+    gt_w = np.where(np.isfinite(d_w), d_w, np.nan).astype(np.float32)
+    rng = np.random.default_rng(seed + 424242)
+    src_shape = (H // scale, W // scale)
+    frames = []
+    for i in range(n + 1):
+        rgb = np.ascontiguousarray(rgb_w[:, i * step:i * step + W])
+        gt = np.ascontiguousarray(gt_w[:, i * step:i * step + W])
+        src = (np.nan_to_num(block_average(gt, src_shape)) if NOISE[noise] is None
+               else simulate_tof(gt, rgb, src_shape, NOISE[noise], rng))
+        frames.append(Frame(i, 1.0 + i / 15.0, "static" if i == 0 else "shift", rgb, gt, src, K_wide, K_wide, seed))
+    return frames
+
+
 def sequence(motion: str, noise: str, size: tuple[int, int], scale: int, n: int, seed: int):
+    if motion == "shift":
+        return shift_sequence(noise, size, scale, n, seed)
     # Metric steps per frame scaled so the image motion is ~2 px/frame whatever the size
     # (the SequenceConfig defaults are tuned for 640x480).
     k = 640 / size[1]
@@ -196,6 +219,8 @@ def main(argv=None) -> int:
     g.add_argument("--warp", choices=("select", "nearest", "linear"))
     g.add_argument("--refine-iterations", type=int)
     g.add_argument("--accept-color-error", type=float)
+    g.add_argument("--mature-iterations", type=float)
+    g.add_argument("--refine-min-fraction", type=float)
     a = p.parse_args(argv)
     size = tuple(a.size) if a.size else ((240, 320) if a.quick else (480, 640))
     n = a.frames or (8 if a.quick else 12)
@@ -219,8 +244,9 @@ def main(argv=None) -> int:
         if getattr(a, k) is not None:
             setattr(align, k, getattr(a, k))
     flow_cfg = WarmConfig(mode="flow", warm_iterations=N, max_age=1e9, align=align)
-    if a.refine_iterations is not None:
-        flow_cfg.refine_iterations = a.refine_iterations
+    for k in ("refine_iterations", "mature_iterations", "refine_min_fraction"):
+        if getattr(a, k) is not None:
+            setattr(flow_cfg, k, getattr(a, k))
     flow_cfg.validate()
     print(f"# warm start benchmark: {size[1]}x{size[0]} x{a.scale}, {n} scored frames per motion, "
           f"{N} warm iterations, CPU ({os.cpu_count()} cores, {a.threads or 'default'} thread(s); "
