@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import DadaInputError
 from .inputs import check_pair
-from .resample import cell_index, fill_invalid_nearest, initial_upsample
+from .resample import fill_invalid_nearest, initial_upsample
 
 
 @dataclass
@@ -40,8 +40,7 @@ def _prepare(guide: np.ndarray, source: np.ndarray, params: BaselineParams, mode
     filled, dist = fill_invalid_nearest(src, valid)
     up = initial_upsample(filled, part.guide_shape, mode)
     guide8 = (rgb * 255 + 0.5).astype(np.uint8)
-    far = dist[np.ix_(cell_index(part.guide_shape[0], part.source_shape[0]),
-                      cell_index(part.guide_shape[1], part.source_shape[1]))] > params.max_fill_distance
+    far = part.expand(dist) > params.max_fill_distance
     return guide8, up, part.scale, far
 
 

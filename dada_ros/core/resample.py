@@ -69,6 +69,11 @@ class Partition:
     def cols(self, device: torch.device) -> torch.Tensor:
         return torch.as_tensor(cell_index(self.guide_shape[1], self.source_shape[1]), device=device)
 
+    def expand(self, cells: np.ndarray) -> np.ndarray:
+        """numpy ``up``: copy each value of an (h, w) cell array to its guide pixels -> (H, W)."""
+        (H, W), (h, w) = self.guide_shape, self.source_shape
+        return cells[np.ix_(cell_index(H, h), cell_index(W, w))]
+
     def counts(self, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Number of guide pixels per source cell, shape (h, w)."""
         (H, W), (h, w) = self.guide_shape, self.source_shape
@@ -163,8 +168,6 @@ def initial_upsample(filled_source: np.ndarray, shape: tuple[int, int], mode: st
     if mode not in interp:
         raise DadaInputError(f"unknown init mode {mode!r}; expected one of {sorted(interp)}")
     if mode == "nearest":
-        p = Partition(shape, filled_source.shape[:2])
-        up = filled_source[np.ix_(cell_index(shape[0], p.source_shape[0]), cell_index(shape[1], p.source_shape[1]))]
-        return up.astype(np.float32)
+        return Partition(shape, filled_source.shape[:2]).expand(filled_source).astype(np.float32)
     up = resize(filled_source.astype(np.float32), shape, interp[mode])
     return np.clip(up, float(filled_source.min()), float(filled_source.max())).astype(np.float32)

@@ -232,9 +232,7 @@ class DadaSolver:
             out = (y[0, 0] - offset).float().cpu().numpy()
 
         # NaN where the nearest measurement is too far for the fill to mean anything.
-        too_far = dist > cfg.max_fill_distance
-        if too_far.any():
-            out[too_far[np.ix_(part.rows("cpu").numpy(), part.cols("cpu").numpy())]] = np.nan
+        out[part.expand(dist > cfg.max_fill_distance)] = np.nan
         stats.filled_fraction = float(np.isfinite(out).mean())
         stats.seconds = time.perf_counter() - t0
         return SolveResult(out, stats)
