@@ -40,6 +40,7 @@ from std_msgs.msg import Header  # noqa: E402
 
 from dada_ros.core.sequences import SequenceConfig, make_sequence  # noqa: E402
 from dada_ros.ros import conversions as cv  # noqa: E402
+from dada_ros.ros.diagnostics import LATENCY_STAGES  # noqa: E402
 from dada_ros.ros.node import INPUT_TOPICS, OUTPUT_TOPICS, UpsampleNode  # noqa: E402
 
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
@@ -103,7 +104,8 @@ class Runner:
         last = dict(node.stats.last_frame)
         row = {"latency": node.stats.latencies[-1], "init_mode": last.get("init_mode"),
                "iterations": last.get("iterations"), "flow_ms": last.get("flow_ms") or 0.0,
-               "solve_ms": last.get("solve_ms"), "cold_reason": last.get("cold_reason")}
+               "solve_ms": last.get("solve_ms"), "cold_reason": last.get("cold_reason"),
+               **{k: last.get(k, 0.0) for k in LATENCY_STAGES}}
         self.rows.append(row)
         if self.args.verbose:
             print(f"  {self.mode:4s} frame {i:2d}: {row['latency'] * 1000:8.1f} ms  {row['init_mode']:5s} "
@@ -158,6 +160,22 @@ def summarise(res: dict) -> str:
     return s
 
 
+def split_table(results: list[dict]) -> str:
+    """Median per stage (ms) for warm and cold frames of each mode: where the latency goes."""
+    cols = [k[2:-3] for k in LATENCY_STAGES]
+    lines = ["| mode | frames | latency | " + " | ".join(cols) + " |", "|---" * (len(cols) + 3) + "|"]
+    for res in results:
+        for kind in ("warm", "cold"):
+            rows = [r for r in res["frames"] if (r["init_mode"] == "cold") == (kind == "cold")]
+            if not rows:
+                continue
+            med = [statistics.median(r[k] for r in rows) for k in LATENCY_STAGES]
+            lines.append(f"| {res['mode']} ({kind}) | {len(rows)} | {statistics.median(r['latency'] for r in rows) * 1000:.1f} | "
+                         + " | ".join(f"{v:.1f}" for v in med) + " |")
+    return ("median ms per stage (input = stamp -> worker incl. decode; depth_out = encode + publish depth "
+            "and camera_info; cloud after the depth is out):\n" + "\n".join(lines))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=50)
@@ -202,6 +220,7 @@ def main() -> int:
         rclpy.shutdown(context=ctx)
     for res in results:
         print(summarise(res))
+    print(split_table(results))
     print(f"[{time.time() - t0:.0f} s wall; load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores]")
     by = {r["mode"]: r for r in results}
     if "flow" in by and "off" in by and by["flow"]["frames"] and by["off"]["frames"]:

@@ -4,7 +4,7 @@ Usage::
 
     dada-replay --bag BAG --out DIR [--methods dada-free,dada-free:naive,dada-free:cold,bicubic,jbf]
         [--gt-topic /depth_gt/image_rect] [--topics rgb=/cam/color,depth=/tof/depth,...]
-        [--device auto|cpu|cuda] [--warm-iterations 100] [--node-params NAME:=VALUE,...]
+        [--device auto|cpu|cuda] [--warm-iterations 50] [--node-params NAME:=VALUE,...]
         [--cold-every N] [--max-frames N] [--realtime]
     dada-replay --make-sample DIR [--frames 64] [--size 640x480] [--source-size 160x120] [--seed 0]
 

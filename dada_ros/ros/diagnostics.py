@@ -30,6 +30,9 @@ OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
 # Counter keys that are normal operation, not bad input.
 BENIGN_REASONS = ("dropped_stale",)
+# Per-frame latency split the node records (see dada_ros.ros.node.latency_stages), in ms.
+LATENCY_STAGES = ("t_input_ms", "t_decode_ms", "t_align_ms", "t_features_ms", "t_loop_ms", "t_other_ms",
+                  "t_depth_out_ms", "t_cloud_ms")
 
 
 class StatusWrapper:
@@ -206,7 +209,8 @@ class Diagnostics:
                 msg += "; " + "; ".join(notes.values())
             stat.summary(WARN if notes else OK, msg)
         for k in ("method", "device", "init_mode", "cold_reason", "iterations", "residual", "converged",
-                  "flow_ms", "warm_valid_fraction", "solve_ms", "frame_ms", "scale", "filled_fraction"):
+                  "flow_ms", "warm_valid_fraction", "solve_ms", "frame_ms", "scale", "filled_fraction",
+                  *LATENCY_STAGES):
             if k in frame:
                 stat.add(k, _fmt(frame[k]))
         return stat

@@ -45,6 +45,7 @@ class Decoded:
     msg: Any
     array: np.ndarray | None = None  # rgb (H, W, 3) uint8 / depth (h, w) float32 metres
     intr: cv.Intrinsics | None = None  # camera_info
+    decode_ms: float = 0.0  # time spent decoding and checking it (the node's latency split)
 
 
 def decode_rgb(msg: Any, images: Any = None) -> Decoded:

@@ -269,11 +269,14 @@ class UpsampleNode(Node):
     def _decode(self, kind: str, msg: Any) -> Decoded | None:
         """Count the message and run the node's checks (:mod:`.frame_checks`); None = dropped."""
         self.stats.message(kind)
+        t0 = time.perf_counter()
         try:
-            return decode_input(kind, msg, self.images, on_inf_or_negative=self._on_inf_or_negative)
+            decoded = decode_input(kind, msg, self.images, on_inf_or_negative=self._on_inf_or_negative)
         except cv.ConversionError as exc:
             self._reject(exc.reason, f"{INPUT_LABELS[kind]} on {INPUT_TOPICS[kind]}: {exc}")
             return None
+        decoded.decode_ms = 1000 * (time.perf_counter() - t0)
+        return decoded
 
     @_guarded("rgb")
     def _on_rgb(self, msg: Image) -> None:
@@ -338,6 +341,8 @@ class UpsampleNode(Node):
 
     def _process(self, rgb: Decoded, info: Decoded, depth: Decoded) -> None:
         t0 = time.perf_counter()
+        # stamp -> worker start: DDS transport, decoding (in the callbacks), sync and queueing
+        waited_ms = 1e-6 * (self.get_clock().now().nanoseconds - cv.stamp_to_nanoseconds(rgb.header.stamp))
         s = self._take_pending()
         refused = check_frame(rgb, info, depth)
         if refused is not None:
@@ -347,7 +352,8 @@ class UpsampleNode(Node):
 
         stamp = cv.stamp_to_seconds(rgb.header.stamp)
         result = self.pipeline.process(rgb.array, depth.array, stamp)
-        self._publish(s, rgb, info, result.depth, t0, result.stats)
+        stages = latency_stages(result.stats, waited_ms, rgb.decode_ms + info.decode_ms + depth.decode_ms)
+        self._publish(s, rgb, info, result.depth, t0, result.stats, stages)
 
     def _check_frame_ids(self, rgb: Decoded, info: Decoded, depth: Decoded) -> None:
         ids = frame_id_mismatch(rgb, info, depth)
@@ -358,8 +364,9 @@ class UpsampleNode(Node):
                             f"in {ids[0]!r} (warned once) [frame_id_mismatch]")
 
     def _publish(self, s: NodeSettings, rgb: Decoded, info: Decoded, depth_m: np.ndarray, t0: float,
-                 stats: dict) -> None:
+                 stats: dict, stages: dict[str, float]) -> None:
         header = rgb.msg.header  # the output is on the rgb grid, at the rgb stamp
+        t_out = time.perf_counter()
         self.pub_depth.publish(self.images.depth_message(depth_m, s.output_encoding, header))
         latency = (self.get_clock().now().nanoseconds - cv.stamp_to_nanoseconds(header.stamp)) * 1e-9
         info_out = info.msg
@@ -367,13 +374,17 @@ class UpsampleNode(Node):
         if (info_out.width, info_out.height) == (0, 0):
             info_out.width, info_out.height = depth_m.shape[1], depth_m.shape[0]
         self.pub_info.publish(info_out)
+        t_cloud = time.perf_counter()
         if s.publish_points and self.pub_points.get_subscription_count() > 0:
             self.pub_points.publish(self.clouds.cloud(header, depth_m, info.intr, rgb.array if s.points_rgb else None,
                                                       s.points_decimation, s.points_organized))
+        t_end = time.perf_counter()
+        # The cloud goes out after the depth image: its time is not in the depth's latency.
+        stages.update(t_depth_out_ms=1000 * (t_cloud - t_out), t_cloud_ms=1000 * (t_end - t_cloud))
         frame = {k: stats.get(k) for k in ("init_mode", "cold_reason", "iterations", "residual", "converged",
                                            "flow_ms", "warm_valid_fraction", "scale", "filled_fraction", "device")}
         frame.update(method=s.method, solve_ms=1000 * stats.get("seconds", 0.0),
-                     frame_ms=1000 * (time.perf_counter() - t0))
+                     frame_ms=1000 * (t_end - t0), **stages)
         self.stats.published(latency, frame)
 
     # ---------------------------------------------------------------- shutdown
@@ -383,6 +394,21 @@ class UpsampleNode(Node):
             self._slot.close()
             self._worker.join(timeout=30.0)
         super().destroy_node()
+
+
+def latency_stages(stats: dict, waited_ms: float, decode_ms: float) -> dict[str, float]:
+    """Where a frame's time went before publishing (ms), from the pipeline's stats:
+    ``t_input`` (stamp -> worker: transport, sync, queue; ``t_decode`` of it is decoding),
+    ``t_align`` (warm-start optical flow + warp), ``t_features`` (guide features, coefficients,
+    initialisation), ``t_loop`` (the diffusion-adjustment iterations) and ``t_other`` (the rest of
+    the pipeline's bookkeeping). The node adds ``t_depth_out`` and ``t_cloud`` when publishing."""
+    solve = 1000 * float(stats.get("seconds", 0.0))
+    loop = 1000 * float(stats.get("loop_seconds", 0.0))
+    align = float(stats.get("flow_ms") or 0.0) + float(stats.get("refine_ms") or 0.0)
+    frame = 1000 * float(stats.get("frame_seconds", 0.0))
+    return {"t_input_ms": waited_ms, "t_decode_ms": decode_ms, "t_align_ms": align,
+            "t_features_ms": max(0.0, solve - loop), "t_loop_ms": loop,
+            "t_other_ms": max(0.0, frame - solve - align)}
 
 
 def main(args: list[str] | None = None) -> int:

@@ -79,7 +79,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     # --- video warm start (see dada_ros.core.pipeline) ---
     ParamSpec("warm_start", "flow", "Initialisation from the previous output: off (always cold), "
               "naive (previous output as is) or flow (warped by optical flow).", choices=WARM_MODES),
-    ParamSpec("warm_iterations", 100, "Fixed step budget of a warm-started frame.",
+    ParamSpec("warm_iterations", WarmConfig.warm_iterations, "Fixed step budget of a warm-started frame.",
               int_range=(1, 1_000_000)),
     # 2 s rather than the core's 0.5 s: the node processes the NEWEST frame, so the gap between
     # two processed frames is the frame time (about 1 s at 640x480 on a laptop CPU); with 0.5 s a

@@ -53,6 +53,15 @@ def test_end_to_end_outputs(ros_context, frames) -> None:
         # frames 1.. were warm-started by optical flow (the default policy)
         assert h.node.stats.last_frame["init_mode"] == "flow"
         assert h.counter("dropped_stale") == 0
+        # the latency split: every stage recorded, and the stages before the depth went out fit
+        # inside the measured stamp -> publish latency (they are disjoint intervals of it)
+        from dada_ros.ros.diagnostics import LATENCY_STAGES
+
+        last, latency_ms = h.node.stats.last_frame, 1000 * h.node.stats.latencies[-1]
+        assert all(last[k] >= 0 for k in LATENCY_STAGES) and last["t_loop_ms"] > 0 and last["t_decode_ms"] > 0
+        before_out = sum(last[k] for k in ("t_input_ms", "t_align_ms", "t_features_ms", "t_loop_ms", "t_other_ms"))
+        assert before_out <= latency_ms + 1.0
+        assert last["t_decode_ms"] <= last["t_input_ms"] + 1.0
         # diagnostics: the five statuses, named like diagnostic_updater names them
         assert h.wait(lambda: any(len(a.status) == 5 for a in h.diagnostics), 5)
         names = {s.name for s in h.diagnostics[-1].status}
