@@ -5,7 +5,9 @@ Two implementations of the same step:
 * :func:`diffusion_step` / :func:`adjust_step`: out-of-place and differentiable, for training
   (gradients flow into the coefficients through the unrolled steps) and as the readable reference;
 * :func:`run_loop`: in place, allocation-free after set-up, with a convergence check; used for
-  inference under ``torch.no_grad``. A test pins it to the reference steps.
+  inference under ``torch.no_grad``. A test pins it to the reference steps. Its ``backend``
+  argument routes CPU float32 tensors to the fused numba kernel (:mod:`.fused_cpu`) and CUDA
+  float32 tensors to the Triton kernels (:mod:`.triton_loop`), both pinned to this loop by tests.
 
 Masked adjustment (the rule real sensors need): with ``valid`` the (B, 1, h, w) mask of source
 cells that carry a measurement (finite and > 0),
@@ -73,6 +75,26 @@ def max_relative_change(y: torch.Tensor, y_prev: torch.Tensor) -> torch.Tensor:
     return ((y - y_prev).abs() / (y.abs() + EPS)).flatten(1).amax(dim=1)
 
 
+# Set when the Triton loop failed once in this process: "auto" then stays on the torch loop.
+_triton_failed = False
+
+
+def _auto_wants_triton(y: torch.Tensor) -> bool:
+    """Whether ``backend="auto"`` should try the Triton kernels: CUDA float32, triton importable."""
+    if _triton_failed or not y.is_cuda:
+        return False
+    try:
+        from .triton_loop import triton_available
+    except Exception:  # a broken triton install must not take the solver down
+        return False
+    return triton_available(y)
+
+
+def _mark_triton_failed() -> None:
+    global _triton_failed
+    _triton_failed = True
+
+
 @torch.no_grad()
 def run_loop(
     y: torch.Tensor,
@@ -101,18 +123,36 @@ def run_loop(
             below ``tol`` for every batch item (None: run exactly ``iterations`` steps).
         check_every: steps between convergence checks.
         backend: ``"auto"`` (the fused numba kernel for CPU float32 tensors when numba is
-            installed, else torch), ``"torch"`` (this eager loop: CPU or CUDA) or ``"fused"``.
+            installed, the Triton kernels for CUDA float32 tensors when triton is installed, else
+            torch), ``"torch"`` (this eager loop: CPU or CUDA), ``"fused"`` or ``"triton"``.
+            ``"auto"`` never fails because of Triton: if its kernels fail (compile or launch), it
+            warns once, runs the torch loop and stops trying Triton in this process. An explicit
+            ``"fused"``/``"triton"`` raises instead.
     Returns:
         :class:`LoopStats`.
     """
     from .fused_cpu import fused_available, run_loop_fused  # fused_cpu imports this module
 
-    if backend not in ("auto", "torch", "fused"):
+    if backend not in ("auto", "torch", "fused", "triton"):
         raise ValueError(f"unknown loop backend {backend!r}")
     if backend == "fused" or (backend == "auto" and fused_available(y)):
         if not fused_available(y):
             raise ValueError("the fused backend needs numba and a CPU float32 tensor")
         return run_loop_fused(y, source, valid, cv, ch, resampler, lam, iterations, tol, check_every)
+    if backend == "triton":
+        from .triton_loop import run_loop_triton  # imports triton: only when asked for
+
+        return run_loop_triton(y, source, valid, cv, ch, resampler, lam, iterations, tol, check_every)
+    if backend == "auto" and _auto_wants_triton(y):
+        from .triton_loop import run_loop_triton, warn_once
+
+        try:
+            return run_loop_triton(y, source, valid, cv, ch, resampler, lam, iterations, tol, check_every)
+        except Exception as exc:  # any compile/launch failure: the torch loop gives the same answer
+            # run_loop_triton leaves y untouched until its last kernel, so the torch loop below
+            # starts from the caller's Y0.
+            _mark_triton_failed()
+            warn_once("triton-loop", f"triton loop failed ({exc!r}); using the torch loop from now on")
     t0 = time.perf_counter()
     stats = LoopStats()
     lcv = cv * lam

@@ -1,0 +1,185 @@
+"""The Triton loop (dada_ros/core/triton_loop.py) against run_loop's torch backend.
+
+No GPU here: the kernels run in Triton's CPU interpreter, which needs TRITON_INTERPRET=1 set
+before triton is imported. So they run in ONE subprocess (this file executed as a script, see
+``__main__`` below) and the pytest process, whose triton import (if any) must stay normal, only
+compares the saved results with the torch loop computed here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dada_ros.core.loop import run_loop
+from dada_ros.core.resample import Partition, Resampler
+
+HAVE_TRITON = importlib.util.find_spec("triton") is not None
+needs_triton = pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed (pip install triton)")
+
+# name: guide (H, W), source (h, w), batch, hole fraction, iterations, check_every, tol rule
+CASES = {
+    "x4": ((24, 32), (6, 8), 1, 0.0, 30, 7, None),
+    "non_integer_holes": ((24, 32), (7, 9), 1, 0.25, 30, 7, None),
+    "batch2_holes": ((24, 32), (7, 9), 2, 0.2, 24, 6, None),
+    "tall_cells": ((40, 12), (2, 5), 1, 0.0, 20, 5, None),  # 20-row cells: two 16-row chunks
+    "one_row": ((1, 16), (1, 4), 1, 0.25, 12, 4, None),  # no vertical links at all
+    "tol_stop": ((24, 32), (6, 8), 1, 0.1, 60, 5, "stop at the third check"),
+}
+LAM = 0.24
+
+
+def make_case(name: str):
+    """Inputs of one case, identical in both processes (seeded torch CPU generator)."""
+    (H, W), (h, w), B, holes, iterations, check_every, tol_rule = CASES[name]
+    g = torch.Generator().manual_seed(sorted(CASES).index(name))
+    res = Resampler(Partition((H, W), (h, w)), torch.device("cpu"))
+    src = torch.rand(B, 1, h, w, generator=g) * 3 + 0.5
+    valid = torch.rand(B, 1, h, w, generator=g) >= holes
+    valid.view(-1)[0] = True  # at least one measurement per case
+    cv = torch.rand(B, 1, H - 1, W, generator=g)
+    ch = torch.rand(B, 1, H, W - 1, generator=g)
+    fill = src[valid].mean()
+    y0 = res.up(torch.where(valid, src, fill)).contiguous()
+    y0 *= 1 + 0.2 * torch.rand(y0.shape, generator=g)  # a start that is not already consistent
+    tol = None
+    if tol_rule is not None:
+        # Halfway (geometric) between the torch loop's 2nd and 3rd check: it stops at the 3rd.
+        hist = run_loop(y0.clone(), src, valid, cv, ch, res, LAM, iterations, None, check_every,
+                        backend="torch").residual_history
+        tol = math.sqrt(hist[1] * hist[2])
+    return y0, src, valid, cv, ch, res, iterations, check_every, tol
+
+
+@pytest.fixture(scope="module")
+def interpreted(tmp_path_factory):
+    """Run every case through run_loop(backend="triton") in the interpreter subprocess."""
+    out = tmp_path_factory.mktemp("triton_interp")
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    repo = Path(__file__).resolve().parents[2]
+    env["PYTHONPATH"] = os.pathsep.join([str(repo), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, __file__, str(out)], env=env, cwd=repo,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"interpreter run failed:\n{proc.stdout}\n{proc.stderr}"
+    return out
+
+
+@needs_triton
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_triton_loop_matches_torch_loop(interpreted, name):
+    y0, src, valid, cv, ch, res, iterations, check_every, tol = make_case(name)
+    y_ref = y0.clone()
+    ref = run_loop(y_ref, src, valid, cv, ch, res, LAM, iterations, tol, check_every, backend="torch")
+    y_tri = torch.from_numpy(np.load(interpreted / f"{name}.npy"))
+    stats = json.loads((interpreted / f"{name}.json").read_text())
+    assert float((y_ref - y0).abs().max()) > 1e-3  # the case does move y (the comparison means something)
+    rel = float(((y_tri - y_ref).abs() / y_ref.abs()).max())
+    assert rel < 1e-5, (name, rel)
+    assert stats["iterations"] == ref.iterations
+    assert stats["converged"] == ref.converged
+    np.testing.assert_allclose(stats["residual_history"], ref.residual_history, rtol=1e-3, atol=1e-6)
+    if tol is not None:
+        assert ref.converged and ref.iterations == 3 * check_every < iterations
+
+
+@needs_triton
+@pytest.mark.parametrize("arch", [80, 90])
+def test_kernels_compile_for_cuda_ahead_of_time(arch):
+    """The interpreter skips code generation; this runs it (Triton -> PTX -> cubin with the ptxas
+    in the triton wheel) for A100 (sm_80) and H100 (sm_90) without a GPU, for the tile shapes the
+    host code picks (smallest and largest sweep tile)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from dada_ros.core import triton_loop as tlp
+
+    f, i, ip = "*fp32", "i32", "*i32"
+    sweep = dict(u_in=f, u_out=f, r=f, colsum=f, lcv=f, lch=f, rows_start=ip, cols=ip, H=i, W=i, h=i, w=i,
+                 BH="constexpr", BW="constexpr")
+    ratio = dict(colsum=f, r=f, src0=f, invalid=f, inv_count=f, cols_start=ip, W=i, h=i, w=i, max_cell_w=i,
+                 eps="fp32", BC="constexpr")
+    mat = dict(u=f, r=f, out=f, partial=f, rows=ip, cols=ip, H=i, W=i, h=i, w=i, eps="fp32",
+               CHECK="constexpr", TH="constexpr", TW="constexpr")
+    variants = [
+        (tlp._sweep_kernel, sweep, {"BH": 4, "BW": 128}, 4),
+        (tlp._sweep_kernel, sweep, {"BH": 16, "BW": 128}, 8),
+        (tlp._ratio_kernel, ratio, {"BC": 128}, 4),
+        (tlp._materialise_kernel, mat, {"CHECK": True, "TH": 8, "TW": 128}, 4),
+        (tlp._materialise_kernel, mat, {"CHECK": False, "TH": 8, "TW": 128}, 4),
+    ]
+    for fn, sig, consts, warps in variants:
+        kernel = triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", arch, 32),
+                                options={"num_warps": warps, **tlp._OPTIONS})
+        assert len(kernel.asm["cubin"]) > 1000, (fn.__name__, consts)
+        assert f".target sm_{arch}" in kernel.asm["ptx"]
+
+
+def test_auto_falls_back_to_torch_loop_with_one_warning(monkeypatch):
+    """A failing Triton loop under backend="auto": one warning, the torch loop's answer, and no
+    further Triton attempts in the process. (CPU tensors stand in for CUDA ones here.)"""
+    import dada_ros.core.fused_cpu as fused_cpu
+    import dada_ros.core.loop as loop
+    import dada_ros.core.triton_loop as triton_loop
+
+    calls = []
+
+    def broken(y, *args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("simulated PTX compile failure")
+
+    monkeypatch.setattr(fused_cpu, "fused_available", lambda y: False)
+    monkeypatch.setattr(loop, "_auto_wants_triton", lambda y: not loop._triton_failed)
+    monkeypatch.setattr(loop, "_triton_failed", False)
+    monkeypatch.setattr(triton_loop, "run_loop_triton", broken)
+    monkeypatch.setattr(triton_loop, "_warned", set())
+    y0, src, valid, cv, ch, res, iterations, check_every, _ = make_case("x4")
+    y_ref = y0.clone()
+    run_loop(y_ref, src, valid, cv, ch, res, LAM, iterations, None, check_every, backend="torch")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        y1, y2 = y0.clone(), y0.clone()
+        run_loop(y1, src, valid, cv, ch, res, LAM, iterations, None, check_every)
+        run_loop(y2, src, valid, cv, ch, res, LAM, iterations, None, check_every)
+    assert len(calls) == 1  # the second call did not try Triton again
+    assert len([w for w in caught if "triton loop failed" in str(w.message)]) == 1
+    assert torch.equal(y1, y_ref) and torch.equal(y2, y_ref)
+
+
+def test_explicit_triton_backend_refuses_plain_cpu_tensor():
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        pytest.skip("TRITON_INTERPRET is set in this process: CPU tensors are accepted")
+    y0, src, valid, cv, ch, res, iterations, check_every, _ = make_case("x4")
+    with pytest.raises(ValueError, match="triton"):
+        run_loop(y0, src, valid, cv, ch, res, LAM, 5, backend="triton")
+
+
+def _interpreter_main(out: Path) -> None:
+    """Subprocess entry: TRITON_INTERPRET=1 is already in the environment (set by the fixture)."""
+    torch.set_num_threads(1)
+    from dada_ros.core.triton_loop import interpreter_mode
+
+    assert interpreter_mode(), "TRITON_INTERPRET=1 did not reach triton"
+    for name in sorted(CASES):
+        y0, src, valid, cv, ch, res, iterations, check_every, tol = make_case(name)
+        y = y0.clone()
+        stats = run_loop(y, src, valid, cv, ch, res, LAM, iterations, tol, check_every, backend="triton")
+        np.save(out / f"{name}.npy", y.numpy())
+        (out / f"{name}.json").write_text(json.dumps({
+            "iterations": stats.iterations, "converged": stats.converged,
+            "residual_history": stats.residual_history,
+        }))
+
+
+if __name__ == "__main__":
+    _interpreter_main(Path(sys.argv[1]))
