@@ -11,7 +11,10 @@ For 640x480 and 1280x720 guides at x4 and x8 (generated scenes), prints:
   tolerance stop) and coarse-to-fine;
 * warm start from the previous frame of a slow pan vs cold: iterations to the residual tolerance
   and to equilibrium (as above), per frame;
-* memory: peak RSS before/after a long run (constant in the number of iterations).
+* memory: peak RSS before/after a long run (constant in the number of iterations);
+* with a CUDA GPU (``torch.cuda.is_available()``), an extra table: ms/iteration on the GPU of the
+  eager reference, the torch backend and the Triton backend, the bytes each moves per iteration
+  and that traffic's share of the device's measured copy bandwidth (the bandwidth roofline).
 
 Timings on a shared 2-core machine are noisy: each figure is the minimum of ``--repeat`` runs
 and the ratios come from the same run.
@@ -143,11 +146,95 @@ def warm_vs_cold(size, scale, frames=6):
     return np.asarray(rows, dtype=float).mean(axis=0)
 
 
+def sync(dev: torch.device) -> None:
+    """Wait for the device (timings of asynchronous CUDA work must include it)."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def copy_bandwidth(dev: torch.device, mib: int = 512, copies: int = 10, repeat: int = 3) -> float:
+    """Measured device-to-device copy bandwidth in bytes/s (each copy reads and writes ``mib``):
+    the practical peak a memory-bound kernel can reach on this device."""
+    a = torch.empty(mib * 2**20 // 4, dtype=torch.float32, device=dev)
+    b = torch.empty_like(a)
+    b.copy_(a)
+    sync(dev)
+
+    def run():
+        for _ in range(copies):
+            b.copy_(a)
+        sync(dev)
+
+    return 2 * a.nbytes * copies / best_time(run, repeat)
+
+
+def eager_bytes(B: int, H: int, W: int, h: int, w: int) -> float:
+    """Bytes per iteration of :func:`eager_reference`, each op reading its inputs and writing its
+    output once (P = one full-resolution pass): lam*cv, the difference and the product for each
+    direction (2 x 8P), four pads and four adds (20P), avg-pool (1P), nearest up (1P), y*up (3P)."""
+    P, p = 4 * B * H * W, 4 * B * h * w
+    return 41 * P + 11 * p  # + the cell-sized ratio ops (eps, divide, where, up's read)
+
+
+def torch_loop_bytes(B: int, H: int, W: int, h: int, w: int) -> float:
+    """Bytes per iteration of run_loop's torch backend at an integer ratio, counted per op as in
+    :func:`eager_bytes`: two differences and two in-place products (12P), four slice updates
+    (12P), the reshape mean (1P), the broadcast in-place product (2P), the cell-sized ratio ops,
+    plus 1/25 (the default check_every) of the check: the relative change's sub, abs, abs, +eps,
+    div and max (13P) and the copy to y_prev (2P)."""
+    P, p = 4 * B * H * W, 4 * B * h * w
+    return 27 * P + 10 * p + (15 * P) / 25
+
+
+def gpu_section(dev: torch.device, cases, repeat: int, n_time: int) -> None:
+    """The CUDA table (see the module docstring); ``cases`` = [((H, W), batch)], at x4 and x8."""
+    from dada_ros.core.triton_loop import HAVE_TRITON, triton_traffic
+
+    peak = copy_bandwidth(dev)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev)
+    print(f"\nGPU: {name}, measured copy bandwidth {peak / 1e9:.0f} GB/s; triton "
+          f"{'present' if HAVE_TRITON else 'absent'}; {n_time} iterations per run, best of {repeat}. "
+          "Bytes = tensors each implementation reads and writes per iteration, once per op/kernel; "
+          "a fraction above 1 means the working set stays in the L2 cache.")
+    print("| guide | batch | scale | backend | ms/it | GB/s moved | fraction of copy bandwidth |")
+    print("|---|---|---|---|---|---|---|")
+    for (H, W), batch in cases:
+        for scale in (4, 8):
+            s = make_sample(seed=4242, scale=scale, size=(H, W))
+            part = Partition((H, W), s.source.shape)
+            res = Resampler(part, dev)
+            h, w = s.source.shape
+            src = torch.from_numpy(np.nan_to_num(s.source, nan=0.0))[None, None].to(dev).repeat(batch, 1, 1, 1)
+            valid = src > 0
+            rgb = torch.from_numpy(s.rgb.astype(np.float32) / 255).permute(2, 0, 1)[None].to(dev)
+            y0 = res.up(torch.where(valid, src, src[valid].mean())).contiguous()
+            cv, ch = coefficients_from_features(free_features(rgb, y0[:1]), 0.03)
+            cv, ch = cv.repeat(batch, 1, 1, 1), ch.repeat(batch, 1, 1, 1)
+            runs = {
+                "eager (reference)": (lambda n: eager_reference(y0.clone(), src, valid, cv, ch, scale, 0.24, n),
+                                      eager_bytes(batch, H, W, h, w)),
+                "torch backend": (lambda n: run_loop(y0.clone(), src, valid, cv, ch, res, 0.24, n, backend="torch"),
+                                  torch_loop_bytes(batch, H, W, h, w)),
+            }
+            if HAVE_TRITON:
+                runs["triton backend"] = (
+                    lambda n: run_loop(y0.clone(), src, valid, cv, ch, res, 0.24, n, backend="triton"),
+                    triton_traffic(y0, src, valid, cv, ch, res))
+            with torch.no_grad():
+                for label, (fn, nbytes) in runs.items():
+                    fn(5)  # allocator warm-up, Triton JIT compile
+                    sync(dev)
+                    t = best_time(lambda: (fn(n_time), sync(dev)), repeat) / n_time
+                    print(f"| {W}x{H} | {batch} | x{scale} | {label} | {t * 1e3:.4f} | {nbytes / t / 1e9:.0f} | "
+                          f"{nbytes / t / peak:.2f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="640x480 only")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--iterations", type=int, default=100, help="iterations per timing run")
+    ap.add_argument("--cuda-iterations", type=int, default=2000, help="iterations per GPU timing run")
     args = ap.parse_args()
     sizes = [(480, 640)] if args.quick else [(480, 640), (720, 1280)]
     print(f"CPU: torch {torch.get_num_threads()} threads, numba {'%d threads' % numba_threads() if HAVE_NUMBA else 'absent'}")
@@ -176,6 +263,9 @@ def main() -> None:
     print("|---|---|---|---|")
     print(f"| residual tolerance 1e-4 | {cold_tol:.0f} | {warm_tol:.0f} | {warm_tol / cold_tol:.3f} |")
     print(f"| equilibrium (MSE within 1% of 8000 cold) | {cold_eq:.0f} | {warm_eq:.0f} | {warm_eq / cold_eq:.3f} |")
+    if torch.cuda.is_available():
+        gpu_section(torch.device("cuda"), [(s, 1) for s in sizes] + [((720, 1280), 8)], args.repeat,
+                    args.cuda_iterations)
 
 
 if __name__ == "__main__":

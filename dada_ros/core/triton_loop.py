@@ -283,6 +283,17 @@ class _TritonLoop:
         self.check(k)
         return k
 
+    def traffic(self) -> tuple[int, int]:
+        """(bytes per step, bytes per check): every tensor each kernel reads or writes, counted
+        once per launch (neighbour re-reads hit the cache; the R gathers count as the whole R)."""
+        u, r = self.u[0].nbytes, self.r.nbytes
+        sweep = 2 * u + self.lcv.nbytes + self.lch.nbytes + r + self.colsum.nbytes \
+            + self.rows_start.nbytes + self.cols.nbytes
+        ratio = self.colsum.nbytes + self.src0.nbytes + self.invalid.nbytes + self.inv_count.nbytes \
+            + self.cols_start.nbytes + r
+        check = 3 * u + r + self.rows.nbytes + self.cols.nbytes + 2 * self.partial.nbytes
+        return sweep + ratio, check
+
     def write_result(self, k: int, y: torch.Tensor) -> None:
         """y <- U[k] * up(R) (through a contiguous float32 buffer when y is not one)."""
         B, H, W, h, w = self.shape
@@ -306,6 +317,14 @@ def _capture(loop: _TritonLoop, k: int, n: int) -> "torch.cuda.CUDAGraph | None"
         torch.cuda.synchronize()
         warn_once("triton-graph", f"CUDA graph capture of the triton loop failed ({exc!r}); using plain launches")
         return None
+
+
+def triton_traffic(y: torch.Tensor, source: torch.Tensor, valid: torch.Tensor, cv: torch.Tensor,
+                   ch: torch.Tensor, resampler: Resampler, check_every: int = 25) -> float:
+    """Bytes :func:`run_loop_triton` moves per iteration on these inputs (for roofline figures):
+    one step plus 1/check_every of a check, from the buffers the kernels actually use."""
+    step, check = _TritonLoop(y, source, valid, cv, ch, resampler, 1.0).traffic()
+    return step + check / check_every
 
 
 @torch.no_grad()

@@ -125,6 +125,17 @@ def test_kernels_compile_for_cuda_ahead_of_time(arch):
         assert f".target sm_{arch}" in kernel.asm["ptx"]
 
 
+@needs_triton
+def test_triton_traffic_is_about_five_image_passes():
+    """The factored design's point: per iteration the kernels move U twice, the two link arrays
+    once, and cell-sized data (the torch loop moves ~27 image passes)."""
+    from dada_ros.core.triton_loop import triton_traffic
+
+    y0, src, valid, cv, ch, res, _, _, _ = make_case("x4")
+    one_pass = y0.nbytes
+    assert 4 * one_pass < triton_traffic(y0, src, valid, cv, ch, res, check_every=25) < 5 * one_pass
+
+
 def test_auto_falls_back_to_torch_loop_with_one_warning(monkeypatch):
     """A failing Triton loop under backend="auto": one warning, the torch loop's answer, and no
     further Triton attempts in the process. (CPU tensors stand in for CUDA ones here.)"""
