@@ -37,10 +37,11 @@ import os
 import time
 import warnings
 
+import numpy as np
 import torch
 
 from .loop import EPS, LoopStats
-from .resample import Resampler
+from .resample import Resampler, cell_index
 
 try:  # triton is optional: without it CUDA tensors take the eager torch loop (same answer)
     import triton
@@ -244,8 +245,10 @@ class _TritonLoop:
         self.cols = cols.to(torch.int32).contiguous()
         self.rows_start = _starts(rows, h)
         self.cols_start = _starts(cols, w)
-        cell_h = int((self.rows_start[1:] - self.rows_start[:-1]).max())
-        self.max_cell_w = int((self.cols_start[1:] - self.cols_start[:-1]).max())
+        # Cell sizes from the partition on the host: reading them back from the device would cost
+        # a sync per call.
+        cell_h = int(np.bincount(cell_index(H, h), minlength=h).max())
+        self.max_cell_w = int(np.bincount(cell_index(W, w), minlength=w).max())
         # Sweep tile: one chunk covers a whole cell row up to 16 rows (taller cell rows loop over
         # chunks); about 512-2048 elements per program. Untuned: no GPU was available to time it.
         self.BH = min(_next_pow2(cell_h), 16)
