@@ -10,9 +10,11 @@ Iteration policy (``SolverConfig``):
 * ``tol=T``: steps until the max relative change per ``check_every`` steps falls below T
   (capped by ``max_iterations``); with ``coarse_to_fine`` a cold start first solves on coarser
   guides.
-* neither: ``tol=DEFAULT_TOL`` with the 8000-step cap -- chosen so the MSE is never more than 1%
-  above that of 8000 plain iterations (``benchmarks/solver_accuracy.py`` measures it): either the
-  change has died out (the 8000-step answer is reached) or the cap stops it at exactly 8000.
+* neither: ``tol=DEFAULT_TOL`` with the 8000-step cap -- chosen so the MSE stays within 1% of
+  that of 8000 plain iterations (``benchmarks/quality.py`` measures it): either the change has
+  died out (the 8000-step answer is reached) or the cap stops it at exactly 8000. Measured on 20
+  held-out 256x256 scenes x4-x32 and two 640x480 ones, worst MSE / MSE(8000): 1.0016 at 1e-4,
+  1.0033 at 2e-4, 1.0048 at 3e-4 (mean 4675 steps instead of 5826), 1.035 at 5e-4.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from .loop import LoopStats, run_loop
 from .resample import Partition, Resampler, fill_invalid_nearest, initial_upsample
 
 DEFAULT_LAMBDA = 0.24
-DEFAULT_TOL = 1e-4
+DEFAULT_TOL = 3e-4
 DEFAULT_MAX_ITERATIONS = 8000
 # Values <= this (in metres) are shifted before the multiplicative adjustment, as the authors do,
 # so that a near-zero depth cannot blow up the ratio S / down(Y).
