@@ -235,7 +235,16 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--iterations", type=int, default=100, help="iterations per timing run")
     ap.add_argument("--cuda-iterations", type=int, default=2000, help="iterations per GPU timing run")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads for torch AND numba (default: their own defaults); 1 gives "
+                         "reproducible figures on a machine other jobs share")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        if HAVE_NUMBA:
+            import numba
+
+            numba.set_num_threads(args.threads)
     sizes = [(480, 640)] if args.quick else [(480, 640), (720, 1280)]
     print(f"CPU: torch {torch.get_num_threads()} threads, numba {'%d threads' % numba_threads() if HAVE_NUMBA else 'absent'}")
     print("\n| guide | scale | eager ms/it | torch ms/it | fused ms/it | eager/fused | 8000-it eager (s) |")

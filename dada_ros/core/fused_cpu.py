@@ -164,4 +164,15 @@ def run_loop_fused(y: torch.Tensor, source: torch.Tensor, valid: torch.Tensor, c
 
 
 def numba_threads() -> int:
+    """Threads the fused kernel uses when called from this thread (0 without numba)."""
     return numba.get_num_threads() if HAVE_NUMBA else 0
+
+
+def set_numba_threads(n: int) -> None:
+    """Threads of the fused kernel for calls made FROM THE CALLING THREAD (numba's setting is
+    thread-local, so a node must call this in its worker thread). ``n <= 0`` leaves the default.
+
+    Fewer threads than cores matters on a shared CPU: every iteration of the parallel sweep waits
+    for its slowest thread, so one descheduled thread stalls the whole loop."""
+    if HAVE_NUMBA and n > 0:
+        numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))

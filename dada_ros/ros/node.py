@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from dada_ros.core.errors import DadaInputError
+from dada_ros.core.fused_cpu import numba_threads, set_numba_threads
 from dada_ros.core.methods import make_solver
 from dada_ros.core.pipeline import FramePipeline
 from dada_ros.core.solver import DadaSolver
@@ -341,9 +342,10 @@ class UpsampleNode(Node):
 
     def _process(self, rgb: Decoded, info: Decoded, depth: Decoded) -> None:
         t0 = time.perf_counter()
+        s = self._take_pending()
+        set_numba_threads(s.torch_threads)  # per thread in numba: set here, in the worker
         # stamp -> worker start: DDS transport, decoding (in the callbacks), sync and queueing
         waited_ms = 1e-6 * (self.get_clock().now().nanoseconds - cv.stamp_to_nanoseconds(rgb.header.stamp))
-        s = self._take_pending()
         refused = check_frame(rgb, info, depth)
         if refused is not None:
             self._reject(*refused)
@@ -384,7 +386,7 @@ class UpsampleNode(Node):
         frame = {k: stats.get(k) for k in ("init_mode", "cold_reason", "iterations", "residual", "converged",
                                            "flow_ms", "warm_valid_fraction", "scale", "filled_fraction", "device")}
         frame.update(method=s.method, solve_ms=1000 * stats.get("seconds", 0.0),
-                     frame_ms=1000 * (t_end - t0), **stages)
+                     frame_ms=1000 * (t_end - t0), numba_threads=numba_threads(), **stages)
         self.stats.published(latency, frame)
 
     # ---------------------------------------------------------------- shutdown

@@ -74,7 +74,7 @@ PARAMS: tuple[ParamSpec, ...] = (
               constraints="auto | cpu | cuda | cuda:N"),
     ParamSpec("weights", "", "Checkpoint of the learned model (method dada); must be an existing "
               "file when set.", constraints="empty or an existing file"),
-    ParamSpec("torch_threads", 0, "Torch intra-op CPU threads; 0 leaves torch's default.",
+    ParamSpec("torch_threads", 0, "CPU threads of torch and of the fused CPU loop; 0 leaves their defaults.",
               int_range=(0, 1024)),
     # --- video warm start (see dada_ros.core.pipeline) ---
     ParamSpec("warm_start", "flow", "Initialisation from the previous output: off (always cold), "

@@ -62,6 +62,10 @@ def test_end_to_end_outputs(ros_context, frames) -> None:
         before_out = sum(last[k] for k in ("t_input_ms", "t_align_ms", "t_features_ms", "t_loop_ms", "t_other_ms"))
         assert before_out <= latency_ms + 1.0
         assert last["t_decode_ms"] <= last["t_input_ms"] + 1.0
+        # torch_threads also set the fused kernel's threads, in the worker thread that runs it
+        from dada_ros.core.fused_cpu import HAVE_NUMBA
+
+        assert last["numba_threads"] == (1 if HAVE_NUMBA else 0)
         # diagnostics: the five statuses, named like diagnostic_updater names them
         assert h.wait(lambda: any(len(a.status) == 5 for a in h.diagnostics), 5)
         names = {s.name for s in h.diagnostics[-1].status}
