@@ -125,7 +125,14 @@ def run_interleaved(ctx, frames, modes: list[str], counts: dict[str, int], args)
     sees a proper sequence."""
     ex = SingleThreadedExecutor(context=ctx)
     runners = [Runner(ctx, ex, m, args) for m in modes]
-    th = threading.Thread(target=ex.spin, daemon=True)
+    spinning = threading.Event()
+    spinning.set()
+
+    def spin() -> None:
+        while spinning.is_set():
+            ex.spin_once(timeout_sec=0.05)
+
+    th = threading.Thread(target=spin, daemon=True)
     th.start()
     try:
         end = time.monotonic() + 30
@@ -137,10 +144,13 @@ def run_interleaved(ctx, frames, modes: list[str], counts: dict[str, int], args)
                     r.frame(i, f)
         return [r.result() for r in runners]
     finally:
-        ex.shutdown(timeout_sec=5)
+        # Stop spinning, destroy the nodes (which detaches them from the executor), then shut the
+        # executor down: shutting it down first leaves destroy_node poking a dead guard condition.
+        spinning.clear()
         th.join(timeout=5)
         for r in runners:
             r.close()
+        ex.shutdown(timeout_sec=5)
 
 
 def summarise(res: dict) -> str:
