@@ -53,29 +53,39 @@ if HAVE_NUMBA:
                 r_cur[j] = r_in[cr, cols[j]]
                 r_up[j] = r_in[above, cols[j]]
                 r_dn[j] = r_in[below, cols[j]]
-            a = np.empty(W, np.float32)
-            b = np.empty(W + 2, np.float32)
-            c = np.empty(W, np.float32)
-            acc_row = np.zeros(W, np.float64)
+            # Rows i-1, i, i+1 of Y = U * up(R) in a 3-row ring: each row is scaled once. Padded
+            # by one column so the horizontal neighbours of the border pixels exist.
+            buf = np.empty((3, W + 2), np.float32)
+            # float32 column sums over a cell row's <= s rows: the cell sum is float32 anyway,
+            # and float64 here cost ~15% of the sweep.
+            acc_row = np.zeros(W, np.float32)
             i0 = row_start[cr]
             i1 = row_start[cr + 1]
+            ia = max(i0 - 1, 0)
+            ka = 0
+            kb = 1
+            for j in range(W):
+                buf[ka, j + 1] = u_in[ia, j] * r_up[j]
+                buf[kb, j + 1] = u_in[i0, j] * r_cur[j]
             for i in range(i0, i1):
-                ra = r_up if i == i0 else r_cur
-                rc = r_dn if i == i1 - 1 else r_cur
-                ia = max(i - 1, 0)
+                kc = 3 - ka - kb
                 ic = min(i + 1, H - 1)
+                rc = r_dn if i == i1 - 1 else r_cur
                 for j in range(W):
-                    a[j] = u_in[ia, j] * ra[j]
-                    b[j + 1] = u_in[i, j] * r_cur[j]
-                    c[j] = u_in[ic, j] * rc[j]
-                b[0] = b[1]
-                b[W + 1] = b[W]
+                    buf[kc, j + 1] = u_in[ic, j] * rc[j]
+                buf[kb, 0] = buf[kb, 1]
+                buf[kb, W + 1] = buf[kb, W]
+                a = buf[ka]
+                b = buf[kb]
+                c = buf[kc]
                 for j in range(W):
                     v = b[j + 1]
-                    nv = (v + lcv_p[i, j] * (a[j] - v) + lcv_p[i + 1, j] * (c[j] - v)
+                    nv = (v + lcv_p[i, j] * (a[j + 1] - v) + lcv_p[i + 1, j] * (c[j + 1] - v)
                           + lch_p[i, j] * (b[j] - v) + lch_p[i, j + 1] * (b[j + 2] - v))
                     u_out[i, j] = nv
                     acc_row[j] += nv
+                ka = kb
+                kb = kc
             for cc in range(w):
                 r_out[cr, cc] = 0.0
             for j in range(W):
