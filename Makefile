@@ -17,8 +17,11 @@ $(STAMP): requirements.txt setup.py
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# pytest exit 5 (nothing collected) is a failure with its own message: a suite that silently
+# collects nothing must not pass.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q test
+	$(BIN)/python -m pytest -q test; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 demo: $(STAMP)
 	test -d demo_out/sample_bag || $(BIN)/dada-replay --make-sample demo_out/sample_bag
