@@ -131,7 +131,7 @@ def check_declared_actions(desc: LaunchDescription) -> None:
     assert [args[remaps[t]].default_value for t in INPUTS + OUTPUTS] == list(INPUTS + OUTPUTS)
 
 
-def exchange(ctx, ns: str, extra_nodes=(), timeout: float = 90.0) -> tuple[bool, bool]:
+def exchange(ctx, ns: str, extra_nodes=(), timeout: float = 150.0) -> tuple[bool, bool]:
     """A tester node in ``ctx`` feeds triples to the node under test on the remapped topics until
     all three outputs come back. Returns (connected, answered)."""
     import rclpy
