@@ -104,15 +104,18 @@ if HAVE_NUMBA:
                 out[i, j] = u[i, j] * r[rows[i], cols[j]]
 
     @njit(parallel=True, cache=True)
-    def _max_rel_change(a, b):
-        H, W = a.shape
+    def _check_change(u, r, rows, cols, prev):
+        """Convergence check in one pass: max |Y - prev| / |Y| with Y = U * up(R), then prev <- Y."""
+        H, W = u.shape
         row_max = np.zeros(H, dtype=np.float64)
         for i in prange(H):
             m = 0.0
             for j in range(W):
-                d = abs(a[i, j] - b[i, j]) / (abs(a[i, j]) + EPS)
+                y = u[i, j] * r[rows[i], cols[j]]
+                d = abs(y - prev[i, j]) / (abs(y) + EPS)
                 if d > m:
                     m = d
+                prev[i, j] = y
             row_max[i] = m
         return row_max.max()
 
@@ -151,15 +154,12 @@ def run_loop_fused(y: torch.Tensor, source: torch.Tensor, valid: torch.Tensor, c
         u = [yb.copy(), np.empty_like(yb)]
         r = [np.ones((h, w), np.float32), np.ones((h, w), np.float32)]
         prev = yb.copy()
-        cur = np.empty_like(yb)
         k = 0
         for it in range(1, iterations + 1):
             _sweep(u[k], r[k], u[1 - k], r[1 - k], lcv, lch, rows, cols, row_start, src, vb, inv_count)
             k = 1 - k
             if it % check_every == 0 or it == iterations:
-                _materialise(u[k], r[k], rows, cols, cur)
-                change = float(_max_rel_change(cur, prev))
-                prev, cur = cur, prev
+                change = float(_check_change(u[k], r[k], rows, cols, prev))
                 if b == 0:  # the history follows the first batch item
                     stats.residual_history.append(change)
                 residuals[b] = change
