@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine (Debian, Python 3.11):
-#   make demo   create .venv, install everything, generate + replay the sample bag, write the report
+#   make demo   create .venv, install everything, generate + replay the sample bag (offline and
+#               through a live node), write the reports
 #   make test   create .venv, install everything, run the whole test suite
 PYTHON ?= python3
 VENV := .venv
@@ -23,12 +24,15 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q test; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
+# The offline pass scores every frame and every method through the node's code path; the live
+# pass plays the bag at half its rate into a real upsample_node process over rclpy/DDS.
 demo: $(STAMP)
 	test -d demo_out/sample_bag || $(BIN)/dada-replay --make-sample demo_out/sample_bag
-	rm -rf demo_out/report
+	rm -rf demo_out/report demo_out/live
 	$(BIN)/dada-replay --bag demo_out/sample_bag --out demo_out/report --cold-every 16 \
 	    --methods dada-free,dada-free:naive,dada-free:cold,dada-free:cold:100,bicubic,jbf \
 	    --node-params points_decimation:=2
+	$(BIN)/dada-replay --bag demo_out/sample_bag --out demo_out/live --realtime --rate 0.5
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/quality.py
