@@ -22,12 +22,15 @@ which fills them from their neighbours along the guide's edges.
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
-from .resample import Resampler
+from .resample import Partition, Resampler
 
 # Guards the division in the adjustment; far below any depth the solver works with (> 0.1).
 EPS = 1e-8
@@ -79,15 +82,54 @@ def max_relative_change(y: torch.Tensor, y_prev: torch.Tensor) -> torch.Tensor:
 _triton_failed = False
 
 
+# Result of the one-time self-test of the Triton loop, per device.
+_triton_agrees_on: dict[str, bool] = {}
+
+
 def _auto_wants_triton(y: torch.Tensor) -> bool:
-    """Whether ``backend="auto"`` should try the Triton kernels: CUDA float32, triton importable."""
+    """Whether ``backend="auto"`` should try the Triton kernels: CUDA float32, triton importable,
+    and the self-test on this device passed."""
     if _triton_failed or not y.is_cuda:
         return False
     try:
-        from .triton_loop import triton_available
+        from .triton_loop import run_loop_triton, triton_available
+
+        return triton_available(y) and triton_agrees(y.device, run_loop_triton)
     except Exception:  # a broken triton install must not take the solver down
         return False
-    return triton_available(y)
+
+
+def triton_agrees(device: torch.device, run: Callable[..., LoopStats]) -> bool:
+    """One-time self-test per device before ``auto`` trusts the Triton loop: 60 steps on a small
+    problem (non-integer ratio, an empty cell) must match the torch loop to 1e-4 relative. The
+    kernels are pinned to the torch loop in Triton's CPU interpreter by the tests, but a GPU, its
+    driver or compiler can still differ; a mismatch or an error warns once and ``auto`` stays on
+    the torch loop (same answer, slower)."""
+    key = str(device)
+    if key not in _triton_agrees_on:
+        g = torch.Generator().manual_seed(0)
+        res = Resampler(Partition((24, 36), (5, 7)), device)
+        src = (torch.rand(1, 1, 5, 7, generator=g) + 1).to(device)
+        valid = torch.ones_like(src, dtype=torch.bool)
+        valid[0, 0, 2, 3] = False
+        cv = torch.rand(1, 1, 23, 36, generator=g).to(device)
+        ch = torch.rand(1, 1, 24, 35, generator=g).to(device)
+        y0 = res.up(src).contiguous()
+        got, want = y0.clone(), y0.clone()
+        try:
+            run(got, src, valid, cv, ch, res, 0.24, 60, None, 25)
+            run_loop(want, src, valid, cv, ch, res, 0.24, 60, backend="torch")
+            diff = float(((got - want).abs() / want.abs()).max())
+        except Exception as exc:  # noqa: BLE001 - any failure means: do not use it
+            diff, why = math.nan, repr(exc)
+        else:
+            why = f"max relative difference {diff:.2e}"
+        ok = math.isfinite(diff) and diff < 1e-4
+        if not ok:
+            warnings.warn(f"the Triton loop failed its self-test on {key} ({why}); using the torch loop",
+                          RuntimeWarning, stacklevel=2)
+        _triton_agrees_on[key] = ok
+    return _triton_agrees_on[key]
 
 
 def _mark_triton_failed() -> None:

@@ -175,6 +175,44 @@ def test_explicit_triton_backend_refuses_plain_cpu_tensor():
         run_loop(y0, src, valid, cv, ch, res, LAM, 5, backend="triton")
 
 
+def test_auto_self_test_accepts_an_agreeing_loop_and_rejects_a_wrong_one(monkeypatch):
+    """backend="auto" trusts the Triton loop on a device only after it matched the torch loop on
+    a small problem; a loop that is off by 1% is refused with a warning (and remembered)."""
+    from dada_ros.core import loop
+
+    monkeypatch.setattr(loop, "_triton_agrees_on", {})
+    cpu = torch.device("cpu")
+
+    def same(y, *args):
+        return loop.run_loop(y, *args[:7], backend="torch")
+
+    assert loop.triton_agrees(cpu, same)
+    monkeypatch.setattr(loop, "_triton_agrees_on", {})
+    calls = []
+
+    def off(y, *args):
+        calls.append(1)
+        stats = loop.run_loop(y, *args[:7], backend="torch")
+        y.mul_(1.01)
+        return stats
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not loop.triton_agrees(cpu, off)
+        assert not loop.triton_agrees(cpu, off)  # remembered: tested once per device
+    assert len(calls) == 1
+    assert any("self-test" in str(w.message) and "1.00e-02" in str(w.message) for w in caught)
+
+    def broken(y, *args):
+        raise RuntimeError("no kernel image for this device")
+
+    monkeypatch.setattr(loop, "_triton_agrees_on", {})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not loop.triton_agrees(cpu, broken)
+    assert any("no kernel image" in str(w.message) for w in caught)
+
+
 def _interpreter_main(out: Path) -> None:
     """Subprocess entry: TRITON_INTERPRET=1 is already in the environment (set by the fixture)."""
     torch.set_num_threads(1)
@@ -194,3 +232,4 @@ def _interpreter_main(out: Path) -> None:
 
 if __name__ == "__main__":
     _interpreter_main(Path(sys.argv[1]))
+
