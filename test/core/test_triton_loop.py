@@ -93,6 +93,11 @@ def test_triton_loop_matches_torch_loop(interpreted, name):
 
 
 @needs_triton
+def test_real_kernels_pass_the_auto_self_test(interpreted):
+    assert json.loads((interpreted / "self_test.json").read_text()) is True
+
+
+@needs_triton
 @pytest.mark.parametrize("arch", [80, 90])
 def test_kernels_compile_for_cuda_ahead_of_time(arch):
     """The interpreter skips code generation; this runs it (Triton -> PTX -> cubin with the ptxas
@@ -228,6 +233,11 @@ def _interpreter_main(out: Path) -> None:
             "iterations": stats.iterations, "converged": stats.converged,
             "residual_history": stats.residual_history,
         }))
+    # The self-test backend="auto" runs on a device before trusting the kernels, on the real ones.
+    from dada_ros.core.loop import triton_agrees
+    from dada_ros.core.triton_loop import run_loop_triton
+
+    (out / "self_test.json").write_text(json.dumps(triton_agrees(torch.device("cpu"), run_loop_triton)))
 
 
 if __name__ == "__main__":
