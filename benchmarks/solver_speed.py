@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from dada_ros.core.coefficients import coefficients_from_features, free_features
-from dada_ros.core.fused_cpu import HAVE_NUMBA, numba_threads
+from dada_ros.core.fused_cpu import HAVE_NUMBA, numba_threads, set_numba_threads
 from dada_ros.core.loop import run_loop
 from dada_ros.core.metrics import depth_errors
 from dada_ros.core.pipeline import FramePipeline, WarmConfig
@@ -241,10 +241,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-        if HAVE_NUMBA:
-            import numba
-
-            numba.set_num_threads(args.threads)
+        set_numba_threads(args.threads)
     sizes = [(480, 640)] if args.quick else [(480, 640), (720, 1280)]
     print(f"CPU: torch {torch.get_num_threads()} threads, numba {'%d threads' % numba_threads() if HAVE_NUMBA else 'absent'}")
     print("\n| guide | scale | eager ms/it | torch ms/it | fused ms/it | eager/fused | 8000-it eager (s) |")

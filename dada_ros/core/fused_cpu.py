@@ -139,7 +139,7 @@ def run_loop_fused(y: torch.Tensor, source: torch.Tensor, valid: torch.Tensor, c
     rows = resampler.rows.cpu().numpy().astype(np.int64)
     cols = resampler.cols.cpu().numpy().astype(np.int64)
     h, w = resampler.partition.source_shape
-    row_start = np.searchsorted(rows, np.arange(h + 1)).astype(np.int64)
+    row_start = resampler.partition.cell_starts()[0].astype(np.int64)
     inv_count = resampler.inv_counts.cpu().numpy().astype(np.float64)
     residuals = np.zeros(y.shape[0])
     for b in range(y.shape[0]):

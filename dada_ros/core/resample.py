@@ -74,12 +74,18 @@ class Partition:
         (H, W), (h, w) = self.guide_shape, self.source_shape
         return cells[np.ix_(cell_index(H, h), cell_index(W, w))]
 
+    def cell_starts(self) -> tuple[np.ndarray, np.ndarray]:
+        """First guide row / column of each source cell, plus the end: int64 arrays of shape
+        (h + 1,) and (w + 1,). Cells are contiguous ranges (the index arrays are non-decreasing),
+        so ``np.diff`` of these gives the cell sizes."""
+        (H, W), (h, w) = self.guide_shape, self.source_shape
+        return (np.searchsorted(cell_index(H, h), np.arange(h + 1)),
+                np.searchsorted(cell_index(W, w), np.arange(w + 1)))
+
     def counts(self, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Number of guide pixels per source cell, shape (h, w)."""
-        (H, W), (h, w) = self.guide_shape, self.source_shape
-        rc = np.bincount(cell_index(H, h), minlength=h)
-        cc = np.bincount(cell_index(W, w), minlength=w)
-        return torch.as_tensor(np.outer(rc, cc), dtype=dtype, device=device)
+        row_starts, col_starts = self.cell_starts()
+        return torch.as_tensor(np.outer(np.diff(row_starts), np.diff(col_starts)), dtype=dtype, device=device)
 
 
 class Resampler:

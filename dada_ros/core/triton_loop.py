@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from .loop import EPS, LoopStats
-from .resample import Resampler, cell_index
+from .resample import Resampler
 
 try:  # triton is optional: without it CUDA tensors take the eager torch loop (same answer)
     import triton
@@ -205,12 +205,6 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def _starts(index: torch.Tensor, n_cells: int) -> torch.Tensor:
-    """First guide index of each cell (+ the end), int32: cells are contiguous ranges because the
-    partition's index arrays are non-decreasing."""
-    return torch.searchsorted(index.to(torch.int64), torch.arange(n_cells + 1, device=index.device)).to(torch.int32)
-
-
 class _TritonLoop:
     """Buffers, launch grids and launch helpers for one call of :func:`run_loop_triton`."""
 
@@ -239,16 +233,15 @@ class _TritonLoop:
         self.src0 = torch.where(valid, source.to(f32).expand(B, 1, h, w), torch.zeros((), dtype=f32, device=dev)).contiguous()
         self.invalid = (~valid).to(f32).contiguous()
         self.inv_count = resampler.inv_counts.to(device=dev, dtype=f32).contiguous()
-        rows = resampler.rows.to(dev)
-        cols = resampler.cols.to(dev)
-        self.rows = rows.to(torch.int32).contiguous()
-        self.cols = cols.to(torch.int32).contiguous()
-        self.rows_start = _starts(rows, h)
-        self.cols_start = _starts(cols, w)
-        # Cell sizes from the partition on the host: reading them back from the device would cost
-        # a sync per call.
-        cell_h = int(np.bincount(cell_index(H, h), minlength=h).max())
-        self.max_cell_w = int(np.bincount(cell_index(W, w), minlength=w).max())
+        self.rows = resampler.rows.to(device=dev, dtype=torch.int32).contiguous()
+        self.cols = resampler.cols.to(device=dev, dtype=torch.int32).contiguous()
+        # Cell ranges and sizes from the partition on the host: reading them back from the device
+        # would cost a sync per call.
+        row_starts, col_starts = resampler.partition.cell_starts()
+        self.rows_start = torch.as_tensor(row_starts, dtype=torch.int32, device=dev)
+        self.cols_start = torch.as_tensor(col_starts, dtype=torch.int32, device=dev)
+        cell_h = int(np.diff(row_starts).max())
+        self.max_cell_w = int(np.diff(col_starts).max())
         # Sweep tile: one chunk covers a whole cell row up to 16 rows (taller cell rows loop over
         # chunks); about 512-2048 elements per program. Untuned: no GPU was available to time it.
         self.BH = min(_next_pow2(cell_h), 16)

@@ -155,12 +155,12 @@ def exchange(ctx, ns: str, extra_nodes=(), timeout: float = 150.0) -> tuple[bool
         node.create_subscription(CameraInfo, f"/{ns}/depth_upsampled/camera_info", got["info"].append, qos_profile_sensor_data)
         node.create_subscription(PointCloud2, f"/{ns}/depth_upsampled/points", got["points"].append, qos_profile_sensor_data)
         frames = make_frames(1, seed=9)
-        end = time.monotonic() + timeout
+        start = time.monotonic()
         next_send, stamp_s = 0.0, 1_700_000_500
-        while time.monotonic() < end and not answered:
+        while time.monotonic() < start + timeout and not answered:
             connected = connected or (all(p.get_subscription_count() >= 1 for p in pubs)
                                       and node.count_publishers("/out/depth") >= 1)
-            if not connected and time.monotonic() > end - timeout + 30:
+            if not connected and time.monotonic() > start + 30:
                 break  # nobody there after 30 s: discovery does not work, waiting longer won't help
             if connected and time.monotonic() >= next_send:
                 # Discovery is not symmetric: our publishers can see the node's subscriptions a
@@ -177,8 +177,12 @@ def exchange(ctx, ns: str, extra_nodes=(), timeout: float = 150.0) -> tuple[bool
             d = got["depth"][0]
             assert (d.height, d.width) == GUIDE and d.encoding == "32FC1"
     finally:
-        ex.shutdown()
+        # Detach and destroy before shutting the executor down: destroying a node attached to a
+        # shut-down executor pokes its dead guard condition.
+        for n in extra_nodes:
+            ex.remove_node(n)
         node.destroy_node()
+        ex.shutdown()
     return connected, answered
 
 
