@@ -43,6 +43,7 @@ HELP = {
     "init_from": "start from this checkpoint's weights (fine-tune; layers it lacks keep their init)",
     "out_dir": "output directory (resumes from its last.pt)",
     "threads": "torch CPU threads",
+    "loss": "l1 (the paper's) | l2 (squared error: weights the large errors that dominate MSE)",
 }
 ALIASES = {"architecture": "--arch", "out_dir": "--out", "time_limit_min": "--time-limit"}
 

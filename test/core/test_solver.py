@@ -4,6 +4,7 @@ import torch
 
 from dada_ros.core.coefficients import coefficients_from_features, coefficients_paper, free_features
 from dada_ros.core.errors import DadaInputError
+from dada_ros.core.fused_cpu import HAVE_NUMBA, numba_threads, set_numba_threads
 from dada_ros.core.loop import adjust_step, diffusion_step, run_loop
 from dada_ros.core.metrics import consistency_error, depth_errors
 from dada_ros.core.methods import run_method
@@ -86,6 +87,33 @@ def test_fast_loop_matches_reference_steps(backend, tol):
     stats = run_loop(y_fast, src, valid, cv, ch, res, 0.24, iterations=50, tol=tol, check_every=7, backend=backend)
     assert stats.iterations == 50 and len(stats.residual_history) == 8  # checks at 7, 14, .., 49, 50
     assert torch.allclose(y_fast, y_ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_loop_same_answer_for_any_thread_count(threads, monkeypatch):
+    """The fused sweep splits cell rows into one chunk per thread; each cell row reads only the
+    previous step, so 1, 2 or 5 chunks (5 > threads: uneven chunks) give bit-identical results."""
+    import dada_ros.core.fused_cpu as fused_cpu
+
+    s = make_sample(seed=5, size=(48, 72), source_shape=(11, 17))
+    part = Partition((48, 72), (11, 17))
+    res = Resampler(part, CPU)
+    rgb = torch.from_numpy(s.rgb.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    src = torch.from_numpy(np.nan_to_num(with_holes(s.source), nan=0.0))[None, None]
+    valid = src > 0
+    y0 = res.up(torch.where(valid, src, src[valid].mean())).contiguous()
+    cv, ch = coefficients_from_features(free_features(rgb, y0), 0.03)
+    before = numba_threads()
+    set_numba_threads(threads)
+    results = []
+    for chunks in (1, 2, 5):
+        monkeypatch.setattr(fused_cpu.numba, "get_num_threads", lambda c=chunks: c)
+        y = y0.clone()
+        run_loop(y, src, valid, cv, ch, res, 0.24, iterations=30, backend="fused")
+        results.append(y)
+    set_numba_threads(before)
+    assert all(torch.equal(results[0], r) for r in results[1:])
 
 
 @pytest.mark.parametrize("backend", ["torch", "fused"])
