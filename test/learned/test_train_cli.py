@@ -140,3 +140,23 @@ def test_init_from_checkpoint_keeps_function(tmp_path):
         torch.testing.assert_close(old.eval()(x, d), new.eval()(x, d))
     with pytest.raises(DadaInputError, match="cannot initialise"):
         init_from_checkpoint(GuideNet(GuideConfig(channels=12)), str(tmp_path / "old.pt"))
+
+
+def test_l2_loss_is_the_masked_squared_error_and_bad_loss_refused():
+    import torch
+
+    from dada_ros.core.errors import DadaInputError
+    from dada_ros.learned.datasets.base import Batch
+    from dada_ros.learned.train import training_loss
+
+    gt = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    valid = torch.tensor([[[[True, True], [True, False]]]])
+    pred = gt + torch.tensor([[[[0.1, -0.2], [0.3, 9.0]]]])  # the 9 m error is on an invalid pixel
+    b = Batch(rgb=torch.zeros(1, 3, 2, 2), gt=gt, gt_valid=valid, source=gt[..., :1, :1], valid=valid[..., :1, :1],
+              y0=gt, scale=2)
+    l2 = training_loss(pred, b, TrainConfig(loss="l2", loss_weight=2.0))
+    l1 = training_loss(pred, b, TrainConfig(loss="l1", loss_weight=2.0))
+    assert float(l2) == pytest.approx(2.0 * (0.01 + 0.04 + 0.09) / 3)
+    assert float(l1) == pytest.approx(2.0 * (0.1 + 0.2 + 0.3) / 3)
+    with pytest.raises(DadaInputError, match="loss must be one of"):
+        TrainConfig(loss="huber").validate()
