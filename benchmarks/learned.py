@@ -203,7 +203,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    from dada_ros.core.device import set_cpu_threads
+
+    set_cpu_threads(args.threads)
     only = args.only or ["table", "tof", "sequence", "speed", "memory"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load average {np_load()}")
     report = {}

@@ -8,7 +8,10 @@ For 640x480 and 1280x720 guides at x4 and x8 (generated scenes), prints:
 * time to equilibrium: "equilibrium" = within 1% MSE (vs ground truth) of the 8000-iteration
   result. The reference's 8000-iteration wall time is 8000 x its measured ms/iteration (cost is
   linear in N; running it in full would take minutes per case). Rows: the default policy (cold,
-  tolerance stop) and coarse-to-fine;
+  tolerance stop: what a user gets), coarse-to-fine, and an oracle stop (the first iteration count
+  after which the package loop's MSE stays within 1%: the issue's literal time to equilibrium,
+  which only ground truth can tell; loop iterations at the fused kernel's ms/iteration plus the
+  default solve's set-up time);
 * warm start from the previous frame of a slow pan vs cold: iterations to the residual tolerance
   and to equilibrium (as above), per frame;
 * memory: peak RSS before/after a long run (constant in the number of iterations);
@@ -32,7 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from dada_ros.core.coefficients import coefficients_from_features, free_features
-from dada_ros.core.fused_cpu import HAVE_NUMBA, numba_threads, set_numba_threads
+from dada_ros.core.device import set_cpu_threads
+from dada_ros.core.fused_cpu import HAVE_NUMBA, numba_threads
 from dada_ros.core.loop import run_loop
 from dada_ros.core.metrics import depth_errors
 from dada_ros.core.pipeline import FramePipeline, WarmConfig
@@ -104,7 +108,31 @@ def case(size, scale, repeat, n_time):
         r = solver.solve(s.rgb, s.source)
         its = r.stats.iterations + sum(r.stats.coarse_iterations)
         rows.append((name, its, t, depth_errors(r.depth, s.gt).mse_cm2 / mse_ref))
+        if name.startswith("default"):
+            setup_s = max(0.0, t - r.stats.loop_seconds)
+    # The issue's literal time to equilibrium: the first iteration count after which the package
+    # loop's MSE stays within 1% of the 8000-step result. Only ground truth can tell it, so no
+    # stop rule can do better; the default rule above is what a user gets.
+    its_eq, ratio_eq = sustained_equilibrium(DadaSolver(SolverConfig()), s, mse_ref)
+    if HAVE_NUMBA:
+        rows.append(("oracle stop (ground truth)", its_eq, setup_s + its_eq * ms["fused"] / 1000, ratio_eq))
     return ms, ref_seconds, mse_ref, rows, (rss0, rss1)
+
+
+def sustained_equilibrium(solver, smp, mse_ref, step=25, cap=8000):
+    """(iterations, MSE ratio) at the first multiple of ``step`` after which MSE vs ground truth
+    stays <= 1.01 x ``mse_ref`` up to ``cap`` (chained runs: the loop's state is Y alone)."""
+    y, first_ok, ratio_ok = None, None, None
+    for n in range(step, cap + 1, step):
+        r = solver.solve(smp.rgb, smp.source, init=y, iterations=step)
+        y = r.depth
+        ratio = depth_errors(r.depth, smp.gt).mse_cm2 / mse_ref
+        if ratio <= 1.01:
+            if first_ok is None:
+                first_ok, ratio_ok = n, ratio
+        else:
+            first_ok = None
+    return (first_ok, ratio_ok) if first_ok is not None else (cap, 1.0)
 
 
 def iterations_to_mse(solver, f, target_mse, init, grid):
@@ -240,8 +268,7 @@ def main() -> None:
                          "reproducible figures on a machine other jobs share")
     args = ap.parse_args()
     if args.threads:
-        torch.set_num_threads(args.threads)
-        set_numba_threads(args.threads)
+        set_cpu_threads(args.threads)
     sizes = [(480, 640)] if args.quick else [(480, 640), (720, 1280)]
     print(f"CPU: torch {torch.get_num_threads()} threads, numba {'%d threads' % numba_threads() if HAVE_NUMBA else 'absent'}")
     print("\n| guide | scale | eager ms/it | torch ms/it | fused ms/it | eager/fused | 8000-it eager (s) |")

@@ -226,15 +226,9 @@ def main(argv=None) -> int:
     n = a.frames or (8 if a.quick else 12)
     noises = a.noise or (["clean", "tof0.5%"] if a.quick else list(NOISE))
     if a.threads > 0:
-        import torch
+        from dada_ros.core.device import set_cpu_threads
 
-        torch.set_num_threads(a.threads)
-        try:
-            import numba
-
-            numba.set_num_threads(min(a.threads, numba.config.NUMBA_NUM_THREADS))
-        except ImportError:
-            pass
+        set_cpu_threads(a.threads)
     solver = DadaSolver(SolverConfig(device="cpu"))
     N = a.warm_iterations
     align = AlignConfig()

@@ -65,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
-        import torch
+        from ..core.device import set_cpu_threads
 
-        torch.set_num_threads(args.threads)
+        set_cpu_threads(args.threads)
     config = SolverConfig(iterations=args.iterations, tol=args.tol, max_iterations=args.max_iterations,
                           device=args.device)
     config.validate()

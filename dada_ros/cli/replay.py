@@ -186,9 +186,9 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             device = "cpu"
     if node.torch_threads > 0:
-        import torch
+        from ..core.device import set_cpu_threads
 
-        torch.set_num_threads(node.torch_threads)
+        set_cpu_threads(node.torch_threads)
     command = " ".join([PROG] + [shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)])
     cfg = ReplayConfig(
         bag=args.bag, out=args.out, methods=specs, topics=topics, settings=RunnerSettings(node=node, device=device),

@@ -33,6 +33,7 @@ HELP = {
     "n_pre": "max no-grad steps at x8 (random 0..N_pre per batch)",
     "n_pre_scaling": "linear: N_pre(s) = n_pre * s / 8; none: n_pre at every scale",
     "n_grad": "steps with gradient after the no-grad ones",
+    "n_pre_min": "no-grad steps drawn from [n_pre_min x N_pre(s), N_pre(s)] (paper: 0)",
     "segment": "activation checkpointing every k unrolled steps (0: off)",
     "lr_step": "StepLR step size in optimiser steps",
     "clip": "gradient-norm clipping (0: off)",
@@ -40,6 +41,7 @@ HELP = {
     "time_limit_min": "stop (and save) after this many minutes of training",
     "cache_dir": "keep rendered training scenes here (generated)",
     "refine_width": "lite-unet: width of the full-resolution 3x3 refinement (0: none)",
+    "widths": "lite U-Nets: channels of each level, finest first (default: 16 24 40 64 64; -fr: 12 16 24 40 64 64)",
     "init_from": "start from this checkpoint's weights (fine-tune; layers it lacks keep their init)",
     "out_dir": "output directory (resumes from its last.pt)",
     "threads": "torch CPU threads",
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         flag = ALIASES.get(f.name, "--" + f.name.replace("_", "-"))
         value = getattr(defaults, f.name)
         kw = {"dest": f.name, "default": value, "help": HELP.get(f.name, " ")}
-        if f.name == "scales":
+        if f.name in ("scales", "widths"):
             kw.update(type=int, nargs="+")
         elif f.name == "render_sizes":
             kw.update(type=lambda s: [int(v) for v in s.lower().split("x")], nargs="+",

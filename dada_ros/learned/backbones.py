@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ARCHITECTURES = ("lite-unet", "resnet50-unet")
+ARCHITECTURES = ("lite-unet", "lite-unet-fr", "resnet50-unet")
 
 
 def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -61,11 +61,13 @@ class LiteUNet(nn.Module):
     at full resolution is a handful of element-wise passes over (B, C, H, W).
     """
 
-    stride = 32
-
     def __init__(self, out_channels: int = 8, widths: tuple[int, ...] = (16, 24, 40, 64, 64), in_channels: int = 4,
-                 refine_width: int = 0):
+                 refine_width: int = 0, input_pool: int = 2):
         super().__init__()
+        # input_pool 2: the U-Net runs at half resolution and its gates/residuals are upsampled;
+        # 1: its first level is at full resolution (pixel-sharp gates, ~2x the cost).
+        self.input_pool = input_pool
+        self.stride = input_pool * 2 ** (len(widths) - 1)
         if out_channels % 4:
             raise ValueError(f"lite-unet needs out_channels to be a multiple of 4, got {out_channels}")
         self.out_channels = out_channels
@@ -96,7 +98,8 @@ class LiteUNet(nn.Module):
         """x: (B, 4, H, W) network input; base: (B, 4, H, W) learning-free features -> (B, C, H, W)."""
         B, _, H, W = x.shape
         xp, _ = _pad_to(x, self.stride)
-        h = F.avg_pool2d(xp, 2).contiguous(memory_format=torch.channels_last)
+        h = F.avg_pool2d(xp, self.input_pool) if self.input_pool > 1 else xp
+        h = h.contiguous(memory_format=torch.channels_last)
         skips = []
         for enc in self.enc:
             h = enc(h)
@@ -105,10 +108,9 @@ class LiteUNet(nn.Module):
         for i in range(len(self.dec) - 1, -1, -1):
             up = F.interpolate(self.lat[i](d), size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
             d = self.dec[i](up + skips[i])
-        gr = self.head(d).contiguous()
-        gr = F.interpolate(gr, scale_factor=2, mode="bilinear", align_corners=False)[..., :H, :W]
+        gr = self._full_res(self.head(d).contiguous())[..., :H, :W]
         if self.refine_width:
-            ctx = F.interpolate(self.proj(d).contiguous(), scale_factor=2, mode="bilinear", align_corners=False)
+            ctx = self._full_res(self.proj(d).contiguous())
             fine = self.refine(torch.cat([x, ctx[..., :H, :W]], dim=1))
         k = self.out_channels // base.shape[1]
         g = gr[:, : self.out_channels].reshape(B, k, base.shape[1], H, W)
@@ -117,6 +119,12 @@ class LiteUNet(nn.Module):
         out = self.local(x).view(B, k, base.shape[1], H, W) + r + b
         out = (out + b * g).reshape(B, self.out_channels, H, W)
         return out + fine if self.refine_width else out
+
+
+    def _full_res(self, t: torch.Tensor) -> torch.Tensor:
+        if self.input_pool == 1:
+            return t
+        return F.interpolate(t, scale_factor=self.input_pool, mode="bilinear", align_corners=False)
 
 
 # ----------------------------------------------------------------------------- resnet50-unet
@@ -257,9 +265,21 @@ class ResNet50UNet(nn.Module):
         return F.avg_pool2d(self.head(d), 2)[..., :H, :W]
 
 
-def build_network(architecture: str, channels: int, refine_width: int = 0) -> nn.Module:
+# lite-unet-fr: a full-resolution first level, then five stride-2 levels (total stride 32).
+FR_WIDTHS = (12, 16, 24, 40, 64, 64)
+
+
+LITE_WIDTHS = (16, 24, 40, 64, 64)
+
+
+def build_network(architecture: str, channels: int, refine_width: int = 0,
+                  widths: tuple[int, ...] | list[int] = ()) -> nn.Module:
+    """F for ``architecture``; ``widths`` overrides a lite U-Net's level widths (empty: default)."""
     if architecture == "lite-unet":
-        return LiteUNet(out_channels=channels, refine_width=refine_width)
+        return LiteUNet(out_channels=channels, widths=tuple(widths) or LITE_WIDTHS, refine_width=refine_width)
+    if architecture == "lite-unet-fr":
+        return LiteUNet(out_channels=channels, widths=tuple(widths) or FR_WIDTHS, refine_width=refine_width,
+                        input_pool=1)
     if architecture == "resnet50-unet":
         return ResNet50UNet(out_channels=channels)
     raise ValueError(f"unknown architecture {architecture!r}; expected one of {ARCHITECTURES}")

@@ -61,14 +61,19 @@ class GuideConfig:
     train_scales: list[int] = field(default_factory=lambda: [4, 8, 16])
     lam: float = 0.24
     refine_width: int = 0  # lite-unet: width of an optional full-resolution 3x3 refinement (0: none)
+    widths: list[int] = field(default_factory=list)  # lite U-Nets: channels per level (empty: default)
 
     def validate(self) -> None:
         if self.architecture not in ARCHITECTURES:
             raise DadaInputError(f"unknown architecture {self.architecture!r}; expected one of {ARCHITECTURES}")
         if not isinstance(self.channels, int) or self.channels < 1:
             raise DadaInputError(f"channels must be a positive integer, got {self.channels!r}")
-        if self.architecture == "lite-unet" and self.channels % 4:
+        if self.architecture.startswith("lite-unet") and self.channels % 4:
             raise DadaInputError(f"lite-unet needs channels to be a multiple of 4, got {self.channels}")
+        if not isinstance(self.widths, list) or not all(isinstance(w, int) and w > 0 for w in self.widths):
+            raise DadaInputError(f"widths must be a list of positive integers, got {self.widths!r}")
+        if self.widths and (not self.architecture.startswith("lite-unet") or len(self.widths) < 2):
+            raise DadaInputError(f"widths (>= 2 levels) apply to the lite U-Nets, not {self.architecture} {self.widths}")
         if not isinstance(self.refine_width, int) or self.refine_width < 0:
             raise DadaInputError(f"refine_width must be an integer >= 0, got {self.refine_width!r}")
         if self.normalisation not in NORMALISATIONS:
@@ -97,7 +102,8 @@ class GuideNet(nn.Module):
         super().__init__()
         self.config = config or GuideConfig()
         self.config.validate()
-        self.net = build_network(self.config.architecture, self.config.channels, self.config.refine_width)
+        self.net = build_network(self.config.architecture, self.config.channels, self.config.refine_width,
+                                 self.config.widths)
         self.log_kappa = nn.Parameter(torch.tensor(math.log(self.config.kappa_init)))
         self.register_buffer("rgb_mean", torch.tensor(coef.IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("rgb_std", torch.tensor(coef.IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -122,7 +128,7 @@ class GuideNet(nn.Module):
                 f"expected rgb (B, 3, H, W) and depth (B, 1, H, W), got {tuple(rgb01.shape)} and {tuple(depth_up.shape)}"
             )
         x = self.network_input(rgb01, depth_up)
-        base = coef.free_features(rgb01, depth_up) if self.config.architecture == "lite-unet" else None
+        base = coef.free_features(rgb01, depth_up) if self.config.architecture.startswith("lite-unet") else None
         return self.net(x, base)
 
     def coefficients(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

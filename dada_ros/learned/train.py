@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.device import resolve_device
+from ..core.device import resolve_device, set_cpu_threads
 from ..core.errors import DadaInputError
 from ..core.solver import FreeGuide
 from .datasets.base import Batch, CropSampler, collate, make_example
@@ -53,6 +53,7 @@ class TrainConfig:
     normalisation: str = "log-mean"
     pretrained: str | None = None  # local torchvision ResNet-50 state_dict (resnet50-unet)
     refine_width: int = 0  # lite-unet optional full-resolution refinement width (0: none)
+    widths: list[int] = field(default_factory=list)  # lite U-Nets: channels per level (empty: default)
     init_from: str | None = None  # start from this checkpoint's weights (fine-tuning; new layers keep their init)
     scales: list[int] = field(default_factory=lambda: [4, 8, 16])
     crop: int = 96
@@ -60,6 +61,10 @@ class TrainConfig:
     steps: int = 2000
     n_pre: int = 2000
     n_pre_scaling: str = "linear"  # "linear": N_pre(s) = n_pre * s / 8; "none": n_pre at every scale
+    # No-grad steps are drawn uniformly from [n_pre_min * N_pre(s), N_pre(s)]. The paper draws from
+    # 0: early states then dominate the loss, and their gradient mostly asks for faster diffusion
+    # (weaker edges), not for the equilibrium's quality, which is what inference returns.
+    n_pre_min: float = 0.0
     n_grad: int = 32
     segment: int = 0  # activation checkpointing every k unrolled steps (0: off)
     lam: float = 0.24
@@ -103,11 +108,13 @@ class TrainConfig:
             raise DadaInputError(f"n_pre_scaling must be linear or none, got {self.n_pre_scaling!r}")
         if self.loss not in LOSSES:
             raise DadaInputError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if not 0 <= self.n_pre_min <= 1:
+            raise DadaInputError(f"n_pre_min must be a fraction in [0, 1], got {self.n_pre_min}")
         if not 0 <= self.tof_prob <= 1:
             raise DadaInputError(f"tof_prob must be in [0, 1], got {self.tof_prob}")
         GuideConfig(architecture=self.architecture, channels=self.channels, normalisation=self.normalisation,
-                    refine_width=self.refine_width).validate()
-        deepest = math.ceil(self.crop / (32 if self.architecture == "lite-unet" else 16))
+                    refine_width=self.refine_width, widths=list(self.widths)).validate()
+        deepest = math.ceil(self.crop / (32 if self.architecture.startswith("lite-unet") else 16))
         if self.batch * deepest**2 < 2:
             raise DadaInputError(
                 f"batch {self.batch} of {self.crop}px crops leaves one value per channel at the deepest level "
@@ -242,14 +249,16 @@ class Trainer:
         cfg.validate()
         self.cfg = cfg
         self.progress = progress
-        torch.set_num_threads(max(1, int(cfg.threads)))
+        # torch AND the fused loop's numba threads (the no-grad steps run there): see set_cpu_threads.
+        set_cpu_threads(max(1, int(cfg.threads)))
         self.device = resolve_device(cfg.device)
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.rng = np.random.default_rng(cfg.seed)
         torch.manual_seed(cfg.seed)
         gcfg = GuideConfig(architecture=cfg.architecture, channels=cfg.channels, normalisation=cfg.normalisation,
-                           train_scales=list(cfg.scales), lam=cfg.lam, refine_width=cfg.refine_width)
+                           train_scales=list(cfg.scales), lam=cfg.lam, refine_width=cfg.refine_width,
+                           widths=list(cfg.widths))
         self.net = GuideNet(gcfg)
         if cfg.init_from:
             new = init_from_checkpoint(self.net, cfg.init_from)
@@ -340,7 +349,8 @@ class Trainer:
         stop_reason = "steps"
         while self.step < cfg.steps:
             batch = sampler.batch(cfg.batch).to(self.device)
-            n_pre = int(self.rng.integers(0, cfg.n_pre_max(batch.scale) + 1))
+            top = cfg.n_pre_max(batch.scale)
+            n_pre = int(self.rng.integers(int(round(cfg.n_pre_min * top)), top + 1))
             pred = unrolled_solve(self.net, batch, n_pre, cfg.n_grad, cfg.lam, cfg.segment)
             loss = training_loss(pred, batch, cfg)
             self.opt.zero_grad(set_to_none=True)

@@ -17,9 +17,10 @@ def _inputs(B=2, H=37, W=53, seed=0):
     return torch.rand(B, 3, H, W, generator=g), 1.0 + 3 * torch.rand(B, 1, H, W, generator=g)
 
 
-def test_untrained_lite_unet_is_dada_free():
+@pytest.mark.parametrize("arch", ["lite-unet", "lite-unet-fr"])
+def test_untrained_lite_unet_is_dada_free(arch):
     """Zero-initialised last layers: the untrained model reproduces DADA-free's coefficients."""
-    net = M.GuideNet().eval()
+    net = M.GuideNet(M.GuideConfig(architecture=arch)).eval()
     rgb, d = _inputs()
     with torch.no_grad():
         cv, ch = net.coefficients(net(rgb, d))
@@ -29,9 +30,10 @@ def test_untrained_lite_unet_is_dada_free():
     torch.testing.assert_close(ch, fch, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["lite-unet", "lite-unet-fr"])
 @pytest.mark.parametrize("shape", [(17, 29), (64, 64), (40, 100)])
-def test_lite_unet_any_size(shape):
-    net = M.GuideNet(M.GuideConfig(channels=12)).eval()
+def test_lite_unet_any_size(shape, arch):
+    net = M.GuideNet(M.GuideConfig(architecture=arch, channels=12)).eval()
     for p in net.net.head.parameters():
         torch.nn.init.normal_(p, std=0.1)
     rgb, d = _inputs(1, *shape)
