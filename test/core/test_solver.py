@@ -87,6 +87,13 @@ def test_fast_loop_matches_reference_steps(backend, tol):
     stats = run_loop(y_fast, src, valid, cv, ch, res, 0.24, iterations=50, tol=tol, check_every=7, backend=backend)
     assert stats.iterations == 50 and len(stats.residual_history) == 8  # checks at 7, 14, .., 49, 50
     assert torch.allclose(y_fast, y_ref, rtol=1e-5, atol=1e-6)
+    # the convergence check measures the same thing: max relative change per check interval
+    y_chk, want = y0.clone(), []
+    for n in (7,) * 7 + (1,):
+        before = y_chk.clone()
+        run_loop(y_chk, src, valid, cv, ch, res, 0.24, iterations=n, backend="torch")
+        want.append(float(((y_chk - before).abs() / y_chk.abs()).max()))
+    np.testing.assert_allclose(stats.residual_history, want, rtol=1e-3, atol=1e-9)
 
 
 @pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
@@ -230,3 +237,25 @@ def test_block_average_any_ratio_ignores_invalid():
     np.testing.assert_allclose(block_average(gt, (1, 2)), [[1.0, 3.0]])
     gt2 = np.full((5, 7), 2.0, np.float32)
     assert block_average(gt2, (2, 3)).shape == (2, 3)
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
+def test_fused_convergence_check_value_and_nan():
+    """The vectorised check (integer max over the bits of non-negative ratios) returns the float
+    max relative change, copies Y into prev, and lets a NaN win (it must never pass a tolerance)."""
+    from dada_ros.core.fused_cpu import _check_change
+
+    rng = np.random.default_rng(0)
+    u = (rng.random((10, 12)) + 1).astype(np.float32)
+    rx = (rng.random((3, 12)) + 0.5).astype(np.float32)
+    rows = np.repeat(np.arange(3), [4, 3, 3]).astype(np.int64)
+    prev = (rng.random((10, 12)) + 1).astype(np.float32)
+    y = u * rx[rows]
+    want = float((np.abs(y - prev) / y).max())
+    got = float(_check_change(u, rx, rows, prev.copy(), 3))
+    assert got == pytest.approx(want, rel=1e-6)
+    p = prev.copy()
+    _check_change(u, rx, rows, p, 2)
+    np.testing.assert_array_equal(p, y)
+    u[4, 5] = np.nan
+    assert np.isnan(_check_change(u, rx, rows, prev.copy(), 1))
