@@ -38,6 +38,8 @@ HELP = {
     "lr_step": "StepLR step size in optimiser steps",
     "clip": "gradient-norm clipping (0: off)",
     "tof_prob": "fraction of training sources made ToF-like (noise, dropouts)",
+    "hard_prob": "fraction of crops replayed from the pool of the highest-loss crops seen so far (0: off)",
+    "hard_pool": "crops kept per scale in the hard pool",
     "time_limit_min": "stop (and save) after this many minutes of training",
     "cache_dir": "keep rendered training scenes here (generated)",
     "refine_width": "lite-unet: width of the full-resolution 3x3 refinement (0: none)",

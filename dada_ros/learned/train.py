@@ -86,6 +86,10 @@ class TrainConfig:
     render_sizes: list[list[int]] = field(default_factory=lambda: [[256, 256], [256, 256], [384, 512]])
     cache_dir: str | None = None
     tof_prob: float = 0.2  # fraction of training sources made ToF-like (noise, dropouts)
+    # Hard-example replay (see CropSampler): this fraction of crops is re-cut from the pool of the
+    # highest-loss crops seen so far at the batch's scale.
+    hard_prob: float = 0.0
+    hard_pool: int = 256
     device: str = "auto"
     threads: int = 1
     seed: int = 0
@@ -110,6 +114,8 @@ class TrainConfig:
             raise DadaInputError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if not 0 <= self.n_pre_min <= 1:
             raise DadaInputError(f"n_pre_min must be a fraction in [0, 1], got {self.n_pre_min}")
+        if not 0 <= self.hard_prob <= 1 or self.hard_pool < 1:
+            raise DadaInputError(f"hard_prob must be in [0, 1] and hard_pool >= 1, got {self.hard_prob}, {self.hard_pool}")
         if not 0 <= self.tof_prob <= 1:
             raise DadaInputError(f"tof_prob must be in [0, 1], got {self.tof_prob}")
         GuideConfig(architecture=self.architecture, channels=self.channels, normalisation=self.normalisation,
@@ -192,6 +198,14 @@ class FreeNet(torch.nn.Module):
         return self.guide.coefficients(f)
 
 
+def per_example_loss(pred: torch.Tensor, batch: Batch, cfg: TrainConfig) -> torch.Tensor:
+    """(B,) the training loss of each example alone (no gradient): what the hard pool ranks by."""
+    with torch.no_grad():
+        err = (pred - batch.gt) ** 2 if cfg.loss == "l2" else (pred - batch.gt).abs()
+        n = batch.gt_valid.flatten(1).sum(1).clamp_min(1)
+        return cfg.loss_weight * (err * batch.gt_valid).flatten(1).sum(1) / n
+
+
 def training_loss(pred: torch.Tensor, batch: Batch, cfg: TrainConfig) -> torch.Tensor:
     """``loss_weight`` x (L1 or squared error) over the batch's valid ground-truth pixels."""
     if cfg.loss == "l2":
@@ -272,6 +286,8 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
         self.step = 0
         self.elapsed = 0.0
+        self.sampler: CropSampler | None = None
+        self._hard_state: str | None = None
         self.best_val = math.inf
         self.meta: dict = {"train_config": asdict(cfg)}
         self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"
@@ -294,6 +310,7 @@ class Trainer:
         self.sched.load_state_dict(st["scheduler"])
         self.step, self.elapsed, self.best_val = int(st["step"]), float(st["elapsed"]), float(st["best_val"])
         self.rng.bit_generator.state = json.loads(st["numpy_rng"])
+        self._hard_state = st.get("hard_pool")  # applied to the sampler when run() makes it
         torch.set_rng_state(st["torch_rng"])
         self.meta = dict(meta)
         print(f"resumed from {self.last_path} at step {self.step} (best val {self.best_val:.4g})")
@@ -310,6 +327,7 @@ class Trainer:
             "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "step": self.step,
             "elapsed": self.elapsed, "best_val": self.best_val,
             "numpy_rng": json.dumps(self.rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
+            "hard_pool": self.sampler.pool_state() if self.sampler is not None else None,
         }
         save_checkpoint(self.last_path, self.net, self._meta(), extra={"resume": resume})
 
@@ -329,7 +347,11 @@ class Trainer:
         train_scenes = open_scenes(cfg, "train")
         val_batches = validation_batches(open_scenes(cfg, "val"), cfg)
         sampler = CropSampler(train_scenes, cfg.crop, cfg.scales, self.rng,
-                              source_fn=lambda gt, rgb, s, rng: tof_source(gt, rgb, s, rng), source_prob=cfg.tof_prob)
+                              source_fn=lambda gt, rgb, s, rng: tof_source(gt, rgb, s, rng), source_prob=cfg.tof_prob,
+                              hard_prob=cfg.hard_prob, hard_pool=cfg.hard_pool)
+        if self._hard_state:
+            sampler.load_pool_state(self._hard_state)
+        self.sampler = sampler
         if "val_free" not in self.meta:
             free_loss, free_mse = evaluate_batches(FreeNet().to(self.device), val_batches, cfg, self.device)
             self.meta["val_free"] = {"loss": free_loss, "mse_cm2": free_mse}
@@ -353,6 +375,7 @@ class Trainer:
             n_pre = int(self.rng.integers(int(round(cfg.n_pre_min * top)), top + 1))
             pred = unrolled_solve(self.net, batch, n_pre, cfg.n_grad, cfg.lam, cfg.segment)
             loss = training_loss(pred, batch, cfg)
+            sampler.record(batch.scale, sampler.last_keys, per_example_loss(pred, batch, cfg).tolist())
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             loss_value = float(loss.detach())

@@ -58,6 +58,33 @@ def test_crop_sampler_and_tiles():
         CropSampler(scenes, 20, [8], rng)
 
 
+def test_crop_sampler_hard_pool_replays_highest_loss_crops():
+    rng = np.random.default_rng(0)
+    gt = np.arange(40 * 50, dtype=np.float32).reshape(40, 50) / 1000 + 1
+    s = CropSampler([RGBDScene(_rgb(40, 50), gt, "a")], 16, [4], rng, hard_prob=1.0, hard_pool=2)
+    s.batch(4)
+    keys = list(s.last_keys)
+    assert len(keys) == 4
+    s.record(4, keys, [0.1, 5.0, 0.2, 3.0])
+    assert [k for _, k in s.hard[4]] == [keys[1], keys[3]]  # the two highest, highest first
+    # cut() reproduces a recorded crop; with hard_prob 1 every example comes from the pool
+    ex = s.cut(keys[1], 4)
+    want = gt[keys[1].i:keys[1].i + 16, keys[1].j:keys[1].j + 16]
+    np.testing.assert_array_equal(ex.gt, want[:, ::-1] if keys[1].flip else want)
+    s.batch(6)
+    assert set(s.last_keys) <= {keys[1], keys[3]}
+    # a crop the model has learned (new, low loss) leaves the pool; the state round-trips as JSON
+    s.record(4, [keys[1], keys[0]], [0.0, 4.0])
+    assert [k for _, k in s.hard[4]] == [keys[0], keys[3]]
+    t = CropSampler([RGBDScene(_rgb(40, 50), gt, "a")], 16, [4], rng, hard_prob=1.0, hard_pool=2)
+    t.load_pool_state(s.pool_state())
+    assert t.hard == s.hard
+    # off by default: nothing is kept
+    u = CropSampler([RGBDScene(_rgb(40, 50), gt, "a")], 16, [4], rng)
+    u.record(4, keys, [1.0] * 4)
+    assert u.hard[4] == []
+
+
 def test_procedural_cache_and_tof(tmp_path):
     a = ProceduralScenes([101, 102], [(24, 32)], cache_dir=tmp_path)
     assert len(list(tmp_path.glob("*.npz"))) == 2

@@ -15,6 +15,7 @@ resolution, which DADA's code uses):
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Iterator, Protocol, Sequence
 
@@ -106,8 +107,21 @@ def collate(examples: Sequence[Example]) -> Batch:
     )
 
 
+@dataclass(frozen=True)
+class CropKey:
+    """Where a training crop came from, enough to cut it again: scene, top-left corner, flip,
+    and whether its source was the alternative (e.g. ToF-like) one."""
+
+    scene: int
+    i: int
+    j: int
+    flip: bool
+    alt_source: bool
+
+
 class CropSampler:
-    """Random training crops from a :class:`SceneSet`: one scale per batch, flips, hole rejection.
+    """Random training crops from a :class:`SceneSet`: one scale per batch, flips, hole rejection,
+    and optional hard-example replay.
 
     Args:
         scenes: the training scenes.
@@ -116,46 +130,99 @@ class CropSampler:
         rng: numpy Generator (seeded by the trainer, stored for resume).
         source_fn: optional ``(gt_crop, rgb_crop, scale, rng) -> source`` (e.g. ToF-like noise) used
             with probability ``source_prob`` instead of the block average.
+        hard_prob: probability that an example is re-cut from the pool of the highest-loss crops
+            seen so far at that scale (fed by :meth:`record`); 0 disables it.
+        hard_pool: crops kept per scale in that pool.
+
+    Why the replay: the metric that matters (MSE pooled over scenes) is dominated by a few rare
+    configurations -- an object with the texture of the wall behind it, a thin object in front of
+    a far wall -- where a model that learned "texture edges are not depth edges" fails badly.
+    Uniform crops show them too rarely for the loss to weigh them.
     """
 
     def __init__(self, scenes: SceneSet, crop: int, scales: Sequence[int], rng: np.random.Generator,
-                 source_fn=None, source_prob: float = 0.0, min_gt_valid: float = 0.8, min_src_valid: float = 0.9):
+                 source_fn=None, source_prob: float = 0.0, min_gt_valid: float = 0.8, min_src_valid: float = 0.9,
+                 hard_prob: float = 0.0, hard_pool: int = 256):
         for s in scales:
             if crop % s:
                 raise ValueError(f"crop {crop} is not a multiple of scale {s}")
         if len(scenes) == 0:
             raise ValueError("no training scenes")
+        if not 0 <= hard_prob <= 1 or hard_pool < 1:
+            raise ValueError(f"hard_prob must be in [0, 1] and hard_pool >= 1, got {hard_prob}, {hard_pool}")
         self.scenes, self.crop, self.scales, self.rng = scenes, crop, list(scales), rng
         self.source_fn, self.source_prob = source_fn, source_prob
         self.min_gt_valid, self.min_src_valid = min_gt_valid, min_src_valid
+        self.hard_prob, self.hard_pool = hard_prob, hard_pool
+        self.hard: dict[int, list[tuple[float, CropKey]]] = {s: [] for s in self.scales}
+        self.last_keys: list[CropKey] = []
+
+    def cut(self, key: CropKey, scale: int) -> Example | None:
+        """The example for ``key`` at ``scale``; None if it has too little valid depth."""
+        c = self.crop
+        sc = self.scenes[key.scene]
+        rgb, gt = sc.rgb[key.i:key.i + c, key.j:key.j + c], sc.depth[key.i:key.i + c, key.j:key.j + c]
+        if key.flip:
+            rgb, gt = rgb[:, ::-1], gt[:, ::-1]
+        rgb, gt = np.ascontiguousarray(rgb), np.ascontiguousarray(gt)
+        if np.isfinite(gt).mean() < self.min_gt_valid:
+            return None
+        src = self.source_fn(gt, rgb, scale, self.rng) if key.alt_source and self.source_fn is not None else None
+        ex = make_example(rgb, gt, scale, src)
+        valid = np.isfinite(ex.source) & (ex.source > 0)
+        return ex if valid.mean() >= self.min_src_valid else None
 
     def example(self, scale: int, tries: int = 32) -> Example:
+        return self._example(scale, tries)[0]
+
+    def _example(self, scale: int, tries: int = 32) -> tuple[Example, CropKey]:
+        pool = self.hard.get(scale, [])
+        if pool and self.hard_prob > 0 and self.rng.random() < self.hard_prob:
+            key = pool[int(self.rng.integers(len(pool)))][1]
+            ex = self.cut(key, scale)
+            if ex is not None:
+                return ex, key
         c = self.crop
         for _ in range(tries):
-            sc = self.scenes[int(self.rng.integers(len(self.scenes)))]
-            H, W = sc.depth.shape
+            n = int(self.rng.integers(len(self.scenes)))
+            H, W = self.scenes[n].depth.shape
             if H < c or W < c:
                 continue
-            i, j = int(self.rng.integers(H - c + 1)), int(self.rng.integers(W - c + 1))
-            rgb, gt = sc.rgb[i:i + c, j:j + c], sc.depth[i:i + c, j:j + c]
-            if self.rng.random() < 0.5:
-                rgb, gt = rgb[:, ::-1], gt[:, ::-1]
-            rgb, gt = np.ascontiguousarray(rgb), np.ascontiguousarray(gt)
-            if np.isfinite(gt).mean() < self.min_gt_valid:
-                continue
-            src = None
-            if self.source_fn is not None and self.rng.random() < self.source_prob:
-                src = self.source_fn(gt, rgb, scale, self.rng)
-            ex = make_example(rgb, gt, scale, src)
-            valid = np.isfinite(ex.source) & (ex.source > 0)
-            if valid.mean() < self.min_src_valid:
-                continue
-            return ex
+            key = CropKey(n, int(self.rng.integers(H - c + 1)), int(self.rng.integers(W - c + 1)),
+                          bool(self.rng.random() < 0.5),
+                          self.source_fn is not None and bool(self.rng.random() < self.source_prob))
+            ex = self.cut(key, scale)
+            if ex is not None:
+                return ex, key
         raise ValueError(f"no crop with enough valid depth after {tries} tries (crop {c}, scale {scale})")
 
     def batch(self, size: int) -> Batch:
+        """A batch at one random scale; its crops' keys are left in ``last_keys`` for :meth:`record`."""
         scale = self.scales[int(self.rng.integers(len(self.scales)))]
-        return collate([self.example(scale) for _ in range(size)])
+        pairs = [self._example(scale) for _ in range(size)]
+        self.last_keys = [k for _, k in pairs]
+        return collate([e for e, _ in pairs])
+
+    def record(self, scale: int, keys: Sequence[CropKey], losses: Sequence[float]) -> None:
+        """Offer crops and their losses to the hard pool of ``scale`` (it keeps the highest; a crop
+        already there gets its newest loss, so one the model has learned drops out)."""
+        if self.hard_prob <= 0:
+            return
+        pool = {k: v for v, k in self.hard[scale]}
+        pool.update({k: float(v) for k, v in zip(keys, losses)})
+        best = sorted(pool.items(), key=lambda kv: kv[1], reverse=True)[: self.hard_pool]
+        self.hard[scale] = [(v, k) for k, v in best]
+
+    def pool_state(self) -> str:
+        """The hard pools as JSON (checkpoint resume state)."""
+        return json.dumps({str(s): [[v, [k.scene, k.i, k.j, k.flip, k.alt_source]] for v, k in pool]
+                           for s, pool in self.hard.items()})
+
+    def load_pool_state(self, state: str) -> None:
+        for s, pool in json.loads(state).items():
+            if int(s) in self.hard:
+                self.hard[int(s)] = [(float(v), CropKey(int(a), int(b), int(c), bool(d), bool(e)))
+                                     for v, (a, b, c, d, e) in pool]
 
 
 def tiles(scene: RGBDScene, tile: int | None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
