@@ -69,17 +69,23 @@ def test_warm_start_from_converged_answer_is_much_faster():
     assert np.nanmax(np.abs(warm.depth - cold.depth)) < 0.01
 
 
-@pytest.mark.parametrize("backend", ["torch", "fused"])
-@pytest.mark.parametrize("tol", [None, 1e-12])
-def test_fast_loop_matches_reference_steps(backend, tol):
-    s = make_sample(seed=4, size=(40, 56), source_shape=(9, 13))
-    part = Partition((40, 56), (9, 13))
-    res = Resampler(part, CPU)
+def loop_problem(seed, size, source_shape):
+    """A small generated loop problem with holes at a non-integer ratio: resampler, source,
+    valid mask, Y0 and the learning-free coefficients."""
+    s = make_sample(seed=seed, size=size, source_shape=source_shape)
+    res = Resampler(Partition(size, source_shape), CPU)
     rgb = torch.from_numpy(s.rgb.astype(np.float32) / 255).permute(2, 0, 1)[None]
     src = torch.from_numpy(np.nan_to_num(with_holes(s.source), nan=0.0))[None, None]
     valid = src > 0
-    y0 = res.up(torch.where(valid, src, src[valid].mean()))
+    y0 = res.up(torch.where(valid, src, src[valid].mean())).contiguous()
     cv, ch = coefficients_from_features(free_features(rgb, y0), 0.03)
+    return res, src, valid, y0, cv, ch
+
+
+@pytest.mark.parametrize("backend", ["torch", "fused"])
+@pytest.mark.parametrize("tol", [None, 1e-12])
+def test_fast_loop_matches_reference_steps(backend, tol):
+    res, src, valid, y0, cv, ch = loop_problem(seed=4, size=(40, 56), source_shape=(9, 13))
     y_ref = y0.clone()
     for _ in range(50):
         y_ref = adjust_step(diffusion_step(y_ref, 0.24 * cv, 0.24 * ch), src, valid, res)
@@ -103,14 +109,7 @@ def test_fused_loop_same_answer_for_any_thread_count(threads, monkeypatch):
     previous step, so 1, 2 or 5 chunks (5 > threads: uneven chunks) give bit-identical results."""
     import dada_ros.core.fused_cpu as fused_cpu
 
-    s = make_sample(seed=5, size=(48, 72), source_shape=(11, 17))
-    part = Partition((48, 72), (11, 17))
-    res = Resampler(part, CPU)
-    rgb = torch.from_numpy(s.rgb.astype(np.float32) / 255).permute(2, 0, 1)[None]
-    src = torch.from_numpy(np.nan_to_num(with_holes(s.source), nan=0.0))[None, None]
-    valid = src > 0
-    y0 = res.up(torch.where(valid, src, src[valid].mean())).contiguous()
-    cv, ch = coefficients_from_features(free_features(rgb, y0), 0.03)
+    res, src, valid, y0, cv, ch = loop_problem(seed=5, size=(48, 72), source_shape=(11, 17))
     before = numba_threads()
     set_numba_threads(threads)
     results = []
