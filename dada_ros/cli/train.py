@@ -40,6 +40,9 @@ HELP = {
     "tof_prob": "fraction of training sources made ToF-like (noise, dropouts)",
     "hard_prob": "fraction of crops replayed from the pool of the highest-loss crops seen so far (0: off)",
     "hard_pool": "crops kept per scale in the hard pool",
+    "val_mode": "scenes: whole val scenes through the default solver policy, loss = MSE / DADA-free's "
+                "(what the benchmark reports); crops: centre crops at a fixed horizon (cheaper)",
+    "val_tile": "tile size of --val-mode scenes",
     "time_limit_min": "stop (and save) after this many minutes of training",
     "cache_dir": "keep rendered training scenes here (generated)",
     "refine_width": "lite-unet: width of the full-resolution 3x3 refinement (0: none)",
