@@ -29,6 +29,7 @@ HELP = {
     "normalisation": "depth input normalisation: log-mean | mean",
     "pretrained": "local torchvision ResNet-50 ImageNet state_dict (resnet50-unet); nothing is downloaded",
     "scales": "scale factors, one sampled per batch",
+    "scale_weights": "relative frequency of each of --scales (default: uniform)",
     "crop": "square training crop (multiple of every scale)",
     "n_pre": "max no-grad steps at x8 (random 0..N_pre per batch)",
     "n_pre_scaling": "linear: N_pre(s) = n_pre * s / 8; none: n_pre at every scale",
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         kw = {"dest": f.name, "default": value, "help": HELP.get(f.name, " ")}
         if f.name in ("scales", "widths"):
             kw.update(type=int, nargs="+")
+        elif f.name == "scale_weights":
+            kw.update(type=float, nargs="+")
         elif f.name == "render_sizes":
             kw.update(type=lambda s: [int(v) for v in s.lower().split("x")], nargs="+",
                       help="render sizes HxW of the generated training scenes, e.g. 256x256 384x512")

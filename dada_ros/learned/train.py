@@ -64,6 +64,7 @@ class TrainConfig:
     widths: list[int] = field(default_factory=list)  # lite U-Nets: channels per level (empty: default)
     init_from: str | None = None  # start from this checkpoint's weights (fine-tuning; new layers keep their init)
     scales: list[int] = field(default_factory=lambda: [4, 8, 16])
+    scale_weights: list[float] = field(default_factory=list)  # relative frequency per scale (empty: uniform)
     crop: int = 96
     batch: int = 6
     steps: int = 2000
@@ -129,6 +130,10 @@ class TrainConfig:
             raise DadaInputError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if not 0 <= self.n_pre_min <= 1:
             raise DadaInputError(f"n_pre_min must be a fraction in [0, 1], got {self.n_pre_min}")
+        if self.scale_weights and (len(self.scale_weights) != len(self.scales) or min(self.scale_weights) < 0
+                                   or sum(self.scale_weights) <= 0):
+            raise DadaInputError(f"scale_weights {self.scale_weights} must give one non-negative weight per scale "
+                                 f"{self.scales}, not all zero")
         if self.val_mode not in ("crops", "scenes"):
             raise DadaInputError(f"val_mode must be crops or scenes, got {self.val_mode!r}")
         if self.val_mode == "scenes" and any(self.val_tile % s for s in self.scales):
@@ -408,7 +413,8 @@ class Trainer:
         train_scenes = open_scenes(cfg, "train")
         sampler = CropSampler(train_scenes, cfg.crop, cfg.scales, self.rng,
                               source_fn=lambda gt, rgb, s, rng: tof_source(gt, rgb, s, rng), source_prob=cfg.tof_prob,
-                              hard_prob=cfg.hard_prob, hard_pool=cfg.hard_pool)
+                              hard_prob=cfg.hard_prob, hard_pool=cfg.hard_pool,
+                              scale_weights=cfg.scale_weights or None)
         if self._hard_state:
             sampler.load_pool_state(self._hard_state)
         self.sampler = sampler

@@ -56,6 +56,11 @@ def test_crop_sampler_and_tiles():
     assert names == ["a@0,0", "a@0,16", "a@0,32", "a@16,0", "a@16,16", "a@16,32"]
     with pytest.raises(ValueError, match="multiple"):
         CropSampler(scenes, 20, [8], rng)
+    # scale weights: a zero weight never comes up; a bad list is refused
+    w = CropSampler(scenes, 16, [4, 8], rng, scale_weights=[0.0, 1.0])
+    assert {w.batch(1).scale for _ in range(10)} == {8}
+    with pytest.raises(ValueError, match="one non-negative weight per scale"):
+        CropSampler(scenes, 16, [4, 8], rng, scale_weights=[1.0])
 
 
 def test_crop_sampler_hard_pool_replays_highest_loss_crops():

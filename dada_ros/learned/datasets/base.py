@@ -133,6 +133,7 @@ class CropSampler:
         hard_prob: probability that an example is re-cut from the pool of the highest-loss crops
             seen so far at that scale (fed by :meth:`record`); 0 disables it.
         hard_pool: crops kept per scale in that pool.
+        scale_weights: relative frequency of each scale (None: uniform).
 
     Why the replay: the metric that matters (MSE pooled over scenes) is dominated by a few rare
     configurations -- an object with the texture of the wall behind it, a thin object in front of
@@ -142,7 +143,7 @@ class CropSampler:
 
     def __init__(self, scenes: SceneSet, crop: int, scales: Sequence[int], rng: np.random.Generator,
                  source_fn=None, source_prob: float = 0.0, min_gt_valid: float = 0.8, min_src_valid: float = 0.9,
-                 hard_prob: float = 0.0, hard_pool: int = 256):
+                 hard_prob: float = 0.0, hard_pool: int = 256, scale_weights: Sequence[float] | None = None):
         for s in scales:
             if crop % s:
                 raise ValueError(f"crop {crop} is not a multiple of scale {s}")
@@ -154,6 +155,12 @@ class CropSampler:
         self.source_fn, self.source_prob = source_fn, source_prob
         self.min_gt_valid, self.min_src_valid = min_gt_valid, min_src_valid
         self.hard_prob, self.hard_pool = hard_prob, hard_pool
+        if scale_weights is not None and (len(scale_weights) != len(self.scales) or min(scale_weights) < 0
+                                          or sum(scale_weights) <= 0):
+            raise ValueError(f"scale_weights {list(scale_weights)} must be one non-negative weight per scale "
+                             f"{self.scales}, not all zero")
+        w = np.asarray(scale_weights if scale_weights is not None else [1.0] * len(self.scales), float)
+        self.scale_p = w / w.sum()
         self.hard: dict[int, list[tuple[float, CropKey]]] = {s: [] for s in self.scales}
         self.last_keys: list[CropKey] = []
 
@@ -198,7 +205,7 @@ class CropSampler:
 
     def batch(self, size: int) -> Batch:
         """A batch at one random scale; its crops' keys are left in ``last_keys`` for :meth:`record`."""
-        scale = self.scales[int(self.rng.integers(len(self.scales)))]
+        scale = self.scales[int(self.rng.choice(len(self.scales), p=self.scale_p))]
         pairs = [self._example(scale) for _ in range(size)]
         self.last_keys = [k for _, k in pairs]
         return collate([e for e, _ in pairs])
