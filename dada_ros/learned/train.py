@@ -6,7 +6,7 @@ N_grad steps with gradient, loss = ``loss_weight`` x L1 (the paper) or squared e
 ground truth; Adam + StepLR + gradient-norm clipping (authors: lr 1e-4, weight decay 1e-5,
 gamma 0.9, clip 0.01).
 
-Defaults = the first recipe (the ``dada_lite_v1.pt`` one): crops 96 x 96, batch 6, x4/x8/x16,
+Defaults = the first recipe (the former ``dada_lite_v1.pt``): crops 96 x 96, batch 6, x4/x8/x16,
 N_pre 2000 (linear in the scale: 1000/2000/4000), N_grad 32, 20 % ToF-like sources, lr 1e-3
 (10x the authors': in two 80-step pilots from the same start, the validation loss fell 12.6 %
 below DADA-free with 1e-3 and 1.5 % with 1e-4). What later runs measured (README, "Learned model", has the shipped model's exact commands):
