@@ -153,6 +153,14 @@ def run_realtime(cfg: RealtimeConfig) -> ReplayResult:
     return ReplayResult(log.data, out, report, out_bag if out_bag.exists() else None, status)
 
 
+def parse_progress_line(line: str) -> tuple[str, int] | None:
+    """``"P 12"`` -> ``("P", 12)``; ``None`` for anything else (a stray or garbled line)."""
+    kind, _, n = line.strip().partition(" ")
+    if kind not in ("P", "R") or not n.isdigit():
+        return None
+    return kind, int(n)
+
+
 def _play(spec_path: Path, env: dict, rc: ReplayConfig, node_proc: subprocess.Popen | None, node_log: Path) -> str:
     from tqdm import tqdm
 
@@ -163,12 +171,15 @@ def _play(spec_path: Path, env: dict, rc: ReplayConfig, node_proc: subprocess.Po
     try:
         assert player.stdout is not None
         for line in player.stdout:
-            kind, _, n = line.strip().partition(" ")
+            parsed = parse_progress_line(line)
+            if parsed is None:
+                continue  # progress display only: the timing JSON is what gets scored
+            kind, n = parsed
             if kind == "P":
-                published = int(n)
-                bar.update(1)
-            elif kind == "R":
-                received = int(n)
+                bar.update(max(n - published, 0))
+                published = n
+            else:
+                received = n
             bar.set_postfix({"out": received, "dropped": max(published - received, 0)}, refresh=False)
         code = player.wait()
     except KeyboardInterrupt:

@@ -24,6 +24,21 @@ import time
 from pathlib import Path
 
 
+_PROGRESS_LOCK = threading.Lock()
+
+
+def emit_progress(kind: str, n: int, stream=None) -> None:
+    """Write one ``<kind> <n>`` progress line in a single write under a lock.
+
+    The subscription thread ("R") and the publishing loop ("P") both report; ``print`` writes the
+    text and its newline separately, so two threads could interleave them into ``P 12R 6``.
+    """
+    stream = sys.stdout if stream is None else stream
+    with _PROGRESS_LOCK:
+        stream.write(f"{kind} {int(n)}\n")
+        stream.flush()
+
+
 def cdr_header_stamp(data: bytes) -> int:
     """Header stamp (ns) of a serialized message whose first field is a std_msgs/Header."""
     little = data[1] in (1, 3)  # CDR_LE / PL_CDR_LE encapsulation
@@ -79,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 writer.write_raw(topic, msgtype, data, time.time_ns())
                 received.append({"topic": kind, "stamp_ns": cdr_header_stamp(data), "wall": now})
                 if kind == "depth":
-                    print(f"R {sum(r['topic'] == 'depth' for r in received)}", flush=True)
+                    emit_progress("R", sum(r['topic'] == 'depth' for r in received))
         return cb
 
     subs = {}
@@ -134,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                 if kind == "rgb":
                     n += 1
                     timing["published"].append({"stamp_ns": cdr_header_stamp(raw.data), "wall": time.time()})
-                    print(f"P {n}", flush=True)
+                    emit_progress("P", n)
                 if spec.get("max_frames") and n >= spec["max_frames"] and kind == "depth":
                     break
         # wait for the last outputs: until the newest frame came back, or nothing new arrived for
