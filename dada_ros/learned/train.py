@@ -42,9 +42,9 @@ import torch
 from ..core.device import resolve_device, set_cpu_threads
 from ..core.errors import DadaInputError
 from ..core.solver import FreeGuide
-from .datasets.base import Batch, CropSampler, collate, make_example
+from .datasets.base import Batch, CropSampler, collate, make_example, sampling_problem
 from .model import GuideConfig, GuideNet, load_checkpoint, save_checkpoint
-from .unroll import masked_l1, masked_mse_cm2, unrolled_solve
+from .unroll import masked_mse_cm2, unrolled_solve
 
 LOSSES = ("l1", "l2")
 LOG_FIELDS = ["step", "seconds", "lr", "scale", "n_pre", "n_grad", "loss", "kappa", "val_loss", "val_mse_cm2"]
@@ -130,16 +130,13 @@ class TrainConfig:
             raise DadaInputError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if not 0 <= self.n_pre_min <= 1:
             raise DadaInputError(f"n_pre_min must be a fraction in [0, 1], got {self.n_pre_min}")
-        if self.scale_weights and (len(self.scale_weights) != len(self.scales) or min(self.scale_weights) < 0
-                                   or sum(self.scale_weights) <= 0):
-            raise DadaInputError(f"scale_weights {self.scale_weights} must give one non-negative weight per scale "
-                                 f"{self.scales}, not all zero")
+        problem = sampling_problem(self.scales, self.scale_weights or None, self.hard_prob, self.hard_pool)
+        if problem:
+            raise DadaInputError(problem)
         if self.val_mode not in ("crops", "scenes"):
             raise DadaInputError(f"val_mode must be crops or scenes, got {self.val_mode!r}")
         if self.val_mode == "scenes" and any(self.val_tile % s for s in self.scales):
             raise DadaInputError(f"val tile {self.val_tile} must be a multiple of every scale {self.scales}")
-        if not 0 <= self.hard_prob <= 1 or self.hard_pool < 1:
-            raise DadaInputError(f"hard_prob must be in [0, 1] and hard_pool >= 1, got {self.hard_prob}, {self.hard_pool}")
         if not 0 <= self.tof_prob <= 1:
             raise DadaInputError(f"tof_prob must be in [0, 1], got {self.tof_prob}")
         GuideConfig(architecture=self.architecture, channels=self.channels, normalisation=self.normalisation,
@@ -223,20 +220,22 @@ class FreeNet(torch.nn.Module):
         return self.guide.coefficients(f)
 
 
+def _masked_error(pred: torch.Tensor, batch: Batch, cfg: TrainConfig) -> torch.Tensor:
+    """``loss_weight`` x per-pixel |error| (l1) or error^2 (l2), zero where the ground truth is invalid."""
+    err = (pred - batch.gt) ** 2 if cfg.loss == "l2" else (pred - batch.gt).abs()
+    return cfg.loss_weight * err * batch.gt_valid
+
+
 def per_example_loss(pred: torch.Tensor, batch: Batch, cfg: TrainConfig) -> torch.Tensor:
     """(B,) the training loss of each example alone (no gradient): what the hard pool ranks by."""
     with torch.no_grad():
-        err = (pred - batch.gt) ** 2 if cfg.loss == "l2" else (pred - batch.gt).abs()
         n = batch.gt_valid.flatten(1).sum(1).clamp_min(1)
-        return cfg.loss_weight * (err * batch.gt_valid).flatten(1).sum(1) / n
+        return _masked_error(pred, batch, cfg).flatten(1).sum(1) / n
 
 
 def training_loss(pred: torch.Tensor, batch: Batch, cfg: TrainConfig) -> torch.Tensor:
     """``loss_weight`` x (L1 or squared error) over the batch's valid ground-truth pixels."""
-    if cfg.loss == "l2":
-        n = batch.gt_valid.sum().clamp_min(1)
-        return cfg.loss_weight * (((pred - batch.gt) ** 2) * batch.gt_valid).sum() / n
-    return cfg.loss_weight * masked_l1(pred, batch.gt, batch.gt_valid)
+    return _masked_error(pred, batch, cfg).sum() / batch.gt_valid.sum().clamp_min(1)
 
 
 @torch.no_grad()

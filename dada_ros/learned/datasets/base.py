@@ -119,6 +119,19 @@ class CropKey:
     alt_source: bool
 
 
+def sampling_problem(scales: Sequence[int], scale_weights: Sequence[float] | None, hard_prob: float,
+                     hard_pool: int) -> str | None:
+    """Why these :class:`CropSampler` settings are invalid, or None (shared with the trainer's
+    config check, which reports it before any scene is rendered)."""
+    if not 0 <= hard_prob <= 1 or hard_pool < 1:
+        return f"hard_prob must be in [0, 1] and hard_pool >= 1, got {hard_prob}, {hard_pool}"
+    if scale_weights is not None and (len(scale_weights) != len(scales) or min(scale_weights) < 0
+                                      or sum(scale_weights) <= 0):
+        return (f"scale_weights {list(scale_weights)} must be one non-negative weight per scale "
+                f"{list(scales)}, not all zero")
+    return None
+
+
 class CropSampler:
     """Random training crops from a :class:`SceneSet`: one scale per batch, flips, hole rejection,
     and optional hard-example replay.
@@ -149,16 +162,13 @@ class CropSampler:
                 raise ValueError(f"crop {crop} is not a multiple of scale {s}")
         if len(scenes) == 0:
             raise ValueError("no training scenes")
-        if not 0 <= hard_prob <= 1 or hard_pool < 1:
-            raise ValueError(f"hard_prob must be in [0, 1] and hard_pool >= 1, got {hard_prob}, {hard_pool}")
+        problem = sampling_problem(scales, scale_weights, hard_prob, hard_pool)
+        if problem:
+            raise ValueError(problem)
         self.scenes, self.crop, self.scales, self.rng = scenes, crop, list(scales), rng
         self.source_fn, self.source_prob = source_fn, source_prob
         self.min_gt_valid, self.min_src_valid = min_gt_valid, min_src_valid
         self.hard_prob, self.hard_pool = hard_prob, hard_pool
-        if scale_weights is not None and (len(scale_weights) != len(self.scales) or min(scale_weights) < 0
-                                          or sum(scale_weights) <= 0):
-            raise ValueError(f"scale_weights {list(scale_weights)} must be one non-negative weight per scale "
-                             f"{self.scales}, not all zero")
         w = np.asarray(scale_weights if scale_weights is not None else [1.0] * len(self.scales), float)
         self.scale_p = w / w.sum()
         self.hard: dict[int, list[tuple[float, CropKey]]] = {s: [] for s in self.scales}
