@@ -84,11 +84,11 @@ def section_speed(args) -> dict:
     for threads in (1, 2):
         torch.set_num_threads(threads)
         for _ in range(3):
-            f = guide.features(rgb, d)
+            f = guide.features(rgb, d, 8.0)
         ts, tc = [], []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            f = guide.features(rgb, d)
+            f = guide.features(rgb, d, 8.0)
             t1 = time.perf_counter()
             guide.coefficients(f)
             tc.append(time.perf_counter() - t1)

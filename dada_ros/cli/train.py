@@ -47,6 +47,7 @@ HELP = {
     "time_limit_min": "stop (and save) after this many minutes of training",
     "cache_dir": "keep rendered training scenes here (generated)",
     "refine_width": "lite-unet: width of the full-resolution 3x3 refinement (0: none)",
+    "scale_film": "lite U-Nets: condition the decoder on log2(resolution ratio) (FiLM; starts as the unconditioned model)",
     "widths": "lite U-Nets: channels of each level, finest first (default: 16 24 40 64 64; -fr: 12 16 24 40 64 64)",
     "init_from": "start from this checkpoint's weights (fine-tune; layers it lacks keep their init)",
     "out_dir": "output directory (resumes from its last.pt)",

@@ -48,7 +48,9 @@ POSITIVITY_FLOOR = 0.1
 class GuideModel(Protocol):
     """What the solver needs from a guide: features at full resolution and c(features)."""
 
-    def features(self, rgb01: torch.Tensor, depth_up: torch.Tensor) -> torch.Tensor: ...
+    def features(self, rgb01: torch.Tensor, depth_up: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+        """Features at full resolution; ``scale`` is the resolution ratio guide / source."""
+        ...
 
     def coefficients(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -65,7 +67,7 @@ class FreeGuide:
             raise DadaInputError(f"unknown coefficient form {self.form!r}; expected one of {coef.FORMS}")
         coef.check_kappa(self.kappa)
 
-    def features(self, rgb01: torch.Tensor, depth_up: torch.Tensor) -> torch.Tensor:
+    def features(self, rgb01: torch.Tensor, depth_up: torch.Tensor, scale: float | None = None) -> torch.Tensor:
         if self.form == "paper":
             return rgb01
         return coef.free_features(rgb01, depth_up)
@@ -208,7 +210,7 @@ class DadaSolver:
         offset = POSITIVITY_FLOOR if float(src[valid].min()) <= POSITIVITY_FLOOR else 0.0
         with torch.no_grad():
             rgb_t = _to_tensor(rgb, dev)
-            feats = self.guide_model.features(rgb_t, _to_tensor(y_cold, dev))
+            feats = self.guide_model.features(rgb_t, _to_tensor(y_cold, dev), part.scale)
             src_t = _to_tensor(src + offset, dev)
             valid_t = torch.from_numpy(valid).to(dev)[None, None]
 

@@ -62,7 +62,7 @@ class LiteUNet(nn.Module):
     """
 
     def __init__(self, out_channels: int = 8, widths: tuple[int, ...] = (16, 24, 40, 64, 64), in_channels: int = 4,
-                 refine_width: int = 0, input_pool: int = 2):
+                 refine_width: int = 0, input_pool: int = 2, scale_film: bool = False):
         super().__init__()
         # input_pool 2: the U-Net runs at half resolution and its gates/residuals are upsampled;
         # 1: its first level is at full resolution (pixel-sharp gates, ~2x the cost).
@@ -85,6 +85,14 @@ class LiteUNet(nn.Module):
         # for pixel-sharp corrections where the half-resolution gates are too coarse.
         self.refine_width = refine_width
         zero = [self.head, self.local]
+        # scale_film: the resolution ratio conditions each decoder level (FiLM: a per-channel
+        # scale and shift from log2(ratio)), so one model can trust colour edges more where the
+        # source says less (x16) and less where it says more (x4). Applied AFTER batch norm: a
+        # constant input channel would be erased by it in training (one ratio per batch).
+        self.scale_film = scale_film
+        if scale_film:
+            self.film = nn.ModuleList([nn.Linear(1, 2 * w[i]) for i in range(len(w) - 1)])
+            zero.extend(self.film)
         if refine_width:
             self.proj = nn.Conv2d(w[0], refine_width, 1)
             self.refine = nn.Sequential(nn.Conv2d(in_channels + refine_width, refine_width, 3, padding=1),
@@ -94,9 +102,12 @@ class LiteUNet(nn.Module):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-        """x: (B, 4, H, W) network input; base: (B, 4, H, W) learning-free features -> (B, C, H, W)."""
+    def forward(self, x: torch.Tensor, base: torch.Tensor, scale_code: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, 4, H, W) network input; base: (B, 4, H, W) learning-free features;
+        scale_code: (B, 1) log2(ratio) - 3, needed with ``scale_film`` -> (B, C, H, W)."""
         B, _, H, W = x.shape
+        if self.scale_film and (scale_code is None or scale_code.shape != (B, 1)):
+            raise ValueError(f"this lite-unet is conditioned on the resolution ratio: pass scale_code of shape ({B}, 1)")
         xp, _ = _pad_to(x, self.stride)
         h = F.avg_pool2d(xp, self.input_pool) if self.input_pool > 1 else xp
         h = h.contiguous(memory_format=torch.channels_last)
@@ -108,6 +119,9 @@ class LiteUNet(nn.Module):
         for i in range(len(self.dec) - 1, -1, -1):
             up = F.interpolate(self.lat[i](d), size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
             d = self.dec[i](up + skips[i])
+            if self.scale_film:
+                gamma, beta = self.film[i](scale_code.to(d.dtype)).view(B, 2 * d.shape[1], 1, 1).chunk(2, dim=1)
+                d = d * (1 + gamma) + beta
         gr = self._full_res(self.head(d).contiguous())[..., :H, :W]
         if self.refine_width:
             ctx = self._full_res(self.proj(d).contiguous())
@@ -273,13 +287,17 @@ LITE_WIDTHS = (16, 24, 40, 64, 64)
 
 
 def build_network(architecture: str, channels: int, refine_width: int = 0,
-                  widths: tuple[int, ...] | list[int] = ()) -> nn.Module:
-    """F for ``architecture``; ``widths`` overrides a lite U-Net's level widths (empty: default)."""
+                  widths: tuple[int, ...] | list[int] = (), scale_film: bool = False) -> nn.Module:
+    """F for ``architecture``; ``widths`` overrides a lite U-Net's level widths (empty: default);
+    ``scale_film`` conditions a lite U-Net on the resolution ratio."""
     if architecture == "lite-unet":
-        return LiteUNet(out_channels=channels, widths=tuple(widths) or LITE_WIDTHS, refine_width=refine_width)
+        return LiteUNet(out_channels=channels, widths=tuple(widths) or LITE_WIDTHS, refine_width=refine_width,
+                        scale_film=scale_film)
     if architecture == "lite-unet-fr":
         return LiteUNet(out_channels=channels, widths=tuple(widths) or FR_WIDTHS, refine_width=refine_width,
-                        input_pool=1)
+                        input_pool=1, scale_film=scale_film)
+    if scale_film:
+        raise ValueError(f"scale_film applies to the lite U-Nets, not {architecture}")
     if architecture == "resnet50-unet":
         return ResNet50UNet(out_channels=channels)
     raise ValueError(f"unknown architecture {architecture!r}; expected one of {ARCHITECTURES}")

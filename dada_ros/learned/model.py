@@ -62,6 +62,7 @@ class GuideConfig:
     lam: float = 0.24
     refine_width: int = 0  # lite-unet: width of an optional full-resolution 3x3 refinement (0: none)
     widths: list[int] = field(default_factory=list)  # lite U-Nets: channels per level (empty: default)
+    scale_film: bool = False  # lite U-Nets: decoder conditioned on log2(resolution ratio) (FiLM)
 
     def validate(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -74,6 +75,10 @@ class GuideConfig:
             raise DadaInputError(f"widths must be a list of positive integers, got {self.widths!r}")
         if self.widths and (not self.architecture.startswith("lite-unet") or len(self.widths) < 2):
             raise DadaInputError(f"widths (>= 2 levels) apply to the lite U-Nets, not {self.architecture} {self.widths}")
+        if not isinstance(self.scale_film, bool):
+            raise DadaInputError(f"scale_film must be true or false, got {self.scale_film!r}")
+        if self.scale_film and not self.architecture.startswith("lite-unet"):
+            raise DadaInputError(f"scale_film applies to the lite U-Nets, not {self.architecture}")
         if not isinstance(self.refine_width, int) or self.refine_width < 0:
             raise DadaInputError(f"refine_width must be an integer >= 0, got {self.refine_width!r}")
         if self.normalisation not in NORMALISATIONS:
@@ -103,7 +108,7 @@ class GuideNet(nn.Module):
         self.config = config or GuideConfig()
         self.config.validate()
         self.net = build_network(self.config.architecture, self.config.channels, self.config.refine_width,
-                                 self.config.widths)
+                                 self.config.widths, self.config.scale_film)
         self.log_kappa = nn.Parameter(torch.tensor(math.log(self.config.kappa_init)))
         self.register_buffer("rgb_mean", torch.tensor(coef.IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("rgb_std", torch.tensor(coef.IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -122,14 +127,20 @@ class GuideNet(nn.Module):
         z = z - z.mean(dim=(1, 2, 3), keepdim=True)
         return torch.cat([rgb, z], dim=1)
 
-    def forward(self, rgb01: torch.Tensor, depth_up: torch.Tensor) -> torch.Tensor:
+    def forward(self, rgb01: torch.Tensor, depth_up: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+        """Features (B, C, H, W). ``scale``: the resolution ratio guide / source (e.g. 8.0), needed
+        by a model conditioned on it (``config.scale_film``), ignored by the others."""
         if rgb01.ndim != 4 or rgb01.shape[1] != 3 or depth_up.shape != (rgb01.shape[0], 1, *rgb01.shape[2:]):
             raise DadaInputError(
                 f"expected rgb (B, 3, H, W) and depth (B, 1, H, W), got {tuple(rgb01.shape)} and {tuple(depth_up.shape)}"
             )
         x = self.network_input(rgb01, depth_up)
-        base = coef.free_features(rgb01, depth_up) if self.config.architecture.startswith("lite-unet") else None
-        return self.net(x, base)
+        if not self.config.architecture.startswith("lite-unet"):
+            return self.net(x, None)
+        base = coef.free_features(rgb01, depth_up)
+        if not self.config.scale_film:
+            return self.net(x, base)
+        return self.net(x, base, scale_code(scale, rgb01.shape[0], rgb01.device))
 
     def coefficients(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return coef.coefficients_from_features(features, self.kappa)
@@ -147,6 +158,16 @@ class GuideNet(nn.Module):
             return load_torchvision_resnet50(self.net.encoder, sd)
         except ValueError as exc:
             raise DadaInputError(f"{path}: {exc}") from exc
+
+
+def scale_code(scale: float | None, batch: int, device: torch.device) -> torch.Tensor:
+    """(batch, 1) log2(ratio) - 3: 0 at x8, -1 at x4, +1 at x16 -- what a scale-conditioned F reads."""
+    if scale is None:
+        raise DadaInputError("this model is conditioned on the resolution ratio: pass scale (guide / source size)")
+    scale = float(scale)
+    if not math.isfinite(scale) or scale < 1:
+        raise DadaInputError(f"resolution ratio must be a finite number >= 1, got {scale}")
+    return torch.full((batch, 1), math.log2(scale) - 3.0, device=device)
 
 
 class LearnedGuide:
@@ -167,8 +188,8 @@ class LearnedGuide:
         return float(self.net.kappa.detach())
 
     @torch.no_grad()
-    def features(self, rgb01: torch.Tensor, depth_up: torch.Tensor) -> torch.Tensor:
-        return self.net(rgb01.to(self.device), depth_up.to(self.device))
+    def features(self, rgb01: torch.Tensor, depth_up: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+        return self.net(rgb01.to(self.device), depth_up.to(self.device), scale)
 
     @torch.no_grad()
     def coefficients(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -62,6 +62,7 @@ class TrainConfig:
     pretrained: str | None = None  # local torchvision ResNet-50 state_dict (resnet50-unet)
     refine_width: int = 0  # lite-unet optional full-resolution refinement width (0: none)
     widths: list[int] = field(default_factory=list)  # lite U-Nets: channels per level (empty: default)
+    scale_film: bool = False  # lite U-Nets: condition the decoder on the resolution ratio
     init_from: str | None = None  # start from this checkpoint's weights (fine-tuning; new layers keep their init)
     scales: list[int] = field(default_factory=lambda: [4, 8, 16])
     scale_weights: list[float] = field(default_factory=list)  # relative frequency per scale (empty: uniform)
@@ -140,7 +141,7 @@ class TrainConfig:
         if not 0 <= self.tof_prob <= 1:
             raise DadaInputError(f"tof_prob must be in [0, 1], got {self.tof_prob}")
         GuideConfig(architecture=self.architecture, channels=self.channels, normalisation=self.normalisation,
-                    refine_width=self.refine_width, widths=list(self.widths)).validate()
+                    refine_width=self.refine_width, widths=list(self.widths), scale_film=self.scale_film).validate()
         deepest = math.ceil(self.crop / (32 if self.architecture.startswith("lite-unet") else 16))
         if self.batch * deepest**2 < 2:
             raise DadaInputError(
@@ -213,8 +214,8 @@ class FreeNet(torch.nn.Module):
         super().__init__()
         self.guide = FreeGuide()
 
-    def forward(self, rgb, y0):
-        return self.guide.features(rgb, y0)
+    def forward(self, rgb, y0, scale=None):
+        return self.guide.features(rgb, y0, scale)
 
     def coefficients(self, f):
         return self.guide.coefficients(f)
@@ -337,7 +338,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         gcfg = GuideConfig(architecture=cfg.architecture, channels=cfg.channels, normalisation=cfg.normalisation,
                            train_scales=list(cfg.scales), lam=cfg.lam, refine_width=cfg.refine_width,
-                           widths=list(cfg.widths))
+                           widths=list(cfg.widths), scale_film=cfg.scale_film)
         self.net = GuideNet(gcfg)
         if cfg.init_from:
             new = init_from_checkpoint(self.net, cfg.init_from)

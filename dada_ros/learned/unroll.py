@@ -37,7 +37,7 @@ def unrolled_solve(net, batch: Batch, n_pre: int, n_grad: int, lam: float = 0.24
     """Differentiable DADA on a batch -> prediction (B, 1, H, W) in metres.
 
     Args:
-        net: a :class:`~dada_ros.learned.model.GuideNet` (``net(rgb, y0)`` -> features,
+        net: a :class:`~dada_ros.learned.model.GuideNet` (``net(rgb, y0, ratio)`` -> features,
             ``net.coefficients``).
         batch: tensors on the net's device.
         n_pre: steps without gradient (the caller draws it at random for training).
@@ -46,8 +46,9 @@ def unrolled_solve(net, batch: Batch, n_pre: int, n_grad: int, lam: float = 0.24
     """
     H, W = batch.rgb.shape[-2:]
     h, w = batch.source.shape[-2:]
-    res = Resampler(Partition((H, W), (h, w)), batch.rgb.device)
-    feats = net(batch.rgb, batch.y0)
+    part = Partition((H, W), (h, w))
+    res = Resampler(part, batch.rgb.device)
+    feats = net(batch.rgb, batch.y0, part.scale)
     cv, ch = net.coefficients(feats)
     # Positivity guard of the solver (shift when a depth is near zero), per batch.
     src_valid = batch.source[batch.valid]

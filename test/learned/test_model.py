@@ -178,3 +178,58 @@ def test_free_features_constant_matches_core():
     # The lite network's base is exactly the learning-free feature map of the core.
     rgb, d = _inputs(1, 8, 8)
     assert torch.equal(coef.free_features(rgb, d)[:, 3:], d * coef.DEPTH_FEATURE_PER_METRE)
+
+
+def _film_net(seed=1):
+    """A scale-conditioned lite-unet with non-zero gates and FiLM (as if trained)."""
+    torch.manual_seed(seed)
+    net = M.GuideNet(M.GuideConfig(scale_film=True))
+    with torch.no_grad():
+        for m in [net.net.head, *net.net.film]:
+            torch.nn.init.normal_(m.weight, std=0.3)
+            torch.nn.init.normal_(m.bias, std=0.1)
+    return net.eval()
+
+
+def test_scale_film_starts_as_the_unconditioned_model():
+    """Zero-initialised FiLM: the same weights give the same features at every ratio."""
+    plain = _trained_like_net()
+    film = M.GuideNet(M.GuideConfig(scale_film=True))
+    film.load_state_dict(plain.state_dict(), strict=False)
+    film.eval()
+    rgb, d = _inputs()
+    with torch.no_grad():
+        for s in (4.0, 8.0, 16.0, 5.3):
+            torch.testing.assert_close(film(rgb, d, s), plain(rgb, d))
+
+
+def test_scale_film_features_depend_on_the_ratio_and_need_it():
+    net = _film_net()
+    rgb, d = _inputs()
+    with torch.no_grad():
+        f4, f16 = net(rgb, d, 4.0), net(rgb, d, 16.0)
+        assert (f4 - f16).abs().max() > 1e-2
+        torch.testing.assert_close(net(rgb, d, 16.0), f16)
+    with pytest.raises(DadaInputError, match="pass scale"):
+        net(rgb, d)
+    for bad in (float("nan"), 0.5, float("inf")):
+        with pytest.raises(DadaInputError, match="resolution ratio"):
+            net(rgb, d, bad)
+    with pytest.raises(DadaInputError, match="scale_film applies to the lite U-Nets"):
+        M.GuideConfig(architecture="resnet50-unet", channels=64, scale_film=True).validate()
+    with pytest.raises(DadaInputError, match="true or false"):
+        M.GuideConfig(scale_film="yes").validate()
+
+
+def test_scale_film_checkpoint_and_solver_pass_the_ratio(sample_x8, tmp_path):
+    """The checkpoint keeps the flag; the solver hands the model guide/source (x8 here)."""
+    path = tmp_path / "film.pt"
+    M.save_checkpoint(path, _film_net())
+    guide = M.load_guide_model(str(path), device="cpu")
+    assert guide.config.scale_film
+    seen = []
+    original = guide.net.forward
+    guide.net.forward = lambda rgb, d, scale=None: seen.append(scale) or original(rgb, d, scale)
+    res = DadaSolver(SolverConfig(iterations=50), guide).solve(sample_x8.rgb, sample_x8.source)
+    assert seen == [pytest.approx(8.0)] and np.isfinite(res.depth).all()
+    assert consistency_error(res.depth, sample_x8.source) < 1e-4

@@ -41,6 +41,19 @@ def test_gradient_reaches_f_and_kappa(batch):
     assert g["net.head.weight"].abs().sum() > 0 and g["net.enc.0.0.weight"].abs().sum() > 0
 
 
+def test_gradient_reaches_the_scale_film(batch):
+    """A ratio-conditioned F learns its FiLM from the unrolled pass, which hands it the batch's ratio (x4)."""
+    torch.manual_seed(0)
+    net = GuideNet(GuideConfig(channels=8, scale_film=True))
+    torch.nn.init.normal_(net.net.head.weight, std=0.05)
+    seen = []
+    original = net.forward
+    net.forward = lambda rgb, d, scale=None: seen.append(scale) or original(rgb, d, scale)
+    masked_l1(unrolled_solve(net, batch, 5, 4), batch.gt, batch.gt_valid).backward()
+    assert seen == [4.0]
+    assert all(m.weight.grad is not None and m.weight.grad.abs().sum() > 0 for m in net.net.film)
+
+
 def test_no_gradient_without_grad_steps(batch):
     pred = unrolled_solve(_net(), batch, 7, 0)
     assert not pred.requires_grad
