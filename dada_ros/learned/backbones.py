@@ -16,7 +16,9 @@ Two architectures (``ARCHITECTURES``):
   tiled C/4 times. The last layers start at zero, so an untrained ``lite-unet`` reproduces
   DADA-free exactly (same c(x), same kappa) and training only has to learn corrections: close
   gates on texture edges that are not depth edges, open residuals where depth steps without a
-  colour edge.
+  colour edge. With ``scale_film`` each decoder level is also modulated by the resolution ratio
+  (FiLM: per-channel scale and shift from log2(ratio)), so one model can weigh colour and depth
+  cues differently at x4 and x16; zero-initialised, it starts as the unconditioned model.
 
 Both pad the input to a multiple of their total stride (reflection) and crop the output back, so
 any H, W works.
