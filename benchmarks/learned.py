@@ -3,8 +3,9 @@
 Sections (all by default; pick with --only):
 
 * ``table``: paper-style table, MSE cm^2 / MAE cm, x4..x32, bicubic / JBF / DADA-free / DADA on
-  held-out generated scenes (seeds 0..N-1; training uses seeds >= 10,000,000), block-average
-  sources (the paper's protocol), default solver policy (tolerance stop, cap 8000);
+  held-out generated scenes (seeds 0..N-1, or F..F+N-1 with --first-seed F; training uses seeds
+  >= 10,000,000), block-average sources (the paper's protocol), default solver policy (tolerance
+  stop, cap 8000);
 * ``tof``: the same scenes with ToF-like sources (noise, dropouts, flying pixels);
 * ``sequence``: frames of the synthetic ToF sequence (:mod:`dada_ros.core.sequences`, the
   generator of the sample bag): 640x480 RGB, 160x120 ToF (x4) and 224x172 (non-integer ratio);
@@ -15,6 +16,7 @@ Sections (all by default; pick with --only):
 
     python benchmarks/learned.py                       # everything (~15-25 min on 2 busy cores)
     python benchmarks/learned.py --only table --seeds 8
+    python benchmarks/learned.py --only table --first-seed 16 --seeds 48   # more held-out scenes
     python benchmarks/learned.py --weights runs/x/best.pt --json out.json
 """
 
@@ -39,10 +41,12 @@ def section_table(args, tof: bool) -> dict:
     from dada_ros.learned.evaluate import evaluate, format_table, generated_scenes, tof_source_fn
 
     scales = SCALES if not tof else (4, 8, 16)
-    rep = evaluate(generated_scenes(range(args.seeds), (256, 256)), scales, METHODS, None, weights=args.weights,
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    rep = evaluate(generated_scenes(seeds, (256, 256)), scales, METHODS, None, weights=args.weights,
                    source_fn=tof_source_fn() if tof else None)
     kind = "ToF-like sources" if tof else "block-average sources"
-    print(format_table(rep, f"\n### Held-out generated scenes (seeds 0..{args.seeds - 1}, 256x256), {kind}"), flush=True)
+    title = f"\n### Held-out generated scenes (seeds {seeds.start}..{seeds.stop - 1}, 256x256), {kind}"
+    print(format_table(rep, title), flush=True)
     return rep
 
 
@@ -192,7 +196,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", nargs="+", choices=("table", "tof", "sequence", "speed", "memory"))
     ap.add_argument("--weights", help="checkpoint (default: the shipped one)")
-    ap.add_argument("--seeds", type=int, default=16, help="held-out generated scenes 0..N-1")
+    ap.add_argument("--seeds", type=int, default=16, help="number of held-out generated scenes")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="first held-out seed (seeds FIRST..FIRST+N-1; training uses seeds >= 10,000,000)")
     ap.add_argument("--frames", type=int, nargs="+", default=[0, 30, 60])
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--mem-ngrad", type=int, nargs="+", default=[8, 32, 128, 512, 1024])
@@ -203,6 +209,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json")
     args = ap.parse_args()
+    from dada_ros.learned.datasets.procedural import TRAIN_SEED0
+
+    if args.seeds < 1 or args.first_seed < 0 or args.first_seed + args.seeds > TRAIN_SEED0:
+        ap.error(f"held-out seeds must lie in 0..{TRAIN_SEED0 - 1} (training uses seeds >= {TRAIN_SEED0})")
     from dada_ros.core.device import set_cpu_threads
 
     set_cpu_threads(args.threads)
