@@ -101,6 +101,24 @@ def test_procedural_cache_and_tof(tmp_path):
     assert src.shape == (6, 8) and (np.isnan(src) | (src > 0)).all()
 
 
+def test_procedural_cache_two_runs_render_the_same_seed(tmp_path, monkeypatch):
+    """Two training runs sharing a cache may write the same new scene at once: neither may lose."""
+    real_savez = np.savez
+    nested = []
+
+    def savez_then_other_run_writes(file, **arrays):
+        real_savez(file, **arrays)
+        if not nested:  # the other run renders this seed between our write and our rename
+            nested.append(file)
+            ProceduralScenes([101], [(24, 32)], cache_dir=tmp_path, lazy=True)[0]
+
+    monkeypatch.setattr(np, "savez", savez_then_other_run_writes)
+    scene = ProceduralScenes([101], [(24, 32)], cache_dir=tmp_path)[0]
+    assert nested and [p.name for p in tmp_path.iterdir()] == ["seed101_24x32.npz"]
+    with np.load(tmp_path / "seed101_24x32.npz") as z:
+        np.testing.assert_array_equal(z["depth"], scene.depth)
+
+
 # ----------------------------------------------------------------------------- Middlebury
 def test_pfm_round_trip(tmp_path):
     img = np.arange(12, dtype=np.float32).reshape(3, 4)
