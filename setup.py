@@ -36,6 +36,7 @@ setup(
             "dada-replay = dada_ros.cli.replay:entry",
             "dada-train = dada_ros.cli.train:entry",
             "dada-eval = dada_ros.cli.eval:entry",
+            "dada-average = dada_ros.cli.average:entry",
         ],
     },
 )

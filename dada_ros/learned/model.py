@@ -31,6 +31,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -274,6 +275,39 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[GuideNet, dict, dict]:
     coef.check_kappa(float(net.kappa.detach()))
     meta = data.get("meta") or {}
     return net.eval(), meta if isinstance(meta, dict) else {}, data
+
+
+def average_checkpoints(paths: Sequence[str | os.PathLike],
+                        weights: Sequence[float] | None = None) -> tuple[GuideNet, dict]:
+    """Weight-average guide checkpoints of one configuration (a "model soup": runs fine-tuned from
+    one parent average into a model at least as good as each, cheaper than training longer).
+
+    Every floating-point tensor, batch-norm statistics and log kappa included, is the weighted mean;
+    integer counters are taken from the first. ``weights`` (default equal) must be positive; they
+    are normalised to sum 1. Returns (GuideNet in eval mode, meta naming the sources)."""
+    if len(paths) < 2:
+        raise DadaInputError(f"averaging needs at least two checkpoints, got {len(paths)}")
+    w = [1.0] * len(paths) if weights is None else [float(x) for x in weights]
+    if len(w) != len(paths):
+        raise DadaInputError(f"{len(w)} weights for {len(paths)} checkpoints")
+    if not all(math.isfinite(x) and x > 0 for x in w):
+        raise DadaInputError(f"averaging weights must be finite and > 0, got {w}")
+    w = [x / sum(w) for x in w]
+    nets = [load_checkpoint(p)[0] for p in paths]
+    first = asdict(nets[0].config)
+    for p, n in zip(paths[1:], nets[1:]):
+        if asdict(n.config) != first:
+            diff = sorted(k for k, v in asdict(n.config).items() if first.get(k) != v)
+            raise DadaInputError(f"{str(p)!r} has another configuration than {str(paths[0])!r} (differs in {diff}); "
+                                 "only checkpoints of one configuration can be averaged")
+    states = [n.state_dict() for n in nets]
+    avg = {k: (sum(wi * sd[k] for wi, sd in zip(w, states)) if v.is_floating_point() else v.clone())
+           for k, v in states[0].items()}
+    net = nets[0]
+    net.load_state_dict(avg)
+    coef.check_kappa(float(net.kappa.detach()))
+    meta = {"averaged_from": [str(p) for p in paths], "average_weights": w}
+    return net.eval(), meta
 
 
 def load_guide_model(weights: str | os.PathLike | None = None, device: str = "auto") -> LearnedGuide:

@@ -233,3 +233,51 @@ def test_scale_film_checkpoint_and_solver_pass_the_ratio(sample_x8, tmp_path):
     res = DadaSolver(SolverConfig(iterations=50), guide).solve(sample_x8.rgb, sample_x8.source)
     assert seen == [pytest.approx(8.0)] and np.isfinite(res.depth).all()
     assert consistency_error(res.depth, sample_x8.source) < 1e-4
+
+
+def _perturbed(seed, **config):
+    torch.manual_seed(seed)
+    net = M.GuideNet(M.GuideConfig(**config))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    return net.eval()
+
+
+def test_average_checkpoints_is_the_weighted_mean_and_cli_writes_it(tmp_path, capsys):
+    from dada_ros.cli import average as average_cli
+
+    a, b = _perturbed(1), _perturbed(2)
+    M.save_checkpoint(tmp_path / "a.pt", a)
+    M.save_checkpoint(tmp_path / "b.pt", b)
+    net, meta = M.average_checkpoints([tmp_path / "a.pt", tmp_path / "b.pt"], [3, 1])
+    assert meta["average_weights"] == [0.75, 0.25]
+    sa, sb, sm = a.state_dict(), b.state_dict(), net.state_dict()
+    for k, v in sm.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, 0.75 * sa[k] + 0.25 * sb[k])
+    assert average_cli.main([str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--out", str(tmp_path / "m.pt")]) == 0
+    assert "mean of 2 checkpoints" in capsys.readouterr().out
+    m, m_meta, _ = M.load_checkpoint(tmp_path / "m.pt")
+    torch.testing.assert_close(m.log_kappa, (a.log_kappa + b.log_kappa) / 2)
+    assert m_meta["averaged_from"] == [str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]
+
+
+def test_average_checkpoints_refuses_mixed_configs_and_bad_weights(tmp_path, monkeypatch):
+    from dada_ros.cli import average as average_cli
+
+    M.save_checkpoint(tmp_path / "a.pt", _perturbed(1))
+    M.save_checkpoint(tmp_path / "film.pt", _perturbed(2, scale_film=True))
+    with pytest.raises(DadaInputError, match="another configuration.*scale_film"):
+        M.average_checkpoints([tmp_path / "a.pt", tmp_path / "film.pt"])
+    with pytest.raises(DadaInputError, match="at least two"):
+        M.average_checkpoints([tmp_path / "a.pt"])
+    with pytest.raises(DadaInputError, match="> 0"):
+        M.average_checkpoints([tmp_path / "a.pt", tmp_path / "a.pt"], [1, -1])
+    with pytest.raises(DadaInputError, match="2 weights for 3"):
+        M.average_checkpoints([tmp_path / "a.pt"] * 3, [1, 1])
+    monkeypatch.setattr("sys.argv", ["dada-average", str(tmp_path / "a.pt"), str(tmp_path / "nope.pt"),
+                                     "--out", str(tmp_path / "o.pt")])
+    with pytest.raises(SystemExit) as exc:
+        average_cli.entry()
+    assert exc.value.code == 2 and not (tmp_path / "o.pt").exists()
