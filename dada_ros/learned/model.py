@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ..core import coefficients as coef
+from ..core.atomic_file import atomic_path
 from ..core.device import resolve_device
 from ..core.errors import DadaInputError
 from .backbones import ARCHITECTURES, ResNet50UNet, build_network, load_torchvision_resnet50
@@ -214,15 +215,14 @@ def checkpoint_dict(net: GuideNet, meta: dict | None = None) -> dict:
 
 
 def save_checkpoint(path: str | os.PathLike, net: GuideNet, meta: dict | None = None, extra: dict | None = None) -> None:
-    """Write a checkpoint atomically (tmp file + rename); ``extra`` adds keys (e.g. resume state)."""
+    """Write a checkpoint atomically (:func:`~dada_ros.core.atomic_file.atomic_path`); ``extra`` adds keys (e.g. resume state)."""
     data = checkpoint_dict(net, meta)
     if extra:
         data.update(extra)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(data, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
 
 
 def _torch_load(path: str | os.PathLike, what: str):

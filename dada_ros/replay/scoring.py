@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.atomic_file import atomic_path
 from ..core.errors import DadaInputError
 from ..core.metrics import consistency_error, depth_errors
 
@@ -178,10 +178,8 @@ class MetricsLog:
         if not force and now - self._last_write < self.min_interval_s:
             return
         self.data["summary"] = self.summary()
-        tmp = self.path.with_suffix(".json.tmp")
-        with open(tmp, "w") as fh:
+        with atomic_path(self.path) as tmp, open(tmp, "w") as fh:
             json.dump(_clean(self.data), fh, indent=1, default=_json_default)
-        os.replace(tmp, self.path)
         self._last_write = now
 
     def close(self, status: str) -> None:

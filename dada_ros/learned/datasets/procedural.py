@@ -10,12 +10,12 @@ benchmarks and synthetic sequences use, which are therefore held out.
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ...core.atomic_file import atomic_path
 from ...core.scenes import TofModel, intrinsics, random_scene, render, simulate_tof
 from .base import RGBDScene, depth_to_nan
 
@@ -75,14 +75,9 @@ class ProceduralScenes:
         if scene is None:
             scene = render_scene(seed, size)
             if path is not None:
-                # A tmp name of this process's own: two training runs sharing one cache may render
-                # the same new seed at once, and a shared tmp name lets one rename the other's file.
-                tmp = path.with_name(f"{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npz")
-                try:
+                # Two training runs sharing one cache may render the same new seed at once.
+                with atomic_path(path) as tmp:
                     np.savez(tmp, rgb=scene.rgb, depth=scene.depth)
-                    os.replace(tmp, path)
-                finally:
-                    tmp.unlink(missing_ok=True)
         self._scenes[index] = scene
         return scene
 
