@@ -45,7 +45,7 @@ from .backbones import ARCHITECTURES, ResNet50UNet, build_network, load_torchvis
 FORMAT = "dada_ros.guide"
 VERSION = 1
 NORMALISATIONS = ("log-mean", "mean")
-SHIPPED_NAME = "dada_lite_v4.pt"
+SHIPPED_NAME = "dada_lite_v5.pt"
 SHIPPED_PATH = Path(__file__).resolve().parent.parent / "data" / SHIPPED_NAME
 # Depths are clamped to this before the log (metres); the solver never sees smaller values.
 MIN_DEPTH = 1e-3
