@@ -1,7 +1,8 @@
 """``dada-average``: weight-average guide checkpoints of one configuration into one (a model soup).
 
 Runs fine-tuned from the same parent (e.g. two seeds or two recipes of a stage) average into a
-model that is usually at least as good as each; the result starts the next stage or ships.
+model about as good as the better one or better (not always: compare it on validation data); the
+result starts the next stage or ships.
 """
 
 from __future__ import annotations

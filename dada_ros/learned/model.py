@@ -280,7 +280,8 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[GuideNet, dict, dict]:
 def average_checkpoints(paths: Sequence[str | os.PathLike],
                         weights: Sequence[float] | None = None) -> tuple[GuideNet, dict]:
     """Weight-average guide checkpoints of one configuration (a "model soup": runs fine-tuned from
-    one parent average into a model at least as good as each, cheaper than training longer).
+    one parent often average into a model about as good as the better one or better, cheaper than
+    training longer; not always, so compare the result on validation data).
 
     Every floating-point tensor, batch-norm statistics and log kappa included, is the weighted mean;
     integer counters are taken from the first. ``weights`` (default equal) must be positive; they
