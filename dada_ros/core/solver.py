@@ -40,6 +40,10 @@ from .resample import Partition, Resampler, fill_invalid_nearest, initial_upsamp
 DEFAULT_LAMBDA = 0.24
 DEFAULT_TOL = 2e-4
 DEFAULT_MAX_ITERATIONS = 8000
+# Documented upper bound of every iteration count (CLI, node parameters, config): 100k plain
+# steps is ~12x the paper's 8000 and already minutes on a CPU; beyond it a typo (1e6, 1e12)
+# would block a worker for hours, so it is refused with a reason instead.
+ITERATIONS_LIMIT = 100_000
 # Values <= this (in metres) are shifted before the multiplicative adjustment, as the authors do,
 # so that a near-zero depth cannot blow up the ratio S / down(Y).
 POSITIVITY_FLOOR = 0.1
@@ -100,12 +104,14 @@ class SolverConfig:
     def validate(self) -> None:
         if not (isinstance(self.lam, (int, float)) and 0 < self.lam < 0.25):
             raise DadaInputError(f"lambda must be in (0, 0.25) for a stable 4-neighbour step, got {self.lam}")
-        if self.iterations is not None and (int(self.iterations) != self.iterations or self.iterations < 1):
-            raise DadaInputError(f"iterations must be an integer >= 1, got {self.iterations}")
+        if self.iterations is not None and (int(self.iterations) != self.iterations
+                                            or not 1 <= self.iterations <= ITERATIONS_LIMIT):
+            raise DadaInputError(f"iterations must be an integer in [1, {ITERATIONS_LIMIT}], got {self.iterations}")
         if self.tol is not None and not (math.isfinite(self.tol) and self.tol > 0):
             raise DadaInputError(f"tol must be a finite number > 0, got {self.tol}")
-        if int(self.max_iterations) != self.max_iterations or self.max_iterations < 1:
-            raise DadaInputError(f"max_iterations must be an integer >= 1, got {self.max_iterations}")
+        if int(self.max_iterations) != self.max_iterations or not 1 <= self.max_iterations <= ITERATIONS_LIMIT:
+            raise DadaInputError(f"max_iterations must be an integer in [1, {ITERATIONS_LIMIT}], "
+                                 f"got {self.max_iterations}")
         if int(self.check_every) != self.check_every or self.check_every < 1:
             raise DadaInputError(f"check_every must be an integer >= 1, got {self.check_every}")
         if self.init not in ("bicubic", "nearest", "bilinear"):
@@ -191,8 +197,8 @@ class DadaSolver:
         """
         t0 = time.perf_counter()
         cfg = self.config
-        if iterations is not None and (int(iterations) != iterations or iterations < 1):
-            raise DadaInputError(f"iterations must be an integer >= 1, got {iterations}")
+        if iterations is not None and (int(iterations) != iterations or not 1 <= iterations <= ITERATIONS_LIMIT):
+            raise DadaInputError(f"iterations must be an integer in [1, {ITERATIONS_LIMIT}], got {iterations}")
         rgb, src, valid, part = check_pair(guide, source)
         y0_warm = check_init(init, part.guide_shape)
         dev = self.device
