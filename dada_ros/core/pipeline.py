@@ -22,10 +22,19 @@ the cold equilibrium for about +25% work; at 640x480 the entering band is a smal
 image and it made no difference (within 0.1%) for ~11 ms a frame, so it is off by default
 (``refine_iterations=0``); the age map is kept either way (cheap).
 
+Acceptance (issue 19: a warm start must never cost accuracy). The warped Y0 is tested against
+the new source by :func:`~dada_ros.core.warm_accept.accept_prior`: motion-corrected, cell by cell.
+Cells whose prior clearly disagrees with the new measurement, and pixels without a prior
+(disocclusions the fill did not reach), start cold; they get a cold budget -- the solver's own
+cold policy on crops around them (:func:`refine_young`, ``cold_refine``) -- before the warm
+run, so a disoccluded region is not left at 50 steps from the bicubic start. When the prior does
+not fit the frame as a whole (median cell error, too few tracked pixels, too much to
+cold-initialise) the frame starts cold.
+
 Any reason to distrust the previous frame falls back to a cold start and is reported in
 ``stats["cold_reason"]``: no previous frame, size change, time going backwards, a gap over
 ``max_age``, a scene cut (flow failed / photometric error / too few tracked pixels), or a warm
-Y0 whose block means disagree with the new source (the first adjustment ratio far from 1).
+Y0 that disagrees with the new source (the acceptance test).
 """
 
 from __future__ import annotations
@@ -40,8 +49,10 @@ import torch
 
 from .errors import DadaInputError
 from .inputs import check_pair
+from .output_range import OutputRangeConfig, apply_output_range
 from .resample import Resampler, cell_index, valid_source_mask
 from .solver import DadaSolver
+from .warm_accept import AcceptConfig, accept_prior
 from .warm_start import AlignConfig, align_frames
 
 WARM_MODES = ("off", "naive", "flow")
@@ -56,9 +67,16 @@ class WarmConfig:
     warm_iterations: int = 50
     max_age: float = 0.5  # seconds between frames beyond which the previous output is stale
     # Median |down(Y0) / S - 1| over valid cells above this means the previous output does not fit
-    # the new measurement (a cut, a 1-frame glitch): start cold rather than leave a ghost.
+    # the new measurement (a cut, a 1-frame glitch): start cold rather than leave a ghost. Tested
+    # before the motion correction; the acceptance test (``accept``) is the finer one.
     max_init_ratio_error: float = 0.1
     align: AlignConfig | None = None
+    accept: AcceptConfig | None = None  # per-pixel acceptance of the warped Y0 (None: defaults)
+    # Cold-initialised pixels of a warm frame (rejected cells, no prior) get the solver's cold
+    # policy on crops around them (tiles of refine_tile_cells, refined when at least this fraction
+    # of the tile starts cold). False: they only get the warm run (bicubic start + warm_iterations).
+    cold_refine: bool = True
+    cold_refine_min_fraction: float = 0.05
     # Young-pixel refinement (flow mode; see the module docstring): extra steps per frame on tiles
     # of young pixels. Off by default: it helped small images (320x240 pan: 0.96 -> 0.94 x cold)
     # but made no difference at 640x480 for ~11 ms a frame. 300 is the measured setting.
@@ -84,8 +102,12 @@ class WarmConfig:
             raise DadaInputError(f"refine_tile_cells must be an integer >= 1, got {self.refine_tile_cells}")
         if not 0 < self.refine_min_fraction <= 1:
             raise DadaInputError(f"refine_min_fraction must be in (0, 1], got {self.refine_min_fraction}")
+        if not 0 < self.cold_refine_min_fraction <= 1:
+            raise DadaInputError(f"cold_refine_min_fraction must be in (0, 1], got {self.cold_refine_min_fraction}")
         if self.align is not None:
             self.align.validate()
+        if self.accept is not None:
+            self.accept.validate()
 
 
 @dataclass
@@ -111,18 +133,20 @@ def _pixel_ranges(fine: int, coarse: int) -> np.ndarray:
 
 
 def refine_young(solver: DadaSolver, rgb: np.ndarray, source: np.ndarray, y0: np.ndarray, young: np.ndarray,
-                 iterations: int, tile_cells: int = 4, min_fraction: float = 0.25,
-                 margin_cells: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
+                 iterations: int | None, tile_cells: int = 4, min_fraction: float = 0.25,
+                 margin_cells: int = 1) -> tuple[np.ndarray, np.ndarray, int, float]:
     """Extra steps on crops around tiles of young pixels; see the module docstring.
 
     The image is cut into tiles of ``tile_cells`` x ``tile_cells`` source cells; a tile whose
     young fraction is >= ``min_fraction`` is young. Each 8-connected group of young tiles is
-    solved on its bounding box plus ``margin_cells`` (``iterations`` steps from ``y0``; NaN in
-    ``y0`` takes the cold initialisation) and only its young tiles are written back. The crop has
-    no-flux borders, which is why the result is only a better start: the full-image warm run that
-    follows restores the exact consistency with the whole source.
+    solved on its bounding box plus ``margin_cells`` (``iterations`` steps from ``y0``, or the
+    solver's own cold policy with ``iterations=None``; NaN in ``y0`` takes the cold
+    initialisation) and only its young tiles are written back. The crop has no-flux borders,
+    which is why the result is only a better start: the full-image warm run that follows
+    restores the exact consistency with the whole source.
 
-    Returns (y, refined mask, number of pixels solved including margins).
+    Returns (y, refined mask, number of pixels solved including margins, work in pixel-steps
+    (sum over crops of pixels x steps; divide by H*W for full-image-equivalent steps)).
     """
     H, W = y0.shape
     h, w = source.shape
@@ -139,7 +163,7 @@ def refine_young(solver: DadaSolver, rgb: np.ndarray, source: np.ndarray, y0: np
     y = y0.copy()
     refined = np.zeros((H, W), bool)
     if not tiles.any():
-        return y, refined, 0
+        return y, refined, 0, 0.0
     n, labels, stats, _ = cv2.connectedComponentsWithStats(tiles.astype(np.uint8), connectivity=8)
     boxes = []
     for k in range(1, n):
@@ -149,7 +173,7 @@ def refine_young(solver: DadaSolver, rgb: np.ndarray, source: np.ndarray, y0: np
         else:  # sparse (diagonal) group: one crop per tile
             for i, j in zip(*np.nonzero(labels == k)):
                 boxes.append((i, i + 1, j, j + 1, np.ones((1, 1), bool)))
-    solved = 0
+    solved, work = 0, 0.0
     valid_src = valid_source_mask(source)
     for t0, t1, j0, j1, sel in boxes:
         c_r0, c_r1 = t0 * tile_cells, min(h, t1 * tile_cells)
@@ -160,8 +184,9 @@ def refine_young(solver: DadaSolver, rgb: np.ndarray, source: np.ndarray, y0: np
             continue
         py0, py1, px0, px1 = rs[m_r0], rs[m_r1], cs[m_c0], cs[m_c1]
         res = solver.solve(rgb[py0:py1, px0:px1], source[m_r0:m_r1, m_c0:m_c1],
-                           init=y0[py0:py1, px0:px1], iterations=int(iterations))
+                           init=y0[py0:py1, px0:px1], iterations=None if iterations is None else int(iterations))
         solved += (py1 - py0) * (px1 - px0)
+        work += (py1 - py0) * (px1 - px0) * float(res.stats.iterations)
         out = res.depth
         for (i, j) in zip(*np.nonzero(sel)):
             ti, tj = t0 + i, j0 + j
@@ -170,16 +195,19 @@ def refine_young(solver: DadaSolver, rgb: np.ndarray, source: np.ndarray, y0: np
             ok = np.isfinite(patch)
             y[a0:a1, b0:b1] = np.where(ok, patch, y[a0:a1, b0:b1])
             refined[a0:a1, b0:b1] = ok
-    return y, refined, solved
+    return y, refined, solved, work
 
 
 class FramePipeline:
     """Holds the previous frame and applies the warm-start policy; see the module docstring."""
 
-    def __init__(self, solver: DadaSolver, warm: WarmConfig | None = None):
+    def __init__(self, solver: DadaSolver, warm: WarmConfig | None = None,
+                 output_range: OutputRangeConfig | None = None):
         self.solver = solver
         self.warm = warm or WarmConfig()
         self.warm.validate()
+        # out-of-local-range output pixels (core/output_range.py); None = not checked at all
+        self.output_range = output_range
         self.reset()
 
     def reset(self) -> None:
@@ -201,9 +229,14 @@ class FramePipeline:
         self._prev_stamp = float(stamp)
         self._prev_age = None if age is None else np.asarray(age, dtype=np.float32)
 
+    def previous(self) -> tuple[np.ndarray | None, np.ndarray | None, float | None, np.ndarray | None]:
+        """The held previous frame (depth, guide, stamp, age), e.g. to seed another pipeline with it."""
+        return self._prev_depth, self._prev_guide, self._prev_stamp, self._prev_age
+
     def _warm_init(self, rgb: np.ndarray, source: np.ndarray, stamp: float) -> tuple[np.ndarray | None, dict]:
         info: dict = {"init_mode": "cold", "cold_reason": "", "flow_ms": 0.0, "warm_valid_fraction": 0.0}
         self._age = None
+        self._cold_pixels = None
         mode = self.warm.mode
         if mode == "off":
             info["cold_reason"] = "warm start off"
@@ -249,9 +282,16 @@ class FramePipeline:
         if ratio_err > self.warm.max_init_ratio_error:
             info["cold_reason"] = f"previous output disagrees with the new depth (median ratio error {ratio_err:.2f})"
             return None, info
+        tracked = al.valid if mode == "flow" else None
+        acc = accept_prior(y0, source, tracked, self.warm.accept)
+        info.update({"accept_" + k: v for k, v in acc.stats().items() if k not in ("accepted", "reason")})
+        if not acc.accepted:
+            info["cold_reason"] = acc.reason
+            return None, info
         info["init_mode"] = mode
-        self._age = age
-        return y0, info
+        self._age = np.where(acc.cold_pixels, 0.0, age).astype(np.float32)
+        self._cold_pixels = acc.cold_pixels
+        return acc.y0, info
 
     def process(self, rgb: np.ndarray, source: np.ndarray, stamp: float) -> FrameResult:
         """Upsample one frame; ``source`` in metres (0/NaN invalid), ``stamp`` in seconds.
@@ -274,6 +314,7 @@ class FramePipeline:
         if reset_reason:
             info["cold_reason"] = reset_reason
         refine_fraction, refine_ms, refine_its = 0.0, 0.0, 0
+        cold_fraction, cold_ms, cold_work = 0.0, 0.0, 0.0
         if y0 is None:
             res = self.solver.solve(rgb, source)
             # A cold frame is what the cold policy gives (even when capped): mature by definition.
@@ -281,11 +322,22 @@ class FramePipeline:
         else:
             age = self._age
             warm_its = int(self.warm.warm_iterations)
+            cold_px = self._cold_pixels
+            if self.warm.cold_refine and cold_px is not None and cold_px.any():
+                # The cold budget for what starts cold: the solver's own policy on crops around it.
+                t1 = time.perf_counter()
+                y0, refined, solved, cold_work = refine_young(
+                    self.solver, rgb, source, y0, cold_px, None, int(self.warm.refine_tile_cells),
+                    float(self.warm.cold_refine_min_fraction))
+                cold_ms = (time.perf_counter() - t1) * 1000
+                cold_fraction = solved / cold_px.size
+                # A crop run to the cold policy is as mature as a cold frame.
+                age = np.where(refined, np.inf, age).astype(np.float32)
             if info["init_mode"] == "flow" and self.warm.refine_iterations > 0:
                 young = age < self.warm.mature_iterations
                 if young.any():
                     t1 = time.perf_counter()
-                    y0, refined, solved = refine_young(
+                    y0, refined, solved, _ = refine_young(
                         self.solver, rgb, source, y0, young, int(self.warm.refine_iterations),
                         int(self.warm.refine_tile_cells), float(self.warm.refine_min_fraction))
                     refine_ms = (time.perf_counter() - t1) * 1000
@@ -295,15 +347,21 @@ class FramePipeline:
                         age = np.where(refined, age + refine_its, age)
             res = self.solver.solve(rgb, source, init=y0, iterations=warm_its)
             age = age + float(res.stats.iterations)
-        self._prev_depth = res.depth
+        depth, range_stats = (apply_output_range(res.depth, source, self.output_range)
+                              if self.output_range is not None else (res.depth, {}))
+        self._prev_depth = depth
         self._prev_guide = rgb
         self._prev_stamp = stamp
         self._prev_age = age.astype(np.float32)
         stats = res.stats.as_dict()
+        stats.update(range_stats)
         stats.update(info)
         stats["refine_iterations"] = refine_its
         stats["refine_fraction"] = refine_fraction
         stats["refine_ms"] = refine_ms
-        stats["effective_iterations"] = stats["iterations"] + refine_its * refine_fraction
+        stats["cold_refine_fraction"] = cold_fraction
+        stats["cold_refine_ms"] = cold_ms
+        stats["effective_iterations"] = (stats["iterations"] + refine_its * refine_fraction
+                                         + cold_work / float(rgb.shape[0] * rgb.shape[1]))
         stats["frame_seconds"] = time.perf_counter() - t0
-        return FrameResult(res.depth, stats)
+        return FrameResult(depth, stats)

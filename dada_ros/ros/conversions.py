@@ -171,16 +171,25 @@ def image_to_array(msg: Any, encodings: Sequence[str] | None = None) -> np.ndarr
     return arr[:, :, 0] if channels == 1 else arr
 
 
+# Physically meaningful depth (metres): a float pixel outside [DEPTH_MIN_M, DEPTH_MAX_M] is
+# invalid, like 0 / NaN / inf. 0.1 mm is below any sensor's resolution, 10 km beyond any depth
+# camera or lidar this node is for; values like 3e38 m or 1e-30 m are a driver's garbage and
+# would overflow / underflow the solver's squares and ratios (all-NaN output).
+DEPTH_MIN_M = 1e-4
+DEPTH_MAX_M = 1e4
+
+
 def depth_array_to_metres(raw: np.ndarray) -> np.ndarray:
     """Raw depth pixels (H, W) -> float32 metres, NaN = invalid: unsigned integers are mm
-    (x 0.001), floats are metres; 0, NaN, +-inf and negative values are invalid. A new array."""
+    (x 0.001), floats are metres; 0, NaN, +-inf, negative values and values outside
+    [DEPTH_MIN_M, DEPTH_MAX_M] are invalid. A new array."""
     raw = np.asarray(raw)
     if raw.dtype.kind == "u":
         depth = raw.astype(np.float32) * np.float32(0.001)
     else:
         depth = raw.astype(np.float32)
     with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(depth) | (depth <= 0)
+        bad = ~np.isfinite(depth) | (depth < DEPTH_MIN_M) | (depth > DEPTH_MAX_M)
     depth[bad] = np.nan
     return depth
 
@@ -188,7 +197,8 @@ def depth_array_to_metres(raw: np.ndarray) -> np.ndarray:
 def depth_image_to_metres(msg: Any) -> np.ndarray:
     """A depth Image (16UC1 / mono16 mm or 32FC1 m) -> (H, W) float32 metres, NaN = invalid.
 
-    0, NaN, +-inf and negative values are invalid (a float 0.0 too, unlike depth_image_proc).
+    0, NaN, +-inf, negative values and values outside [DEPTH_MIN_M, DEPTH_MAX_M] are invalid
+    (a float 0.0 too, unlike depth_image_proc).
     """
     return depth_array_to_metres(image_to_array(msg, DEPTH_ENCODINGS))
 

@@ -11,7 +11,18 @@ names them (``"<node name>: <task>"``):
 * ``latency`` stamp -> publish delay -- TimeStampStatus semantics (limits -1 s .. 5 s);
 * ``solver``  last frame's method, device, init mode, cold reason, iterations, residual, flow ms;
 * ``drops``   per-reason counters; WARN while bad input arrives, OK when only stale frames
-  were skipped (that is the newest-frame-only policy working, not a fault).
+  were skipped (that is the newest-frame-only policy working, not a fault);
+* ``accounting`` where every input message went, per topic (:class:`Ledger`): received =
+  published (part of a published frame) + dropped by reason (unmatched, evicted, stale, invalid,
+  ...) + pending (waiting in a sync queue or for the worker) + uncounted (0 unless a bug). WARN
+  when the loss rate since the last update (non-stale drops / received) passes
+  ``loss_warn_fraction``, when one input topic arrives markedly slower than another (messages
+  lost before the node: QoS), or when anything is uncounted.
+
+Frequency checks: ``expected_rate`` > 0 is a fixed target (FrequencyStatus min = max = rate).
+``expected_rate`` 0 (the default) is "auto": the synced-set rate must keep up with the fastest
+input topic (every message should become part of a set) and the output rate with the lower of
+the set rate and what the measured frame time allows; a shortfall is WARN "Frequency too low.".
 
 ``diagnostic_updater.Updater`` publishes them when it is importable; otherwise an equivalent
 timer publishes the same ``diagnostic_msgs/DiagnosticArray`` shape directly.
@@ -30,6 +41,14 @@ OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
 # Counter keys that are normal operation, not bad input.
 BENIGN_REASONS = ("dropped_stale",)
+# Per-message fates of the ledger that are the newest-frame-only policy working (not a loss).
+BENIGN_FATES = ("stale",)
+# Events counted in ``counters`` that are conditions, not a message's fate (a message they
+# concern also gets a fate of its own, so the ledger does not count them).
+INPUT_TOPIC_KEYS = ("rgb", "camera_info", "depth")
+# One input topic arriving below this fraction of the fastest one means messages are lost
+# before the node (transport / QoS), not by it.
+TOPIC_RATE_RATIO_WARN = 0.8
 # Per-frame latency split the node records (see dada_ros.ros.node.latency_stages), in ms.
 LATENCY_STAGES = ("t_input_ms", "t_decode_ms", "t_align_ms", "t_features_ms", "t_loop_ms", "t_other_ms",
                   "t_depth_out_ms", "t_cloud_ms")
@@ -91,6 +110,37 @@ class FrequencyWindow:
         return stat
 
 
+class Ledger:
+    """Where every input message went, per topic (see the module doc). Not locked itself:
+    :class:`NodeStats` holds its lock around every call."""
+
+    def __init__(self, topics: tuple[str, ...] = INPUT_TOPIC_KEYS) -> None:
+        self.topics = topics
+        self.received = {t: 0 for t in topics}
+        self.published = {t: 0 for t in topics}
+        self.dropped: dict[str, dict[str, int]] = {t: {} for t in topics}
+        self.in_flight_sets = 0  # matched sets handed to the worker and not yet decided
+
+    def drop(self, topic: str, reason: str, n: int = 1) -> None:
+        d = self.dropped[topic]
+        d[reason] = d.get(reason, 0) + n
+
+    def dropped_total(self, topic: str, benign: bool = True) -> int:
+        return sum(v for k, v in self.dropped[topic].items() if benign or k not in BENIGN_FATES)
+
+    def balance(self, queued: dict[str, int] | None = None) -> dict[str, dict[str, int]]:
+        """Per topic: received, published, dropped (all reasons), pending (sync queue + worker),
+        uncounted = received - published - dropped - pending."""
+        out = {}
+        for t in self.topics:
+            pending = (queued or {}).get(t, 0) + self.in_flight_sets
+            dropped = self.dropped_total(t)
+            out[t] = {"received": self.received[t], "published": self.published[t], "dropped": dropped,
+                      "pending": pending,
+                      "uncounted": self.received[t] - self.published[t] - dropped - pending}
+        return out
+
+
 class NodeStats:
     """Thread-safe counters and recent values shared by the callbacks, the worker and the
     diagnostics timer."""
@@ -106,6 +156,12 @@ class NodeStats:
         self.last_frame: dict[str, Any] = {}
         self.notes: dict[str, str] = {}  # standing conditions, e.g. a CUDA fallback
         self._drops_at_update: dict[str, int] = {}
+        self.ledger = Ledger()
+        # () -> {topic: messages waiting in the synchroniser's queues} (set by the node)
+        self.queued: Callable[[], dict[str, int]] = dict
+        self.frame_ms: deque[float] = deque(maxlen=20)
+        self.auto_rate = True  # expected_rate 0: the frequency checks follow the measured rates
+        self._topic_hist: deque = deque()
 
     def count(self, reason: str, n: int = 1) -> int:
         with self.lock:
@@ -115,6 +171,32 @@ class NodeStats:
     def message(self, topic: str) -> None:
         with self.lock:
             self.messages[topic] = self.messages.get(topic, 0) + 1
+            if topic in self.ledger.received:
+                self.ledger.received[topic] += 1
+
+    def drop_message(self, topic: str, reason: str, n: int = 1) -> None:
+        """The fate of ``n`` messages of one input topic: dropped for ``reason``."""
+        with self.lock:
+            self.ledger.drop(topic, reason, n)
+
+    def set_entered(self) -> None:
+        """A matched set was handed to the worker (its three messages are pending)."""
+        with self.lock:
+            self.ledger.in_flight_sets += 1
+
+    def drop_set(self, reason: str, in_flight: bool = True) -> None:
+        """The fate of a whole matched set (one message of each topic): dropped for ``reason``."""
+        with self.lock:
+            for t in self.ledger.topics:
+                self.ledger.drop(t, reason)
+            if in_flight:
+                self.ledger.in_flight_sets -= 1
+
+    def balance(self) -> dict[str, dict[str, int]]:
+        """:meth:`Ledger.balance` with the synchroniser's queued messages."""
+        queued = self.queued()
+        with self.lock:
+            return self.ledger.balance(queued)
 
     def synced(self) -> None:
         with self.lock:
@@ -122,6 +204,11 @@ class NodeStats:
 
     def published(self, latency: float, frame: dict[str, Any]) -> None:
         with self.lock:
+            for t in self.ledger.topics:
+                self.ledger.published[t] += 1
+            self.ledger.in_flight_sets -= 1
+            if "frame_ms" in frame:
+                self.frame_ms.append(float(frame["frame_ms"]))
             self.outputs.tick()
             self.latencies.append(latency)
             self._latency_since_update.append(latency)
@@ -129,8 +216,19 @@ class NodeStats:
 
     def set_rate(self, rate: float) -> None:
         with self.lock:
+            self.auto_rate = not rate > 0
             for w in (self.inputs, self.outputs):
                 w.min_freq, w.max_freq = (rate, rate) if rate > 0 else (0.0, float("inf"))
+
+    def topic_rates(self, now: float, window: int = 5) -> dict[str, float]:
+        """Messages per second received per input topic over the last ``window`` calls (caller
+        holds the lock; called once per diagnostics update)."""
+        self._topic_hist.append((now, dict(self.ledger.received)))
+        while len(self._topic_hist) > window:
+            self._topic_hist.popleft()
+        t0, c0 = self._topic_hist[0]
+        dt = now - t0
+        return {t: (n - c0.get(t, 0)) / dt if dt > 0 else 0.0 for t, n in self.ledger.received.items()}
 
     def snapshot(self) -> dict[str, int]:
         with self.lock:
@@ -144,12 +242,16 @@ def _fmt(v: Any) -> str:
 class Diagnostics:
     """Builds the statuses from :class:`NodeStats` (see module doc) and publishes them."""
 
-    TASKS = ("input", "output", "latency", "solver", "drops")
+    TASKS = ("input", "output", "latency", "solver", "drops", "accounting")
 
     def __init__(self, stats: NodeStats, clock: Callable[[], float] = time.monotonic,
                  max_delay: float = 5.0, min_delay: float = -1.0,
-                 extra: dict[str, Callable[[], dict[str, Any]]] | None = None):
+                 extra: dict[str, Callable[[], dict[str, Any]]] | None = None,
+                 loss_warn_fraction: float = 0.1):
         self.stats = stats
+        self.loss_warn_fraction = loss_warn_fraction
+        self._topic_rates: dict[str, float] = {}
+        self._ledger_before: tuple[dict[str, int], dict[str, int]] = ({}, {})
         self.clock = clock
         self.max_delay, self.min_delay = max_delay, min_delay
         # task -> () -> {key: value} appended to that task's values (e.g. the conversion backends)
@@ -165,14 +267,32 @@ class Diagnostics:
     # -- tasks (each fills a DiagnosticStatusWrapper-like ``stat``) --------------------------
     def input(self, stat: Any) -> Any:
         with self.stats.lock:
-            self.stats.inputs.run(stat, self.clock())
+            now = self.clock()
+            rates = self.stats.topic_rates(now)
+            self._topic_rates = rates
+            if self.stats.auto_rate:
+                # every received message should end up in a set: sets keep up with the fastest topic
+                self.stats.inputs.min_freq = max(rates.values(), default=0.0)
+            self.stats.inputs.run(stat, now)
             for topic, n in self.stats.messages.items():
                 stat.add(f"Messages received: {topic}", n)
+            for topic, r in rates.items():
+                stat.add(f"Message rate (Hz): {topic}", f"{r:.3f}")
         return stat
 
     def output(self, stat: Any) -> Any:
         with self.stats.lock:
-            return self.stats.outputs.run(stat, self.clock())
+            now = self.clock()
+            if self.stats.auto_rate:
+                hist = self.stats.inputs._hist
+                sets = (hist[-1][1] - hist[0][1]) / (hist[-1][0] - hist[0][0]) if len(hist) > 1 and \
+                    hist[-1][0] > hist[0][0] else 0.0
+                frame_ms = sorted(self.stats.frame_ms)
+                # a busy worker publishes at 1 / frame time (newest-frame-only), an idle one at the
+                # set rate; 0.8: room for the time between frames that is not in frame_ms
+                cap = 1000.0 / frame_ms[len(frame_ms) // 2] if frame_ms and frame_ms[len(frame_ms) // 2] > 0 else sets
+                self.stats.outputs.min_freq = 0.8 * min(sets, cap)
+            return self.stats.outputs.run(stat, now)
 
     def latency(self, stat: Any) -> Any:
         with self.stats.lock:
@@ -231,6 +351,46 @@ class Diagnostics:
         stat.add("Total", sum(counters.values()))
         for k in sorted(counters):
             stat.add(k, counters[k])
+        return stat
+
+    def accounting(self, stat: Any) -> Any:
+        """Per topic: received = published + dropped (by reason) + pending + uncounted."""
+        bal = self.stats.balance()
+        with self.stats.lock:
+            ledger = self.stats.ledger
+            lost_now = {t: ledger.dropped_total(t, benign=False) for t in ledger.topics}
+            received_now = dict(ledger.received)
+            dropped = {t: dict(d) for t, d in ledger.dropped.items()}
+            before = self._ledger_before
+            self._ledger_before = (received_now, lost_now)
+        problems = []
+        rates_window = {}
+        for t in bal:
+            d_recv = received_now[t] - before[0].get(t, 0)
+            d_lost = lost_now[t] - before[1].get(t, 0)
+            rates_window[t] = d_lost / d_recv if d_recv > 0 else 0.0
+            if d_recv > 0 and rates_window[t] > self.loss_warn_fraction:
+                problems.append(f"{t} loss {100 * rates_window[t]:.0f}% ({d_lost}/{d_recv})")
+            if bal[t]["uncounted"]:
+                problems.append(f"{t}: {bal[t]['uncounted']} message(s) uncounted")
+        rates = self._topic_rates
+        if rates and max(rates.values()) > 0:
+            slow = min(rates, key=rates.get)
+            fast = max(rates, key=rates.get)
+            if rates[slow] < TOPIC_RATE_RATIO_WARN * rates[fast]:
+                problems.append(f"{slow} arrives at {rates[slow]:.2f} Hz, {fast} at {rates[fast]:.2f} Hz: "
+                                "messages lost before the node (check the input QoS)")
+        if problems:
+            stat.summary(WARN, "; ".join(problems))
+        else:
+            stat.summary(OK, "Every input message accounted for")
+        stat.add("Loss warn fraction", self.loss_warn_fraction)
+        for t, b in bal.items():
+            for k, v in b.items():
+                stat.add(f"{t}: {k}", v)
+            for reason in sorted(dropped[t]):
+                stat.add(f"{t}: dropped {reason}", dropped[t][reason])
+            stat.add(f"{t}: loss rate since last update", f"{rates_window[t]:.4f}")
         return stat
 
     def run(self, task: str, stat: Any) -> Any:

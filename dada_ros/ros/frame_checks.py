@@ -11,7 +11,9 @@ Per message (on arrival, before it can occupy a sync queue):
                                         (h, w) float32 metres; no valid pixel at all is
                                         ``all_invalid_depth``; float inf / negative pixels (not
                                         fatal: they are invalid) are reported to
-                                        ``on_inf_or_negative(count)`` first
+                                        ``on_inf_or_negative(count)`` first, finite ones outside
+                                        [DEPTH_MIN_M, DEPTH_MAX_M] (3e38 m, 1e-30 m: invalid
+                                        too) to ``on_out_of_range(count)``
     All raise :class:`~.conversions.ConversionError` with the reason the node counts
     (``unsupported_encoding``, ``empty_image``, ``step_mismatch``, ``bad_camera_info``,
     ``all_invalid_depth``, ...). ``images`` decodes the pixels: the node's
@@ -69,8 +71,20 @@ def count_inf_or_negative(raw: np.ndarray) -> int:
     return int(np.count_nonzero(np.isinf(raw) | (raw < 0)))
 
 
-def decode_depth(msg: Any, images: Any = None, on_inf_or_negative: Callable[[int], None] | None = None) -> Decoded:
-    """A depth Image -> Decoded with (h, w) float32 metres, NaN invalid."""
+def count_out_of_range(raw: np.ndarray) -> int:
+    """Float depth pixels that are finite and > 0 but outside [DEPTH_MIN_M, DEPTH_MAX_M] (0 for
+    integer depth: 1 mm .. 65.5 m is always in range)."""
+    if raw.dtype.kind != "f":
+        return 0
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = raw.astype(np.float64)
+        return int(np.count_nonzero(np.isfinite(r) & (r > 0) & ((r < cv.DEPTH_MIN_M) | (r > cv.DEPTH_MAX_M))))
+
+
+def decode_depth(msg: Any, images: Any = None, on_inf_or_negative: Callable[[int], None] | None = None,
+                 on_out_of_range: Callable[[int], None] | None = None) -> Decoded:
+    """A depth Image -> Decoded with (h, w) float32 metres, NaN invalid (out-of-range values too:
+    reported to ``on_out_of_range(count)``; a frame with none left valid is ``all_invalid_depth``)."""
     if images is not None:
         raw, depth = images.depth(msg)
     else:
@@ -79,20 +93,25 @@ def decode_depth(msg: Any, images: Any = None, on_inf_or_negative: Callable[[int
     n_bad = count_inf_or_negative(raw)
     if n_bad and on_inf_or_negative is not None:
         on_inf_or_negative(n_bad)
+    n_range = count_out_of_range(raw)
+    if n_range and on_out_of_range is not None:
+        on_out_of_range(n_range)
     if not np.isfinite(depth).any():
-        raise cv.ConversionError("all_invalid_depth", "depth image has no valid pixel (all 0 / NaN / inf)")
+        raise cv.ConversionError("all_invalid_depth", "depth image has no valid pixel (all 0 / NaN / inf / "
+                                 f"outside {cv.DEPTH_MIN_M:g}..{cv.DEPTH_MAX_M:g} m)")
     return Decoded(msg.header, msg, depth)
 
 
 def decode_input(kind: str, msg: Any, images: Any = None,
-                 on_inf_or_negative: Callable[[int], None] | None = None) -> Decoded:
+                 on_inf_or_negative: Callable[[int], None] | None = None,
+                 on_out_of_range: Callable[[int], None] | None = None) -> Decoded:
     """Decode and check one input message of ``kind`` (one of :data:`INPUT_KINDS`)."""
     if kind == "rgb":
         return decode_rgb(msg, images)
     if kind == "camera_info":
         return decode_camera_info(msg)
     if kind == "depth":
-        return decode_depth(msg, images, on_inf_or_negative)
+        return decode_depth(msg, images, on_inf_or_negative, on_out_of_range)
     raise ValueError(f"input kind must be one of {', '.join(INPUT_KINDS)}, got {kind!r}")
 
 

@@ -20,6 +20,16 @@ Data flow (only this file wires ROS to the core)::
   ``pointcloud_backend``).
 * Nothing a message contains can stop the node: every rejection is logged (throttled per
   reason), counted per reason in ``/diagnostics``, and processing goes on.
+* Every input message is accounted for (``accounting`` in ``/diagnostics``): it becomes part of
+  a published frame or gets exactly one counted fate -- a decode refusal (its reason), left a
+  sync queue without a partner (``unmatched``, ``duplicate_stamp``, ``time_jump``,
+  ``headerless``), its set replaced by a newer one (``stale``), its set refused (the refusal's
+  reason, ``invalid_output``, ``solver_exception``) -- or is still pending (queued / in the
+  worker). A subscription whose QoS cannot match a publisher is warned about and counted
+  (``qos_incompatible``): it would otherwise receive nothing, silently.
+* Stamps stepping back within ``jump_tolerance`` (jitter, reordering) are ordinary: the frame
+  is processed and keeps the warm start (the pipeline sees a monotone stamp); beyond it the sync
+  queues and the warm start are reset once.
 """
 
 from __future__ import annotations
@@ -41,10 +51,11 @@ from dada_ros.core.pipeline import FramePipeline
 from dada_ros.core.solver import DadaSolver
 
 from . import conversions as cv
-from .diagnostics import Diagnostics, DiagnosticsPublisher, NodeStats
+from .diagnostics import Diagnostics, DiagnosticsPublisher, NodeStats, diagnostic_updater_available
 from .frame_checks import Decoded, check_frame, decode_input, frame_id_mismatch
 from .names import INPUT_TOPICS, NODE_NAME, OUTPUT_TOPICS
-from .parameters import PARAMS, PARAMS_BY_NAME, NodeSettings, descriptor, validate_settings
+from .parameters import (DIAGNOSTICS_PERIOD_PARAM, PARAMS, PARAMS_BY_NAME, NodeSettings, descriptor,
+                         validate_settings)
 from .ros_backends import CloudPacker, ImageCodec
 from .sync import Synchronizer
 
@@ -56,6 +67,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField  # noqa: E402
 
 INPUT_LABELS = {"rgb": "rgb image", "camera_info": "camera_info", "depth": "depth image"}  # in log lines
+INPUT_KEYS = ("rgb", "camera_info", "depth")  # synchroniser input order
 LOG_THROTTLE_S = 5.0
 # No valid camera_info for this long while depth keeps coming = "camera_info missing".
 CAMERA_INFO_TIMEOUT_S = 1.0
@@ -96,10 +108,13 @@ def _guarded(topic: str) -> Callable:
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def guarded(self: "UpsampleNode", msg: Any) -> None:
+            self._tls.handed = False
             try:
                 fn(self, msg)
             except Exception as exc:  # noqa: BLE001
                 n = self.stats.count("callback_exception")
+                if not getattr(self._tls, "handed", False):  # not queued yet: this is its fate
+                    self.stats.drop_message(topic, "callback_exception")
                 try:
                     self._log(f"callback_exception {topic}", f"unexpected error handling a {topic} message "
                               f"[callback_exception: {n}]: {exc!r}\n{traceback.format_exc()}", level="error")
@@ -127,18 +142,30 @@ class UpsampleNode(Node):
         self._log_times: dict[str, float] = {}
         self._warned_once: set[str] = set()
         self._lock = threading.Lock()
+        self._tls = threading.local()
         self._last_info_time: float | None = None
         self._reset_requested = False
+        self._last_stamp: float | None = None  # of the last processed frame (monotone, see _process)
 
+        # diagnostic_updater declares its own period parameter: then the node does not (one
+        # parameter, one name either way) and reads the override the Updater will get
+        native_diagnostics = diagnostic_updater_available()
+        values = {}
         for spec in PARAMS:
+            if spec.name == DIAGNOSTICS_PERIOD_PARAM and native_diagnostics:
+                override = (getattr(self, "_parameter_overrides", {}) or {}).get(spec.name)
+                values[spec.name] = override.value if override is not None else spec.default
+                continue
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
+            values[spec.name] = self.get_parameter(spec.name).value
         self._warn_unknown_overrides()
-        settings = NodeSettings.defaults().updated({p.name: self.get_parameter(p.name).value for p in PARAMS})
+        settings = NodeSettings.defaults().updated(values)
         validate_settings(settings)  # a bad start-up configuration fails loudly (main exits 1)
         self._settings = settings  # the accepted values (what the parameter server holds)
         self._pending: tuple[NodeSettings, DadaSolver | None] | None = None
         self._active = settings
-        self.pipeline = FramePipeline(self._build_solver(settings), settings.warm_config())
+        self.pipeline = FramePipeline(self._build_solver(settings), settings.warm_config(),
+                                      settings.output_range_config())
         self._apply_threads(settings)
         self.stats.set_rate(settings.expected_rate)
 
@@ -151,15 +178,20 @@ class UpsampleNode(Node):
         self.pub_depth = self.create_publisher(Image, OUTPUT_TOPICS["depth"], out_qos)
         self.pub_info = self.create_publisher(CameraInfo, OUTPUT_TOPICS["camera_info"], out_qos)
         self.pub_points = self.create_publisher(PointCloud2, OUTPUT_TOPICS["points"], out_qos)
-        self.sync = Synchronizer(3, settings.queue_size, settings.slop, self._on_synced, self._on_time_jump)
-        self.create_subscription(Image, INPUT_TOPICS["rgb"], self._on_rgb, in_qos)
-        self.create_subscription(CameraInfo, INPUT_TOPICS["camera_info"], self._on_info, in_qos)
-        self.create_subscription(Image, INPUT_TOPICS["depth"], self._on_depth, in_qos)
-        self.diagnostics = DiagnosticsPublisher(self, Diagnostics(self.stats, extra={
-            "input": lambda: {**self.images.diagnostics(), "sync_backend": self.sync.backend},
+        self.sync = Synchronizer(3, settings.queue_size, settings.slop, self._on_synced, self._on_time_jump,
+                                 jump_tolerance=settings.jump_tolerance, on_drop=self._on_sync_drop)
+        self.stats.queued = lambda: dict(zip(INPUT_KEYS, self.sync.queued()))
+        for key, cls, cb in (("rgb", Image, self._on_rgb), ("camera_info", CameraInfo, self._on_info),
+                             ("depth", Image, self._on_depth)):
+            self.create_subscription(cls, INPUT_TOPICS[key], cb, in_qos,
+                                     event_callbacks=_incompatible_qos_callbacks(self, key))
+        self._diag = Diagnostics(self.stats, loss_warn_fraction=settings.loss_warn_fraction, extra={
+            "input": lambda: {**self.images.diagnostics(), "sync_backend": self.sync.backend,
+                              "qos_reliability": settings.qos_reliability, "qos_depth": settings.qos_depth},
             "output": lambda: {"image_backend": self.images.name, **self.clouds.diagnostics(),
                                "diagnostics_backend": self.diagnostics.backend},
-        }), settings.diagnostics_period)
+        })
+        self.diagnostics = DiagnosticsPublisher(self, self._diag, settings.diagnostics_period)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._slot = LatestSlot()
@@ -234,7 +266,7 @@ class UpsampleNode(Node):
             new = self._settings.updated(values)
             validate_settings(new)
             solver = self._build_solver(new) if new.solver_changed(self._settings) else None
-            self.sync.set_params(new.queue_size, new.slop)
+            self.sync.set_params(new.queue_size, new.slop, new.jump_tolerance)
         except (DadaInputError, ValueError, TypeError) as exc:
             self.get_logger().warn(f"refused parameter change {values}: {exc}")
             return SetParametersResult(successful=False, reason=str(exc))
@@ -246,6 +278,7 @@ class UpsampleNode(Node):
             self._pending = (new, solver or prev_solver)
         self._settings = new
         self.stats.set_rate(new.expected_rate)
+        self._diag.loss_warn_fraction = new.loss_warn_fraction
         self.get_logger().info(f"parameters changed {values}: applied from the next frame")
         return SetParametersResult(successful=True)
 
@@ -256,14 +289,16 @@ class UpsampleNode(Node):
             reset, self._reset_requested = self._reset_requested, False
         if pending is not None:
             settings, solver = pending
-            if solver is not None:
-                self.pipeline = FramePipeline(solver, settings.warm_config())  # new solver: cold start
+            if solver is not None:  # new solver: cold start
+                self.pipeline = FramePipeline(solver, settings.warm_config(), settings.output_range_config())
             else:
                 self.pipeline.warm = settings.warm_config()
+                self.pipeline.output_range = settings.output_range_config()
             self._apply_threads(settings)
             self._active = settings
         if reset:
             self.pipeline.reset()
+            self._last_stamp = None
         return self._active
 
     # ---------------------------------------------------------------- input callbacks
@@ -272,8 +307,10 @@ class UpsampleNode(Node):
         self.stats.message(kind)
         t0 = time.perf_counter()
         try:
-            decoded = decode_input(kind, msg, self.images, on_inf_or_negative=self._on_inf_or_negative)
+            decoded = decode_input(kind, msg, self.images, on_inf_or_negative=self._on_inf_or_negative,
+                                   on_out_of_range=self._on_out_of_range)
         except cv.ConversionError as exc:
+            self.stats.drop_message(kind, exc.reason)
             self._reject(exc.reason, f"{INPUT_LABELS[kind]} on {INPUT_TOPICS[kind]}: {exc}")
             return None
         decoded.decode_ms = 1000 * (time.perf_counter() - t0)
@@ -283,14 +320,14 @@ class UpsampleNode(Node):
     def _on_rgb(self, msg: Image) -> None:
         decoded = self._decode("rgb", msg)
         if decoded is not None:
-            self.sync.add(0, decoded)
+            self._hand(0, decoded)
 
     @_guarded("camera_info")
     def _on_info(self, msg: CameraInfo) -> None:
         decoded = self._decode("camera_info", msg)
         if decoded is not None:
             self._last_info_time = time.monotonic()
-            self.sync.add(1, decoded)
+            self._hand(1, decoded)
 
     @_guarded("depth")
     def _on_depth(self, msg: Image) -> None:
@@ -302,8 +339,32 @@ class UpsampleNode(Node):
             self.stats.count("camera_info_missing")
             self._log("camera_info_missing", f"no valid camera_info on {self.resolve_topic_name(INPUT_TOPICS['camera_info'])} "
                       "for depth frames: nothing can be synced or projected [camera_info_missing]")
-        self.sync.add(2, decoded)
+        self._hand(2, decoded)
 
+    def _hand(self, index: int, decoded: Decoded) -> None:
+        """Into the synchroniser: from here its fate is the synchroniser's / the worker's."""
+        self._tls.handed = True
+        self.sync.add(index, decoded)
+
+    def _on_sync_drop(self, index: int, reason: str) -> None:
+        self.stats.drop_message(INPUT_KEYS[index], reason)
+
+    def _on_out_of_range(self, n_bad: int) -> None:
+        # Not fatal either: such pixels are invalid (see conversions.DEPTH_MIN_M / DEPTH_MAX_M).
+        n = self.stats.count("depth_out_of_range")
+        self._log("depth_out_of_range", f"depth image has {n_bad} pixels outside {cv.DEPTH_MIN_M:g}..{cv.DEPTH_MAX_M:g} m, "
+                  f"treated as invalid [depth_out_of_range: {n} frames so far]")
+
+    def _on_incompatible_qos(self, key: str, event: Any) -> None:
+        n = self.stats.count("qos_incompatible")
+        s = self._settings
+        policy = getattr(event, "last_policy_kind", "?")
+        text = (f"the {INPUT_LABELS[key]} subscription ({s.qos_reliability}) cannot match a publisher on "
+                f"{self.resolve_topic_name(INPUT_TOPICS[key])} (incompatible QoS policy {policy}): it receives "
+                "NOTHING from it. A best-effort (sensor-data QoS) driver needs qos_reliability: best_effort "
+                f"[qos_incompatible: {n}]")
+        self.stats.notes[f"qos {key}"] = f"{key}: incompatible publisher QoS ({policy})"
+        self._log(f"qos_incompatible {key}", text)
     def _on_inf_or_negative(self, n_bad: int) -> None:
         # Not fatal: such pixels are simply invalid, but a driver that sends them is odd.
         n = self.stats.count("depth_inf_or_negative")
@@ -319,8 +380,10 @@ class UpsampleNode(Node):
 
     def _on_synced(self, rgb: Decoded, info: Decoded, depth: Decoded) -> None:
         self.stats.synced()
+        self.stats.set_entered()
         if self._slot.put((rgb, info, depth)):
             self.stats.count("dropped_stale")
+            self.stats.drop_set("stale")
 
     # ---------------------------------------------------------------- worker
     def _work(self) -> None:
@@ -331,8 +394,11 @@ class UpsampleNode(Node):
             try:
                 self._process(*item)
             except DadaInputError as exc:
-                self._reject(getattr(exc, "reason", "solver_input_error"), f"frame refused by the solver: {exc}")
+                reason = getattr(exc, "reason", "solver_input_error")
+                self.stats.drop_set(reason)
+                self._reject(reason, f"frame refused by the solver: {exc}")
             except Exception as exc:  # noqa: BLE001 - the node must survive anything one frame does
+                self.stats.drop_set("solver_exception")
                 n = self.stats.count("solver_exception")
                 try:
                     self._log("solver_exception", f"exception while processing a frame [solver_exception: {n}]: "
@@ -348,14 +414,33 @@ class UpsampleNode(Node):
         waited_ms = 1e-6 * (self.get_clock().now().nanoseconds - cv.stamp_to_nanoseconds(rgb.header.stamp))
         refused = check_frame(rgb, info, depth)
         if refused is not None:
+            self.stats.drop_set(refused[0])
             self._reject(*refused)
             return
         self._check_frame_ids(rgb, info, depth)
 
-        stamp = cv.stamp_to_seconds(rgb.header.stamp)
+        stamp = self._pipeline_stamp(cv.stamp_to_seconds(rgb.header.stamp), s.jump_tolerance)
         result = self.pipeline.process(rgb.array, depth.array, stamp)
+        if not np.isfinite(result.depth).any():
+            # nothing to publish (e.g. every pixel beyond max_fill_distance): a counted refusal,
+            # never a silent all-NaN frame
+            self.stats.drop_set("invalid_output")
+            self._reject("invalid_output", "frame has no valid output pixel")
+            return
         stages = latency_stages(result.stats, waited_ms, rgb.decode_ms + info.decode_ms + depth.decode_ms)
         self._publish(s, rgb, info, result.depth, t0, result.stats, stages)
+
+    def _pipeline_stamp(self, stamp: float, tolerance: float) -> float:
+        """The stamp the pipeline sees: a set older than the last processed one by no more than
+        ``tolerance`` (stamp jitter, reordering: approximate-time output may go back a little)
+        gets a stamp just after it, so the warm start is kept; a real jump back (beyond the
+        tolerance; the synchroniser has also requested a reset) passes unchanged and the
+        pipeline resets."""
+        last = self._last_stamp
+        if last is not None and last - tolerance <= stamp <= last:
+            stamp = last + 1e-6
+        self._last_stamp = stamp
+        return stamp
 
     def _check_frame_ids(self, rgb: Decoded, info: Decoded, depth: Decoded) -> None:
         ids = frame_id_mismatch(rgb, info, depth)
@@ -384,7 +469,8 @@ class UpsampleNode(Node):
         # The cloud goes out after the depth image: its time is not in the depth's latency.
         stages.update(t_depth_out_ms=1000 * (t_cloud - t_out), t_cloud_ms=1000 * (t_end - t_cloud))
         frame = {k: stats.get(k) for k in ("init_mode", "cold_reason", "iterations", "residual", "converged",
-                                           "flow_ms", "warm_valid_fraction", "scale", "filled_fraction", "device")}
+                                           "flow_ms", "warm_valid_fraction", "scale", "filled_fraction", "device",
+                                           "range_outliers", "range_worst")}
         frame.update(method=s.method, solve_ms=1000 * stats.get("seconds", 0.0),
                      frame_ms=1000 * (t_end - t0), numba_threads=numba_threads(), **stages)
         self.stats.published(latency, frame)
@@ -396,6 +482,19 @@ class UpsampleNode(Node):
             self._slot.close()
             self._worker.join(timeout=30.0)
         super().destroy_node()
+
+
+def _incompatible_qos_callbacks(node: UpsampleNode, key: str) -> Any:
+    """SubscriptionEventCallbacks reporting an incompatible publisher (None where this rclpy
+    has no QoS events: the subscription is then created without them)."""
+    try:
+        from rclpy.event_handler import SubscriptionEventCallbacks  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - rclpy before Iron
+        try:
+            from rclpy.qos_event import SubscriptionEventCallbacks  # noqa: PLC0415
+        except ImportError:
+            return None
+    return SubscriptionEventCallbacks(incompatible_qos=lambda event: node._on_incompatible_qos(key, event))
 
 
 def latency_stages(stats: dict, waited_ms: float, decode_ms: float) -> dict[str, float]:

@@ -8,9 +8,18 @@ Two layers of checking, on purpose:
 
 * the ``ParameterDescriptor`` (type, integer/float range, read-only) is enforced by rclpy itself
   and is what ``ros2 param describe`` shows;
-* :func:`validate_settings` adds what a descriptor cannot say (open intervals such as
-  ``0 < lambda < 0.25``, choices, an existing weights file) using the core's own validators, so
-  the node and the CLI refuse the same values with the same words.
+* :func:`validate_settings` checks every value against the SAME ranges (so what the
+  descriptor allows is exactly what is accepted), then adds what a descriptor cannot say
+  (choices, an existing weights file) and the core's own validators, so the node and the CLI
+  refuse the same values with the same words.
+
+A descriptor range is closed, so an open interval is replaced by a closed one inside it that the
+core also accepts: ``lambda`` in [1e-6, 0.2499] for the core's 0 < lambda < 0.25; ``kappa`` from
+1e-6 (below, kappa^2 underflows in float32 and the coefficients become 0/0 = NaN: every output
+all-NaN); ``tolerance`` from 1e-9; ``slop`` from 1 ns (stamps are compared in whole nanoseconds);
+``warm_start_max_age`` from 1 ms. Iteration counts are bounded by the node's documented maximum
+(:data:`NODE_MAX_ITERATIONS`, :data:`NODE_MAX_WARM_ITERATIONS`; the core's limit is
+``ITERATIONS_LIMIT``): the worker must not block for minutes on one frame.
 """
 
 from __future__ import annotations
@@ -25,11 +34,26 @@ from dada_ros.core.device import DEVICES
 from dada_ros.core.errors import DadaInputError
 from dada_ros.core.methods import DADA_METHODS
 from dada_ros.core.pipeline import WARM_MODES, WarmConfig
-from dada_ros.core.solver import DEFAULT_LAMBDA, DEFAULT_MAX_ITERATIONS, DEFAULT_TOL, SolverConfig
+from dada_ros.core.output_range import DEFAULT_MARGIN, OUTPUT_RANGE_MODES, OutputRangeConfig
+from dada_ros.core.solver import DEFAULT_LAMBDA, DEFAULT_MAX_ITERATIONS, DEFAULT_TOL, ITERATIONS_LIMIT, SolverConfig
 
 from .conversions import OUTPUT_DEPTH_ENCODINGS
+from .sync import DEFAULT_JUMP_TOLERANCE, MIN_SLOP
 
 RELIABILITIES = ("best_effort", "reliable")
+# The node's iteration defaults, in ONE place (the solver work may change them).
+NODE_DEFAULT_MAX_ITERATIONS = DEFAULT_MAX_ITERATIONS
+NODE_DEFAULT_WARM_ITERATIONS = WarmConfig.warm_iterations
+# The node's documented maximum step counts (the core allows ITERATIONS_LIMIT): 20000 plain steps
+# are 2.5x the paper's 8000 (about 10-40 s a cold 640x480 frame on a laptop CPU); a warm frame is
+# meant to be cheap, 5000 is 100x the default.
+NODE_MAX_ITERATIONS = min(20_000, ITERATIONS_LIMIT)
+NODE_MAX_WARM_ITERATIONS = min(5_000, ITERATIONS_LIMIT)
+KAPPA_MIN = 1e-6
+LAMBDA_RANGE = (1e-6, 0.2499)
+# The one diagnostics period parameter: diagnostic_updater's own name, so with the real
+# diagnostic_updater (which declares it) the node has one period parameter, not two.
+DIAGNOSTICS_PERIOD_PARAM = "diagnostic_updater.period"
 
 
 @dataclass(frozen=True)
@@ -58,15 +82,18 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("method", "dada-free", "Upsampling method: dada-free (learning-free DADA) or dada "
               "(learned features; needs dada_ros.learned and a weights file).", choices=DADA_METHODS),
     ParamSpec("kappa", DEFAULT_KAPPA, "Edge sensitivity of the diffusion coefficients (dada-free); "
-              "smaller keeps more guide edges.", float_range=(0.0, 100.0), constraints="kappa > 0"),
+              "smaller keeps more guide edges.", float_range=(KAPPA_MIN, 100.0),
+              constraints=f"{KAPPA_MIN:g} <= kappa <= 100 (smaller underflows: NaN output)"),
     ParamSpec("coefficient_form", "code", "Coefficient form of dada-free: code (the authors' code) "
               "or paper (Eq. 2 as printed).", choices=FORMS),
     ParamSpec("lambda", DEFAULT_LAMBDA, "Diffusion step size; 0 < lambda < 0.25 for a stable "
-              "4-neighbour step.", float_range=(0.0, 0.25), constraints="0 < lambda < 0.25", attr="lam"),
-    ParamSpec("max_iterations", DEFAULT_MAX_ITERATIONS, "Cap on diffusion-adjustment steps of a "
-              "COLD frame (warm frames run warm_iterations).", int_range=(1, 1_000_000)),
+              "4-neighbour step (a descriptor range is closed: [1e-6, 0.2499]).", float_range=LAMBDA_RANGE,
+              constraints="1e-6 <= lambda <= 0.2499 (inside the stable 0 < lambda < 0.25)", attr="lam"),
+    ParamSpec("max_iterations", NODE_DEFAULT_MAX_ITERATIONS, "Cap on diffusion-adjustment steps of a "
+              f"COLD frame (warm frames run warm_iterations); node maximum {NODE_MAX_ITERATIONS}.",
+              int_range=(1, NODE_MAX_ITERATIONS)),
     ParamSpec("tolerance", DEFAULT_TOL, "A cold frame stops when the max relative change per check "
-              "falls below this.", float_range=(0.0, 1.0), constraints="tolerance > 0"),
+              "falls below this.", float_range=(1e-9, 1.0)),
     ParamSpec("max_fill_distance", 8.0, "Output pixels farther than this (in source cells) from any "
               "valid depth are left invalid instead of invented.", float_range=(0.0, 1e6)),
     ParamSpec("device", "auto", "Torch device: auto (CUDA if present), cpu, cuda or cuda:N. CUDA "
@@ -79,15 +106,20 @@ PARAMS: tuple[ParamSpec, ...] = (
     # --- video warm start (see dada_ros.core.pipeline) ---
     ParamSpec("warm_start", "flow", "Initialisation from the previous output: off (always cold), "
               "naive (previous output as is) or flow (warped by optical flow).", choices=WARM_MODES),
-    ParamSpec("warm_iterations", WarmConfig.warm_iterations, "Fixed step budget of a warm-started frame.",
-              int_range=(1, 1_000_000)),
+    ParamSpec("warm_iterations", NODE_DEFAULT_WARM_ITERATIONS, "Fixed step budget of a warm-started "
+              f"frame; node maximum {NODE_MAX_WARM_ITERATIONS}.", int_range=(1, NODE_MAX_WARM_ITERATIONS)),
     # 2 s rather than the core's 0.5 s: the node processes the NEWEST frame, so the gap between
     # two processed frames is the frame time (about 1 s at 640x480 on a laptop CPU); with 0.5 s a
     # CPU node would never warm-start. Stale or mismatched warm starts are still caught by the
     # pipeline's flow-validity and first-ratio checks (cold fallback).
     ParamSpec("warm_start_max_age", 2.0, "Seconds between processed frames beyond which the previous "
-              "output is stale and the frame starts cold.", float_range=(0.0, 1e6),
-              constraints="warm_start_max_age > 0"),
+              "output is stale and the frame starts cold.", float_range=(1e-3, 1e6)),
+    # --- output range (see dada_ros.core.output_range; measured in benchmarks/output_range.py) ---
+    ParamSpec("output_range", "clamp", "Output pixels beyond the local source range (min / max of "
+              "the valid source cells within 1 cell, times 1 +- output_range_margin): clamp (keeping "
+              "down(Y) = S exact), invalid (NaN) or off.", choices=OUTPUT_RANGE_MODES),
+    ParamSpec("output_range_margin", DEFAULT_MARGIN, "Relative margin of the local source range "
+              "(0.1: 10% beyond the local min / max).", float_range=(0.0, 10.0)),
     # --- outputs ---
     ParamSpec("output_encoding", "32FC1", "Encoding of depth_upsampled/image_rect: 32FC1 (metres, "
               "NaN invalid) or 16UC1 (millimetres, 0 invalid).", choices=OUTPUT_DEPTH_ENCODINGS),
@@ -102,10 +134,19 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("queue_size", 10, "Approximate-time sync queue length per input.",
               int_range=(1, 10_000)),
     ParamSpec("slop", 0.05, "Approximate-time sync: max stamp spread (seconds) of a matched "
-              "rgb/camera_info/depth set.", float_range=(0.0, 60.0), constraints="slop > 0"),
+              "rgb/camera_info/depth set (stamps are compared in whole ns).", float_range=(MIN_SLOP, 60.0)),
+    ParamSpec("jump_tolerance", DEFAULT_JUMP_TOLERANCE, "Seconds an input's stamps may step back "
+              "(jitter, reordering) before it is a time jump (bag loop, simulator reset): queues "
+              "cleared, warm start reset.", float_range=(0.0, 3600.0)),
     # --- transport (read-only: subscriptions and publishers are created once) ---
-    ParamSpec("qos_reliability", "best_effort", "Reliability of the input subscriptions; "
-              "best_effort receives from both kinds of publisher.", read_only=True,
+    # reliable by default: camera drivers publish reliable, and a best-effort subscription of a
+    # reliable publisher loses most large images (measured: benchmarks/transport.py, README
+    # "Transport"). A best-effort (sensor-data QoS) publisher needs best_effort here: a reliable
+    # subscription does not match it (ROS 2 QoS compatibility); the node then warns and counts
+    # qos_incompatible.
+    ParamSpec("qos_reliability", "reliable", "Reliability of the input subscriptions: reliable "
+              "(camera drivers' default; no loss) or best_effort (sensor-data QoS, needed for a "
+              "best-effort publisher, which a reliable subscription does not match).", read_only=True,
               choices=RELIABILITIES),
     ParamSpec("qos_depth", 5, "History depth of the input subscriptions.", read_only=True,
               int_range=(1, 100_000)),
@@ -113,10 +154,15 @@ PARAMS: tuple[ParamSpec, ...] = (
               "QoS like depth_image_proc; reliable for subscribers that insist on it).",
               read_only=True, choices=RELIABILITIES),
     # --- diagnostics ---
-    ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", read_only=True,
-              float_range=(0.01, 3600.0)),
-    ParamSpec("expected_rate", 0.0, "Expected input/output frame rate (Hz) for the diagnostics "
-              "frequency check; 0 accepts any rate above zero.", float_range=(0.0, 1000.0)),
+    ParamSpec(DIAGNOSTICS_PERIOD_PARAM, 1.0, "Seconds between /diagnostics messages (diagnostic_updater's "
+              "own parameter: declared by it when it is installed).", read_only=True,
+              float_range=(0.01, 3600.0), attr="diagnostics_period"),
+    ParamSpec("expected_rate", 0.0, "Expected frame rate (Hz) of the diagnostics frequency checks; 0 = "
+              "auto: sets must keep up with the fastest input topic, outputs with the lower of the set "
+              "rate and what the frame time allows.", float_range=(0.0, 1000.0)),
+    ParamSpec("loss_warn_fraction", 0.1, "Diagnostics accounting: WARN when more than this fraction of "
+              "an input topic's messages since the last update were dropped (stale frames excluded).",
+              float_range=(0.0, 1.0)),
 )
 PARAMS_BY_NAME = {p.name: p for p in PARAMS}
 
@@ -154,6 +200,10 @@ class NodeSettings:
     output_qos_reliability: str
     diagnostics_period: float
     expected_rate: float
+    loss_warn_fraction: float
+    output_range: str
+    output_range_margin: float
+    jump_tolerance: float
 
     @classmethod
     def defaults(cls) -> "NodeSettings":
@@ -170,6 +220,9 @@ class NodeSettings:
     def warm_config(self) -> WarmConfig:
         return WarmConfig(mode=self.warm_start, warm_iterations=self.warm_iterations,
                           max_age=self.warm_start_max_age)
+
+    def output_range_config(self) -> OutputRangeConfig:
+        return OutputRangeConfig(mode=self.output_range, margin=self.output_range_margin)
 
     def solver_changed(self, other: "NodeSettings") -> bool:
         return any(getattr(self, f) != getattr(other, f) for f in SOLVER_FIELDS)
@@ -198,14 +251,18 @@ def validate_settings(s: NodeSettings) -> None:
             raise DadaInputError(f"{p.name} must be one of {', '.join(p.choices)}, got {v!r}")
         if isinstance(v, float) and not math.isfinite(v):
             raise DadaInputError(f"{p.name} must be finite, got {v}")
+        # the descriptor's range, checked here too: what `ros2 param describe` shows is what is accepted
+        rng = p.int_range if p.int_range is not None else p.float_range
+        if rng is not None and not (rng[0] <= v <= rng[1]):
+            why = f" ({p.constraints})" if p.constraints else ""
+            raise DadaInputError(f"{p.name} must be in [{rng[0]:g}, {rng[1]:g}]{why}, got {v}")
     _check_device(s.device)
     check_kappa(s.kappa)
     s.solver_config().validate()
     s.warm_config().validate()
+    s.output_range_config().validate()
     if s.weights and not os.path.isfile(s.weights):
         raise DadaInputError(f"weights file {s.weights!r} does not exist")
-    if not s.slop > 0:
-        raise DadaInputError(f"slop must be > 0 seconds (a set matches when max - min < slop), got {s.slop}")
 
 
 def descriptor(spec: ParamSpec) -> Any:

@@ -11,11 +11,22 @@ with or without message_filters installed:
   (in ``itertools.product`` order) whose spread ``max - min`` is strictly below ``slop`` is
   emitted and only those messages leave their queues. Output stamps may therefore go backwards.
 
-What message_filters lacks, :class:`Synchronizer` adds in front of either backend: when the
-stamps of one input go backwards (a bag loop, a simulator reset), every queue is cleared and
-``on_reset`` is called. Without this the queues stay full of "future" leftovers, every new
-(older-stamped) message is the oldest and is evicted at once, and the synchroniser stalls for
-good.
+What message_filters lacks, :class:`Synchronizer` adds in front of either backend:
+
+* a time-jump guard: when the stamps of one input go back by more than ``jump_tolerance``
+  (default :data:`DEFAULT_JUMP_TOLERANCE` = 0.5 s: a bag loop, a simulator reset), every queue
+  is cleared and ``on_reset`` is called. Without this the queues stay full of "future"
+  leftovers, every new (older-stamped) message is the oldest and is evicted at once, and the
+  synchroniser stalls for good. Steps back within the tolerance (stamp jitter, reordering within
+  one topic) are ordinary messages: no reset, the approximate-time matching pairs them. After a
+  jump, the other inputs are expected to jump too: their first step back is the same jump (no
+  second reset, so the first frame after the jump is kept), and their old-timeline stragglers are
+  queued and later leave as ``unmatched``.
+* accounting: every message that leaves a queue without being part of a matched set is
+  reported to ``on_drop(index, reason)``: ``unmatched`` (pushed out of a full queue without a
+  partner), ``duplicate_stamp`` (replaced by a newer message with the same stamp),
+  ``time_jump`` (cleared by the guard), ``headerless`` (no usable stamp). ``queued()`` says what
+  is waiting. So every message added is in a matched set, dropped with a reason, or queued.
 
 :class:`Synchronizer` uses ``message_filters`` when it is importable (``backend="auto"``) and
 the in-package implementation otherwise; both get the same guard. No ROS import at module level.
@@ -31,6 +42,13 @@ from typing import Any, Callable
 from .conversions import stamp_to_nanoseconds
 
 Callback = Callable[..., None]
+DropCallback = Callable[[int, str], None]
+# Steps back of one input's stamps up to this are jitter / reordering, not a time jump: well
+# above real stamp noise (tens of ms) and below any bag loop or simulator reset worth resetting
+# for (a bag loop jumps back by the bag's length).
+DEFAULT_JUMP_TOLERANCE = 0.5
+# slop is compared in whole nanoseconds: below 1 ns it would round to 0 and nothing would match.
+MIN_SLOP = 1e-9
 
 
 def _stamp_ns(msg: Any) -> int | None:
@@ -42,11 +60,12 @@ def _stamp_ns(msg: Any) -> int | None:
 
 
 def check_sync_params(queue_size: int, slop: float) -> None:
-    """Raise ValueError with a reason for a queue size < 1 or a slop <= 0 (nothing would match)."""
+    """Raise ValueError with a reason for a queue size < 1 or a slop < 1 ns (nothing would match)."""
     if int(queue_size) != queue_size or queue_size < 1:
         raise ValueError(f"queue_size must be an integer >= 1, got {queue_size}")
-    if not (slop > 0):
-        raise ValueError(f"slop must be > 0 seconds (sets match when max - min < slop), got {slop}")
+    if not (slop >= MIN_SLOP):
+        raise ValueError(f"slop must be >= {MIN_SLOP} s (stamps are compared in whole nanoseconds; sets "
+                         f"match when max - min < slop), got {slop}")
 
 
 @dataclass
@@ -64,8 +83,10 @@ class ApproximateTimeSync:
     input order. Thread-safe; the callback runs outside the internal lock.
     """
 
-    def __init__(self, n_inputs: int, queue_size: int, slop: float, callback: Callback):
+    def __init__(self, n_inputs: int, queue_size: int, slop: float, callback: Callback,
+                 on_drop: DropCallback | None = None):
         check_sync_params(queue_size, slop)
+        self.on_drop = on_drop
         self.queues: list[dict[int, Any]] = [{} for _ in range(n_inputs)]
         self.queue_size = int(queue_size)
         self.slop_ns = int(round(slop * 1e9))
@@ -79,15 +100,37 @@ class ApproximateTimeSync:
             self.queue_size = int(queue_size)
             self.slop_ns = int(round(slop * 1e9))
 
+    def _dropped(self, index: int, reason: str, n: int = 1) -> None:
+        if self.on_drop is not None:
+            for _ in range(n):
+                self.on_drop(index, reason)
+
+    def queued(self) -> list[int]:
+        with self.lock:
+            return [len(q) for q in self.queues]
+
+    def discard_after(self, index: int, stamp_ns: int, reason: str) -> None:
+        """Drop input ``index``'s queued messages stamped after ``stamp_ns`` (counted ``reason``)."""
+        with self.lock:
+            q = self.queues[index]
+            late = [s for s in q if s > stamp_ns]
+            for s in late:
+                del q[s]
+        self._dropped(index, reason, len(late))
+
     def reset(self) -> None:
         with self.lock:
+            sizes = [len(q) for q in self.queues]
             for q in self.queues:
                 q.clear()
+        for i, n in enumerate(sizes):
+            self._dropped(i, "time_jump", n)
 
     def add(self, index: int, msg: Any) -> None:
         stamp = _stamp_ns(msg)
         if stamp is None:
             self.counters.headerless += 1
+            self._dropped(index, "headerless")
             return
         with self.lock:
             matched = self._add_locked(index, msg, stamp)
@@ -97,10 +140,13 @@ class ApproximateTimeSync:
 
     def _add_locked(self, index: int, msg: Any, stamp: int) -> list | None:
         my_queue = self.queues[index]
+        if stamp in my_queue:
+            self._dropped(index, "duplicate_stamp")
         my_queue[stamp] = msg
         while len(my_queue) > self.queue_size:
             del my_queue[min(my_queue)]
             self.counters.evicted += 1
+            self._dropped(index, "unmatched")
         if stamp not in my_queue:  # the new message was itself the oldest and got evicted
             return None
         candidates: list[list[int]] = []
@@ -125,10 +171,13 @@ class _MessageFiltersBackend:
     """``message_filters.ApproximateTimeSynchronizer`` fed through SimpleFilter inputs, so the
     node keeps its own subscriptions (QoS, input checks) and the time-jump guard."""
 
-    def __init__(self, n_inputs: int, queue_size: int, slop: float, callback: Callback):
+    def __init__(self, n_inputs: int, queue_size: int, slop: float, callback: Callback,
+                 on_drop: DropCallback | None = None):
         import message_filters  # noqa: PLC0415 - optional dependency
 
         check_sync_params(queue_size, slop)
+        self.on_drop = on_drop
+        self._order = threading.Lock()  # one add at a time: the drop accounting compares queue sizes
         self._inputs = [message_filters.SimpleFilter() for _ in range(n_inputs)]
         self._sync = message_filters.ApproximateTimeSynchronizer(self._inputs, int(queue_size), float(slop))
         self._sync.registerCallback(self._emit)
@@ -147,16 +196,55 @@ class _MessageFiltersBackend:
             self._sync.queue_size = int(queue_size)
             self._sync.slop = Duration(seconds=float(slop))
 
+    def _dropped(self, index: int, reason: str, n: int = 1) -> None:
+        if self.on_drop is not None:
+            for _ in range(n):
+                self.on_drop(index, reason)
+
+    def queued(self) -> list[int]:
+        with self._sync.lock:
+            return [len(q) for q in self._sync.queues]
+
+    def discard_after(self, index: int, stamp_ns: int, reason: str) -> None:
+        with self._sync.lock:
+            q = self._sync.queues[index]
+            late = [s for s in q if s > stamp_ns]
+            for s in late:
+                del q[s]
+        self._dropped(index, reason, len(late))
+
     def reset(self) -> None:
         with self._sync.lock:
+            sizes = [len(q) for q in self._sync.queues]
             for q in self._sync.queues:
                 q.clear()
+        for i, n in enumerate(sizes):
+            self._dropped(i, "time_jump", n)
 
     def add(self, index: int, msg: Any) -> None:
-        if _stamp_ns(msg) is None:
+        stamp = _stamp_ns(msg)
+        if stamp is None:
             self.counters.headerless += 1
+            self._dropped(index, "headerless")
             return
-        self._inputs[index].signalMessage(msg)
+        with self._order:
+            # message_filters does not say what it drops: compare the queues before and after
+            # (a message that left without being matched was replaced or pushed out)
+            with self._sync.lock:
+                before = [len(q) for q in self._sync.queues]
+                duplicate = stamp in self._sync.queues[index]
+            matched = self.counters.matched
+            self._inputs[index].signalMessage(msg)
+            with self._sync.lock:
+                after = [len(q) for q in self._sync.queues]
+            in_set = 1 if self.counters.matched > matched else 0
+        for i, (b, a) in enumerate(zip(before, after)):
+            left = b + (1 if i == index else 0) - a - in_set
+            if i == index and duplicate and left > 0:
+                self._dropped(i, "duplicate_stamp")
+                left -= 1
+            self.counters.evicted += max(0, left)
+            self._dropped(i, "unmatched", max(0, left))
 
 
 def message_filters_available() -> bool:
@@ -177,39 +265,55 @@ class Synchronizer:
         on_reset: ``on_reset(reason)`` after a time jump cleared the queues.
         backend: ``"auto"`` (message_filters when importable), ``"message_filters"`` or
             ``"internal"``.
-        jump_tolerance: seconds an input's stamp may step back without a reset. 0 by default:
-            one publisher's stamps never go back unless its clock jumped (DDS keeps per-writer
-            order, even best effort).
+        jump_tolerance: seconds an input's stamp may step back without a reset (default
+            :data:`DEFAULT_JUMP_TOLERANCE`): stamp jitter and reordering within one topic are not
+            a jump; DDS keeps per-writer order, but drivers stamp with jitter and several
+            writers (or a relay) can interleave.
+        on_drop: ``on_drop(index, reason)`` for each message that leaves without a set.
     """
 
     def __init__(self, n_inputs: int, queue_size: int, slop: float, callback: Callback,
                  on_reset: Callable[[str], None] | None = None, backend: str = "auto",
-                 jump_tolerance: float = 0.0):
+                 jump_tolerance: float = DEFAULT_JUMP_TOLERANCE, on_drop: DropCallback | None = None):
         if backend == "auto":
             backend = "message_filters" if message_filters_available() else "internal"
         if backend == "message_filters":
-            self._impl: Any = _MessageFiltersBackend(n_inputs, queue_size, slop, callback)
+            self._impl: Any = _MessageFiltersBackend(n_inputs, queue_size, slop, callback, on_drop)
         elif backend == "internal":
-            self._impl = ApproximateTimeSync(n_inputs, queue_size, slop, callback)
+            self._impl = ApproximateTimeSync(n_inputs, queue_size, slop, callback, on_drop)
         else:
             raise ValueError(f"unknown sync backend {backend!r}")
+        check_jump_tolerance(jump_tolerance)
         self.backend = backend
         self.on_reset = on_reset
         self._tolerance_ns = int(round(jump_tolerance * 1e9))
         self._last: list[int | None] = [None] * n_inputs
+        # inputs whose next step back beyond the tolerance is the jump already handled, with the
+        # number of messages they may still take to show it
+        self._expect_jump: dict[int, int] = {}
         self._guard = threading.Lock()
 
     @property
     def counters(self) -> SyncCounters:
         return self._impl.counters
 
-    def set_params(self, queue_size: int, slop: float) -> None:
+    def set_params(self, queue_size: int, slop: float, jump_tolerance: float | None = None) -> None:
+        if jump_tolerance is not None:
+            check_jump_tolerance(jump_tolerance)
         self._impl.set_params(queue_size, slop)
+        if jump_tolerance is not None:
+            with self._guard:
+                self._tolerance_ns = int(round(jump_tolerance * 1e9))
+
+    def queued(self) -> list[int]:
+        """Messages waiting in each input's queue."""
+        return self._impl.queued()
 
     def reset(self) -> None:
-        """Forget everything queued and every input's last stamp."""
+        """Forget everything queued and every input's last stamp (queued messages: ``time_jump``)."""
         with self._guard:
             self._last = [None] * len(self._last)
+            self._expect_jump = {}
         self._impl.reset()
 
     def add(self, index: int, msg: Any) -> None:
@@ -218,10 +322,27 @@ class Synchronizer:
         if stamp is not None:
             with self._guard:
                 last = self._last[index]
-                if last is not None and stamp < last - self._tolerance_ns:
+                back = last is not None and stamp < last - self._tolerance_ns
+                if back and index in self._expect_jump:
+                    # the jump another input already showed: same timeline change, no second reset;
+                    # this input's old-timeline stragglers still queued can never match now
+                    del self._expect_jump[index]
+                    self._impl.discard_after(index, stamp + self._tolerance_ns, "time_jump")
+                    last = None
+                elif back:
                     jumped = f"input {index} stamp went back {(last - stamp) * 1e-9:.3f} s"
+                    queue_size = int(getattr(self._impl, "queue_size", 0) or getattr(
+                        getattr(self._impl, "_sync", None), "queue_size", 10))
+                    self._expect_jump = {i: queue_size + 1 for i, v in enumerate(self._last)
+                                         if i != index and v is not None}
                     self._last = [None] * len(self._last)
                     last = None
+                elif index in self._expect_jump:
+                    # an old-timeline straggler; after queue_size + 1 of them without a step back
+                    # the expectation lapses (that input did not jump), so a later jump resets again
+                    self._expect_jump[index] -= 1
+                    if self._expect_jump[index] <= 0:
+                        del self._expect_jump[index]
                 # max(): a small step back within the tolerance must not lower the reference
                 self._last[index] = stamp if last is None else max(stamp, last)
             if jumped:
@@ -231,3 +352,8 @@ class Synchronizer:
                     self.on_reset(jumped)
         self._impl.add(index, msg)
 
+
+def check_jump_tolerance(tolerance: float) -> None:
+    """Raise ValueError for a negative or non-finite jump tolerance."""
+    if not (0 <= tolerance < float("inf")):
+        raise ValueError(f"jump tolerance must be a finite number of seconds >= 0, got {tolerance}")

@@ -34,7 +34,7 @@ SOURCE = (12, 16)
 # Fast solver settings for tests: a cold frame stops after at most 300 steps.
 TEST_PARAMS = {"max_iterations": 300, "warm_iterations": 20, "torch_threads": 1,
                "qos_reliability": "reliable", "qos_depth": 1000, "output_qos_reliability": "reliable",
-               "diagnostics_period": 0.2}
+               "diagnostic_updater.period": 0.2}
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
 

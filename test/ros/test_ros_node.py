@@ -66,10 +66,11 @@ def test_end_to_end_outputs(ros_context, frames) -> None:
         from dada_ros.core.fused_cpu import HAVE_NUMBA
 
         assert last["numba_threads"] == (1 if HAVE_NUMBA else 0)
-        # diagnostics: the five statuses, named like diagnostic_updater names them
-        assert h.wait(lambda: any(len(a.status) == 5 for a in h.diagnostics), 5)
+        # diagnostics: the six statuses, named like diagnostic_updater names them
+        assert h.wait(lambda: any(len(a.status) == 6 for a in h.diagnostics), 5)
         names = {s.name for s in h.diagnostics[-1].status}
-        assert names == {f"dada_upsample: {t}" for t in ("input", "output", "latency", "solver", "drops")}
+        assert names == {f"dada_upsample: {t}" for t in ("input", "output", "latency", "solver", "drops",
+                                                         "accounting")}
     finally:
         h.close()
 

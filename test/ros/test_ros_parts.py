@@ -33,7 +33,7 @@ def test_descriptors() -> None:
     d = {p.name: descriptor(p) for p in PARAMS}
     assert all(x.description for x in d.values())
     assert d["lambda"].type == ParameterType.PARAMETER_DOUBLE
-    assert d["lambda"].floating_point_range[0].to_value == 0.25
+    assert d["lambda"].floating_point_range[0].to_value == 0.2499
     assert d["max_iterations"].integer_range[0].from_value == 1
     assert d["qos_reliability"].read_only and not d["kappa"].read_only
     assert "dada-free" in d["method"].additional_constraints

@@ -1,0 +1,179 @@
+"""Output pixels far outside the local source range: detect them and clamp them, keeping the
+consistency ``down(Y) = S`` exact.
+
+Why: the diffusion + multiplicative adjustment can push a pixel well beyond every depth measured
+around it (an over-shooting edge, a thin structure whose cell average is dominated by the
+background, a non-integer ratio whose cells straddle an edge). In a point cloud such a pixel is a
+flying point. The physical bound is local: within a few source cells, the true depth lies between
+the smallest and the largest measured cell value (a cell value is the mean of the true depths in
+it, so the extremes can lie a bit outside: hence a margin).
+
+Limits per source cell: ``[lo / (1 + margin), hi * (1 + margin)]`` with ``lo`` / ``hi`` the min /
+max of the VALID source cells within ``radius`` cells (a (2r+1)^2 window). Multiplicative on
+purpose: depth error scales with depth, and the solver's adjustment is multiplicative too.
+
+Modes (``mode``):
+
+* ``clamp`` (default): each cell's pixels become the Euclidean projection of Y onto
+  ``{limits} ∩ {mean over the cell = S}``, i.e. ``clip(Y + t, L, U)`` with the per-cell shift t
+  found by bisection (the cell mean of the clipped values is monotone in t). The cell's own value
+  S lies inside its limits, so the set is never empty: consistency stays exact (to float
+  precision) for every valid cell. Cells without a valid source value (filled by diffusion) are
+  only clipped. Pixels that were inside the limits move only by the shift t of their cell.
+* ``invalid``: out-of-limit pixels become NaN (no estimate), nothing else changes.
+* ``off``: nothing is done (the counts are still reported).
+
+benchmarks/output_range.py measured the choice (MSE, consistency, how often), synthetic and real
+scenes; see the README ("Output range").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .errors import DadaInputError
+from .resample import Partition, valid_source_mask
+
+OUTPUT_RANGE_MODES = ("clamp", "invalid", "off")
+DEFAULT_MARGIN = 0.1
+DEFAULT_RADIUS = 1
+BISECTION_STEPS = 40  # halves the shift interval 40 times: far below float32 resolution
+
+
+@dataclass(frozen=True)
+class OutputRangeConfig:
+    mode: str = "clamp"
+    margin: float = DEFAULT_MARGIN
+    radius: int = DEFAULT_RADIUS
+
+    def validate(self) -> None:
+        if self.mode not in OUTPUT_RANGE_MODES:
+            raise DadaInputError(f"output_range must be one of {', '.join(OUTPUT_RANGE_MODES)}, got {self.mode!r}")
+        if not (0 <= self.margin <= 10):
+            raise DadaInputError(f"output_range_margin must be in [0, 10], got {self.margin}")
+        if int(self.radius) != self.radius or not 0 <= self.radius <= 16:
+            raise DadaInputError(f"output range radius must be an integer in [0, 16], got {self.radius}")
+
+
+def local_limits(source: np.ndarray, margin: float = DEFAULT_MARGIN,
+                 radius: int = DEFAULT_RADIUS) -> tuple[np.ndarray, np.ndarray]:
+    """Per source cell (h, w): (lower, upper) depth limits from the valid cells within ``radius``
+    cells; NaN where the window holds no valid cell (no limit)."""
+    src = np.asarray(source, dtype=np.float32)
+    valid = valid_source_mask(src)
+    k = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    lo = cv2.erode(np.where(valid, src, np.inf).astype(np.float32), k, borderType=cv2.BORDER_REPLICATE)
+    hi = cv2.dilate(np.where(valid, src, -np.inf).astype(np.float32), k, borderType=cv2.BORDER_REPLICATE)
+    none = ~np.isfinite(lo) | ~np.isfinite(hi)
+    lower = np.where(none, np.nan, lo / (1.0 + margin)).astype(np.float32)
+    upper = np.where(none, np.nan, hi * (1.0 + margin)).astype(np.float32)
+    return lower, upper
+
+
+def _cell_mean(y: np.ndarray, flat: np.ndarray, n_cells: int, counts: np.ndarray) -> np.ndarray:
+    return np.bincount(flat, y.ravel(), n_cells) / np.maximum(counts, 1)
+
+
+def apply_output_range(depth: np.ndarray, source: np.ndarray, config: OutputRangeConfig | None = None) -> tuple[np.ndarray, dict]:
+    """Handle pixels of ``depth`` (H, W, metres, NaN = none) outside the local limits of
+    ``source`` (h, w; 0 / NaN invalid) per ``config`` (see the module doc).
+
+    Returns (new depth, stats): ``range_outliers`` (pixels outside before), ``range_fraction``
+    (of the finite pixels), ``range_worst`` (largest ratio beyond a limit, 1.0 = none),
+    ``range_mode``.
+    """
+    cfg = config or OutputRangeConfig()
+    cfg.validate()
+    y = np.asarray(depth, dtype=np.float32)
+    part = Partition(y.shape, source.shape)
+    lower, upper = local_limits(source, cfg.margin, cfg.radius)
+    L, U = part.expand(lower), part.expand(upper)
+    finite = np.isfinite(y)
+    limited = finite & np.isfinite(L)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out_lo = limited & (y < L)
+        out_hi = limited & (y > U)
+        worst = 1.0
+        if out_lo.any():
+            worst = max(worst, float(np.max(L[out_lo] / np.maximum(y[out_lo], 1e-12))))
+        if out_hi.any():
+            worst = max(worst, float(np.max(y[out_hi] / U[out_hi])))
+    outside = out_lo | out_hi
+    n_out = int(outside.sum())
+    stats = {"range_outliers": n_out, "range_fraction": n_out / max(1, int(finite.sum())),
+             "range_worst": worst, "range_mode": cfg.mode}
+    if n_out == 0 or cfg.mode == "off":
+        return y, stats
+    if cfg.mode == "invalid":
+        out = y.copy()
+        out[outside] = np.nan
+        return out, stats
+    return _clamp_consistent(y, source, part, L, U, outside), stats
+
+
+def _clamp_consistent(y: np.ndarray, source: np.ndarray, part: Partition, L: np.ndarray, U: np.ndarray,
+                      outside: np.ndarray) -> np.ndarray:
+    """Per affected cell: clip(Y + t, L, U) with t such that the cell mean stays what it was
+    (= S after the solver's adjustment; see the module doc). Other cells are untouched."""
+    from .resample import cell_index
+
+    (H, W), (h, w) = y.shape, part.source_shape
+    rows, cols = cell_index(H, h), cell_index(W, w)
+    cell = (rows[:, None] * w + cols[None, :])
+    affected_cells = np.unique(cell[outside])
+    pix = np.isin(cell, affected_cells) & np.isfinite(y)
+    idx = np.nonzero(pix.ravel())[0]
+    flat_cells = cell.ravel()[idx]
+    # compact cell numbering of the affected cells
+    uniq, inv = np.unique(flat_cells, return_inverse=True)
+    n = len(uniq)
+    yv = y.ravel()[idx].astype(np.float64)
+    lv = L.ravel()[idx].astype(np.float64)
+    uv = U.ravel()[idx].astype(np.float64)
+    counts = np.bincount(inv, minlength=n).astype(np.float64)
+    # target: the cell mean as the solver left it (S for a valid cell: down(Y) = S)
+    target = np.bincount(inv, yv, n) / counts
+    src = np.asarray(source, dtype=np.float64).ravel()[uniq]
+    valid = np.isfinite(src) & (src > 0)
+    # A valid cell's exact target is S itself (the solver's adjustment makes the mean S; using S
+    # keeps consistency exact even where the solver left a tiny residual). Every pixel of a cell
+    # has the same limits (they are per cell), so the target is reachable iff it is in them.
+    cell_l = np.bincount(inv, lv, n) / counts
+    cell_u = np.bincount(inv, uv, n) / counts
+    target = np.where(valid, src, target)
+    target = np.clip(target, cell_l, cell_u)
+    # all pixels at the lower limit (mean = L <= target) .. all at the upper one (mean = U >= target)
+    t_lo = cell_l - _cell_max(yv, inv, n)
+    t_hi = cell_u - _cell_min(yv, inv, n)
+    for _ in range(BISECTION_STEPS):
+        t = 0.5 * (t_lo + t_hi)
+        m = np.bincount(inv, np.clip(yv + t[inv], lv, uv), n) / counts
+        above = m > target
+        t_hi = np.where(above, t, t_hi)
+        t_lo = np.where(above, t_lo, t)
+    t = 0.5 * (t_lo + t_hi)
+    new = np.clip(yv + t[inv], lv, uv)
+    # the last float residual, spread additively over the cell's pixels that are not at a limit
+    resid = target - np.bincount(inv, new, n) / counts
+    free = (new > lv) & (new < uv)
+    n_free = np.bincount(inv, free.astype(np.float64), n)
+    corr = np.where(n_free > 0, resid * counts / np.maximum(n_free, 1), 0.0)
+    new = np.where(free, new + corr[inv], new)
+    out = y.copy().ravel()
+    out[idx] = new.astype(np.float32)
+    return out.reshape(H, W)
+
+
+def _cell_max(v: np.ndarray, inv: np.ndarray, n: int) -> np.ndarray:
+    out = np.full(n, -np.inf)
+    np.maximum.at(out, inv, v)
+    return out
+
+
+def _cell_min(v: np.ndarray, inv: np.ndarray, n: int) -> np.ndarray:
+    out = np.full(n, np.inf)
+    np.minimum.at(out, inv, v)
+    return out
