@@ -40,13 +40,29 @@ if HAVE_NUMBA:
 
     EPS32 = np.float32(EPS)
 
+    @njit(cache=True, inline="always")
+    def _form_row(dst, u, r, z, a, b, semi):
+        """dst[1:W+1] = the iterate's row: U*R (plain) or a*U*R + b*Z (weighted recurrence)."""
+        if semi:
+            for j in range(u.shape[0]):
+                dst[j + 1] = a * (u[j] * r[j]) + b * z[j]
+        else:
+            for j in range(u.shape[0]):
+                dst[j + 1] = u[j] * r[j]
+
     @njit(parallel=True, cache=True, fastmath=False, error_model="numpy")
-    def _sweep(u_in, rx_in, u_out, r_out, rx_out, lcv_p, lch_p, cols, row_start, src, valid, inv_count, chunks):
-        """One step. ``rx_in`` (h, W) are the ratios R_{t-1} already expanded to pixel columns
-        (each cell row's ratios repeated over its columns), so the inner loops read them without a
-        gather; the sweep writes R_t both per cell (``r_out``, h x w) and expanded (``rx_out``).
-        lcv_p (H+1, W) / lch_p (H, W+1) are lambda*c padded with zero links at the borders, so
-        the inner loop has no branches and vectorises.
+    def _sweep(u_in, rx_in, z, wa, wb, semi, y_out, u_out, r_out, rx_out, lcv_p, lch_p, cols, row_start,
+               src, valid, inv_count, chunks):
+        """One application. ``rx_in`` (h, W) are the ratios R_{t-1} already expanded to pixel
+        columns (each cell row's ratios repeated over its columns), so the inner loops read them
+        without a gather; the sweep writes R_t both per cell (``r_out``, h x w) and expanded
+        (``rx_out``). lcv_p (H+1, W) / lch_p (H, W+1) are lambda*c padded with zero links at the
+        borders, so the inner loop has no branches and vectorises.
+
+        With ``semi`` the input iterate is y = wa*U*R + wb*Z (wa = w of the last application, wb = 1 - wa,
+        Z = the iterate two applications back): it is formed row by row on the fly, diffused,
+        and also written to ``y_out`` (each row once, by the chunk that owns its cell row), which
+        the recurrence needs two applications later. Without ``semi`` it is U*R (the plain loop).
 
         Cell rows are split into ``chunks`` contiguous ranges, one per thread: each chunk
         allocates its scratch rows once (a per-cell-row allocation cost ~10% of a step at x4).
@@ -71,17 +87,19 @@ if HAVE_NUMBA:
                 i1 = row_start[cr + 1]
                 ka = 0
                 kb = 1
-                ua = u_in[max(i0 - 1, 0)]
-                ub = u_in[i0]
-                for j in range(W):
-                    buf[ka, j + 1] = ua[j] * r_up[j]
-                    buf[kb, j + 1] = ub[j] * r_cur[j]
+                ia = max(i0 - 1, 0)
+                _form_row(buf[ka], u_in[ia], r_up, z[ia], wa, wb, semi)
+                _form_row(buf[kb], u_in[i0], r_cur, z[i0], wa, wb, semi)
                 for i in range(i0, i1):
                     kc = 3 - ka - kb
                     rc = r_dn if i == i1 - 1 else r_cur
-                    uc = u_in[min(i + 1, H - 1)]
-                    for j in range(W):
-                        buf[kc, j + 1] = uc[j] * rc[j]
+                    ic = min(i + 1, H - 1)
+                    _form_row(buf[kc], u_in[ic], rc, z[ic], wa, wb, semi)
+                    if semi:  # row i of the input iterate, kept for the recurrence
+                        yo = y_out[i]
+                        bb = buf[kb]
+                        for j in range(W):
+                            yo[j] = bb[j + 1]
                     buf[kb, 0] = buf[kb, 1]
                     buf[kb, W + 1] = buf[kb, W]
                     a = buf[ka]
@@ -114,16 +132,22 @@ if HAVE_NUMBA:
                     rxo[j] = ro[cols[j]]
 
     @njit(parallel=True, cache=True)
-    def _materialise(u, rx, rows, out):
+    def _materialise(u, rx, z, a, b, semi, rows, out):
+        """out = the iterate: U * up(R), or a*U*up(R) + b*Z with ``semi``."""
         H, W = u.shape
         for i in prange(H):
             r = rx[rows[i]]
-            for j in range(W):
-                out[i, j] = u[i, j] * r[j]
+            if semi:
+                for j in range(W):
+                    out[i, j] = a * (u[i, j] * r[j]) + b * z[i, j]
+            else:
+                for j in range(W):
+                    out[i, j] = u[i, j] * r[j]
 
     @njit(parallel=True, cache=True, error_model="numpy")
-    def _check_change(u, rx, rows, prev, chunks):
-        """Convergence check in one pass: max |Y - prev| / |Y| with Y = U * up(R), then prev <- Y.
+    def _check_change(u, rx, z, a, b, semi, rows, prev, chunks):
+        """Convergence check in one pass: max |Y - prev| / |Y| with Y the iterate (U * up(R), or
+        a*U*up(R) + b*Z with ``semi``), then prev <- Y.
 
         Written for the vector units: ``error_model="numpy"`` makes the division plain IEEE (numba's
         default tests every divisor for zero, which stops vectorisation: 5x slower), and the max
@@ -140,8 +164,11 @@ if HAVE_NUMBA:
                 r = rx[rows[i]]
                 ui = u[i]
                 pi = prev[i]
+                zi = z[i]
                 for j in range(W):
                     y = ui[j] * r[j]
+                    if semi:
+                        y = a * y + b * zi[j]
                     d[j] = abs(y - pi[j]) / (abs(y) + EPS32)
                     pi[j] = y
                 for j in range(W):
@@ -157,54 +184,95 @@ def fused_available(y: torch.Tensor) -> bool:
     return HAVE_NUMBA and y.device.type == "cpu" and y.dtype == torch.float32 and not y.requires_grad
 
 
+class _FusedItem:
+    """The buffers of one batch item: the factored iterate (U, R) and, for a weighted schedule,
+    the materialised iterates the recurrence needs (three, rotating: the one a sweep writes, the
+    one it reads as Z, and the one the next sweep reads)."""
+
+    def __init__(self, yb: np.ndarray, h: int, w: int, semi: bool) -> None:
+        H, W = yb.shape
+        self.u = [yb.copy(), np.empty_like(yb)]
+        self.r = np.ones((h, w), np.float32)  # R_t per cell (written by the sweep, read only there)
+        self.rx = [np.ones((h, W), np.float32), np.ones((h, W), np.float32)]  # R expanded to columns
+        # Z starts as Y0 everywhere: its weight is 0 until it holds a real iterate, but 0 * garbage
+        # could be NaN.
+        self.ys = [yb.copy() for _ in range(3)] if semi else [np.empty((1, 1), np.float32)] * 3
+        self.ref = yb.copy()
+        self.k = 0  # index of the current U / rx
+        self.sweeps = 0
+
+
+class FusedLoop:
+    """The fused numba backend (one memory pass per application); same contract as
+    :class:`dada_ros.core.loop.TorchLoop`. Batch items run one after another."""
+
+    def __init__(self, y, source, valid, cv, ch, resampler: Resampler, lam: float, semi: bool) -> None:
+        self.semi = semi
+        self.rows = resampler.rows.cpu().numpy().astype(np.int64)
+        self.cols = resampler.cols.cpu().numpy().astype(np.int64)
+        h, w = resampler.partition.source_shape
+        self.row_start = resampler.partition.cell_starts()[0].astype(np.int64)
+        self.inv_count = resampler.inv_counts.cpu().numpy().astype(np.float64)
+        self.chunks = min(h, max(1, numba.get_num_threads()))
+        self.items = []
+        self.w_last = 1.0  # weight of the last application: how the current iterate is formed
+        for b in range(y.shape[0]):
+            yb = y[b, 0].numpy()
+            H, W = yb.shape
+            lcv = np.zeros((H + 1, W), np.float32)  # zero links above row 0 and below row H-1
+            lcv[1:H] = (cv[b if cv.shape[0] > 1 else 0, 0] * lam).numpy()
+            lch = np.zeros((H, W + 1), np.float32)
+            lch[:, 1:W] = (ch[b if ch.shape[0] > 1 else 0, 0] * lam).numpy()
+            src = np.ascontiguousarray(source[b, 0].numpy(), dtype=np.float32)
+            vb = np.ascontiguousarray(valid[b, 0].numpy())
+            self.items.append((_FusedItem(yb, h, w, semi), lcv, lch, src, vb))
+        self.H, self.W = y.shape[-2:]
+
+    def _form(self, it: _FusedItem) -> tuple[np.ndarray, np.float32, np.float32]:
+        """(Z, a, b) that form the current iterate a*U*R + b*Z: Z is the iterate written two
+        sweeps ago (index sweeps - 1 mod 3)."""
+        z = it.ys[(it.sweeps - 1) % 3] if self.semi else it.u[it.k]  # plain: a shape-safe dummy
+        return z, np.float32(self.w_last), np.float32(1.0 - self.w_last)
+
+    def steps(self, weights: np.ndarray) -> None:
+        w_start = self.w_last
+        for it, lcv, lch, src, vb in self.items:
+            self.w_last = w_start
+            for w in weights:
+                it.sweeps += 1
+                k = it.k
+                # plain: Z and y_out are never touched; U stands in for them (same shape)
+                z = it.ys[(it.sweeps - 2) % 3] if self.semi else it.u[k]
+                y_out = it.ys[it.sweeps % 3] if self.semi else it.u[k]
+                a = np.float32(self.w_last)
+                _sweep(it.u[k], it.rx[k], z, a, np.float32(1.0 - self.w_last), self.semi, y_out,
+                       it.u[1 - k], it.r, it.rx[1 - k], lcv, lch, self.cols, self.row_start, src, vb,
+                       self.inv_count, self.chunks)
+                it.k = 1 - k
+                self.w_last = float(w)
+
+    def change(self) -> float:
+        changes = []
+        for it, *_ in self.items:
+            z, a, b = self._form(it)
+            changes.append(float(_check_change(it.u[it.k], it.rx[it.k], z, a, b, self.semi, self.rows, it.ref,
+                                               self.chunks)))
+        return float(np.max(changes))  # a NaN wins: never "converged"
+
+    def result(self, y: torch.Tensor) -> None:
+        for b, (it, *_) in enumerate(self.items):
+            z, a, bb = self._form(it)
+            _materialise(it.u[it.k], it.rx[it.k], z, a, bb, self.semi, self.rows, y[b, 0].numpy())
+
+
 @torch.no_grad()
 def run_loop_fused(y: torch.Tensor, source: torch.Tensor, valid: torch.Tensor, cv: torch.Tensor,
                    ch: torch.Tensor, resampler: Resampler, lam: float, iterations: int,
                    tol: float | None = None, check_every: int = 25) -> LoopStats:
-    """Same contract as :func:`dada_ros.core.loop.run_loop` (in place on ``y``), fused on CPU.
+    """The plain loop on the fused backend (``run_loop(..., backend="fused")``)."""
+    from .loop import run_loop
 
-    Batch items run one after another and each stops at its own convergence; ``iterations`` in
-    the stats is the largest count, ``residual`` the worst item's.
-    """
-    t0 = time.perf_counter()
-    stats = LoopStats()
-    rows = resampler.rows.cpu().numpy().astype(np.int64)
-    cols = resampler.cols.cpu().numpy().astype(np.int64)
-    h, w = resampler.partition.source_shape
-    row_start = resampler.partition.cell_starts()[0].astype(np.int64)
-    inv_count = resampler.inv_counts.cpu().numpy().astype(np.float64)
-    residuals = np.zeros(y.shape[0])
-    for b in range(y.shape[0]):
-        yb = y[b, 0].numpy()  # shares memory: results land in y
-        H, W = yb.shape
-        lcv = np.zeros((H + 1, W), np.float32)  # zero links above row 0 and below row H-1
-        lcv[1:H] = (cv[b, 0] * lam).numpy()
-        lch = np.zeros((H, W + 1), np.float32)
-        lch[:, 1:W] = (ch[b, 0] * lam).numpy()
-        src = np.ascontiguousarray(source[b, 0].numpy(), dtype=np.float32)
-        vb = np.ascontiguousarray(valid[b, 0].numpy())
-        u = [yb.copy(), np.empty_like(yb)]
-        r = np.ones((h, w), np.float32)  # R_t per cell (written by the sweep, read only there)
-        rx = [np.ones((h, W), np.float32), np.ones((h, W), np.float32)]  # R expanded to columns
-        prev = yb.copy()
-        chunks = min(h, max(1, numba.get_num_threads()))
-        k = 0
-        for it in range(1, iterations + 1):
-            _sweep(u[k], rx[k], u[1 - k], r, rx[1 - k], lcv, lch, cols, row_start, src, vb, inv_count, chunks)
-            k = 1 - k
-            if it % check_every == 0 or it == iterations:
-                change = float(_check_change(u[k], rx[k], rows, prev, chunks))
-                if b == 0:  # the history follows the first batch item
-                    stats.residual_history.append(change)
-                residuals[b] = change
-                if tol is not None and change < tol:
-                    break
-        stats.iterations = max(stats.iterations, it)
-        _materialise(u[k], rx[k], rows, yb)
-    stats.residual = float(residuals.max())
-    stats.converged = tol is not None and bool((residuals < tol).all())
-    stats.seconds = time.perf_counter() - t0
-    return stats
+    return run_loop(y, source, valid, cv, ch, resampler, lam, iterations, tol, check_every, backend="fused")
 
 
 def numba_threads() -> int:

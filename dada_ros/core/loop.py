@@ -26,11 +26,13 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
+import numpy as np
 import torch
 
 from .resample import Partition, Resampler
+from .schedule import Schedule
 
 # Guards the division in the adjustment; far below any depth the solver works with (> 0.1).
 EPS = 1e-8
@@ -137,6 +139,98 @@ def _mark_triton_failed() -> None:
     _triton_failed = True
 
 
+def adjust_(y: torch.Tensor, src0: torch.Tensor, invalid: torch.Tensor, resampler: Resampler) -> torch.Tensor:
+    """In-place masked adjustment ``y *= up(S / down(y))`` (ratio 1 on invalid cells: ``src0`` is
+    0 and ``invalid`` 1 there), the in-place form of :func:`adjust_step`."""
+    ratio = src0 / (resampler.down(y) + EPS) + invalid
+    return resampler.mul_up_(y, ratio)
+
+
+class LoopBackend(Protocol):
+    """What the driver needs from a backend: apply T with the given weights, report the change."""
+
+    def steps(self, weights: np.ndarray) -> None:
+        """Run one application per weight (the recurrence of :mod:`.schedule`)."""
+
+    def change(self) -> float:
+        """Max relative change of the iterate since the previous check (worst batch item); the
+        current iterate becomes the new reference."""
+
+    def result(self, y: torch.Tensor) -> None:
+        """Write the current iterate into ``y``."""
+
+
+class TorchLoop:
+    """The eager torch backend: in place on ``y``, allocation-free after set-up.
+
+    Plain schedules run T in place on ``y`` itself; a weighted schedule keeps the previous
+    iterate and a scratch image (three images in all) and rotates them."""
+
+    def __init__(self, y, source, valid, cv, ch, resampler: Resampler, lam: float, semi: bool) -> None:
+        self.y = y
+        self.res = resampler
+        self.lcv, self.lch = cv * lam, ch * lam
+        self.fv, self.fh = torch.empty_like(self.lcv), torch.empty_like(self.lch)
+        # Invalid cells get ratio 1: precompute where the ratio comes from and what it is elsewhere.
+        self.src0 = torch.where(valid, source, torch.zeros_like(source))
+        self.invalid = (~valid).to(y.dtype)
+        self.ref = y.clone()
+        self.prev = y.clone() if semi else None
+        self.tmp = torch.empty_like(y) if semi else None
+
+    def apply_t_(self, y: torch.Tensor) -> None:
+        """y <- T(y) in place: one diffusion step (Jacobi) then the masked adjustment."""
+        fv, fh = self.fv, self.fh
+        torch.sub(y[:, :, 1:, :], y[:, :, :-1, :], out=fv).mul_(self.lcv)
+        torch.sub(y[:, :, :, 1:], y[:, :, :, :-1], out=fh).mul_(self.lch)
+        y[:, :, :-1, :].add_(fv)
+        y[:, :, 1:, :].sub_(fv)
+        y[:, :, :, :-1].add_(fh)
+        y[:, :, :, 1:].sub_(fh)
+        adjust_(y, self.src0, self.invalid, self.res)
+
+    def steps(self, weights: np.ndarray) -> None:
+        for w in weights:
+            if self.prev is None:
+                self.apply_t_(self.y)
+                continue
+            t = self.tmp
+            t.copy_(self.y)
+            self.apply_t_(t)
+            t.sub_(self.prev).mul_(float(w)).add_(self.prev)  # w (T(y_k) - y_{k-1}) + y_{k-1}
+            self.prev, self.y, self.tmp = self.y, t, self.prev
+
+    def change(self) -> float:
+        change = float(max_relative_change(self.y, self.ref).max())
+        self.ref.copy_(self.y)
+        return change
+
+    def result(self, y: torch.Tensor) -> None:
+        if self.y is not y:
+            y.copy_(self.y)
+
+
+def drive(backend: LoopBackend, schedule: Schedule,
+          observe: Callable[[int, LoopBackend], None] | None = None) -> LoopStats:
+    """Walk ``schedule`` on ``backend``: the weights chunk by chunk, a check after each chunk,
+    the stop rule at every check. The change per check interval is tracked even for a fixed
+    budget, so stats always say how far from equilibrium the result is. ``observe(n, backend)``
+    is called at every check (benchmarks record the error along the trajectory with it)."""
+    stats = LoopStats()
+    for chunk in schedule.chunks():
+        backend.steps(chunk)
+        stats.iterations += len(chunk)
+        change = backend.change()
+        stats.residual = change
+        stats.residual_history.append(change)
+        if observe is not None:
+            observe(stats.iterations, backend)
+        if schedule.should_stop(change):
+            stats.converged = True
+            break
+    return stats
+
+
 @torch.no_grad()
 def run_loop(
     y: torch.Tensor,
@@ -146,12 +240,14 @@ def run_loop(
     ch: torch.Tensor,
     resampler: Resampler,
     lam: float,
-    iterations: int,
+    iterations: int | None = None,
     tol: float | None = None,
     check_every: int = 25,
     backend: str = "auto",
+    schedule: Schedule | None = None,
+    observe: Callable[[int, torch.Tensor], None] | None = None,
 ) -> LoopStats:
-    """Run up to ``iterations`` diffusion + adjustment steps on ``y`` IN PLACE.
+    """Run the diffusion-adjustment loop on ``y`` IN PLACE.
 
     Args:
         y: (B, 1, H, W) positive start (Y0); overwritten with the result.
@@ -160,72 +256,77 @@ def run_loop(
         cv, ch: coefficients from :mod:`.coefficients`.
         resampler: down/up operators for this (H, W) <- (h, w) pair.
         lam: step size lambda in (0, 0.25).
-        iterations: hard cap on the number of steps.
-        tol: stop early once the max relative change of y over the last ``check_every`` steps is
-            below ``tol`` for every batch item (None: run exactly ``iterations`` steps).
-        check_every: steps between convergence checks.
+        iterations, tol, check_every: the plain loop (``Schedule.plain``): at most ``iterations``
+            steps, stopping once the max relative change of y over the last ``check_every`` steps
+            is below ``tol`` for every batch item (None: exactly ``iterations`` steps).
         backend: ``"auto"`` (the fused numba kernel for CPU float32 tensors when numba is
             installed, the Triton kernels for CUDA float32 tensors when triton is installed, else
-            torch), ``"torch"`` (this eager loop: CPU or CUDA), ``"fused"`` or ``"triton"``.
+            torch), ``"torch"`` (the eager loop: CPU or CUDA), ``"fused"`` or ``"triton"``.
             ``"auto"`` never fails because of Triton: if its kernels fail (compile or launch), it
             warns once, runs the torch loop and stops trying Triton in this process. An explicit
             ``"fused"``/``"triton"`` raises instead.
+        schedule: a :class:`~dada_ros.core.schedule.Schedule` (e.g. the Chebyshev
+            semi-iteration); replaces ``iterations`` / ``tol`` / ``check_every``. A weighted
+            schedule first adjusts Y0 (so every iterate satisfies down(y) = S) and ends with one
+            adjustment (float drift); the plain loop's last step already is one.
+        observe: ``observe(n, y_n)`` at every check with the result the loop would return after
+            n applications (a scratch tensor: copy it to keep it).
     Returns:
         :class:`LoopStats`.
     """
-    from .fused_cpu import fused_available, run_loop_fused  # fused_cpu imports this module
+    from .fused_cpu import FusedLoop, fused_available  # fused_cpu imports this module
 
     if backend not in ("auto", "torch", "fused", "triton"):
         raise ValueError(f"unknown loop backend {backend!r}")
+    if schedule is None:
+        if iterations is None:
+            raise ValueError("run_loop needs iterations or a schedule")
+        schedule = Schedule.plain(int(iterations), tol, check_every)
+    t0 = time.perf_counter()
+    semi = not schedule.is_plain
+    src0 = torch.where(valid, source, torch.zeros_like(source))
+    invalid = (~valid).to(y.dtype)
+    if semi:
+        adjust_(y, src0, invalid, resampler)
+    args = (y, source, valid, cv, ch, resampler, lam, semi)
+    stats = None
+    watch = None
+    if observe is not None:
+        scratch = torch.empty_like(y)
+
+        def watch(n: int, impl: LoopBackend) -> None:
+            impl.result(scratch)
+            if semi:
+                adjust_(scratch, src0, invalid, resampler)
+            observe(n, scratch)
+
     if backend == "fused" or (backend == "auto" and fused_available(y)):
         if not fused_available(y):
             raise ValueError("the fused backend needs numba and a CPU float32 tensor")
-        return run_loop_fused(y, source, valid, cv, ch, resampler, lam, iterations, tol, check_every)
-    if backend == "triton":
-        from .triton_loop import run_loop_triton  # imports triton: only when asked for
+        impl = FusedLoop(*args)
+    elif backend == "triton":
+        from .triton_loop import TritonLoop  # imports triton: only when asked for
 
-        return run_loop_triton(y, source, valid, cv, ch, resampler, lam, iterations, tol, check_every)
-    if backend == "auto" and _auto_wants_triton(y):
-        from .triton_loop import run_loop_triton, warn_once
+        impl = TritonLoop(*args)
+    elif backend == "auto" and _auto_wants_triton(y):
+        from .triton_loop import TritonLoop, warn_once
 
         try:
-            return run_loop_triton(y, source, valid, cv, ch, resampler, lam, iterations, tol, check_every)
+            impl = TritonLoop(*args)
+            stats = drive(impl, schedule, watch)
         except Exception as exc:  # any compile/launch failure: the torch loop gives the same answer
-            # run_loop_triton leaves y untouched until its last kernel, so the torch loop below
-            # starts from the caller's Y0.
+            # TritonLoop works on copies and leaves y untouched until result(), so the torch
+            # loop below starts from the caller's Y0.
             _mark_triton_failed()
             warn_once("triton-loop", f"triton loop failed ({exc!r}); using the torch loop from now on")
-    t0 = time.perf_counter()
-    stats = LoopStats()
-    lcv = cv * lam
-    lch = ch * lam
-    fv = torch.empty_like(lcv)
-    fh = torch.empty_like(lch)
-    # Invalid cells get ratio 1: precompute where the ratio comes from and what it is elsewhere.
-    src = torch.where(valid, source, torch.zeros_like(source))
-    invalid = (~valid).to(y.dtype)
-    # The change per check interval is tracked even for a fixed count, so stats always say how
-    # far from equilibrium the result is; it costs one copy every ``check_every`` steps.
-    y_prev = y.clone()
-    for it in range(1, iterations + 1):
-        torch.sub(y[:, :, 1:, :], y[:, :, :-1, :], out=fv).mul_(lcv)
-        torch.sub(y[:, :, :, 1:], y[:, :, :, :-1], out=fh).mul_(lch)
-        y[:, :, :-1, :].add_(fv)
-        y[:, :, 1:, :].sub_(fv)
-        y[:, :, :, :-1].add_(fh)
-        y[:, :, :, 1:].sub_(fh)
-        # ratio = S / down(y) on valid cells, exactly 1 on invalid ones (src is 0 there).
-        ratio = src / (resampler.down(y) + EPS) + invalid
-        resampler.mul_up_(y, ratio)
-        stats.iterations = it
-        if it % check_every == 0 or it == iterations:
-            change = float(max_relative_change(y, y_prev).max())
-            stats.residual = change
-            stats.residual_history.append(change)
-            y_prev.copy_(y)
-            if tol is not None and change < tol:
-                stats.converged = True
-                break
+            impl, stats = TorchLoop(*args), None
+    else:
+        impl = TorchLoop(*args)
+    if stats is None:
+        stats = drive(impl, schedule, watch)
+    impl.result(y)
+    if semi:
+        adjust_(y, src0, invalid, resampler)
     if y.is_cuda:
         torch.cuda.synchronize(y.device)
     stats.seconds = time.perf_counter() - t0

@@ -6,17 +6,19 @@ mapping back to metres with NaN where nothing could be inferred.
 
 Iteration policy (``SolverConfig``):
 
-* ``iterations=N``: exactly N steps at full resolution from Y0 (the paper's plain method).
-* ``tol=T``: steps until the max relative change per ``check_every`` steps falls below T
-  (capped by ``max_iterations``); with ``coarse_to_fine`` a cold start first solves on coarser
-  guides.
-* neither: ``tol=DEFAULT_TOL`` with the 8000-step cap -- chosen so the MSE stays within 1% of
-  that of 8000 plain iterations (``benchmarks/quality.py`` measures it): either the change has
-  died out (the 8000-step answer is reached) or the cap stops it at exactly 8000. Measured
-  worst MSE / MSE(8000) on 20 held-out 256x256 scenes x4-x32, 640x480 and 1280x720 at x4 and x8:
-  1.0024 at 1e-4, 1.0056 at 2e-4 (the default: 10-20% fewer steps than 1e-4), 1.014 at 3e-4
-  (1280x720 x8: larger images converge more slowly per step, so a given change per check means
-  more distance left), 1.035 at 5e-4.
+* ``schedule="chebyshev"`` (the default): the Chebyshev semi-iteration of :mod:`.schedule`
+  around the same multiplicative diffusion + adjustment step, with the per-ratio (delta, budget)
+  of :data:`~dada_ros.core.schedule.CHEBYSHEV_TABLE` (100 applications at x4 and x8, 150 at
+  x16, capped by ``max_iterations``): MSE within 1% of the paper's 8000 plain steps on the
+  benchmark's synthetic and real scenes at ~1/50 - 1/80 of the applications
+  (``benchmarks/solver_speed.py``). ``iterations=N`` runs N applications; ``tol`` adds an
+  early stop on the change per check interval.
+* ``schedule="plain"``: the paper's loop. ``iterations=N``: exactly N steps from Y0.
+  ``tol=T``: steps until the max relative change per ``check_every`` steps falls below T
+  (capped by ``max_iterations``); neither: ``tol=DEFAULT_TOL`` with the 8000-step cap (on real
+  scenes the tolerance never fires: the cap stops it at exactly 8000).
+
+With ``coarse_to_fine`` a cold start first solves on coarser guides (either schedule).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -35,7 +37,8 @@ from .device import DEVICES, resolve_device
 from .errors import DadaInputError
 from .inputs import check_init, check_pair
 from .loop import LoopStats, run_loop
-from .resample import Partition, Resampler, fill_invalid_nearest, initial_upsample
+from .resample import HOLE_FILLS, Partition, Resampler, fill_holes, initial_upsample
+from .schedule import SCHEDULES, Schedule, chebyshev_defaults
 
 DEFAULT_LAMBDA = 0.24
 DEFAULT_TOL = 2e-4
@@ -87,6 +90,7 @@ class SolverConfig:
     """Tunables of the solver; ``validate()`` rejects out-of-range values with a reason."""
 
     lam: float = DEFAULT_LAMBDA
+    schedule: str = "chebyshev"
     iterations: int | None = None
     tol: float | None = None
     max_iterations: int = DEFAULT_MAX_ITERATIONS
@@ -96,6 +100,8 @@ class SolverConfig:
     # weak links), so the default follows the paper: plain steps from Y0 with a tolerance stop.
     coarse_to_fine: bool = False
     init: str = "bicubic"
+    # How Y0 is made in invalid source cells before the upsampling (see resample.fill_holes).
+    hole_fill: str = "average"
     # Pixels whose source cell is farther than this (in source cells) from any valid cell are
     # returned as NaN: diffusion would invent depth there (e.g. out-of-range sky in a ToF image).
     max_fill_distance: float = 8.0
@@ -114,6 +120,10 @@ class SolverConfig:
                                  f"got {self.max_iterations}")
         if int(self.check_every) != self.check_every or self.check_every < 1:
             raise DadaInputError(f"check_every must be an integer >= 1, got {self.check_every}")
+        if self.schedule not in SCHEDULES:
+            raise DadaInputError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.hole_fill not in HOLE_FILLS:
+            raise DadaInputError(f"hole_fill must be one of {', '.join(HOLE_FILLS)}, got {self.hole_fill!r}")
         if self.init not in ("bicubic", "nearest", "bilinear"):
             raise DadaInputError(f"init must be bicubic, nearest or bilinear, got {self.init!r}")
         if not (self.max_fill_distance >= 0):
@@ -126,7 +136,8 @@ class SolverConfig:
 class SolveStats:
     """What the solver did for one image (JSON-friendly via ``as_dict``)."""
 
-    iterations: int = 0  # steps at full resolution
+    iterations: int = 0  # applications of the step at full resolution
+    schedule: str = "chebyshev"
     coarse_iterations: list[int] = field(default_factory=list)  # steps per coarse level, coarse first
     residual: float = float("nan")  # max relative change over the last check interval
     converged: bool = False
@@ -180,7 +191,8 @@ class DadaSolver:
         self.device = resolve_device(self.config.device)
 
     def solve(self, guide: np.ndarray, source: np.ndarray, init: np.ndarray | None = None,
-              iterations: int | None = None) -> SolveResult:
+              iterations: int | None = None, schedule: Schedule | None = None,
+              observe: Callable[[int, np.ndarray], None] | None = None) -> SolveResult:
         """Upsample ``source`` (h, w, metres; 0/NaN/inf/<0 invalid) onto ``guide`` (H, W, 3).
 
         Args:
@@ -190,6 +202,10 @@ class DadaSolver:
                 the cold initialisation. A warm start runs at full resolution only.
             iterations: overrides the configured policy with exactly this many steps (the video
                 warm-start budget).
+            schedule: overrides the configured policy with this loop schedule (benchmarks).
+            observe: ``observe(n, depth)`` at every check of the full-resolution loop with the
+                (H, W) metres the solve would return after n applications (before the NaN of
+                ``max_fill_distance``); benchmarks trace the error along the trajectory with it.
         Returns:
             :class:`SolveResult` with the depth (H, W) float32 and :class:`SolveStats`.
         Raises:
@@ -203,7 +219,7 @@ class DadaSolver:
         y0_warm = check_init(init, part.guide_shape)
         dev = self.device
 
-        filled, dist = fill_invalid_nearest(src, valid)
+        filled, dist = fill_holes(src, valid, cfg.hole_fill)
         y_cold = initial_upsample(filled, part.guide_shape, cfg.init)
         warm = y0_warm is not None
         if warm:
@@ -229,17 +245,15 @@ class DadaSolver:
             )
             y = _to_tensor(y0 + offset, dev)
             n_fixed = iterations if iterations is not None else cfg.iterations
-            fixed = n_fixed is not None
-            tol = None if fixed else (cfg.tol if cfg.tol is not None else DEFAULT_TOL)
-            if cfg.coarse_to_fine and not fixed and not warm:
-                y = self._coarse_start(y, feats, src_t, valid_t, part, tol, stats)
+            if cfg.coarse_to_fine and n_fixed is None and not warm:
+                y = self._coarse_start(y, feats, src_t, valid_t, part, stats)
             cv, ch = self.guide_model.coefficients(feats)
             res = Resampler(part, dev)
-            loop = run_loop(
-                y, src_t, valid_t, cv, ch, res, cfg.lam,
-                iterations=int(n_fixed) if fixed else int(cfg.max_iterations),
-                tol=tol, check_every=int(cfg.check_every),
-            )
+            sched = schedule if schedule is not None else self.schedule_for(part.scale, n_fixed)
+            stats.schedule = sched.kind
+            watch = None if observe is None else (
+                lambda n, t: observe(n, (t[0, 0] - offset).float().cpu().numpy()))
+            loop = run_loop(y, src_t, valid_t, cv, ch, res, cfg.lam, schedule=sched, observe=watch)
             self._record(stats, loop, final=True)
             out = (y[0, 0] - offset).float().cpu().numpy()
 
@@ -249,9 +263,21 @@ class DadaSolver:
         stats.seconds = time.perf_counter() - t0
         return SolveResult(out, stats)
 
+    def schedule_for(self, scale: float, iterations: int | None = None) -> Schedule:
+        """The loop schedule of one solve at ratio ``scale`` (``iterations``: a fixed count)."""
+        cfg = self.config
+        if cfg.schedule == "plain":
+            if iterations is not None:
+                return Schedule.plain(int(iterations), None, cfg.check_every)
+            return Schedule.plain(cfg.max_iterations, cfg.tol if cfg.tol is not None else DEFAULT_TOL,
+                                  cfg.check_every)
+        delta, budget = chebyshev_defaults(scale)
+        n = int(iterations) if iterations is not None else min(budget, int(cfg.max_iterations))
+        return Schedule.chebyshev(n, delta, None if iterations is not None else cfg.tol, cfg.check_every)
+
     def _coarse_start(
         self, y_full: torch.Tensor, feats: torch.Tensor, src_t: torch.Tensor, valid_t: torch.Tensor,
-        part: Partition, tol: float, stats: SolveStats,
+        part: Partition, stats: SolveStats,
     ) -> torch.Tensor:
         """Solve on successively finer guides, each started from the previous level's answer.
 
@@ -270,7 +296,7 @@ class DadaSolver:
             sub = Partition(shape, part.source_shape)
             cv, ch = self.guide_model.coefficients(f)
             loop = run_loop(y, src_t, valid_t, cv, ch, Resampler(sub, f.device), self.config.lam,
-                            int(self.config.max_iterations), tol, int(self.config.check_every))
+                            schedule=self.schedule_for(sub.scale))
             self._record(stats, loop, final=False)
         return F.interpolate(y, size=part.guide_shape, mode="bilinear", align_corners=False).contiguous()
 

@@ -10,6 +10,7 @@ from dada_ros.core.metrics import consistency_error, depth_errors
 from dada_ros.core.methods import run_method
 from dada_ros.core.resample import Partition, Resampler
 from dada_ros.core.scenes import TofModel, block_average, make_sample
+from dada_ros.core.schedule import chebyshev_defaults
 from dada_ros.core.solver import DadaSolver, FreeGuide, SolverConfig, coarse_shapes, upsample_depth
 
 CPU = torch.device("cpu")
@@ -61,7 +62,7 @@ def test_step_edge_aligned_with_colour_edge_stays_sharp(step_edge_pair):
 
 def test_warm_start_from_converged_answer_is_much_faster():
     s = make_sample(seed=3, scale=8, size=(96, 96))
-    solver = DadaSolver(SolverConfig(tol=1e-4))
+    solver = DadaSolver(SolverConfig(schedule="plain", tol=1e-4))
     cold = solver.solve(s.rgb, s.source)
     warm = solver.solve(s.rgb, s.source, init=cold.depth)
     assert cold.stats.converged and warm.stats.converged
@@ -142,20 +143,25 @@ def test_loop_batch_equals_individual_runs(backend):
 
 def test_tolerance_stop_and_stats():
     s = make_sample(seed=6, scale=4, size=(64, 64))
-    res = upsample_depth(s.rgb, s.source, SolverConfig(tol=1e-3, check_every=10))
+    res = upsample_depth(s.rgb, s.source, SolverConfig(schedule="plain", tol=1e-3, check_every=10))
     st = res.stats
     assert st.converged and st.residual < 1e-3 and st.iterations % 10 == 0
     assert st.iterations < 8000 and st.seconds >= st.loop_seconds > 0
-    assert st.scale == 4 and st.integer_factor == 4
-    fixed = upsample_depth(s.rgb, s.source, SolverConfig(iterations=37)).stats
-    assert fixed.iterations == 37 and np.isfinite(fixed.residual)
+    assert st.scale == 4 and st.integer_factor == 4 and st.schedule == "plain"
+    for schedule in ("plain", "chebyshev"):
+        fixed = upsample_depth(s.rgb, s.source, SolverConfig(schedule=schedule, iterations=37)).stats
+        assert fixed.iterations == 37 and np.isfinite(fixed.residual) and fixed.schedule == schedule
+    # The default: the per-ratio budget of the semi-iteration, no tolerance.
+    default = upsample_depth(s.rgb, s.source).stats
+    assert default.schedule == "chebyshev" and default.iterations == chebyshev_defaults(4.0)[1]
 
 
 def test_coarse_to_fine_reaches_same_fixed_point():
     s = make_sample(seed=8, scale=8, size=(64, 64))
     assert coarse_shapes((64, 64), (8, 8)) == [(16, 16), (32, 32)]
-    plain = upsample_depth(s.rgb, s.source, SolverConfig(tol=1e-6, max_iterations=20000))
-    c2f = upsample_depth(s.rgb, s.source, SolverConfig(tol=1e-6, max_iterations=20000, coarse_to_fine=True))
+    cfg = dict(schedule="plain", tol=1e-6, max_iterations=20000)
+    plain = upsample_depth(s.rgb, s.source, SolverConfig(**cfg))
+    c2f = upsample_depth(s.rgb, s.source, SolverConfig(**cfg, coarse_to_fine=True))
     assert len(c2f.stats.coarse_iterations) == 2
     assert np.abs(plain.depth - c2f.depth).max() < 5e-3
 
@@ -249,12 +255,20 @@ def test_fused_convergence_check_value_and_nan():
     rx = (rng.random((3, 12)) + 0.5).astype(np.float32)
     rows = np.repeat(np.arange(3), [4, 3, 3]).astype(np.int64)
     prev = (rng.random((10, 12)) + 1).astype(np.float32)
+    z = (rng.random((10, 12)) + 1).astype(np.float32)
+    a, b = np.float32(1.7), np.float32(-0.7)
     y = u * rx[rows]
     want = float((np.abs(y - prev) / y).max())
-    got = float(_check_change(u, rx, rows, prev.copy(), 3))
+    got = float(_check_change(u, rx, z, a, b, False, rows, prev.copy(), 3))
     assert got == pytest.approx(want, rel=1e-6)
     p = prev.copy()
-    _check_change(u, rx, rows, p, 2)
+    _check_change(u, rx, z, a, b, False, rows, p, 2)
     np.testing.assert_array_equal(p, y)
+    # The weighted recurrence's iterate a*U*R + b*Z.
+    y_semi = a * y + b * z
+    p = prev.copy()
+    got = float(_check_change(u, rx, z, a, b, True, rows, p, 2))
+    assert got == pytest.approx(float((np.abs(y_semi - prev) / np.abs(y_semi)).max()), rel=1e-5)
+    np.testing.assert_allclose(p, y_semi, rtol=1e-6)
     u[4, 5] = np.nan
-    assert np.isnan(_check_change(u, rx, rows, prev.copy(), 1))
+    assert np.isnan(_check_change(u, rx, z, a, b, False, rows, prev.copy(), 1))

@@ -1,0 +1,137 @@
+"""The iteration schedule of the diffusion-adjustment loop: weights, budget and stop rule.
+
+One object, shared by every backend (torch, the fused numba kernel, Triton): the driver in
+:mod:`.loop` walks it, a backend only performs the step it is given.
+
+With T = one diffusion step (Eq. 1) followed by one masked adjustment (Eq. 3), a schedule with
+weights w_1..w_N runs the three-term recurrence
+
+    y_{k+1} = w_{k+1} * (T(y_k) - y_{k-1}) + y_{k-1}          (y_{-1} unused: w_1 = 1)
+
+* ``plain``: every w = 1, i.e. y_{k+1} = T(y_k) -- the paper's loop, N steps.
+* ``chebyshev``: the Chebyshev semi-iteration (Golub & Varga 1961) for an iteration whose
+  spectrum lies in [-rho, rho], rho = 1 - delta:
+
+      w_1 = 1,  w_2 = 2 / (2 - rho^2),  w_{k+1} = 1 / (1 - rho^2 w_k / 4).
+
+  The linearised diffusion step has its spectrum in [1 - 8 lambda, 1]; with lambda = 0.24 that
+  is [-0.92, 1], inside the symmetric interval for any delta <= 0.08, so the symmetric weights
+  (no extrapolation term, one state fewer per step) cover it. delta is the assumed gap below 1:
+  the slow, large-scale modes that the plain loop needs thousands of steps for are the ones the
+  polynomial damps; a smaller delta reaches further along that plateau at the cost of more
+  applications. Every iterate is an affine combination (weights sum to 1) of adjusted images, so
+  once Y0 itself is adjusted, ``down(y) == S`` holds at every step and the driver ends with one
+  more adjustment to remove float drift.
+
+The per-ratio table :data:`CHEBYSHEV_TABLE` (delta, applications) was chosen on synthetic seeds
+and the real scenes of ``../shared/realdata`` with ``benchmarks/solver_speed.py --schedule-sweep``;
+the README gives the measurements behind it. The stop rule of the default is its fixed budget
+(the semi-iterate's change is not monotone, and on real data the 8000-step residual never reaches
+a useful tolerance); ``tol`` still stops early on the change per check interval if asked for.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import DadaInputError
+
+SCHEDULES = ("chebyshev", "plain")
+
+# (scale, delta, applications) anchors; between anchors delta and the budget are interpolated in
+# log2(scale), beyond them the end values hold (x2 and x64 use the x4 / x32 rows). Chosen with
+# benchmarks/solver_speed.py --schedule-sweep (README: "Chebyshev schedule").
+CHEBYSHEV_TABLE: tuple[tuple[float, float, int], ...] = (
+    (4.0, 1.0 / (16 * 4.0**2), 100),
+    (8.0, 1.0 / (16 * 8.0**2), 100),
+    (16.0, 1.0 / (16 * 16.0**2), 150),
+    (32.0, 1.0 / (16 * 32.0**2), 200),
+)
+
+
+def chebyshev_weights(n: int, delta: float) -> np.ndarray:
+    """The n weights w_1..w_n of the symmetric Chebyshev semi-iteration for rho = 1 - delta."""
+    if not 0.0 < delta < 1.0:
+        raise DadaInputError(f"chebyshev delta must be in (0, 1), got {delta}")
+    rho2 = (1.0 - delta) ** 2
+    w = np.ones(n, dtype=np.float64)
+    if n >= 2:
+        w[1] = 2.0 / (2.0 - rho2)
+    for k in range(2, n):
+        w[k] = 1.0 / (1.0 - rho2 * w[k - 1] / 4.0)
+    return w
+
+
+def chebyshev_defaults(scale: float) -> tuple[float, int]:
+    """(delta, applications) of the default schedule at this resolution ratio."""
+    if not (math.isfinite(scale) and scale > 0):
+        raise DadaInputError(f"scale must be a positive number, got {scale}")
+    xs = [math.log2(s) for s, _, _ in CHEBYSHEV_TABLE]
+    x = min(max(math.log2(max(scale, 1.0)), xs[0]), xs[-1])
+    log_delta = float(np.interp(x, xs, [math.log(d) for _, d, _ in CHEBYSHEV_TABLE]))
+    budget = float(np.interp(x, xs, [n for _, _, n in CHEBYSHEV_TABLE]))
+    return math.exp(log_delta), int(round(budget))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Weights (one per application), the check interval and the stop rule of one loop call.
+
+    Build it with :meth:`plain`, :meth:`chebyshev` or :meth:`for_ratio`; ``len(schedule)`` is
+    the budget. The driver checks the change of the iterate every ``check_every`` applications
+    and after the last one, and stops early when :meth:`should_stop` says so.
+    """
+
+    kind: str
+    weights: np.ndarray = field(repr=False)
+    tol: float | None = None
+    check_every: int = 25
+    delta: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCHEDULES:
+            raise DadaInputError(f"unknown schedule {self.kind!r}; expected one of {SCHEDULES}")
+        if len(self.weights) < 1:
+            raise DadaInputError("a schedule needs at least one application")
+        if int(self.check_every) != self.check_every or self.check_every < 1:
+            raise DadaInputError(f"check_every must be an integer >= 1, got {self.check_every}")
+        if self.tol is not None and not (math.isfinite(self.tol) and self.tol > 0):
+            raise DadaInputError(f"tol must be a finite number > 0, got {self.tol}")
+
+    @classmethod
+    def plain(cls, iterations: int, tol: float | None = None, check_every: int = 25) -> "Schedule":
+        """The paper's loop: ``iterations`` steps y <- T(y)."""
+        return cls("plain", np.ones(int(iterations)), tol, int(check_every))
+
+    @classmethod
+    def chebyshev(cls, applications: int, delta: float, tol: float | None = None,
+                  check_every: int = 25) -> "Schedule":
+        """The semi-iteration with ``applications`` applications of T for rho = 1 - delta."""
+        return cls("chebyshev", chebyshev_weights(int(applications), delta), tol, int(check_every), delta)
+
+    @classmethod
+    def for_ratio(cls, scale: float, applications: int | None = None, tol: float | None = None,
+                  check_every: int = 25) -> "Schedule":
+        """The default semi-iteration at resolution ratio ``scale`` (budget overridable)."""
+        delta, budget = chebyshev_defaults(scale)
+        return cls.chebyshev(applications if applications is not None else budget, delta, tol, check_every)
+
+    def __len__(self) -> int:
+        return len(self.weights)
+
+    @property
+    def is_plain(self) -> bool:
+        """True when every weight is 1 (no previous iterate is needed)."""
+        return bool(np.all(self.weights == 1.0))
+
+    def chunks(self) -> list[np.ndarray]:
+        """The weights split at the check points: the driver checks after each chunk."""
+        n, k = len(self.weights), self.check_every
+        return [self.weights[i:i + k] for i in range(0, n, k)]
+
+    def should_stop(self, change: float) -> bool:
+        """Stop rule at a check point: the change per check interval fell below ``tol``."""
+        return self.tol is not None and change < self.tol
