@@ -4,10 +4,16 @@ Messages are ``rosbags`` dataclasses of the ROS 2 Jazzy typestore; their field n
 ROS ones, so :mod:`dada_ros.ros.conversions` reads them like rclpy messages. Every failure a user
 can cause (missing path, corrupt file, existing output) is a :class:`DadaInputError` with one line
 of explanation.
+
+A damaged bag (truncated by a power loss, partly corrupt) that ``rosbags`` refuses is read by
+:mod:`.bag_recovery` instead: every readable message, in bag-time order, with
+:attr:`BagReader.recovery` saying what was lost (also in :attr:`BagReader.notes` and warned on
+stderr once). Only a file with nothing readable at all is an error.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, TypeVar
@@ -59,6 +65,7 @@ class RawMessage:
 
 
 _B = TypeVar("_B", bound="_BagFile")
+_WARNED: set[str] = set()  # damaged bags already warned about
 
 
 class _BagFile:
@@ -92,9 +99,18 @@ class BagReader(_BagFile):
     :class:`RawMessage` in bag-time order (deserialize lazily with ``decode``).
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, recover: bool = True, warn: bool = True):
         self.path = Path(path)
         self._handle: Any = None
+        self.recover = recover
+        self.warn = warn
+        self.recovery: Any = None  # a bag_recovery.RecoveryReport when the bag was damaged
+        self._recovered: list[RawMessage] | None = None
+
+    @property
+    def notes(self) -> list[str]:
+        """Lines worth recording with the results (what a damaged bag lost)."""
+        return [self.recovery.summary()] if self.recovery is not None else []
 
     def open(self) -> None:
         from rosbags.rosbag2 import Reader
@@ -107,13 +123,56 @@ class BagReader(_BagFile):
         except DadaInputError:
             raise
         except Exception as exc:  # rosbags raises several types for unreadable bags
+            if self.recover and self._try_recovery(_one_line(exc)):
+                return
             raise DadaInputError(f"cannot read bag {self.path}: {_one_line(exc)} "
                                  "(expected a rosbag2 directory, a .mcap or a .db3 file)") from exc
         self._handle = reader
 
+    def _try_recovery(self, reason: str) -> bool:
+        """Read the damaged bag with :mod:`.bag_recovery`; False when nothing was readable."""
+        from .bag_recovery import recover_messages
+
+        try:
+            raw, report = recover_messages(self.path, reason)
+        except Exception:  # noqa: BLE001 - recovery is best effort; the original error is reported
+            return False
+        kept: list[RawMessage] = []
+        undecodable: dict[str, int] = {}
+        for topic, msgtype, t_ns, data in raw:
+            msg = RawMessage(topic, msgtype, t_ns, data)
+            try:  # "readable" = deserializes: a message with garbled bytes is lost too
+                msg.decode()
+            except Exception:  # noqa: BLE001
+                undecodable[topic] = undecodable.get(topic, 0) + 1
+                continue
+            kept.append(msg)
+        for topic, n in undecodable.items():
+            report.recovered[topic] -= n
+            report.problems.append(f"{n} message(s) on {topic} do not deserialize")
+        if not kept:
+            return False
+        self._recovered = kept
+        self.recovery = report
+        key = str(self.path.resolve())
+        if self.warn and key not in _WARNED:  # once per bag and process (replay opens it twice)
+            _WARNED.add(key)
+            print(f"warning: {report.summary()}", file=sys.stderr, flush=True)
+        return True
+
+    def close(self) -> None:
+        self._recovered = None
+        super().close()
+
     @property
     def topics(self) -> dict[str, TopicInfo]:
         """Topic name -> :class:`TopicInfo` (types as stored in the bag)."""
+        if self._recovered is not None:
+            rec: dict[str, TopicInfo] = {}
+            for m in self._recovered:
+                prev = rec.get(m.topic)
+                rec[m.topic] = TopicInfo(m.topic, m.msgtype, (prev.count if prev else 0) + 1)
+            return rec
         out: dict[str, TopicInfo] = {}
         for conn in self._handle.connections:
             prev = out.get(conn.topic)
@@ -123,10 +182,16 @@ class BagReader(_BagFile):
 
     @property
     def duration_s(self) -> float:
+        if self._recovered is not None:
+            t = [m.log_time_ns for m in self._recovered]
+            return (max(t) - min(t)) * 1e-9 if t else 0.0
         return float(self._handle.duration) * 1e-9
 
     def messages(self, topics: list[str] | None = None) -> Iterator[RawMessage]:
         """Stored messages of ``topics`` (all when None), in bag-time order."""
+        if self._recovered is not None:
+            yield from (m for m in self._recovered if topics is None or m.topic in topics)
+            return
         conns = [c for c in self._handle.connections if topics is None or c.topic in topics]
         if not conns:
             return

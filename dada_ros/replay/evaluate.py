@@ -264,6 +264,8 @@ def run_replay(cfg: ReplayConfig) -> ReplayResult:
             settings={"device": cfg.settings.device, "cold_every": cfg.cold_every, "max_frames": cfg.max_frames,
                       "torch_threads": torch.get_num_threads()})
         log = MetricsLog(out, header, [s.key for s in cfg.methods])
+        for note in reader.notes:  # a damaged bag: what was lost (BagReader warned already)
+            log.note(note)
         for note in topics.notes:
             log.note(note)
             _warn(note)
