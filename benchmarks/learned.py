@@ -11,6 +11,16 @@ Sections (all by default; pick with --only):
   generator of the sample bag): 640x480 RGB, 160x120 ToF (x4) and 224x172 (non-integer ratio);
 * ``speed``: F at 640x480 on the CPU (median ms, 1 and 2 threads) and the solver's iterations and
   seconds for DADA-free and DADA on one sequence frame;
+* ``real``: the per-scene table on real RGB-D frames (``../shared/realdata``; the seven dense
+  Middlebury scenes by default, disparity -> depth-like z as :mod:`dada_ros.learned.datasets.realdata`
+  states; the split of each scene -- train / val of the fixed split -- is in the table), x4 / x8 /
+  x16, whole frames, block-average sources: bicubic / JBF / DADA-free / DADA (``--weights``, default
+  the shipped model) and any ``--model LABEL=CKPT`` (e.g. ``adapted=runs/a/best.pt``);
+* ``adapt``: adaptation to a camera, measured honestly: the sample bag (``dada-replay
+  --make-sample``: 640x480 RGB, 160x120 ToF, ground truth) is cut in two halves by time;
+  ``dada-train --bag FIRST --self-supervised --init-from SHIPPED`` adapts on the first half (its
+  ground truth unused), ``dada-replay`` scores the second half (the node's path: warm start from
+  the flow-warped previous output) with DADA-free, the shipped model and the adapted one;
 * ``memory``: peak training memory of one training step vs N_grad, with and without activation
   checkpointing (RSS growth sampled in a fresh subprocess per setting, and the bytes autograd saves).
 
@@ -18,6 +28,7 @@ Sections (all by default; pick with --only):
     python benchmarks/learned.py --only table --seeds 8
     python benchmarks/learned.py --only table --first-seed 16 --seeds 48   # more held-out scenes
     python benchmarks/learned.py --weights runs/x/best.pt --json out.json
+    python benchmarks/learned.py --only real --model v5=dada_ros/data/dada_lite_v5.pt   # real data
 """
 
 from __future__ import annotations
@@ -48,6 +59,95 @@ def section_table(args, tof: bool) -> dict:
     title = f"\n### Held-out generated scenes (seeds {seeds.start}..{seeds.stop - 1}, 256x256), {kind}"
     print(format_table(rep, title), flush=True)
     return rep
+
+
+def section_real(args) -> dict:
+    from dada_ros.learned.datasets.realdata import SPLITS, RealDataScenes
+    from dada_ros.learned.evaluate import evaluate, format_scene_table
+
+    data = RealDataScenes(args.real_dir, args.real_split)
+    where = {n: sp for sp in ("train", "val") for n in SPLITS[sp]}
+    for sc in data.scenes:
+        sc.name = f"{sc.name} ({where.get(sc.name, 'held out')})"
+    models = dict(m.split("=", 1) for m in args.model)
+    rep = evaluate(data, (4, 8, 16), METHODS, None, weights=args.weights, models=models)
+    title = (f"\n### Real RGB-D frames: {data.describe()}; whole frames, block-average sources, "
+             f"MSE cm^2 of z over valid ground truth; dada = {args.weights or 'shipped'}"
+             + "".join(f"; {k} = {v}" for k, v in models.items()))
+    print(format_scene_table(rep, title), flush=True)
+    return rep
+
+
+def split_bag(src, first, second, fraction: float = 0.5) -> int:
+    """Copy ``src`` into two bags cut at the RGB message that starts frame ``fraction x n``
+    (every message from its bag time on goes to ``second``); returns that frame index."""
+    from dada_ros.replay.bag import BagReader, BagWriter
+    from dada_ros.replay.topics import TopicMap
+
+    rgb_topic = TopicMap().rgb
+    with BagReader(src) as r:
+        msgs = list(r.messages())
+    times = sorted(m.log_time_ns for m in msgs if m.topic == rgb_topic)
+    k = int(round(fraction * len(times)))
+    cut = times[k]
+    with BagWriter(first) as a, BagWriter(second) as b:
+        for m in msgs:
+            (a if m.log_time_ns < cut else b).write_raw(m.topic, m.msgtype, m.data, m.log_time_ns)
+    return k
+
+
+def _run(cmd: list[str], log) -> None:
+    print("$ " + " ".join(cmd), flush=True)
+    r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+    if r.returncode:
+        raise SystemExit(f"command failed ({r.returncode}): {' '.join(cmd)}; see {log.name}")
+
+
+def section_adapt(args) -> dict:
+    import tempfile
+    from pathlib import Path
+
+    from dada_ros.learned.model import SHIPPED_PATH
+
+    work = Path(args.adapt_dir or tempfile.mkdtemp(prefix="dada_adapt_"))
+    work.mkdir(parents=True, exist_ok=True)
+    log = open(work / "commands.log", "a")
+    py = [sys.executable, "-m"]
+    bag = work / "sample"
+    if not bag.exists():
+        _run(py + ["dada_ros.cli.replay", "--make-sample", str(bag), "--frames", str(args.adapt_frames)], log)
+    first, second = work / "first_half", work / "second_half"
+    if not first.exists():
+        k = split_bag(bag, first, second)
+        print(f"split at frame {k} of {args.adapt_frames}", flush=True)
+    init = args.weights or str(SHIPPED_PATH)
+    run = work / "adapt"
+    if not (run / "best.pt").exists():
+        _run(py + ["dada_ros.cli.train", "--bag", str(first), "--self-supervised", "--init-from", init,
+                   "--scale-film", "--scales", "2", "4", "8", "--scale-weights", "1", "2", "1", "--crop", "64",
+                   "--batch", "4", "--steps", str(args.adapt_steps), "--n-pre", "800", "--n-pre-min", "0.25",
+                   "--n-grad", "16", "--lr", "1e-4", "--loss", "l2", "--tof-prob", "0", "--val-mode", "scenes",
+                   "--val-tile", "0", "--val-every", str(max(1, args.adapt_steps // 4)), "--bag-val-frames", "4",
+                   "--out", str(run), "--quiet", "--no-resume"] + args.adapt_train_args, log)
+    out = {}
+    for label, methods, weights in (("shipped", "dada-free,dada", init), ("adapted", "dada", str(run / "best.pt"))):
+        dest = work / f"replay_{label}"
+        if not (dest / "metrics.json").exists():
+            _run(py + ["dada_ros.cli.replay", "--bag", str(second), "--out", str(dest), "--methods", methods,
+                       "--weights", weights, "--no-bag", "--no-progress"], log)
+        summ = json.load(open(dest / "metrics.json"))["summary"]
+        for m in methods.split(","):
+            out["dada-free" if m == "dada-free" else f"dada ({label})"] = summ[m]
+    ref = out["dada-free"]["mse_cm2"]
+    print(f"\n### Adaptation to a camera: sample bag ({args.adapt_frames} frames, 640x480 RGB, 160x120 ToF), "
+          f"adapted self-supervised on the first half, scored on the second half (dada-replay, the node's "
+          f"flow warm start); work folder {work}")
+    print("| method | MSE cm^2 | MAE cm | / DADA-free | frames scored |")
+    print("|---|---|---|---|---|")
+    for k, v in out.items():
+        print(f"| {k} | {v['mse_cm2']:.4g} | {v.get('mae_cm', float('nan')):.3g} | {v['mse_cm2'] / ref:.3f} | "
+              f"{v.get('frames_scored', v.get('scored', '-'))} |", flush=True)
+    return out
 
 
 def section_sequence(args) -> dict:
@@ -194,7 +294,7 @@ def section_memory(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", nargs="+", choices=("table", "tof", "sequence", "speed", "memory"))
+    ap.add_argument("--only", nargs="+", choices=("table", "tof", "sequence", "speed", "memory", "real", "adapt"))
     ap.add_argument("--weights", help="checkpoint (default: the shipped one)")
     ap.add_argument("--seeds", type=int, default=16, help="number of held-out generated scenes")
     ap.add_argument("--first-seed", type=int, default=0,
@@ -207,8 +307,20 @@ def main() -> None:
     ap.add_argument("--mem-batch", type=int, default=6)
     ap.add_argument("--mem-crop", type=int, default=96)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--real-dir", help="realdata folder (default ../shared/realdata or $DADA_REALDATA)")
+    ap.add_argument("--real-split", default="all", help="realdata split: all | train | val | test")
+    ap.add_argument("--model", action="append", default=[], metavar="LABEL=CKPT",
+                    help="real: one more learned model row (repeatable), e.g. adapted=runs/a/best.pt")
+    ap.add_argument("--real", action="store_true", help="add the real-data section (same as --only ... real)")
+    ap.add_argument("--adapt-dir", help="adapt: work folder (kept; reruns reuse what is there)")
+    ap.add_argument("--adapt-frames", type=int, default=64, help="adapt: frames of the sample bag")
+    ap.add_argument("--adapt-steps", type=int, default=150, help="adapt: fine-tuning steps")
+    ap.add_argument("--adapt-train-args", nargs=argparse.REMAINDER, default=[],
+                    help="adapt: further dada-train arguments (last on the command line)")
     ap.add_argument("--json")
     args = ap.parse_args()
+    if any("=" not in m for m in args.model):
+        ap.error("--model takes LABEL=CHECKPOINT")
     from dada_ros.learned.datasets.procedural import TRAIN_SEED0
 
     if args.seeds < 1 or args.first_seed < 0 or args.first_seed + args.seeds > TRAIN_SEED0:
@@ -216,7 +328,9 @@ def main() -> None:
     from dada_ros.core.device import set_cpu_threads
 
     set_cpu_threads(args.threads)
-    only = args.only or ["table", "tof", "sequence", "speed", "memory"]
+    only = list(args.only or ["table", "tof", "sequence", "speed", "memory", "real"])
+    if args.real and "real" not in only:
+        only.append("real")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load average {np_load()}")
     report = {}
     t0 = time.perf_counter()
@@ -230,6 +344,15 @@ def main() -> None:
         report["sequence"] = section_sequence(args)
     if "memory" in only:
         report["memory"] = section_memory(args)
+    if "adapt" in only:
+        report["adapt"] = section_adapt(args)
+    if "real" in only:
+        from dada_ros.learned.datasets.realdata import default_root
+
+        if args.real_dir is None and default_root() is None:
+            print("\n(real section skipped: no ../shared/realdata; pass --real-dir)")
+        else:
+            report["real"] = section_real(args)
     print(f"\n(total {time.perf_counter() - t0:.0f} s, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
     if args.json:
         with open(args.json, "w") as fh:

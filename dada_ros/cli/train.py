@@ -8,6 +8,10 @@ Examples::
         --arch resnet50-unet --channels 64 --pretrained resnet50-imagenet.pth \\
         --n-pre 8000 --n-pre-scaling none --n-grad 1024 --segment 32 --device cuda --out runs/mb_x8
 
+    dada-train --dataset realdata --val-mode scenes --val-tile 0 --out runs/real     # real frames (../shared/realdata)
+    dada-train --bag my.mcap --self-supervised --init-from dada_ros/data/dada_lite_v5.pt \
+        --scales 2 4 8 --crop 64 --steps 150 --n-pre 400 --val-mode scenes --val-tile 0 --out runs/adapt
+
 Outputs: OUT/best.pt (use with --weights), OUT/last.pt (resume), OUT/log.csv, OUT/curve.png.
 """
 
@@ -50,6 +54,14 @@ HELP = {
     "scale_film": "lite U-Nets: condition the decoder on log2(resolution ratio) (FiLM; starts as the unconditioned model)",
     "widths": "lite U-Nets: channels of each level, finest first (default: 16 24 40 64 64; -fr: 12 16 24 40 64 64)",
     "init_from": "start from this checkpoint's weights (fine-tune; layers it lacks keep their init)",
+    "gate": "lite U-Nets: blend the coefficients with DADA-free's by a per-ratio gate (starts shut = DADA-free)",
+    "self_supervised": "cross-scale self-supervision: (RGB resized to the depth's resolution, depth block-averaged "
+                       "by each --scales r) -> the depth itself; no ground truth",
+    "sensor_ratio": "--self-supervised on a dataset: emulate a depth sensor at 1/k of the RGB resolution",
+    "bag": "rosbag2 with the node's topics (needs --self-supervised): adapt to that camera; "
+           "e.g. --bag B --self-supervised --init-from dada_ros/data/<model>.pt --scales 2 4 8 --crop 64",
+    "bag_part": "fractions START STOP of the bag's synchronised frames to adapt on (default: the first half)",
+    "bag_val_frames": "the last N frames of --bag-part validate instead of training",
     "out_dir": "output directory (resumes from its last.pt)",
     "threads": "torch CPU threads",
     "loss": "l1 (the paper's) | l2 (squared error: weights the large errors that dominate MSE)",
@@ -67,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         kw = {"dest": f.name, "default": value, "help": HELP.get(f.name, " ")}
         if f.name in ("scales", "widths"):
             kw.update(type=int, nargs="+")
-        elif f.name == "scale_weights":
+        elif f.name in ("scale_weights", "bag_part"):
             kw.update(type=float, nargs="+")
         elif f.name == "render_sizes":
             kw.update(type=lambda s: [int(v) for v in s.lower().split("x")], nargs="+",

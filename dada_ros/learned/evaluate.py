@@ -84,18 +84,30 @@ def tof_source_fn(seed: int = 0, model: TofModel | None = None) -> SourceFn:
 
 def evaluate(scenes: Iterable[RGBDScene], scales: Sequence[int], methods: Sequence[str] = DEFAULT_METHODS,
              tile: int | None = 256, config: SolverConfig | None = None, weights: str | None = None,
-             source_fn: SourceFn | None = None, progress: Callable[[str], None] | None = None) -> dict:
+             source_fn: SourceFn | None = None, progress: Callable[[str], None] | None = None,
+             models: dict[str, str] | None = None) -> dict:
     """Run ``methods`` on every tile of every scene at every scale.
 
+    ``models`` adds learned checkpoints as further rows: ``{label: checkpoint path}``, each run as
+    ``method: dada`` with those weights (e.g. ``{"adapted": "runs/a/best.pt"}``).
+
     Returns:
-        ``{"results": {method: {scale: Cell.as_dict()}}, "tiles": n, "seconds": s}``.
+        ``{"results": {method: {scale: Cell.as_dict()}}, "scenes": {scene: {method: {scale:
+        MSE cm^2}}}, "tiles": n, "seconds": s}`` (``scenes``: pooled over that scene's tiles).
     """
     for m in methods:
         if m not in METHODS:
             raise DadaInputError(f"unknown method {m!r}; expected one of {METHODS}")
+    models = dict(models or {})
+    clash = sorted(set(models) & set(methods))
+    if clash:
+        raise DadaInputError(f"model labels {clash} clash with method names")
     config = config or SolverConfig()
     solvers = {m: make_solver(m, config, weights=weights if m == "dada" else None) for m in methods if m in DADA_METHODS}
-    cells = {m: {int(s): Cell() for s in scales} for m in methods}
+    solvers.update({label: make_solver("dada", config, weights=path) for label, path in models.items()})
+    rows = list(methods) + list(models)
+    cells = {m: {int(s): Cell() for s in scales} for m in rows}
+    per_scene: dict[str, dict[str, dict[int, Cell]]] = {}
     n_tiles = 0
     t0 = time.perf_counter()
     for scene in scenes:
@@ -112,13 +124,17 @@ def evaluate(scenes: Iterable[RGBDScene], scales: Sequence[int], methods: Sequen
                 if not (np.isfinite(ex.source) & (ex.source > 0)).any():
                     continue
                 source = np.nan_to_num(ex.source, nan=0.0)
-                for m in methods:
+                mine = per_scene.setdefault(scene.name, {m: {int(k): Cell() for k in scales} for m in rows})
+                for m in rows:
                     t = time.perf_counter()
-                    pred, _ = run_method(m, rgb, source, solver=solvers.get(m))
-                    cells[m][int(s)].add(pred, gt, time.perf_counter() - t)
+                    pred, _ = run_method("dada" if m in models else m, rgb, source, solver=solvers.get(m))
+                    dt = time.perf_counter() - t
+                    cells[m][int(s)].add(pred, gt, dt)
+                    mine[m][int(s)].add(pred, gt, dt)
             if progress:
-                progress(f"{name}: " + ", ".join(f"{m} x{s} {cells[m][int(s)].mse:.3g}" for m in methods for s in scales[:2]))
-    return {"results": {m: {s: c.as_dict() for s, c in cells[m].items()} for m in methods},
+                progress(f"{name}: " + ", ".join(f"{m} x{s} {cells[m][int(s)].mse:.3g}" for m in rows for s in scales[:2]))
+    return {"results": {m: {s: c.as_dict() for s, c in cells[m].items()} for m in rows},
+            "scenes": {n: {m: {s: c.mse for s, c in per.items()} for m, per in by.items()} for n, by in per_scene.items()},
             "tiles": n_tiles, "seconds": time.perf_counter() - t0}
 
 
@@ -149,3 +165,43 @@ def generated_scenes(seeds: Sequence[int], size: tuple[int, int]) -> Iterator[RG
 
     for seed in seeds:
         yield render_scene(int(seed), size)
+
+
+def format_scene_table(report: dict, title: str = "", ref: str = "dada-free") -> str:
+    """Markdown table per scene: one row per (scene, method), ``MSE (MSE / ref's)`` per scale,
+    then the pooled rows (MSE over all valid pixels of all scenes) and, for every method, the
+    worst per-scene ratio to ``ref`` -- the figure a "does not lose anywhere" claim rests on."""
+    res, per = report["results"], report["scenes"]
+    rows = list(res)
+    scales = sorted({int(s) for m in rows for s in res[m]})
+    lines = [title] if title else []
+    lines.append("| scene | method | " + " | ".join(f"x{s} MSE (/ {ref})" for s in scales) + " |")
+    lines.append("|---|---|" + "---|" * len(scales))
+
+    def cell(mse: float, base: float | None) -> str:
+        return f"{mse:.3g}" + (f" ({mse / base:.2f})" if base else "")
+
+    for name, by in per.items():
+        for m in rows:
+            lines.append(f"| {name} | {m} | " + " | ".join(
+                cell(by[m][s], by[ref][s] if ref in by else None) for s in scales) + " |")
+    for m in rows:
+        lines.append(f"| **pooled** | {m} | " + " | ".join(
+            cell(res[m][s]["mse_cm2"], res[ref][s]["mse_cm2"] if ref in res else None) for s in scales) + " |")
+    if ref in res:
+        for m in rows:
+            if m == ref:
+                continue
+            worst = [max(by[m][s] / by[ref][s] for by in per.values()) for s in scales]
+            lines.append(f"| worst scene | {m} / {ref} | " + " | ".join(f"{w:.2f}" for w in worst) + " |")
+    return "\n".join(lines)
+
+
+def scene_ratios(report: dict, method: str, ref: str = "dada-free") -> dict:
+    """{"pooled": {scale: ratio}, "worst": {scale: ratio}, "per_scene": {scene: {scale: ratio}}}
+    of ``method``'s MSE to ``ref``'s (pooled = over all valid pixels of all scenes)."""
+    res, per = report["results"], report["scenes"]
+    scales = sorted(int(s) for s in res[method])
+    ps = {n: {s: by[method][s] / by[ref][s] for s in scales} for n, by in per.items()}
+    return {"pooled": {s: res[method][s]["mse_cm2"] / res[ref][s]["mse_cm2"] for s in scales},
+            "worst": {s: max(r[s] for r in ps.values()) for s in scales}, "per_scene": ps}

@@ -11,6 +11,17 @@ normalised per image, so one model serves any depth range:
 Coefficients: ``c = 1 / (1 + x^2 / kappa^2)`` with x the channel-mean absolute feature difference
 (:func:`dada_ros.core.coefficients.coefficients_from_features`), kappa = exp(log_kappa) > 0.
 
+Gate toward DADA-free (``gate: true``): the coefficients become
+
+    c = c_free + alpha(s) * (c_net - c_free),     alpha(s) = clamp(gate interpolated at log2 s, 0, 1)
+
+with c_free DADA-free's coefficients (its features, its kappa) and ``gate`` three parameters at
+the ratios x4 / x8 / x16 (linear in log2 s between them, constant outside). A gate of zero is
+exactly DADA-free -- where the network does not help on real data the gate stays shut -- and one
+is the network alone. The gate is a trainable parameter and is chosen on real validation scenes
+(:mod:`dada_ros.learned.gate`). Gated features carry C network channels, DADA-free's 4 and one
+constant alpha channel, so the solver's ``features`` / ``coefficients`` protocol is unchanged.
+
 Checkpoint (``torch.save`` of a plain dict, loaded with ``weights_only=True``)::
 
     {"format": "dada_ros.guide", "version": 1,
@@ -47,6 +58,8 @@ VERSION = 1
 NORMALISATIONS = ("log-mean", "mean")
 SHIPPED_NAME = "dada_lite_v5.pt"
 SHIPPED_PATH = Path(__file__).resolve().parent.parent / "data" / SHIPPED_NAME
+# Ratios at which a gated model's gate parameters sit (linear in log2 ratio between them).
+GATE_SCALES = (4, 8, 16)
 # Depths are clamped to this before the log (metres); the solver never sees smaller values.
 MIN_DEPTH = 1e-3
 
@@ -65,6 +78,7 @@ class GuideConfig:
     refine_width: int = 0  # lite-unet: width of an optional full-resolution 3x3 refinement (0: none)
     widths: list[int] = field(default_factory=list)  # lite U-Nets: channels per level (empty: default)
     scale_film: bool = False  # lite U-Nets: decoder conditioned on log2(resolution ratio) (FiLM)
+    gate: bool = False  # blend the coefficients with DADA-free's by a per-ratio gate (see module docstring)
 
     def validate(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -83,6 +97,10 @@ class GuideConfig:
             raise DadaInputError(f"scale_film applies to the lite U-Nets, not {self.architecture}")
         if not isinstance(self.refine_width, int) or self.refine_width < 0:
             raise DadaInputError(f"refine_width must be an integer >= 0, got {self.refine_width!r}")
+        if not isinstance(self.gate, bool):
+            raise DadaInputError(f"gate must be true or false, got {self.gate!r}")
+        if self.gate and not self.architecture.startswith("lite-unet"):
+            raise DadaInputError(f"gate applies to the lite U-Nets, not {self.architecture}")
         if self.normalisation not in NORMALISATIONS:
             raise DadaInputError(f"unknown normalisation {self.normalisation!r}; expected one of {NORMALISATIONS}")
         coef.check_kappa(float(self.kappa_init))
@@ -112,6 +130,9 @@ class GuideNet(nn.Module):
         self.net = build_network(self.config.architecture, self.config.channels, self.config.refine_width,
                                  self.config.widths, self.config.scale_film)
         self.log_kappa = nn.Parameter(torch.tensor(math.log(self.config.kappa_init)))
+        if self.config.gate:
+            # alpha at log2 ratio codes -1, 0, 1 (x4, x8, x16); zero = exactly DADA-free.
+            self.gate = nn.Parameter(torch.zeros(len(GATE_SCALES)))
         self.register_buffer("rgb_mean", torch.tensor(coef.IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("rgb_std", torch.tensor(coef.IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -141,11 +162,31 @@ class GuideNet(nn.Module):
             return self.net(x, None)
         base = coef.free_features(rgb01, depth_up)
         if not self.config.scale_film:
-            return self.net(x, base)
-        return self.net(x, base, scale_code(scale, rgb01.shape[0], rgb01.device))
+            f = self.net(x, base)
+        else:
+            f = self.net(x, base, scale_code(scale, rgb01.shape[0], rgb01.device))
+        if not self.config.gate:
+            return f
+        alpha = self.gate_value(scale).to(f.dtype).expand(f.shape[0], 1, *f.shape[2:])
+        return torch.cat([f, base, alpha], dim=1)
+
+    def gate_value(self, scale: float | None) -> torch.Tensor:
+        """alpha(scale) in [0, 1] (a 0-d tensor, differentiable in ``gate``)."""
+        if scale is None:
+            raise DadaInputError("a gated model needs the resolution ratio: pass scale (guide / source size)")
+        code = min(max(math.log2(float(scale)) - 3.0, -1.0), 1.0)
+        i = min(int(math.floor(code + 1.0)), len(GATE_SCALES) - 2)
+        t = code + 1.0 - i
+        return ((1 - t) * self.gate[i] + t * self.gate[i + 1]).clamp(0.0, 1.0)
 
     def coefficients(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return coef.coefficients_from_features(features, self.kappa)
+        if not self.config.gate:
+            return coef.coefficients_from_features(features, self.kappa)
+        C = self.config.channels
+        cv, ch = coef.coefficients_from_features(features[:, :C], self.kappa)
+        fv, fh = coef.coefficients_from_features(features[:, C:C + 4], coef.DEFAULT_KAPPA)
+        alpha = features[:, C + 4:C + 5, :1, :1]
+        return fv + alpha * (cv - fv), fh + alpha * (ch - fh)
 
     def load_pretrained_encoder(self, path: str) -> list[str]:
         """Load ImageNet ResNet-50 weights (a local torchvision state_dict file) into the encoder."""

@@ -64,6 +64,14 @@ class TrainConfig:
     widths: list[int] = field(default_factory=list)  # lite U-Nets: channels per level (empty: default)
     scale_film: bool = False  # lite U-Nets: condition the decoder on the resolution ratio
     init_from: str | None = None  # start from this checkpoint's weights (fine-tuning; new layers keep their init)
+    gate: bool = False  # lite U-Nets: blend the coefficients with DADA-free's by a per-ratio gate (starts shut)
+    # Cross-scale self-supervision (datasets/selfsup.py): train on (RGB resized to the depth's own
+    # resolution, depth block-averaged by r) -> the depth itself; no ground truth needed.
+    self_supervised: bool = False
+    sensor_ratio: int = 1  # self-supervised on a dataset: emulate a sensor at 1/k of the RGB resolution
+    bag: str | None = None  # rosbag2 with the node's topics: self-supervised adaptation to that camera
+    bag_part: list[float] = field(default_factory=lambda: [0.0, 0.5])  # fractions of the bag's frames used
+    bag_val_frames: int = 4  # the last frames of bag_part validate (and are not trained on)
     scales: list[int] = field(default_factory=lambda: [4, 8, 16])
     scale_weights: list[float] = field(default_factory=list)  # relative frequency per scale (empty: uniform)
     crop: int = 96
@@ -114,9 +122,13 @@ class TrainConfig:
     out_dir: str = "train_out"
 
     def validate(self) -> None:
-        if self.dataset not in ("generated", "middlebury", "nyuv2", "diml"):
+        if self.dataset not in ("generated", "middlebury", "nyuv2", "diml", "realdata"):
             raise DadaInputError(f"unknown dataset {self.dataset!r}")
-        if self.dataset != "generated" and not self.data_dir:
+        if self.bag and not self.self_supervised:
+            raise DadaInputError("--bag trains on the sensor's own depth: add --self-supervised")
+        if self.bag_val_frames < 1 or int(self.sensor_ratio) != self.sensor_ratio or self.sensor_ratio < 1:
+            raise DadaInputError("bag_val_frames and sensor_ratio must be integers >= 1")
+        if self.dataset not in ("generated", "realdata") and not self.data_dir and not self.bag:
             raise DadaInputError(f"dataset {self.dataset!r} needs --data-dir")
         for s in self.scales:
             if s < 2 or self.crop % s or self.val_crop % s:
@@ -141,7 +153,8 @@ class TrainConfig:
         if not 0 <= self.tof_prob <= 1:
             raise DadaInputError(f"tof_prob must be in [0, 1], got {self.tof_prob}")
         GuideConfig(architecture=self.architecture, channels=self.channels, normalisation=self.normalisation,
-                    refine_width=self.refine_width, widths=list(self.widths), scale_film=self.scale_film).validate()
+                    refine_width=self.refine_width, widths=list(self.widths), scale_film=self.scale_film,
+                    gate=self.gate).validate()
         deepest = math.ceil(self.crop / (32 if self.architecture.startswith("lite-unet") else 16))
         if self.batch * deepest**2 < 2:
             raise DadaInputError(
@@ -156,6 +169,13 @@ def open_scenes(cfg: TrainConfig, split: str):
     """The train or val scene set of ``cfg.dataset``."""
     from . import datasets
 
+    if cfg.bag:
+        return _bag_scenes(cfg, split)
+    if cfg.self_supervised:
+        from .datasets.selfsup import SelfSupervisedScenes
+
+        base = open_scenes(TrainConfig(**(asdict(cfg) | {"self_supervised": False})), split)
+        return SelfSupervisedScenes(base, cfg.sensor_ratio, multiple=max(cfg.scales))
     if cfg.dataset == "generated":
         from .datasets.procedural import TRAIN_SEED0, VAL_SEED0, ProceduralScenes
 
@@ -170,11 +190,29 @@ def open_scenes(cfg: TrainConfig, split: str):
     return datasets.open_dataset(cfg.dataset, cfg.data_dir, split)
 
 
+_BAG_FRAMES: dict[str, list] = {}
+
+
+def _bag_scenes(cfg: TrainConfig, split: str):
+    """Self-supervised scenes of ``cfg.bag``'s frames ``bag_part``: the last ``bag_val_frames``
+    validate, the others train (the bag is read once per process)."""
+    from .datasets.selfsup import BagScenes, bag_frames, split_range
+
+    frames = _BAG_FRAMES.setdefault(cfg.bag, bag_frames(cfg.bag))
+    part = split_range(len(frames), cfg.bag_part)
+    if len(part) <= cfg.bag_val_frames:
+        raise DadaInputError(f"bag {cfg.bag}: {len(part)} frames in part {cfg.bag_part}, need more than "
+                             f"bag_val_frames={cfg.bag_val_frames}")
+    cut = (part.stop - cfg.bag_val_frames) / len(frames)
+    a, b = (part.start / len(frames), cut) if split == "train" else (cut, part.stop / len(frames))
+    return BagScenes(cfg.bag, (a, b), multiple=max(cfg.scales), frames=frames)
+
+
 def validation_batches(scenes, cfg: TrainConfig) -> list[Batch]:
     """Fixed validation examples: the centre crop of each val scene, one batch per scale."""
     c = cfg.val_crop
     crops = []
-    for i in range(min(len(scenes), cfg.val_scenes) if cfg.dataset == "generated" else len(scenes)):
+    for i in range(min(len(scenes), cfg.val_scenes) if cfg.dataset == "generated" and not cfg.bag else len(scenes)):
         sc = scenes[i]
         H, W = sc.depth.shape
         if H < c or W < c:
@@ -274,9 +312,9 @@ def evaluate_scenes(net, scenes, cfg: TrainConfig, device: torch.device,
     solver = DadaSolver(SolverConfig(device=str(device)), LearnedGuide(net, device) if net is not None else FreeGuide())
     sq = {int(s): 0.0 for s in cfg.scales}
     px = {int(s): 0 for s in cfg.scales}
-    count = min(len(scenes), cfg.val_scenes) if cfg.dataset == "generated" else len(scenes)
+    count = min(len(scenes), cfg.val_scenes) if cfg.dataset == "generated" and not cfg.bag else len(scenes)
     for i in range(count):
-        for _, rgb, gt in tiles(scenes[i], cfg.val_tile):
+        for _, rgb, gt in tiles(scenes[i], cfg.val_tile or None):  # 0: whole frames
             for s in cfg.scales:
                 ex = make_example(rgb, gt, s)
                 if not (np.isfinite(ex.source) & (ex.source > 0)).any():
@@ -338,7 +376,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         gcfg = GuideConfig(architecture=cfg.architecture, channels=cfg.channels, normalisation=cfg.normalisation,
                            train_scales=list(cfg.scales), lam=cfg.lam, refine_width=cfg.refine_width,
-                           widths=list(cfg.widths), scale_film=cfg.scale_film)
+                           widths=list(cfg.widths), scale_film=cfg.scale_film, gate=cfg.gate)
         self.net = GuideNet(gcfg)
         if cfg.init_from:
             new = init_from_checkpoint(self.net, cfg.init_from)

@@ -3,7 +3,9 @@
 * ``generated``: the procedural scene generator (:mod:`.procedural`), unlimited and offline;
 * ``middlebury``: Middlebury 2005, 2006 and 2014 (disparity + calibration -> depth), :mod:`.middlebury`;
 * ``nyuv2``: the NYU Depth v2 labeled .mat, :mod:`.nyuv2`;
-* ``diml``: DIML indoor HR, 16-bit depth PNGs, :mod:`.diml`.
+* ``diml``: DIML indoor HR, 16-bit depth PNGs, :mod:`.diml`;
+* ``realdata``: real RGB-D frames in the project's npz layout (``../shared/realdata``: seven
+  Middlebury scenes, disparity -> depth-like z; a fixed train/val split), :mod:`.realdata`.
 
 Every loader returns a sequence of :class:`~.base.RGBDScene` (RGB uint8, depth in metres with
 NaN where unknown) for a split (``train``, ``val``, ``test``) that follows the paper's protocol.
@@ -15,10 +17,14 @@ from __future__ import annotations
 from ...core.errors import DadaInputError
 from .base import RGBDScene, SceneSet
 
-DATASETS = ("generated", "middlebury", "nyuv2", "diml")
+DATASETS = ("generated", "middlebury", "nyuv2", "diml", "realdata")
 
 
 def open_dataset(name: str, data_dir: str | None, split: str, **kwargs) -> SceneSet:
+    if name == "realdata":  # its own splits (train / val / test / all), checked there
+        from .realdata import RealDataScenes
+
+        return RealDataScenes(data_dir, split, **kwargs)
     if split not in ("train", "val", "test"):
         raise DadaInputError(f"split must be train, val or test, got {split!r}")
     if name == "middlebury":
