@@ -28,8 +28,15 @@ Invalid pixels are then filled from valid 4-neighbours of similar colour (a few 
 passes, so a thin disocclusion sliver takes the depth of the surface it belongs to); what is
 left stays NaN and takes the solver's cold initialisation.
 
+Exposure / white-balance changes (auto-exposure of a hand-held or robot camera) break the
+brightness constancy both the flow and the colour selection rely on: with
+``compensate_exposure`` the previous guide is first scaled per channel by the ratio of the two
+guides' channel means (skipped when every gain is within 2% of 1, so ordinary frames are aligned
+exactly as before).
+
 A scene cut or a failed flow (photometric error of the flow-warped previous guide, or too few
-tracked pixels) is reported so the caller starts cold.
+tracked pixels) is reported so the caller starts cold. Whether the warped output then fits the new
+depth, per pixel, is :mod:`.warm_accept`'s job.
 """
 
 from __future__ import annotations
@@ -84,6 +91,9 @@ class AlignConfig:
     # and forward motion 0.002-0.004 and >= 99% tracked; a cut 0.14 and 26% tracked.
     cut_photometric: float = 0.08  # mean |flow-warped prev gray - cur gray| in [0, 1] above this = cut
     min_valid_fraction: float = 0.5  # fewer tracked pixels than this = cut
+    # Scale the previous guide per channel to the current one's channel means before the flow and
+    # the selection (exposure / white-balance change); see the module docstring.
+    compensate_exposure: bool = True
 
     def validate(self) -> None:
         if not 0 < self.flow_scale <= 1:
@@ -111,6 +121,7 @@ class AlignInfo:
     cut: bool
     reason: str = ""
     filled_fraction: float = 0.0  # untracked pixels given a depth by the colour-guided fill
+    exposure_gain: tuple[float, float, float] = (1.0, 1.0, 1.0)  # applied to the previous guide
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -145,6 +156,13 @@ def _gray_u8(rgb8: np.ndarray, scale: float) -> np.ndarray:
     if scale != 1.0:
         g = cv2.resize(g, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     return g
+
+
+def exposure_gain(prev8: np.ndarray, cur8: np.ndarray) -> np.ndarray:
+    """Per-channel gain (3,) that maps the previous guide's channel means onto the current one's."""
+    mp = np.asarray(cv2.mean(prev8)[:3], np.float64)
+    mc = np.asarray(cv2.mean(cur8)[:3], np.float64)
+    return (mc / np.maximum(mp, 1.0)).astype(np.float32)
 
 
 def dense_flow(src_gray: np.ndarray, dst_gray: np.ndarray, preset: int) -> np.ndarray:
@@ -441,6 +459,12 @@ def align_frames(prev_depth: np.ndarray, prev_guide: np.ndarray, cur_guide: np.n
     t0 = time.perf_counter()
     prev8 = _rgb8(prev_guide)
     cur8 = _rgb8(cur_guide)
+    gain = np.ones(3, np.float32)
+    if cfg.compensate_exposure:
+        g = exposure_gain(prev8, cur8)
+        if np.abs(g - 1).max() > 0.02:  # ordinary frames: aligned exactly as without compensation
+            gain = g
+            prev8 = np.clip(prev8.astype(np.float32) * gain + 0.5, 0, 255).astype(np.uint8)
     try:
         fwd, photo, _ = _flow(cur8, prev8, cfg)  # current -> previous
     except cv2.error as exc:  # e.g. an image too small for the flow's pyramid: start cold
@@ -480,7 +504,7 @@ def align_frames(prev_depth: np.ndarray, prev_guide: np.ndarray, cur_guide: np.n
         reason = f"photometric error {photo:.3f} > {cfg.cut_photometric}"
     elif frac < cfg.min_valid_fraction:
         reason = f"only {frac:.0%} of pixels tracked (< {cfg.min_valid_fraction:.0%})"
-    info = AlignInfo(flow_ms, frac, photo, bool(reason), reason, filled)
+    info = AlignInfo(flow_ms, frac, photo, bool(reason), reason, filled, tuple(float(x) for x in gain))
     return Alignment(y0, valid, idx, info)
 
 

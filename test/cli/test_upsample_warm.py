@@ -60,12 +60,21 @@ def test_init_and_init_guide_run_the_flow_warm_start(frames, capsys):
 
 def test_init_alone_is_naive_and_warm_iterations_sets_the_budget(frames, capsys):
     d = frames
-    rc, err = cli(capsys, "--guide", d / "rgb1.png", "--source", d / "src1.npy", "--out", d / "o_naive.npy",
+    # The same frame again (a still camera): the naive warm start fits and is kept.
+    rc, err = cli(capsys, "--guide", d / "rgb0.png", "--source", d / "src0.npy", "--out", d / "o_naive.npy",
                   "--init", d / "prev.npy", "--warm-iterations", 30, "--stats", d / "s_naive.json")
     assert rc == 0, err
     st = stats_of(d, "s_naive.json")
     assert st["init_mode"] == "naive" and st["iterations"] == 30 and st["flow_ms"] == 0.0
-    assert "warm_valid_fraction" in st
+    assert "warm_valid_fraction" in st and st["accept_median_error"] < 0.01
+    # Onto the moved frame the unaligned previous output disagrees with the new depth: the
+    # acceptance test starts it cold (the node's rule, through the CLI).
+    rc, err = cli(capsys, "--guide", d / "rgb1.png", "--source", d / "src1.npy", "--out", d / "o_naive1.npy",
+                  "--init", d / "prev.npy", "--warm-iterations", 30, "--max-iterations", 300,
+                  "--stats", d / "s_naive1.json")
+    assert rc == 0, err
+    st = stats_of(d, "s_naive1.json")
+    assert st["init_mode"] == "cold" and "disagrees" in st["cold_reason"], st
 
 
 def test_warm_mode_overrides(frames, capsys):
@@ -77,7 +86,8 @@ def test_warm_mode_overrides(frames, capsys):
     st = stats_of(d, "s_cold.json")
     assert st["init_mode"] == "cold" and st["cold_reason"] == "warm start off" and st["warm_start"] is False
     assert st["flow_ms"] == 0.0 and st["warm_valid_fraction"] == 0.0
-    rc, err = cli(capsys, *common, "--init", d / "prev.npy", "--init-guide", d / "rgb0.png",
+    same = ["--guide", d / "rgb0.png", "--source", d / "src0.npy", "--out", d / "o.npy"]  # a still camera
+    rc, err = cli(capsys, *same, "--init", d / "prev.npy", "--init-guide", d / "rgb0.png",
                   "--warm-mode", "naive", "--warm-iterations", 5, "--stats", d / "s_n.json")
     assert rc == 0, err
     assert stats_of(d, "s_n.json")["init_mode"] == "naive" and stats_of(d, "s_n.json")["iterations"] == 5

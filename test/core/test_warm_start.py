@@ -178,8 +178,8 @@ def test_refine_young_writes_only_young_tiles_any_ratio(quick):
     y0 = solver.solve(rgb, src, iterations=10).depth
     young = np.zeros(y0.shape, bool)
     young[:, -10:] = True
-    y, refined, solved = refine_young(solver, rgb, src, y0, young, iterations=50)
-    assert refined[:, -10:].all() and solved > 0
+    y, refined, solved, work = refine_young(solver, rgb, src, y0, young, iterations=50)
+    assert refined[:, -10:].all() and solved > 0 and work == 50.0 * solved
     np.testing.assert_array_equal(y[~refined], y0[~refined])
     assert np.isfinite(y).all()
 

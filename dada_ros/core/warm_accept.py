@@ -1,0 +1,230 @@
+"""Acceptance of a warped previous output as the warm start Y0: keep it where it fits, per pixel.
+
+The warm start makes a frame worse than a cold start when the warped previous output is wrong
+somewhere the short warm run cannot repair: a misaligned depth edge after a large motion, a
+surface seen from too different a viewpoint, a moving object, a fill that leaked across a
+disocclusion. The node cannot see the ground truth, but it has the new measurement S: every valid
+source cell says what the block mean of the answer must be, so
+
+    e(cell) = |S(cell) - down(Y0)(cell)| / S(cell)
+
+is a per-cell test of the prior against the new frame. Two corrections make it a test of the
+*alignment* rather than of the camera motion:
+
+* the depth of a static point changes when the camera moves (forward motion shortens every depth,
+  a rotation scales it across the image), so before the test Y0 is corrected by a robustly fitted
+  global model  z_now = z_prev * (a0 + a1 x + a2 y) + b  (x, y: normalised image coordinates),
+  the first-order z change of a rigid motion. The corrected Y0 is also what the solver starts
+  from: the adjustment then only repairs what is left, not the motion;
+* cells only partly covered by the prior are tested on the covered part (mean over finite pixels)
+  and not at all below ``cell_coverage``.
+
+Decision (:func:`accept_prior`):
+
+* per cell: e > ``reject_cell_error`` (a wrong surface, not noise or a sub-cell shift; a tighter
+  test rejects edge cells where the warped prior, slightly off, still beats a cold start there:
+  measured on the rendered ICL-NUIM living-room frames, 0.05 cold-initialised 7-10% of the
+  image and lost 2-10% against keeping it) cold-initialises the cell and its neighbours
+  (``dilate_cells``): those pixels get NaN (the solver's cold initialisation) and the pipeline
+  gives them a cold budget on crops;
+* per frame: the whole frame starts cold when the median cell error exceeds ``max_median_error``
+  (the prior does not fit anywhere: a wide baseline, a failed flow), when fewer than
+  ``min_tracked_fraction`` of the pixels were tracked, or when more than ``max_reject_fraction``
+  would be cold-initialised (a cold solve is then as cheap and as good).
+
+The thresholds were chosen on generated sequences and checked on the rendered ICL-NUIM frames
+(``benchmarks/warm_start.py`` prints the precision: warm starts kept that lost, and rejected ones
+that would have won).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+from .errors import DadaInputError
+from .resample import Partition, cell_index, valid_source_mask
+
+
+@dataclass
+class AcceptConfig:
+    """Settings of :func:`accept_prior` (see the module docstring)."""
+
+    motion_model: bool = True  # correct Y0 by the fitted z change before testing (and solving)
+    cell_coverage: float = 0.5  # a cell is tested when at least this fraction of it has a prior
+    reject_cell_error: float = 0.15  # cell error above this: cold-initialise the cell
+    dilate_cells: int = 1  # ... and its neighbours up to this many cells away
+    max_median_error: float = 0.02  # frame: median cell error above this = start cold
+    min_tracked_fraction: float = 0.8  # frame: fewer tracked pixels than this = start cold
+    max_reject_fraction: float = 0.3  # frame: more cold-initialised pixels than this = start cold
+    # Bounds of the fitted motion model: beyond them the fit is not a rigid motion (start cold).
+    max_scale_change: float = 0.5  # |a0 - 1|
+    max_offset: float = 1.0  # |b| metres
+
+    def validate(self) -> None:
+        for name in ("cell_coverage", "min_tracked_fraction", "max_reject_fraction"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0 <= v <= 1):
+                raise DadaInputError(f"{name} must be in [0, 1], got {v}")
+        for name in ("reject_cell_error", "max_median_error", "max_scale_change", "max_offset"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
+                raise DadaInputError(f"{name} must be a finite number > 0, got {v}")
+        if int(self.dilate_cells) != self.dilate_cells or not 0 <= self.dilate_cells <= 8:
+            raise DadaInputError(f"dilate_cells must be an integer in 0..8, got {self.dilate_cells}")
+
+
+@dataclass
+class Acceptance:
+    """Result of :func:`accept_prior`.
+
+    ``y0`` (H, W) float32: the prior to start from (motion-corrected), NaN where it is not kept;
+    ``cold_pixels`` (H, W) bool: pixels that start cold (rejected cells and pixels without prior);
+    ``cell_error`` (h, w) float32: e per tested cell, NaN where untested.
+    """
+
+    y0: np.ndarray
+    cold_pixels: np.ndarray
+    cell_error: np.ndarray
+    accepted: bool
+    reason: str
+    median_error: float
+    rejected_fraction: float  # pixels cold-initialised because their cell failed the test
+    cold_fraction: float  # all pixels that start cold (rejected + no prior)
+    motion: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)  # a0, a1, a2, b
+
+    def stats(self) -> dict:
+        """JSON-friendly summary (no arrays)."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("y0", "cold_pixels", "cell_error")}
+        d["motion"] = [float(x) for x in self.motion]
+        return d
+
+
+def cell_means(y: np.ndarray, partition: Partition) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over the finite pixels of each source cell and the finite fraction, both (h, w).
+
+    Any ratio (the solver's partition). Cells without a finite pixel have mean NaN.
+    """
+    (H, W), (h, w) = partition.guide_shape, partition.source_shape
+    fin = np.isfinite(y)
+    rows, cols = cell_index(H, h), cell_index(W, w)
+    flat = (rows[:, None] * w + cols[None, :]).ravel()
+    sums = np.bincount(flat, np.where(fin, y, 0).ravel().astype(np.float64), h * w)
+    cnt = np.bincount(flat, fin.ravel().astype(np.float64), h * w)
+    area = np.bincount(flat, None, h * w)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (sums / cnt).reshape(h, w)
+    return mean.astype(np.float32), (cnt / area).reshape(h, w).astype(np.float32)
+
+
+def _coords(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised (x, y) of the cell / pixel centres of an n x m grid: x in [-0.5, 0.5] across the
+    width, y in the same unit (so the guide grid and the source grid share one coordinate frame)."""
+    y, x = np.mgrid[0:n, 0:m].astype(np.float32)
+    return (x + 0.5) / m - 0.5, ((y + 0.5) / n - 0.5) * (n / m)
+
+
+def fit_depth_motion(prior_means: np.ndarray, source: np.ndarray, ok: np.ndarray,
+                     rounds: int = 3) -> tuple[float, float, float, float]:
+    """Robust least squares of  S = d * (a0 + a1 x + a2 y) + b  over the cells ``ok``.
+
+    ``prior_means`` (h, w): the prior's cell means d; ``source`` (h, w) S. Each round refits on
+    the cells whose relative residual is below max(3 x median, 1%) (outliers: moving objects,
+    misaligned edges). Returns (a0, a1, a2, b); the identity (1, 0, 0, 0) with fewer than 8 cells.
+    """
+    h, w = source.shape
+    x, y = _coords(h, w)
+    d, s = prior_means[ok].astype(np.float64), source[ok].astype(np.float64)
+    if d.size < 8:
+        return 1.0, 0.0, 0.0, 0.0
+    A = np.stack([d, d * x[ok], d * y[ok], np.ones_like(d)], axis=1)
+    keep = np.ones(d.size, bool)
+    p = np.array([1.0, 0.0, 0.0, 0.0])
+    for _ in range(rounds):
+        if keep.sum() < 8:
+            break
+        p, *_ = np.linalg.lstsq(A[keep], s[keep], rcond=None)
+        r = np.abs(A @ p - s) / s
+        keep = r <= max(3.0 * float(np.median(r)), 0.01)
+    return float(p[0]), float(p[1]), float(p[2]), float(p[3])
+
+
+def apply_depth_motion(y: np.ndarray, motion: tuple[float, float, float, float]) -> np.ndarray:
+    """``y * (a0 + a1 x + a2 y) + b`` at full resolution (same normalised coordinates as the fit)."""
+    a0, a1, a2, b = motion
+    H, W = y.shape
+    x, v = _coords(H, W)
+    return (y * (a0 + a1 * x + a2 * v) + b).astype(np.float32)
+
+
+def accept_prior(y0: np.ndarray, source: np.ndarray, tracked: np.ndarray | None = None,
+                 config: AcceptConfig | None = None) -> Acceptance:
+    """Decide per pixel where the warped previous output ``y0`` is kept; see the module docstring.
+
+    Args:
+        y0: (H, W) warped previous output in metres, NaN where there is none.
+        source: (h, w) current low-resolution depth in metres (0 / NaN / <= 0 invalid).
+        tracked: (H, W) bool, pixels the alignment tracked (None: every finite pixel of ``y0``).
+        config: :class:`AcceptConfig`.
+    Returns:
+        :class:`Acceptance`; when ``accepted`` is False the frame should start cold (``reason``).
+    """
+    cfg = config or AcceptConfig()
+    cfg.validate()
+    y0 = np.asarray(y0, dtype=np.float32)
+    src = np.asarray(source, dtype=np.float32)
+    if y0.ndim != 2 or src.ndim != 2:
+        raise DadaInputError(f"prior and source must be 2-D, got {y0.shape} and {src.shape}")
+    part = Partition(y0.shape, src.shape)
+    finite = np.isfinite(y0) & (y0 > 0)
+    y0 = np.where(finite, y0, np.nan).astype(np.float32)
+    tracked = finite if tracked is None else (np.asarray(tracked, bool) & finite)
+    valid = valid_source_mask(src)
+    h, w = src.shape
+
+    def result(yk, cold, err, ok, reason, med, rej, motion):
+        return Acceptance(yk, cold, err, ok, reason, med, rej, float(cold.mean()), motion)
+
+    nan_cells = np.full((h, w), np.nan, np.float32)
+    tracked_frac = float(tracked.mean())
+    if tracked_frac < cfg.min_tracked_fraction:
+        return result(y0, ~finite, nan_cells, False,
+                      f"only {tracked_frac:.0%} of pixels tracked (< {cfg.min_tracked_fraction:.0%})",
+                      float("nan"), 0.0, (1.0, 0.0, 0.0, 0.0))
+    mean, cov = cell_means(y0, part)
+    tested = valid & (cov >= cfg.cell_coverage) & np.isfinite(mean)
+    if not tested.any():
+        return result(y0, ~finite, nan_cells, False, "no source cell covered by the previous output",
+                      float("nan"), 0.0, (1.0, 0.0, 0.0, 0.0))
+    motion = (1.0, 0.0, 0.0, 0.0)
+    if cfg.motion_model:
+        motion = fit_depth_motion(mean, src, tested & (cov >= 0.99))
+        if abs(motion[0] - 1.0) > cfg.max_scale_change or abs(motion[3]) > cfg.max_offset:
+            return result(y0, ~finite, nan_cells, False,
+                          f"previous output does not follow a rigid motion (fit a0={motion[0]:.2f}, b={motion[3]:.2f} m)",
+                          float("nan"), 0.0, motion)
+        y0 = apply_depth_motion(y0, motion)
+        y0 = np.where(y0 > 0, y0, np.nan).astype(np.float32)
+        mean, cov = cell_means(y0, part)
+        tested &= np.isfinite(mean)
+    err = np.full((h, w), np.nan, np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        err[tested] = np.abs(src[tested] - mean[tested]) / src[tested]
+    med = float(np.median(err[tested]))
+    bad = tested & (err > cfg.reject_cell_error)
+    if cfg.dilate_cells > 0 and bad.any():
+        k = 2 * int(cfg.dilate_cells) + 1
+        bad = cv2.dilate(bad.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
+    rejected = part.expand(bad)
+    cold = rejected | ~np.isfinite(y0)
+    rej_frac = float(rejected.mean())
+    reason = ""
+    if med > cfg.max_median_error:
+        reason = f"previous output disagrees with the new depth (median cell error {med:.3f} > {cfg.max_median_error})"
+    elif float(cold.mean()) > cfg.max_reject_fraction:
+        reason = (f"previous output disagrees with the new depth on {float(cold.mean()):.0%} of the image "
+                  f"(> {cfg.max_reject_fraction:.0%})")
+    y_keep = np.where(cold, np.nan, y0).astype(np.float32)
+    return result(y_keep, cold, err, not reason, reason, med, rej_frac, motion)
