@@ -195,13 +195,19 @@ class BagReader(_BagFile):
         conns = [c for c in self._handle.connections if topics is None or c.topic in topics]
         if not conns:
             return
+        seen: set[tuple[str, int]] = set()
         try:
             for conn, t_ns, data in self._handle.messages(connections=conns):
+                seen.add((conn.topic, int(t_ns)))
                 yield RawMessage(conn.topic, conn.msgtype, int(t_ns), bytes(data))
         except DadaInputError:
             raise
         except Exception as exc:
-            raise DadaInputError(f"bag {self.path} is corrupt or truncated: {_one_line(exc)}") from exc
+            # damage past the (intact) summary: the rest comes from the recovery reader
+            if not (self.recover and self._try_recovery(_one_line(exc))):
+                raise DadaInputError(f"bag {self.path} is corrupt or truncated: {_one_line(exc)}") from exc
+            yield from (m for m in self._recovered or [] if (m.topic, m.log_time_ns) not in seen
+                        and (topics is None or m.topic in topics))
 
 
 class BagWriter(_BagFile):

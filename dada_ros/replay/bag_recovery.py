@@ -83,8 +83,11 @@ def _str(buf: bytes, pos: int) -> tuple[str, int]:
     return buf[pos + 4:end].decode("utf-8"), end
 
 
+DECOMPRESS_PIECE = 1 << 14  # fed piecewise, so what precedes a corrupt spot is kept
+
+
 def _decompress(compression: str, data: bytes, size: int) -> tuple[bytes, str]:
-    """(decompressed bytes, problem or ''): as much as ``data`` yields."""
+    """(decompressed bytes, problem or ''): as much as ``data`` yields, up to a corrupt spot."""
     if compression == "":
         return data, ""
     if compression == "zstd":
@@ -92,22 +95,24 @@ def _decompress(compression: str, data: bytes, size: int) -> tuple[bytes, str]:
             from compression import zstd  # type: ignore[import-not-found]  # Python 3.14
         except ImportError:
             from backports import zstd  # type: ignore[no-redef]
-        d = zstd.ZstdDecompressor()
-        try:
-            out = d.decompress(data, max_length=size if size > 0 else -1)
-        except zstd.ZstdError as exc:
-            return b"", f"zstd: {exc}"
-        return out, "" if d.eof else "chunk cut short"
-    if compression == "lz4":
+        d: object = zstd.ZstdDecompressor()
+        errors: tuple[type[BaseException], ...] = (zstd.ZstdError,)
+    elif compression == "lz4":
         import lz4.frame
 
         d = lz4.frame.LZ4FrameDecompressor()
+        errors = (RuntimeError,)
+    else:
+        return b"", f"unknown chunk compression {compression!r}"
+    out = bytearray()
+    for k in range(0, len(data), DECOMPRESS_PIECE):
         try:
-            out = d.decompress(data)
-        except RuntimeError as exc:
-            return b"", f"lz4: {exc}"
-        return out, "" if d.eof else "chunk cut short"
-    return b"", f"unknown chunk compression {compression!r}"
+            out += d.decompress(data[k:k + DECOMPRESS_PIECE])  # type: ignore[attr-defined]
+        except errors as exc:
+            return bytes(out), f"{compression} data corrupt after {len(out)} bytes ({exc})"
+        if getattr(d, "eof", False):
+            break
+    return bytes(out), "" if getattr(d, "eof", False) else "chunk cut short"
 
 
 class McapRecovery:

@@ -133,3 +133,19 @@ def test_existing_output_bag_is_not_overwritten(tiny_bag, tmp_path, capsys):
     assert replay("--bag", tiny_bag, "--out", tmp_path / "o", "--methods", "bicubic") == 2
     assert "exists already" in _error_line(capsys)
     assert (tmp_path / "o" / "metrics.json").read_text() == "{}"
+
+
+def test_truncated_bag_is_replayed_and_scored_with_a_warning(tmp_path, capsys):
+    """A recording cut at 90% (power loss): replayed, scored, and what was lost is said."""
+    make_bag(tmp_path / "b", frames=8)
+    f = next((tmp_path / "b").glob("*.mcap"))
+    data = f.read_bytes()
+    f.write_bytes(data[: int(len(data) * 0.9)])
+    assert replay("--bag", tmp_path / "b", "--out", tmp_path / "o", "--methods", "bicubic") == 0
+    err = capsys.readouterr().err
+    assert "is damaged" in err and "File end magic is invalid" in err and "lost" in err
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert any("is damaged" in n and "of 40 recorded" in n for n in metrics["notes"])
+    assert metrics["status"] == "complete"
+    scored = metrics["summary"]["bicubic"]
+    assert 3 <= scored["frames_scored"] < 8 and scored["mse_cm2"] > 0
