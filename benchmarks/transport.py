@@ -1,6 +1,7 @@
 """What the node receives under each QoS pairing: frames in / out / counted, per image size and rate.
 
-A publisher in ANOTHER process (real DDS between processes, as with a camera driver) sends
+A publisher in ANOTHER process (``python -m dada_ros.ros.fake_camera``: real DDS between
+processes, as with a camera driver) sends
 rgb8 images, camera_info and x8 low-res 32FC1 depth with one stamp per frame at a fixed rate, with
 reliable or best-effort QoS (KEEP_LAST 10, like most drivers). The real ``dada_upsample`` node runs
 here with ``qos_reliability`` reliable or best_effort, cheap solver settings (the point is the
@@ -37,58 +38,6 @@ import numpy as np  # noqa: E402
 RELIABILITIES = ("reliable", "best_effort")
 
 
-def _qos(reliability: str, depth: int = 10):
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-
-    rel = ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=rel,
-                      durability=DurabilityPolicy.VOLATILE)
-
-
-def publisher(args: argparse.Namespace) -> int:
-    """The driver-like publisher process: prints one JSON line with what it sent."""
-    import rclpy
-    from sensor_msgs.msg import CameraInfo, Image
-    from std_msgs.msg import Header
-
-    from dada_ros.ros import conversions as cv
-
-    W, H = (int(v) for v in args.size.split("x"))
-    rclpy.init()
-    node = rclpy.create_node("fake_camera", namespace=args.ns)
-    qos = _qos(args.pub_qos)
-    pubs = {"rgb": node.create_publisher(Image, "rgb/image_rect_color", qos),
-            "camera_info": node.create_publisher(CameraInfo, "rgb/camera_info", qos),
-            "depth": node.create_publisher(Image, "depth/image_rect", qos)}
-    deadline = time.monotonic() + 10.0
-    while time.monotonic() < deadline and not all(p.get_subscription_count() for p in pubs.values()):
-        time.sleep(0.05)
-    matched = all(p.get_subscription_count() for p in pubs.values())
-    time.sleep(0.3)
-    rng = np.random.default_rng(0)
-    rgb = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
-    depth = (1.0 + rng.random((H // 8, W // 8))).astype(np.float32)
-    period = 1.0 / args.rate
-    n = int(round(args.seconds * args.rate))
-    t_next = time.monotonic()
-    for i in range(n):
-        stamp = node.get_clock().now().nanoseconds
-        h = Header(frame_id="cam")
-        h.stamp.sec, h.stamp.nanosec = stamp // 10**9, stamp % 10**9
-        info = CameraInfo(header=h, width=W, height=H, distortion_model="plumb_bob")
-        info.k = np.array([W, 0, W / 2, 0, W, H / 2, 0, 0, 1], np.float64)
-        pubs["rgb"].publish(cv.build_message(Image, header=h, **cv.image_fields(rgb, "rgb8")))
-        pubs["camera_info"].publish(info)
-        pubs["depth"].publish(cv.build_message(Image, header=h, **cv.image_fields(depth, "32FC1")))
-        t_next += period
-        time.sleep(max(0.0, t_next - time.monotonic()))
-    time.sleep(0.5)
-    print(json.dumps({"sent": n, "matched": matched}), flush=True)
-    node.destroy_node()
-    rclpy.shutdown()
-    return 0
-
-
 def run_pairing(size: str, rate: float, pub_qos: str, sub_qos: str, seconds: float) -> dict:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -108,8 +57,8 @@ def run_pairing(size: str, rate: float, pub_qos: str, sub_qos: str, seconds: flo
     ex.add_node(node)
     th = threading.Thread(target=ex.spin, daemon=True)
     th.start()
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--publisher", "--ns", ns, "--size", size,
-                           "--rate", str(rate), "--pub-qos", pub_qos, "--seconds", str(seconds)],
+    proc = subprocess.run([sys.executable, "-m", "dada_ros.ros.fake_camera", "--ns", ns, "--size", size,
+                           "--rate", str(rate), "--qos", pub_qos, "--seconds", str(seconds)],
                           capture_output=True, text=True, timeout=seconds + 60)
     time.sleep(1.0)  # let the worker finish the last frame
     try:
@@ -128,18 +77,11 @@ def run_pairing(size: str, rate: float, pub_qos: str, sub_qos: str, seconds: flo
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--publisher", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--ns", default="/tr")
-    ap.add_argument("--size", default="640x480")
-    ap.add_argument("--rate", type=float, default=5.0)
-    ap.add_argument("--pub-qos", default="reliable", choices=RELIABILITIES)
-    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--seconds", type=float, default=3.0, help="publishing time per pairing")
     ap.add_argument("--sizes", default="640x480,1280x720")
     ap.add_argument("--rates", default="5,30")
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args(argv)
-    if args.publisher:
-        return publisher(args)
     rows = []
     print(f"{'size':>9} {'Hz':>3} {'publisher':>11} {'node sub':>11} {'match':>5} {'sent':>4} {'rgb in':>6} "
           f"{'info in':>7} {'depth in':>8} {'out':>4} {'counted':>7} {'pending':>7} {'uncounted':>9}", flush=True)
