@@ -102,11 +102,12 @@ def _auto_wants_triton(y: torch.Tensor) -> bool:
 
 
 def triton_agrees(device: torch.device, run: Callable[..., LoopStats]) -> bool:
-    """One-time self-test per device before ``auto`` trusts the Triton loop: 60 steps on a small
-    problem (non-integer ratio, an empty cell) must match the torch loop to 1e-4 relative. The
-    kernels are pinned to the torch loop in Triton's CPU interpreter by the tests, but a GPU, its
-    driver or compiler can still differ; a mismatch or an error warns once and ``auto`` stays on
-    the torch loop (same answer, slower)."""
+    """One-time self-test per device before ``auto`` trusts the Triton loop: 60 applications on a
+    small problem (non-integer ratio, an empty cell), plain and Chebyshev, must match the torch
+    loop to 1e-4 relative. The kernels are pinned to the torch loop in Triton's CPU interpreter
+    by the tests, but a GPU, its driver or compiler can still differ; a mismatch or an error warns
+    once and ``auto`` stays on the torch loop (same answer, slower). ``run`` has the signature of
+    :func:`~dada_ros.core.triton_loop.run_loop_triton` (plus ``schedule=``)."""
     key = str(device)
     if key not in _triton_agrees_on:
         g = torch.Generator().manual_seed(0)
@@ -117,11 +118,13 @@ def triton_agrees(device: torch.device, run: Callable[..., LoopStats]) -> bool:
         cv = torch.rand(1, 1, 23, 36, generator=g).to(device)
         ch = torch.rand(1, 1, 24, 35, generator=g).to(device)
         y0 = res.up(src).contiguous()
-        got, want = y0.clone(), y0.clone()
+        diff, why = 0.0, ""
         try:
-            run(got, src, valid, cv, ch, res, 0.24, 60, None, 25)
-            run_loop(want, src, valid, cv, ch, res, 0.24, 60, backend="torch")
-            diff = float(((got - want).abs() / want.abs()).max())
+            for schedule in (Schedule.plain(60), Schedule.chebyshev(60, 0.01)):
+                got, want = y0.clone(), y0.clone()
+                run(got, src, valid, cv, ch, res, 0.24, None, schedule=schedule)
+                run_loop(want, src, valid, cv, ch, res, 0.24, backend="torch", schedule=schedule)
+                diff = max(diff, float(((got - want).abs() / want.abs()).max()))
         except Exception as exc:  # noqa: BLE001 - any failure means: do not use it
             diff, why = math.nan, repr(exc)
         else:
@@ -305,8 +308,11 @@ def run_loop(
             raise ValueError("the fused backend needs numba and a CPU float32 tensor")
         impl = FusedLoop(*args)
     elif backend == "triton":
-        from .triton_loop import TritonLoop  # imports triton: only when asked for
+        from .triton_loop import TritonLoop, triton_available  # imports triton: only when asked for
 
+        if not triton_available(y):
+            raise ValueError("the triton backend needs triton and a CUDA float32 tensor "
+                             "(or TRITON_INTERPRET=1 on CPU)")
         impl = TritonLoop(*args)
     elif backend == "auto" and _auto_wants_triton(y):
         from .triton_loop import TritonLoop, warn_once

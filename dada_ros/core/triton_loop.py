@@ -51,10 +51,6 @@ try:  # triton is optional: without it CUDA tensors take the eager torch loop (s
 except Exception:  # pragma: no cover - ImportError, or a broken install failing at import
     HAVE_TRITON = False
 
-# Interval captures must be replayed a few times to pay for themselves (a capture costs about one
-# plain interval plus instantiation): capture only when this many full intervals remain.
-GRAPH_MIN_INTERVALS = 3
-
 # Multiply-adds contract to FMA (one rounding instead of two); stated explicitly because Triton
 # 3.9 warns that its default changes in 3.10.
 _OPTIONS = {"enable_fp_fusion": True}
@@ -91,9 +87,13 @@ def triton_available(y: torch.Tensor) -> bool:
 if HAVE_TRITON:
 
     @triton.jit
-    def _sweep_kernel(u_in, u_out, r, colsum, lcv, lch, rows_start, cols, H, W, h, w,
-                      BH: tl.constexpr, BW: tl.constexpr):
-        """One diffusion step on the factored iterate; grid (column tiles, h, B)."""
+    def _sweep_kernel(u_in, u_out, r, colsum, lcv, lch, rows_start, cols, z, y_out, wa, wb, H, W, h, w,
+                      SEMI: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
+        """One diffusion step on the factored iterate; grid (column tiles, h, B).
+
+        With SEMI the input iterate is wa*U*R + wb*Z (the weighted recurrence of
+        :mod:`.schedule`; Z = the iterate two applications back); this program also stores its
+        own pixels of that iterate to ``y_out`` for the recurrence two applications later."""
         tj = tl.program_id(0)
         cr = tl.program_id(1)
         b = tl.program_id(2)
@@ -137,6 +137,14 @@ if HAVE_TRITON:
             c = tl.load(ub_in + off + W, mask=m_dn, other=0.0) * rc
             left = tl.load(ub_in + off - 1, mask=m_l, other=0.0) * r_l[None, :]
             right = tl.load(ub_in + off + 1, mask=m_r, other=0.0) * r_r[None, :]
+            if SEMI:
+                zb = z + b * H * W
+                v = wa * v + wb * tl.load(zb + off, mask=m, other=0.0)
+                a = wa * a + wb * tl.load(zb + off - W, mask=m_up, other=0.0)
+                c = wa * c + wb * tl.load(zb + off + W, mask=m_dn, other=0.0)
+                left = wa * left + wb * tl.load(zb + off - 1, mask=m_l, other=0.0)
+                right = wa * right + wb * tl.load(zb + off + 1, mask=m_r, other=0.0)
+                tl.store(y_out + b * H * W + off, v, mask=m)
             # Missing links (image border) load as 0, so border pixels need no branch.
             k_up = tl.load(lcvb + off - W, mask=m_up, other=0.0)
             k_dn = tl.load(lcvb + off, mask=m_dn, other=0.0)
@@ -172,10 +180,11 @@ if HAVE_TRITON:
         tl.store(r + cell, s / (acc * ic + eps) + inv, mask=cm)
 
     @triton.jit
-    def _materialise_kernel(u, r, out, partial, rows, cols, H, W, h, w, eps,
-                            CHECK: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr):
-        """out = U * up(R); with CHECK, ``out`` holds the previous check's Y: write this tile's
-        max |Y - prev| / (|Y| + eps) to ``partial`` and then Y into ``out``.
+    def _materialise_kernel(u, r, z, out, partial, rows, cols, H, W, h, w, eps, wa, wb,
+                            SEMI: tl.constexpr, CHECK: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr):
+        """out = Y, the iterate: U * up(R), or wa*U*up(R) + wb*Z with SEMI; with CHECK, ``out``
+        holds the previous check's Y: write this tile's max |Y - prev| / (|Y| + eps) to
+        ``partial`` and then Y into ``out``.
         Grid (column tiles, row tiles, B)."""
         tj = tl.program_id(0)
         ti = tl.program_id(1)
@@ -190,6 +199,8 @@ if HAVE_TRITON:
         ratio = tl.load(r + b * h * w + ri[:, None] * w + cj[None, :], mask=m, other=1.0)
         off = b * H * W + i[:, None] * W + j[None, :]
         y = tl.load(u + off, mask=m, other=0.0) * ratio
+        if SEMI:
+            y = wa * y + wb * tl.load(z + off, mask=m, other=0.0)
         if CHECK:
             p = tl.load(out + off, mask=m, other=0.0)
             d = tl.abs(y - p) / (tl.abs(y) + eps)
@@ -205,10 +216,11 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-class _TritonLoop:
-    """Buffers, launch grids and launch helpers for one call of :func:`run_loop_triton`."""
+class TritonLoop:
+    """The Triton backend: buffers, launch grids and launches for one loop call; same contract as
+    :class:`dada_ros.core.loop.TorchLoop` (steps / change / result)."""
 
-    def __init__(self, y, source, valid, cv, ch, resampler: Resampler, lam: float) -> None:
+    def __init__(self, y, source, valid, cv, ch, resampler: Resampler, lam: float, semi: bool = False) -> None:
         B, C, H, W = y.shape
         if C != 1:
             raise ValueError(f"the triton loop takes (B, 1, H, W) depth, got {tuple(y.shape)}")
@@ -218,10 +230,15 @@ class _TritonLoop:
         dev = y.device
         f32 = torch.float32
         self.shape = (B, H, W, h, w)
+        self.semi = semi
         # U ping-pong starts from a copy, so ``y`` is untouched until the final write: a failure
         # mid-run leaves the caller's start intact (run_loop's fallback reruns from it).
         self.u = [y.detach().to(f32).contiguous().clone(), torch.empty((B, 1, H, W), dtype=f32, device=dev)]
         self.prev = self.u[0].clone()  # Y_0 (R_0 = 1): reference of the first check
+        # The weighted recurrence's materialised iterates (rotating; see fused_cpu._FusedItem).
+        # They start as Y0: their weight is 0 until they hold an iterate, but 0 * garbage is NaN.
+        self.ys = [self.u[0].clone() for _ in range(3)] if semi else [self.u[0]] * 3
+        self.k, self.sweeps, self.w_last = 0, 0, 1.0
         self.r = torch.ones((B, h, w), dtype=f32, device=dev)
         self.colsum = torch.empty((B, h, W), dtype=f32, device=dev)
         dummy = self.r  # stands in for empty link arrays (H or W == 1): every load is masked off
@@ -253,126 +270,119 @@ class _TritonLoop:
         self.grid_ratio = (triton.cdiv(w, self.BC), h, B)
         self.grid_mat = (triton.cdiv(W, self.TW), triton.cdiv(H, self.TH), B)
         self.partial = torch.zeros(self.grid_mat[0] * self.grid_mat[1] * B, dtype=f32, device=dev)
-        self.change = torch.zeros((), dtype=f32, device=dev)
+        self.change_t = torch.zeros((), dtype=f32, device=dev)
+        self.use_graph = y.is_cuda and not _graphs_broken
+        self.graphs: dict[tuple[int, int], "torch.cuda.CUDAGraph"] = {}  # (U index, steps) -> graph
+        self.seen: set[tuple[int, int]] = set()
 
-    def step(self, k: int) -> None:
-        """One iteration U[k] -> U[1-k] (and R updated in place)."""
-        B, H, W, h, w = self.shape
+    def _sweep(self, w: float) -> None:
+        """One application: U[k] -> U[1-k] (R updated in place), then the iterate's weight is w."""
+        B, H, W, h, w_ = self.shape
+        k = self.k
+        self.sweeps += 1
+        z = self.ys[(self.sweeps - 2) % 3]
+        y_out = self.ys[self.sweeps % 3]
         _sweep_kernel[self.grid_sweep](self.u[k], self.u[1 - k], self.r, self.colsum, self.lcv, self.lch,
-                                       self.rows_start, self.cols, H, W, h, w,
-                                       BH=self.BH, BW=self.BW, num_warps=self.sweep_warps, **_OPTIONS)
+                                       self.rows_start, self.cols, z, y_out, self.w_last, 1.0 - self.w_last,
+                                       H, W, h, w_, SEMI=self.semi, BH=self.BH, BW=self.BW,
+                                       num_warps=self.sweep_warps, **_OPTIONS)
         _ratio_kernel[self.grid_ratio](self.colsum, self.r, self.src0, self.invalid, self.inv_count,
-                                       self.cols_start, W, h, w, self.max_cell_w, EPS, BC=self.BC, **_OPTIONS)
+                                       self.cols_start, W, h, w_, self.max_cell_w, EPS, BC=self.BC, **_OPTIONS)
+        self.k = 1 - k
+        self.w_last = float(w)
 
-    def check(self, k: int) -> None:
-        """Max relative change of Y = U[k]*up(R) since the last check into ``self.change``."""
+    def steps(self, weights: np.ndarray) -> None:
+        n = len(weights)
+        key = (self.k, n)
+        # Plain chunks (all weights 1, no state but U and R) replay a CUDA graph: the first one of
+        # a kind runs plainly (it JIT-compiles the kernels, which must not happen inside a
+        # capture), the second is captured, later ones replay. Odd lengths swap U, hence the key.
+        if self.use_graph and not self.semi and key in self.seen and key not in self.graphs:
+            graph = _capture(self, n)
+            if graph is None:
+                self.use_graph = False
+            else:
+                self.graphs[key] = graph
+        if key in self.graphs:
+            self.graphs[key].replay()
+            self.k = self.k if n % 2 == 0 else 1 - self.k
+            self.sweeps += n
+            return
+        self.seen.add(key)
+        for w in weights:
+            self._sweep(w)
+
+    def _materialise(self, out: torch.Tensor, check: bool) -> None:
         B, H, W, h, w = self.shape
-        _materialise_kernel[self.grid_mat](self.u[k], self.r, self.prev, self.partial, self.rows, self.cols,
-                                           H, W, h, w, EPS, CHECK=True, TH=self.TH, TW=self.TW, **_OPTIONS)
-        torch.amax(self.partial, dim=0, out=self.change)
+        z = self.ys[(self.sweeps - 1) % 3]
+        _materialise_kernel[self.grid_mat](self.u[self.k], self.r, z, out, self.partial, self.rows, self.cols,
+                                           H, W, h, w, EPS, self.w_last, 1.0 - self.w_last, SEMI=self.semi,
+                                           CHECK=check, TH=self.TH, TW=self.TW, **_OPTIONS)
 
-    def interval(self, k: int, n: int) -> int:
-        """``n`` steps then a check, starting from U[k]; returns the new index of U."""
-        for _ in range(n):
-            self.step(k)
-            k = 1 - k
-        self.check(k)
-        return k
+    def change(self) -> float:
+        """Max relative change of the iterate since the last check (the one host sync per check)."""
+        self._materialise(self.prev, check=True)
+        torch.amax(self.partial, dim=0, out=self.change_t)
+        return float(self.change_t)
 
     def traffic(self) -> tuple[int, int]:
         """(bytes per step, bytes per check): every tensor each kernel reads or writes, counted
         once per launch (neighbour re-reads hit the cache; the R gathers count as the whole R)."""
         u, r = self.u[0].nbytes, self.r.nbytes
-        sweep = 2 * u + self.lcv.nbytes + self.lch.nbytes + r + self.colsum.nbytes \
+        sweep = (4 if self.semi else 2) * u + self.lcv.nbytes + self.lch.nbytes + r + self.colsum.nbytes \
             + self.rows_start.nbytes + self.cols.nbytes
         ratio = self.colsum.nbytes + self.src0.nbytes + self.invalid.nbytes + self.inv_count.nbytes \
             + self.cols_start.nbytes + r
-        check = 3 * u + r + self.rows.nbytes + self.cols.nbytes + 2 * self.partial.nbytes
+        check = (4 if self.semi else 3) * u + r + self.rows.nbytes + self.cols.nbytes + 2 * self.partial.nbytes
         return sweep + ratio, check
 
-    def write_result(self, k: int, y: torch.Tensor) -> None:
-        """y <- U[k] * up(R) (through a contiguous float32 buffer when y is not one)."""
-        B, H, W, h, w = self.shape
-        out = y if (y.is_contiguous() and y.dtype == torch.float32) else torch.empty_like(self.u[k])
-        _materialise_kernel[self.grid_mat](self.u[k], self.r, out, self.partial, self.rows, self.cols,
-                                           H, W, h, w, EPS, CHECK=False, TH=self.TH, TW=self.TW, **_OPTIONS)
+    def result(self, y: torch.Tensor) -> None:
+        """y <- the iterate (through a contiguous float32 buffer when y is not one)."""
+        out = y if (y.is_contiguous() and y.dtype == torch.float32) else torch.empty_like(self.u[self.k])
+        self._materialise(out, check=False)
         if out is not y:
             y.copy_(out)
 
 
-def _capture(loop: _TritonLoop, k: int, n: int) -> "torch.cuda.CUDAGraph | None":
-    """CUDA graph of ``loop.interval(k, n)``, or None (warned once) when capture fails."""
+def _capture(loop: TritonLoop, n: int) -> "torch.cuda.CUDAGraph | None":
+    """CUDA graph of ``n`` plain applications from the current U, or None (warned once) when
+    capture fails. Capturing records the launches without running them, so the loop's host-side
+    counters are restored afterwards."""
     global _graphs_broken
+    k, sweeps = loop.k, loop.sweeps
     try:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            loop.interval(k, n)
+            for _ in range(n):
+                loop._sweep(1.0)
         return graph
     except Exception as exc:  # pragma: no cover - needs a GPU
         _graphs_broken = True
         torch.cuda.synchronize()
         warn_once("triton-graph", f"CUDA graph capture of the triton loop failed ({exc!r}); using plain launches")
         return None
+    finally:
+        loop.k, loop.sweeps = k, sweeps
 
 
 def triton_traffic(y: torch.Tensor, source: torch.Tensor, valid: torch.Tensor, cv: torch.Tensor,
-                   ch: torch.Tensor, resampler: Resampler, check_every: int = 25) -> float:
-    """Bytes :func:`run_loop_triton` moves per iteration on these inputs (for roofline figures):
+                   ch: torch.Tensor, resampler: Resampler, check_every: int = 25, semi: bool = False) -> float:
+    """Bytes the Triton loop moves per application on these inputs (for roofline figures):
     one step plus 1/check_every of a check, from the buffers the kernels actually use."""
-    step, check = _TritonLoop(y, source, valid, cv, ch, resampler, 1.0).traffic()
+    step, check = TritonLoop(y, source, valid, cv, ch, resampler, 1.0, semi).traffic()
     return step + check / check_every
 
 
 @torch.no_grad()
 def run_loop_triton(y: torch.Tensor, source: torch.Tensor, valid: torch.Tensor, cv: torch.Tensor,
-                    ch: torch.Tensor, resampler: Resampler, lam: float, iterations: int,
-                    tol: float | None = None, check_every: int = 25, cuda_graph: bool = True) -> LoopStats:
-    """Same contract as :func:`dada_ros.core.loop.run_loop` (result written into ``y``), in Triton.
-
-    The batch runs together and stops when every item's max relative change over the last
-    ``check_every`` steps is below ``tol``, exactly like the torch loop (``residual`` is the worst
-    item's). ``cuda_graph``: replay the steady check interval from a CUDA graph (CUDA only; falls
-    back to plain launches if capture fails).
+                    ch: torch.Tensor, resampler: Resampler, lam: float, iterations: int | None,
+                    tol: float | None = None, check_every: int = 25, schedule=None) -> LoopStats:
+    """``run_loop(..., backend="triton")``: the plain loop, or ``schedule``.
 
     Raises:
         ValueError: when triton cannot run on ``y`` (see :func:`triton_available`) or shapes are wrong.
     """
-    if not triton_available(y):
-        raise ValueError("the triton backend needs triton and a CUDA float32 tensor (or TRITON_INTERPRET=1 on CPU)")
-    if check_every < 1:
-        raise ValueError(f"check_every must be >= 1, got {check_every}")
-    t0 = time.perf_counter()
-    stats = LoopStats()
-    loop = _TritonLoop(y, source, valid, cv, ch, resampler, lam)
-    use_graph = cuda_graph and y.is_cuda and not _graphs_broken
-    graphs: dict[int, torch.cuda.CUDAGraph] = {}  # keyed by the U index an interval starts from
-    k, it = 0, 0
-    while it < iterations:
-        n = min(check_every, iterations - it)
-        # The first interval runs plainly: it JIT-compiles the kernels, which must not happen
-        # inside a capture. Odd check_every swaps the U buffers, hence one graph per start index.
-        if use_graph and it > 0 and n == check_every and (k in graphs or iterations - it >= GRAPH_MIN_INTERVALS * n):
-            if k not in graphs:
-                graph = _capture(loop, k, n)
-                if graph is None:
-                    use_graph = False
-                else:
-                    graphs[k] = graph
-        if use_graph and k in graphs and n == check_every:
-            graphs[k].replay()
-            k = k if n % 2 == 0 else 1 - k
-        else:
-            k = loop.interval(k, n)
-        it += n
-        change = float(loop.change)  # the one host sync per check interval
-        stats.iterations = it
-        stats.residual = change
-        stats.residual_history.append(change)
-        if tol is not None and change < tol:
-            stats.converged = True
-            break
-    loop.write_result(k, y)
-    if y.is_cuda:
-        torch.cuda.synchronize(y.device)
-    stats.seconds = time.perf_counter() - t0
-    return stats
+    from .loop import run_loop
+
+    return run_loop(y, source, valid, cv, ch, resampler, lam, iterations, tol, check_every, backend="triton",
+                    schedule=schedule)

@@ -16,16 +16,8 @@ from dada_ros.core.solver import DadaSolver, FreeGuide, SolverConfig, coarse_sha
 CPU = torch.device("cpu")
 
 
-def with_holes(src, frac=0.15, seed=0):
-    src = src.copy()
-    rng = np.random.default_rng(seed)
-    holes = rng.random(src.shape) < frac
-    src[holes] = np.where(rng.random(holes.sum()) < 0.5, 0.0, np.nan)
-    return src
-
-
 @pytest.mark.parametrize("guide_shape,source_shape", [((96, 96), (12, 12)), ((96, 128), (35, 45)), ((90, 120), (23, 31))])
-def test_consistency_exact_with_holes_any_ratio(guide_shape, source_shape):
+def test_consistency_exact_with_holes_any_ratio(guide_shape, source_shape, with_holes):
     s = make_sample(seed=5, size=guide_shape, source_shape=source_shape)
     src = with_holes(np.nan_to_num(s.source, nan=0.0))
     res = upsample_depth(s.rgb, src, SolverConfig(iterations=300, max_fill_distance=np.inf))
@@ -70,22 +62,9 @@ def test_warm_start_from_converged_answer_is_much_faster():
     assert np.nanmax(np.abs(warm.depth - cold.depth)) < 0.01
 
 
-def loop_problem(seed, size, source_shape):
-    """A small generated loop problem with holes at a non-integer ratio: resampler, source,
-    valid mask, Y0 and the learning-free coefficients."""
-    s = make_sample(seed=seed, size=size, source_shape=source_shape)
-    res = Resampler(Partition(size, source_shape), CPU)
-    rgb = torch.from_numpy(s.rgb.astype(np.float32) / 255).permute(2, 0, 1)[None]
-    src = torch.from_numpy(np.nan_to_num(with_holes(s.source), nan=0.0))[None, None]
-    valid = src > 0
-    y0 = res.up(torch.where(valid, src, src[valid].mean())).contiguous()
-    cv, ch = coefficients_from_features(free_features(rgb, y0), 0.03)
-    return res, src, valid, y0, cv, ch
-
-
 @pytest.mark.parametrize("backend", ["torch", "fused"])
 @pytest.mark.parametrize("tol", [None, 1e-12])
-def test_fast_loop_matches_reference_steps(backend, tol):
+def test_fast_loop_matches_reference_steps(backend, tol, loop_problem):
     res, src, valid, y0, cv, ch = loop_problem(seed=4, size=(40, 56), source_shape=(9, 13))
     y_ref = y0.clone()
     for _ in range(50):
@@ -105,7 +84,7 @@ def test_fast_loop_matches_reference_steps(backend, tol):
 
 @pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
 @pytest.mark.parametrize("threads", [1, 2])
-def test_fused_loop_same_answer_for_any_thread_count(threads, monkeypatch):
+def test_fused_loop_same_answer_for_any_thread_count(threads, monkeypatch, loop_problem):
     """The fused sweep splits cell rows into one chunk per thread; each cell row reads only the
     previous step, so 1, 2 or 5 chunks (5 > threads: uneven chunks) give bit-identical results."""
     import dada_ros.core.fused_cpu as fused_cpu

@@ -23,25 +23,30 @@ import torch
 
 from dada_ros.core.loop import run_loop
 from dada_ros.core.resample import Partition, Resampler
+from dada_ros.core.schedule import Schedule
 
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
 needs_triton = pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed (pip install triton)")
 
-# name: guide (H, W), source (h, w), batch, hole fraction, iterations, check_every, tol rule
+# name: guide (H, W), source (h, w), batch, hole fraction, iterations, check_every, tol rule,
+# Chebyshev delta (None: the plain loop)
 CASES = {
-    "x4": ((24, 32), (6, 8), 1, 0.0, 30, 7, None),
-    "non_integer_holes": ((24, 32), (7, 9), 1, 0.25, 30, 7, None),
-    "batch2_holes": ((24, 32), (7, 9), 2, 0.2, 24, 6, None),
-    "tall_cells": ((40, 12), (2, 5), 1, 0.0, 20, 5, None),  # 20-row cells: two 16-row chunks
-    "one_row": ((1, 16), (1, 4), 1, 0.25, 12, 4, None),  # no vertical links at all
-    "tol_stop": ((24, 32), (6, 8), 1, 0.1, 60, 5, "stop at the third check"),
+    "x4": ((24, 32), (6, 8), 1, 0.0, 30, 7, None, None),
+    "non_integer_holes": ((24, 32), (7, 9), 1, 0.25, 30, 7, None, None),
+    "batch2_holes": ((24, 32), (7, 9), 2, 0.2, 24, 6, None, None),
+    "tall_cells": ((40, 12), (2, 5), 1, 0.0, 20, 5, None, None),  # 20-row cells: two 16-row chunks
+    "one_row": ((1, 16), (1, 4), 1, 0.25, 12, 4, None, None),  # no vertical links at all
+    "tol_stop": ((24, 32), (6, 8), 1, 0.1, 60, 5, "stop at the third check", None),
+    "cheb_x4": ((24, 32), (6, 8), 1, 0.0, 31, 7, None, 0.01),
+    "cheb_non_integer_holes_batch2": ((24, 32), (7, 9), 2, 0.25, 30, 4, None, 0.003),
+    "cheb_tall_cells": ((40, 12), (2, 5), 1, 0.1, 21, 5, None, 0.02),
 }
 LAM = 0.24
 
 
 def make_case(name: str):
     """Inputs of one case, identical in both processes (seeded torch CPU generator)."""
-    (H, W), (h, w), B, holes, iterations, check_every, tol_rule = CASES[name]
+    (H, W), (h, w), B, holes, iterations, check_every, tol_rule, delta = CASES[name]
     g = torch.Generator().manual_seed(sorted(CASES).index(name))
     res = Resampler(Partition((H, W), (h, w)), torch.device("cpu"))
     src = torch.rand(B, 1, h, w, generator=g) * 3 + 0.5
@@ -59,6 +64,15 @@ def make_case(name: str):
                         backend="torch").residual_history
         tol = math.sqrt(hist[1] * hist[2])
     return y0, src, valid, cv, ch, res, iterations, check_every, tol
+
+
+def case_schedule(name: str) -> Schedule:
+    """The loop schedule of a case (tolerance from :func:`make_case`'s last value)."""
+    _, _, _, _, iterations, check_every, _, delta = CASES[name]
+    tol = make_case(name)[-1]
+    if delta is None:
+        return Schedule.plain(iterations, tol, check_every)
+    return Schedule.chebyshev(iterations, delta, tol, check_every)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +93,7 @@ def interpreted(tmp_path_factory):
 def test_triton_loop_matches_torch_loop(interpreted, name):
     y0, src, valid, cv, ch, res, iterations, check_every, tol = make_case(name)
     y_ref = y0.clone()
-    ref = run_loop(y_ref, src, valid, cv, ch, res, LAM, iterations, tol, check_every, backend="torch")
+    ref = run_loop(y_ref, src, valid, cv, ch, res, LAM, backend="torch", schedule=case_schedule(name))
     y_tri = torch.from_numpy(np.load(interpreted / f"{name}.npy"))
     stats = json.loads((interpreted / f"{name}.json").read_text())
     assert float((y_ref - y0).abs().max()) > 1e-3  # the case does move y (the comparison means something)
@@ -110,18 +124,18 @@ def test_kernels_compile_for_cuda_ahead_of_time(arch):
     from dada_ros.core import triton_loop as tlp
 
     f, i, ip = "*fp32", "i32", "*i32"
-    sweep = dict(u_in=f, u_out=f, r=f, colsum=f, lcv=f, lch=f, rows_start=ip, cols=ip, H=i, W=i, h=i, w=i,
-                 BH="constexpr", BW="constexpr")
+    sweep = dict(u_in=f, u_out=f, r=f, colsum=f, lcv=f, lch=f, rows_start=ip, cols=ip, z=f, y_out=f,
+                 wa="fp32", wb="fp32", H=i, W=i, h=i, w=i, SEMI="constexpr", BH="constexpr", BW="constexpr")
     ratio = dict(colsum=f, r=f, src0=f, invalid=f, inv_count=f, cols_start=ip, W=i, h=i, w=i, max_cell_w=i,
                  eps="fp32", BC="constexpr")
-    mat = dict(u=f, r=f, out=f, partial=f, rows=ip, cols=ip, H=i, W=i, h=i, w=i, eps="fp32",
-               CHECK="constexpr", TH="constexpr", TW="constexpr")
+    mat = dict(u=f, r=f, z=f, out=f, partial=f, rows=ip, cols=ip, H=i, W=i, h=i, w=i, eps="fp32",
+               wa="fp32", wb="fp32", SEMI="constexpr", CHECK="constexpr", TH="constexpr", TW="constexpr")
     variants = [
-        (tlp._sweep_kernel, sweep, {"BH": 4, "BW": 128}, 4),
-        (tlp._sweep_kernel, sweep, {"BH": 16, "BW": 128}, 8),
+        (tlp._sweep_kernel, sweep, {"SEMI": False, "BH": 4, "BW": 128}, 4),
+        (tlp._sweep_kernel, sweep, {"SEMI": True, "BH": 16, "BW": 128}, 8),
         (tlp._ratio_kernel, ratio, {"BC": 128}, 4),
-        (tlp._materialise_kernel, mat, {"CHECK": True, "TH": 8, "TW": 128}, 4),
-        (tlp._materialise_kernel, mat, {"CHECK": False, "TH": 8, "TW": 128}, 4),
+        (tlp._materialise_kernel, mat, {"SEMI": False, "CHECK": True, "TH": 8, "TW": 128}, 4),
+        (tlp._materialise_kernel, mat, {"SEMI": True, "CHECK": False, "TH": 8, "TW": 128}, 4),
     ]
     for fn, sig, consts, warps in variants:
         kernel = triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", arch, 32),
@@ -150,14 +164,15 @@ def test_auto_falls_back_to_torch_loop_with_one_warning(monkeypatch):
 
     calls = []
 
-    def broken(y, *args, **kwargs):
-        calls.append(1)
-        raise RuntimeError("simulated PTX compile failure")
+    class broken:
+        def __init__(self, *args, **kwargs):
+            calls.append(1)
+            raise RuntimeError("simulated PTX compile failure")
 
     monkeypatch.setattr(fused_cpu, "fused_available", lambda y: False)
     monkeypatch.setattr(loop, "_auto_wants_triton", lambda y: not loop._triton_failed)
     monkeypatch.setattr(loop, "_triton_failed", False)
-    monkeypatch.setattr(triton_loop, "run_loop_triton", broken)
+    monkeypatch.setattr(triton_loop, "TritonLoop", broken)
     monkeypatch.setattr(triton_loop, "_warned", set())
     y0, src, valid, cv, ch, res, iterations, check_every, _ = make_case("x4")
     y_ref = y0.clone()
@@ -188,16 +203,16 @@ def test_auto_self_test_accepts_an_agreeing_loop_and_rejects_a_wrong_one(monkeyp
     monkeypatch.setattr(loop, "_triton_agrees_on", {})
     cpu = torch.device("cpu")
 
-    def same(y, *args):
-        return loop.run_loop(y, *args[:7], backend="torch")
+    def same(y, *args, **kwargs):
+        return loop.run_loop(y, *args[:7], backend="torch", **kwargs)
 
     assert loop.triton_agrees(cpu, same)
     monkeypatch.setattr(loop, "_triton_agrees_on", {})
     calls = []
 
-    def off(y, *args):
+    def off(y, *args, **kwargs):
         calls.append(1)
-        stats = loop.run_loop(y, *args[:7], backend="torch")
+        stats = loop.run_loop(y, *args[:7], backend="torch", **kwargs)
         y.mul_(1.01)
         return stats
 
@@ -205,10 +220,10 @@ def test_auto_self_test_accepts_an_agreeing_loop_and_rejects_a_wrong_one(monkeyp
         warnings.simplefilter("always")
         assert not loop.triton_agrees(cpu, off)
         assert not loop.triton_agrees(cpu, off)  # remembered: tested once per device
-    assert len(calls) == 1
+    assert len(calls) == 2  # one plain and one Chebyshev run, in the first call only
     assert any("self-test" in str(w.message) and "1.00e-02" in str(w.message) for w in caught)
 
-    def broken(y, *args):
+    def broken(y, *args, **kwargs):
         raise RuntimeError("no kernel image for this device")
 
     monkeypatch.setattr(loop, "_triton_agrees_on", {})
@@ -227,7 +242,7 @@ def _interpreter_main(out: Path) -> None:
     for name in sorted(CASES):
         y0, src, valid, cv, ch, res, iterations, check_every, tol = make_case(name)
         y = y0.clone()
-        stats = run_loop(y, src, valid, cv, ch, res, LAM, iterations, tol, check_every, backend="triton")
+        stats = run_loop(y, src, valid, cv, ch, res, LAM, backend="triton", schedule=case_schedule(name))
         np.save(out / f"{name}.npy", y.numpy())
         (out / f"{name}.json").write_text(json.dumps({
             "iterations": stats.iterations, "converged": stats.converged,

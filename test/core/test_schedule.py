@@ -1,0 +1,126 @@
+"""The loop schedule (core/schedule.py) and every CPU backend against the reference recurrence.
+
+The Triton backend is pinned to the torch backend on the same schedules in test_triton_loop.py
+(Triton's CPU interpreter runs in a subprocess there).
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dada_ros.core.errors import DadaInputError
+from dada_ros.core.fused_cpu import HAVE_NUMBA
+from dada_ros.core.loop import adjust_step, diffusion_step, run_loop
+from dada_ros.core.metrics import consistency_error
+from dada_ros.core.schedule import CHEBYSHEV_TABLE, Schedule, chebyshev_defaults, chebyshev_weights
+from dada_ros.core.solver import DadaSolver, SolverConfig
+
+
+BACKENDS = ["torch"] + (["fused"] if HAVE_NUMBA else [])
+
+
+def chebyshev_polynomial(k: int, x: float) -> float:
+    return math.cosh(k * math.acosh(x))
+
+
+def test_weights_are_the_chebyshev_ratios():
+    """w_1 = 1 and w_{k+1} = 2 T_k(1/rho) / (rho T_{k+1}(1/rho)) (Golub & Varga), from the recurrence."""
+    delta = 0.01
+    rho = 1 - delta
+    w = chebyshev_weights(40, delta)
+    want = [1.0] + [2 * chebyshev_polynomial(k, 1 / rho) / (rho * chebyshev_polynomial(k + 1, 1 / rho))
+                    for k in range(1, 40)]
+    np.testing.assert_allclose(w, want, rtol=1e-10)
+    assert np.all(w[1:] > 1) and np.all(w < 2)
+    assert w[-1] == pytest.approx(2 / (1 + math.sqrt(1 - rho**2)), rel=1e-3)  # the limit omega
+
+
+def test_schedule_parts_and_refusals():
+    s = Schedule.chebyshev(60, 1e-3, check_every=25)
+    assert len(s) == 60 and not s.is_plain
+    assert [len(c) for c in s.chunks()] == [25, 25, 10]
+    assert np.array_equal(np.concatenate(s.chunks()), s.weights)
+    assert Schedule.plain(7).is_plain and not Schedule.plain(7).should_stop(0.0)
+    assert Schedule.plain(7, tol=1e-3).should_stop(1e-4) and not Schedule.plain(7, tol=1e-3).should_stop(1e-2)
+    for bad in (lambda: chebyshev_weights(5, 0.0), lambda: chebyshev_weights(5, 1.0),
+                lambda: Schedule.plain(0), lambda: Schedule.plain(5, tol=-1.0),
+                lambda: Schedule.plain(5, check_every=0), lambda: Schedule("heavy-ball", np.ones(3)),
+                lambda: chebyshev_defaults(float("nan"))):
+        with pytest.raises(DadaInputError):
+            bad()
+
+
+def test_per_ratio_defaults_follow_the_table_and_interpolate():
+    for scale, delta, budget in CHEBYSHEV_TABLE:
+        assert chebyshev_defaults(scale) == pytest.approx((delta, budget))
+    # Between anchors: in between; beyond them: the end rows.
+    (s0, d0, n0), (s1, d1, n1) = CHEBYSHEV_TABLE[1], CHEBYSHEV_TABLE[2]
+    d, n = chebyshev_defaults(math.sqrt(s0 * s1))
+    assert min(d0, d1) <= d <= max(d0, d1) and min(n0, n1) <= n <= max(n0, n1)
+    assert chebyshev_defaults(2.0) == chebyshev_defaults(CHEBYSHEV_TABLE[0][0])
+    assert chebyshev_defaults(2.8) == chebyshev_defaults(CHEBYSHEV_TABLE[0][0])
+    assert chebyshev_defaults(100.0) == chebyshev_defaults(CHEBYSHEV_TABLE[-1][0])
+
+
+def reference_recurrence(y0, src, valid, cv, ch, res, lam, weights):
+    """The schedule's recurrence written out with the out-of-place reference steps, in float64:
+    adjust Y0, y_{k+1} = w_{k+1} (T(y_k) - y_{k-1}) + y_{k-1}, one final adjustment."""
+    d = torch.float64
+    src, cv, ch = src.to(d), cv.to(d), ch.to(d)
+
+    def T(y):
+        return adjust_step(diffusion_step(y, cv * lam, ch * lam), src, valid, res)
+
+    y = adjust_step(y0.to(d), src, valid, res)
+    prev = y
+    for w in weights:
+        y, prev = w * (T(y) - prev) + prev, y
+    return adjust_step(y, src, valid, res)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["chebyshev", "plain"])
+def test_backends_follow_the_reference_recurrence(backend, kind, loop_problem):
+    """Holes, a non-integer ratio and a batch of two with different coefficients."""
+    res, src, valid, y0, cv, ch = loop_problem(seed=4, size=(40, 52), source_shape=(11, 15))
+    res2, src2, valid2, y02, cv2, ch2 = loop_problem(seed=5, size=(40, 52), source_shape=(11, 15))
+    src, valid, y0 = torch.cat([src, src2]), torch.cat([valid, valid2]), torch.cat([y0, y02])
+    cv, ch = torch.cat([cv, cv2]), torch.cat([ch, ch2])
+    schedule = Schedule.chebyshev(45, 2e-3, check_every=10) if kind == "chebyshev" else Schedule.plain(45, None, 10)
+    want = reference_recurrence(y0, src, valid, cv, ch, res, 0.24, schedule.weights)
+    y = y0.clone()
+    stats = run_loop(y, src, valid, cv, ch, res, 0.24, backend=backend, schedule=schedule)
+    assert stats.iterations == 45 and len(stats.residual_history) == 5
+    assert float((want - y0).abs().max()) > 1e-2  # it moved: the comparison means something
+    rel = float(((y.double() - want).abs() / want.abs()).max())
+    assert rel < 2e-5, rel
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_semi_iteration_reaches_the_equilibrium_far_sooner(backend, loop_problem):
+    res, src, valid, y0, cv, ch = loop_problem(seed=7, size=(32, 32), source_shape=(8, 8))
+    eq = y0.clone()
+    run_loop(eq, src, valid, cv, ch, res, 0.24, 20000, backend=backend)  # converged: 40000 moves it < 2e-5
+    plain, semi = y0.clone(), y0.clone()
+    run_loop(plain, src, valid, cv, ch, res, 0.24, 200, backend=backend)
+    run_loop(semi, src, valid, cv, ch, res, 0.24, backend=backend, schedule=Schedule.chebyshev(200, 1e-3))
+    err_plain = float((plain - eq).abs().max())
+    err_semi = float((semi - eq).abs().max())
+    assert err_semi * 10 < err_plain, (err_semi, err_plain)
+
+
+def test_solver_default_is_consistent_with_holes_and_warm_start(with_holes):
+    """down(Y) == S on every valid cell for the default schedule, cold and warm-started."""
+    from dada_ros.core.scenes import make_sample
+
+    s = make_sample(seed=11, size=(90, 120), source_shape=(23, 31))
+    src = with_holes(np.nan_to_num(s.source, nan=0.0))
+    solver = DadaSolver(SolverConfig(max_fill_distance=np.inf))
+    cold = solver.solve(s.rgb, src)
+    assert cold.stats.schedule == "chebyshev" and cold.stats.iterations == chebyshev_defaults(cold.stats.scale)[1]
+    assert consistency_error(cold.depth, src) < 1e-5
+    warm = solver.solve(s.rgb, src, init=cold.depth * 1.05, iterations=20)
+    assert warm.stats.warm_start and warm.stats.iterations == 20
+    assert consistency_error(warm.depth, src) < 1e-5
