@@ -119,7 +119,7 @@ PARAMS: tuple[ParamSpec, ...] = (
               "the valid source cells within 1 cell, times 1 +- output_range_margin): clamp (keeping "
               "down(Y) = S exact), invalid (NaN) or off.", choices=OUTPUT_RANGE_MODES),
     ParamSpec("output_range_margin", DEFAULT_MARGIN, "Relative margin of the local source range "
-              "(0.1: 10% beyond the local min / max).", float_range=(0.0, 10.0)),
+              "(0.2: 20% beyond the local min / max; see README Output range).", float_range=(0.0, 10.0)),
     # --- outputs ---
     ParamSpec("output_encoding", "32FC1", "Encoding of depth_upsampled/image_rect: 32FC1 (metres, "
               "NaN invalid) or 16UC1 (millimetres, 0 invalid).", choices=OUTPUT_DEPTH_ENCODINGS),

@@ -48,9 +48,9 @@ def test_invalid_marks_exactly_the_outliers_and_off_changes_nothing() -> None:
     lo, hi = local_limits(src, 0.1)
     part = Partition(y.shape, src.shape)
     bad = (y < part.expand(lo)) | (y > part.expand(hi))
-    out, st = apply_output_range(y, src, OutputRangeConfig("invalid"))
+    out, st = apply_output_range(y, src, OutputRangeConfig("invalid", 0.1))
     np.testing.assert_array_equal(np.isnan(out), bad)
-    off, st_off = apply_output_range(y, src, OutputRangeConfig("off"))
+    off, st_off = apply_output_range(y, src, OutputRangeConfig("off", 0.1))
     np.testing.assert_array_equal(off, y)
     assert st_off["range_outliers"] == st["range_outliers"] == int(bad.sum())
 
