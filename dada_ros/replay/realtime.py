@@ -109,7 +109,7 @@ def run_realtime(cfg: RealtimeConfig) -> ReplayResult:
         log.note("--methods is ignored with --realtime: the live node runs its own method (parameters method, warm_start)")
     if cfg.launch_node:
         log.note(f"node launched with inputs {node_params['qos_reliability']} and outputs "
-                 f"{node_params['output_qos_reliability']} QoS (the node's defaults are best_effort; set them with "
+                 f"{node_params['output_qos_reliability']} QoS (the node's defaults: reliable inputs, best_effort outputs; set them with "
                  "--node-params qos_reliability:=best_effort,output_qos_reliability:=best_effort to include DDS loss)")
     env = dict(os.environ)
     if cfg.launch_node:
