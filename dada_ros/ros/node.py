@@ -481,7 +481,24 @@ class UpsampleNode(Node):
         if hasattr(self, "_slot"):
             self._slot.close()
             self._worker.join(timeout=30.0)
+            self._close_accounting()
         super().destroy_node()
+
+    def _close_accounting(self) -> None:
+        """At shutdown: what is still queued is dropped (``shutdown``), a set still waiting for
+        the worker too, and the per-topic balance goes to the log once."""
+        try:
+            self.sync.flush("shutdown")
+            if self._slot.take(0.0) is not None:
+                self.stats.drop_set("shutdown")
+            bal = self.stats.balance()
+            with self.stats.lock:
+                dropped = {t: dict(d) for t, d in self.stats.ledger.dropped.items()}
+            parts = [f"{t}: received {b['received']}, published {b['published']}, dropped "
+                     f"{sum(dropped[t].values())} {dropped[t] or ''}, uncounted {b['uncounted']}" for t, b in bal.items()]
+            self.get_logger().info("accounting at shutdown -- " + "; ".join(parts))
+        except Exception:  # noqa: BLE001 - shutdown must not fail on a report
+            pass
 
 
 def _incompatible_qos_callbacks(node: UpsampleNode, key: str) -> Any:

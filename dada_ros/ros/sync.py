@@ -309,6 +309,12 @@ class Synchronizer:
         """Messages waiting in each input's queue."""
         return self._impl.queued()
 
+    def flush(self, reason: str = "shutdown") -> None:
+        """Drop everything queued (each message reported to ``on_drop`` with ``reason``), e.g.
+        at shutdown, so the accounting closes with nothing pending."""
+        for i in range(len(self._last)):
+            self._impl.discard_after(i, -(1 << 62), reason)
+
     def reset(self) -> None:
         """Forget everything queued and every input's last stamp (queued messages: ``time_jump``)."""
         with self._guard:

@@ -69,6 +69,10 @@ def test_soak_1000_frames_no_uncounted_loss(ros_context, frames) -> None:
         assert values["depth: uncounted"] == "0" and values["rgb: uncounted"] == "0"
     finally:
         h.close()
+    # at shutdown what was still queued is counted too: published + counted == received, exactly
+    bal = h.node.stats.balance()
+    for k in KEYS:
+        assert bal[k]["pending"] == 0 and bal[k]["published"] + bal[k]["dropped"] == bal[k]["received"] == sent[k], bal
 
 
 def test_absurd_depth_values_are_invalid_pixels_or_a_counted_frame(ros_context, frames) -> None:
