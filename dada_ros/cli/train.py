@@ -13,6 +13,11 @@ Examples::
         --scales 2 4 8 --crop 64 --steps 150 --n-pre 400 --val-mode scenes --val-tile 0 --out runs/adapt
 
 Outputs: OUT/best.pt (use with --weights), OUT/last.pt (resume), OUT/log.csv, OUT/curve.png.
+
+Data-parallel (:mod:`dada_ros.learned.distributed`; ``--batch`` stays the global batch)::
+
+    torchrun --nproc_per_node 2 -m dada_ros.cli.train --out runs/lite      # 2 CPU processes (gloo)
+    torchrun --nproc_per_node 4 -m dada_ros.cli.train --device cuda ...    # 4 GPUs (nccl)
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import json
 import sys
 from dataclasses import fields
 
+from ..learned.distributed import BACKENDS, session
 from ..learned.train import TrainConfig, Trainer
 from .common import run_cli
 
@@ -40,6 +46,8 @@ HELP = {
     "n_grad": "steps with gradient after the no-grad ones",
     "n_pre_min": "no-grad steps drawn from [n_pre_min x N_pre(s), N_pre(s)] (paper: 0)",
     "segment": "activation checkpointing every k unrolled steps (0: off)",
+    "solve": "split: n_pre no-grad + n_grad steps with gradient; full: gradient through the whole default "
+             "(Chebyshev) solve",
     "lr_step": "StepLR step size in optimiser steps",
     "clip": "gradient-norm clipping (0: off)",
     "tof_prob": "fraction of training sources made ToF-like (noise, dropouts)",
@@ -93,15 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(flag, **kw)
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--dist-backend", choices=BACKENDS, default="auto",
+                   help="under torchrun: gloo (CPU) or nccl (CUDA); auto chooses by --device")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
-    no_resume, quiet = args.pop("no_resume"), args.pop("quiet")
+    no_resume, quiet, backend = args.pop("no_resume"), args.pop("quiet"), args.pop("dist_backend")
     cfg = TrainConfig(**args)
-    summary = Trainer(cfg, resume=not no_resume, progress=not quiet).run()
-    print(json.dumps(summary, indent=2, default=float))
+    # Outside torchrun the session is the single process (nothing initialised, the old code path).
+    with session(backend, cfg.device) as world:
+        summary = Trainer(cfg, resume=not no_resume, progress=not quiet, world=world).run()
+        if world.is_main:
+            print(json.dumps(summary | ({"world_size": world.size} if world.distributed else {}),
+                         indent=2, default=float))
     return 0
 
 

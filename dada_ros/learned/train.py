@@ -43,6 +43,7 @@ from ..core.device import resolve_device, set_cpu_threads
 from ..core.errors import DadaInputError
 from ..core.solver import FreeGuide
 from .datasets.base import Batch, CropSampler, collate, make_example, sampling_problem
+from .distributed import SINGLE, World
 from .model import GuideConfig, GuideNet, load_checkpoint, save_checkpoint
 from .unroll import masked_mse_cm2, unrolled_solve
 
@@ -363,13 +364,17 @@ def plot_curve(csv_path: Path, png_path: Path, ylabel: str = "10 x L1 (m)") -> N
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: bool = True, progress: bool = True):
+    """One training run. ``world``: this process's place in a torchrun job
+    (:mod:`dada_ros.learned.distributed`; default: one process, the code path unchanged)."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = True, progress: bool = True, world: World | None = None):
         cfg.validate()
         self.cfg = cfg
         self.progress = progress
+        self.world = world or SINGLE
         # torch AND the fused loop's numba threads (the no-grad steps run there): see set_cpu_threads.
         set_cpu_threads(max(1, int(cfg.threads)))
-        self.device = resolve_device(cfg.device)
+        self.device = self.world.device(resolve_device(cfg.device))
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.rng = np.random.default_rng(cfg.seed)
@@ -398,8 +403,11 @@ class Trainer:
         self.csv_path, self.png_path = self.out / "log.csv", self.out / "curve.png"
         if resume and self.last_path.exists():
             self._resume()
-        elif self.csv_path.exists():
+        elif self.csv_path.exists() and self.world.is_main:
             self.csv_path.unlink()
+        self.world.check_agreement(asdict(cfg), self.step, cfg.batch)
+        # What the training forward calls: the net itself, or the net in DDP (batch norm over ranks).
+        self.model = self.world.wrap(self.net, self.device)
 
     # ----------------------------------------------------------------- state
     def _resume(self) -> None:
@@ -427,6 +435,8 @@ class Trainer:
         return m
 
     def save_last(self) -> None:
+        if not self.world.is_main:
+            return
         resume = {
             "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "step": self.step,
             "elapsed": self.elapsed, "best_val": self.best_val,
@@ -436,12 +446,24 @@ class Trainer:
         save_checkpoint(self.last_path, self.net, self._meta(), extra={"resume": resume})
 
     def _log(self, row: dict) -> None:
+        if not self.world.is_main:
+            return
         new = not self.csv_path.exists()
         with open(self.csv_path, "a", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
             if new:
                 w.writeheader()
             w.writerow({k: row.get(k, "") for k in LOG_FIELDS})
+
+    def _loss(self, pred: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, float, list[float]]:
+        """(loss to back-propagate, its value, per-example losses of the whole batch); under
+        torchrun the mean over the GLOBAL batch's valid pixels (:meth:`World.global_loss`)."""
+        per_example = per_example_loss(pred, batch, self.cfg)
+        if self.world.distributed:
+            return self.world.global_loss(_masked_error(pred, batch, self.cfg), batch.gt_valid, per_example,
+                                          self.cfg.batch)
+        loss = training_loss(pred, batch, self.cfg)
+        return loss, float(loss.detach()), per_example.tolist()
 
     # ----------------------------------------------------------------- loop
     def run(self) -> dict:
@@ -456,8 +478,10 @@ class Trainer:
         if self._hard_state:
             sampler.load_pool_state(self._hard_state)
         self.sampler = sampler
-        val_scenes = open_scenes(cfg, "val")
-        if cfg.val_mode == "scenes":
+        val_scenes = open_scenes(cfg, "val") if self.world.is_main else None
+        if not self.world.is_main:
+            validate = None  # rank 0 alone validates (the others wait in their next collective)
+        elif cfg.val_mode == "scenes":
             if "val_free" not in self.meta:
                 _, free_all, free_per = evaluate_scenes(None, val_scenes, cfg, self.device)
                 self.meta["val_free"] = {"loss": 1.0, "mse_cm2": free_all, "mse_cm2_per_scale": free_per}
@@ -477,29 +501,28 @@ class Trainer:
 
             def validate():
                 return evaluate_batches(self.net, val_batches, cfg, self.device)
-        if self.step == 0:
+        if self.step == 0 and self.world.is_main:
             v_loss, v_mse = validate()
             self.best_val = v_loss
             self._log({"step": 0, "seconds": 0.0, "lr": cfg.lr, "loss": v_loss, "val_loss": v_loss,
                        "val_mse_cm2": v_mse, "kappa": float(self.net.kappa.detach())})
             save_checkpoint(self.best_path, self.net, self._meta() | {"val_loss": v_loss, "val_mse_cm2": v_mse})
         bar = None
-        if self.progress:
+        if self.progress and self.world.is_main:
             from tqdm import tqdm
 
             bar = tqdm(total=cfg.steps, initial=self.step, desc="dada-train", mininterval=20, smoothing=0.05)
         t_start = time.perf_counter() - self.elapsed
         stop_reason = "steps"
         while self.step < cfg.steps:
-            batch = sampler.batch(cfg.batch).to(self.device)
+            batch = self.world.shard(sampler.batch(cfg.batch)).to(self.device)  # this rank's share
             top = cfg.n_pre_max(batch.scale)
             n_pre = int(self.rng.integers(int(round(cfg.n_pre_min * top)), top + 1))
-            pred = unrolled_solve(self.net, batch, n_pre, cfg.n_grad, cfg.lam, cfg.segment)
-            loss = training_loss(pred, batch, cfg)
-            sampler.record(batch.scale, sampler.last_keys, per_example_loss(pred, batch, cfg).tolist())
+            pred = unrolled_solve(self.model, batch, n_pre, cfg.n_grad, cfg.lam, cfg.segment)
+            loss, loss_value, example_losses = self._loss(pred, batch)
+            sampler.record(batch.scale, sampler.last_keys, example_losses)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 raise RuntimeError(f"loss became {loss_value} at step {self.step}; last good state is {self.last_path}")
             if cfg.clip > 0:
@@ -511,7 +534,7 @@ class Trainer:
             row = {"step": self.step, "seconds": round(self.elapsed, 2), "lr": self.sched.get_last_lr()[0],
                    "scale": batch.scale, "n_pre": n_pre, "n_grad": cfg.n_grad, "loss": loss_value,
                    "kappa": float(self.net.kappa.detach())}
-            if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+            if self.world.is_main and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
                 v_loss, v_mse = validate()
                 row.update(val_loss=v_loss, val_mse_cm2=v_mse)
                 if v_loss < self.best_val:
@@ -526,14 +549,16 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss_value:.3f}", s=batch.scale, refresh=False)
             if self.step % cfg.ckpt_every == 0:
                 self.save_last()
-            if cfg.time_limit_min and self.elapsed > 60 * cfg.time_limit_min:
+            if cfg.time_limit_min and self.world.any(self.elapsed > 60 * cfg.time_limit_min):
                 stop_reason = "time limit"
                 break
         self.save_last()
         if bar:
             bar.close()
         unit = "L1 (m)" if cfg.loss == "l1" else "squared error (m^2)"
-        plot_curve(self.csv_path, self.png_path, f"{cfg.loss_weight:g} x {unit}")
+        if self.world.is_main:
+            plot_curve(self.csv_path, self.png_path, f"{cfg.loss_weight:g} x {unit}")
+        self.world.barrier()  # every rank returns once rank 0's files are written
         return {"steps": self.step, "seconds": self.elapsed, "best_val_loss": self.best_val,
                 "val_free": self.meta.get("val_free"), "stopped": stop_reason,
                 "best": str(self.best_path), "last": str(self.last_path)}
