@@ -121,3 +121,30 @@ def test_overfit_tiny_batch(batch):
         opt.step()
         losses.append(float(loss.detach()))
     assert np.mean(losses[-3:]) < 0.85 * losses[0], losses
+
+
+def test_full_solve_forward_equals_the_solver_loop_and_checkpointing_keeps_the_gradient(batch):
+    """Training through the whole Chebyshev solve: the prediction is what the in-place loop of the
+    solver returns for the same schedule, and segmented checkpointing gives the same gradient."""
+    from dada_ros.core.loop import run_loop
+    from dada_ros.core.schedule import Schedule
+
+    schedule = Schedule.chebyshev(30, 0.01)
+    net = _net()
+    pred = unrolled_solve(net, batch, 0, 0, schedule=schedule)
+    masked_l1(pred, batch.gt, batch.gt_valid).backward()
+    g_full = _grads(net)
+    assert g_full["log_kappa"] is not None and g_full["log_kappa"].abs() > 0
+    with torch.no_grad():
+        part = Partition(tuple(batch.rgb.shape[-2:]), tuple(batch.source.shape[-2:]))
+        res = Resampler(part, batch.rgb.device)
+        cv, ch = net.coefficients(net(batch.rgb, batch.y0, part.scale))
+        y = batch.y0.clone().contiguous()
+        src = torch.where(batch.valid, batch.source, torch.zeros_like(batch.source))
+        run_loop(y, src, batch.valid, cv, ch, res, 0.24, backend="torch", schedule=schedule)
+    torch.testing.assert_close(pred.detach(), y, rtol=1e-4, atol=1e-5)
+    net.zero_grad()
+    masked_l1(unrolled_solve(net, batch, 0, 0, segment=7, schedule=schedule), batch.gt, batch.gt_valid).backward()
+    for k, g in _grads(net).items():
+        if g is not None:
+            torch.testing.assert_close(g, g_full[k], rtol=1e-4, atol=1e-7)
