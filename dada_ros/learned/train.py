@@ -41,6 +41,7 @@ import torch
 
 from ..core.device import resolve_device, set_cpu_threads
 from ..core.errors import DadaInputError
+from ..core.schedule import Schedule
 from ..core.solver import FreeGuide
 from .datasets.base import Batch, CropSampler, collate, make_example, sampling_problem
 from .distributed import SINGLE, World
@@ -85,6 +86,10 @@ class TrainConfig:
     # (weaker edges), not for the equilibrium's quality, which is what inference returns.
     n_pre_min: float = 0.0
     n_grad: int = 32
+    # "split": n_pre no-grad plain steps then n_grad steps with gradient (the paper's pass);
+    # "full": the gradient flows through the whole default solve (Schedule.for_ratio: the
+    # Chebyshev semi-iteration the solver runs at inference), n_pre / n_grad unused.
+    solve: str = "split"
     segment: int = 0  # activation checkpointing every k unrolled steps (0: off)
     lam: float = 0.24
     lr: float = 1e-3  # authors: 1e-4; 1e-3 measurably better for lite-unet (see module docstring)
@@ -138,6 +143,8 @@ class TrainConfig:
             raise DadaInputError("n_grad must be >= 1 (the gradient flows only through these steps)")
         if self.n_pre < 0 or self.batch < 1 or self.steps < 1:
             raise DadaInputError("n_pre must be >= 0, batch and steps >= 1")
+        if self.solve not in ("split", "full"):
+            raise DadaInputError(f"solve must be split or full, got {self.solve!r}")
         if self.n_pre_scaling not in ("linear", "none"):
             raise DadaInputError(f"n_pre_scaling must be linear or none, got {self.n_pre_scaling!r}")
         if self.loss not in LOSSES:
@@ -164,6 +171,10 @@ class TrainConfig:
 
     def n_pre_max(self, scale: int) -> int:
         return int(round(self.n_pre * scale / 8)) if self.n_pre_scaling == "linear" else self.n_pre
+
+    def schedule(self, scale: float) -> Schedule | None:
+        """The schedule the unrolled pass differentiates through (None: the split pass)."""
+        return Schedule.for_ratio(scale) if self.solve == "full" else None
 
 
 def open_scenes(cfg: TrainConfig, split: str):
@@ -286,7 +297,7 @@ def evaluate_batches(net, batches: list[Batch], cfg: TrainConfig, device: torch.
     losses, mses = [], []
     for b in batches:
         b = b.to(device)
-        pred = unrolled_solve(net, b, cfg.n_pre_max(b.scale), cfg.n_grad, cfg.lam)
+        pred = unrolled_solve(net, b, cfg.n_pre_max(b.scale), cfg.n_grad, cfg.lam, schedule=cfg.schedule(b.scale))
         losses.append(float(training_loss(pred, b, cfg)))
         mses.append(float(masked_mse_cm2(pred, b.gt, b.gt_valid)))
     net.train(was_training)
@@ -518,7 +529,8 @@ class Trainer:
             batch = self.world.shard(sampler.batch(cfg.batch)).to(self.device)  # this rank's share
             top = cfg.n_pre_max(batch.scale)
             n_pre = int(self.rng.integers(int(round(cfg.n_pre_min * top)), top + 1))
-            pred = unrolled_solve(self.model, batch, n_pre, cfg.n_grad, cfg.lam, cfg.segment)
+            pred = unrolled_solve(self.model, batch, n_pre, cfg.n_grad, cfg.lam, cfg.segment,
+                                  schedule=cfg.schedule(batch.scale))
             loss, loss_value, example_losses = self._loss(pred, batch)
             sampler.record(batch.scale, sampler.last_keys, example_losses)
             self.opt.zero_grad(set_to_none=True)
