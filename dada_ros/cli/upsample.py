@@ -3,7 +3,8 @@
 Contract (other tooling depends on it)::
 
     dada-upsample --guide RGB.png --source DEPTH.(npy|png|tiff) --out OUT.npy
-        [--method dada-free|dada|bicubic|nearest|jbf|guided|fgs] [--iterations N] [--tol T]
+        [--method dada-free|dada|bicubic|nearest|jbf|guided|fgs] [--schedule chebyshev|plain]
+        [--iterations N] [--tol T]
         [--init PREV_OUT.npy [--init-guide PREV_RGB.png]] [--warm-mode cold|naive|flow]
         [--warm-iterations N] [--device auto|cpu|cuda] [--stats STATS.json]
 
@@ -35,6 +36,7 @@ from ..core.errors import DadaInputError
 from ..core.image_io import read_depth, read_guide, write_depth_npy
 from ..core.methods import DADA_METHODS, METHODS, make_solver, run_method
 from ..core.pipeline import FramePipeline, WarmConfig
+from ..core.schedule import SCHEDULES
 from ..core.solver import DEFAULT_LAMBDA, DEFAULT_MAX_ITERATIONS, SolverConfig
 from .common import run_cli, write_json
 
@@ -47,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="low-res depth: .npy metres, 16-bit .png mm, .tif(f)")
     p.add_argument("--out", required=True, help="output .npy (float32 metres, NaN = no estimate)")
     p.add_argument("--method", default="dada-free", choices=METHODS)
-    p.add_argument("--iterations", type=int, help="fixed number of diffusion-adjustment steps")
+    p.add_argument("--schedule", default="chebyshev", choices=SCHEDULES,
+                   help="loop schedule: chebyshev (default: the semi-iteration, ~100-200 applications per "
+                        "cold frame) or plain (the paper's loop; with --iterations 8000 the paper's method)")
+    p.add_argument("--iterations", type=int, help="fixed number of applications of the diffusion-adjustment step")
     p.add_argument("--tol", type=float, help="stop when the max relative change per check is below this")
     p.add_argument("--max-iterations", type=int, default=DEFAULT_MAX_ITERATIONS, help="cap with --tol / default")
     p.add_argument("--init", help="previous output / warm start Y0 (.npy metres at guide resolution)")
@@ -115,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.warm_iterations is not None and args.warm_iterations < 1:
         raise DadaInputError(f"--warm-iterations must be >= 1, got {args.warm_iterations}")
     config = SolverConfig(
-        lam=args.lam, iterations=args.iterations, tol=args.tol, max_iterations=args.max_iterations,
-        coarse_to_fine=args.coarse_to_fine, max_fill_distance=args.max_fill_distance, device=args.device,
+        lam=args.lam, schedule=args.schedule, iterations=args.iterations, tol=args.tol,
+        max_iterations=args.max_iterations, coarse_to_fine=args.coarse_to_fine, max_fill_distance=args.max_fill_distance, device=args.device,
     )
     config.validate()
     if args.method in DADA_METHODS:
