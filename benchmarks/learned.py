@@ -54,7 +54,7 @@ def section_table(args, tof: bool) -> dict:
     scales = SCALES if not tof else (4, 8, 16)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     rep = evaluate(generated_scenes(seeds, (256, 256)), scales, METHODS, None, weights=args.weights,
-                   source_fn=tof_source_fn() if tof else None)
+                   source_fn=tof_source_fn() if tof else None, models=dict(m.split("=", 1) for m in args.model))
     kind = "ToF-like sources" if tof else "block-average sources"
     title = f"\n### Held-out generated scenes (seeds {seeds.start}..{seeds.stop - 1}, 256x256), {kind}"
     print(format_table(rep, title), flush=True)
@@ -128,13 +128,14 @@ def section_adapt(args) -> dict:
                    "--batch", "4", "--steps", str(args.adapt_steps), "--n-pre", "800", "--n-pre-min", "0.25",
                    "--n-grad", "16", "--lr", "1e-4", "--loss", "l2", "--tof-prob", "0", "--val-mode", "scenes",
                    "--val-tile", "0", "--val-every", str(max(1, args.adapt_steps // 4)), "--bag-val-frames", "4",
-                   "--out", str(run), "--quiet", "--no-resume"] + args.adapt_train_args, log)
+                   "--threads", str(args.threads), "--out", str(run), "--quiet", "--no-resume"]
+             + args.adapt_train_args, log)
     out = {}
     for label, methods, weights in (("shipped", "dada-free,dada", init), ("adapted", "dada", str(run / "best.pt"))):
         dest = work / f"replay_{label}"
         if not (dest / "metrics.json").exists():
             _run(py + ["dada_ros.cli.replay", "--bag", str(second), "--out", str(dest), "--methods", methods,
-                       "--weights", weights, "--no-bag", "--no-progress"], log)
+                       "--weights", weights, "--no-bag", "--no-progress", "--threads", str(args.threads)], log)
         summ = json.load(open(dest / "metrics.json"))["summary"]
         for m in methods.split(","):
             out["dada-free" if m == "dada-free" else f"dada ({label})"] = summ[m]
@@ -310,7 +311,7 @@ def main() -> None:
     ap.add_argument("--real-dir", help="realdata folder (default ../shared/realdata or $DADA_REALDATA)")
     ap.add_argument("--real-split", default="all", help="realdata split: all | train | val | test")
     ap.add_argument("--model", action="append", default=[], metavar="LABEL=CKPT",
-                    help="real: one more learned model row (repeatable), e.g. adapted=runs/a/best.pt")
+                    help="table / tof / real: one more learned model row (repeatable), e.g. adapted=runs/a/best.pt")
     ap.add_argument("--real", action="store_true", help="add the real-data section (same as --only ... real)")
     ap.add_argument("--adapt-dir", help="adapt: work folder (kept; reruns reuse what is there)")
     ap.add_argument("--adapt-frames", type=int, default=64, help="adapt: frames of the sample bag")

@@ -152,10 +152,12 @@ def format_table(report: dict, title: str = "") -> str:
     for m in methods:
         cells = [res[m][s] for s in scales]
         lines.append(f"| {m} | " + " | ".join(f"{c['mse_cm2']:.3g} / {c['mae_cm']:.3g}" for c in cells) + " |")
+    learned = [m for m in methods if m == "dada" or m not in METHODS]  # dada and extra model rows
     for ref in ("dada-free", "bicubic"):
-        if "dada" in res and ref in res:
-            ratio = [res["dada"][s]["mse_cm2"] / res[ref][s]["mse_cm2"] for s in scales]
-            lines.append(f"| dada / {ref} (MSE) | " + " | ".join(f"{r:.2f}" for r in ratio) + " |")
+        for m in learned:
+            if ref in res:
+                ratio = [res[m][s]["mse_cm2"] / res[ref][s]["mse_cm2"] for s in scales]
+                lines.append(f"| {m} / {ref} (MSE) | " + " | ".join(f"{r:.2f}" for r in ratio) + " |")
     return "\n".join(lines)
 
 

@@ -20,7 +20,8 @@ the ratios x4 / x8 / x16 (linear in log2 s between them, constant outside). A ga
 exactly DADA-free -- where the network does not help on real data the gate stays shut -- and one
 is the network alone. The gate is a trainable parameter and is chosen on real validation scenes
 (:mod:`dada_ros.learned.gate`). Gated features carry C network channels, DADA-free's 4 and one
-constant alpha channel, so the solver's ``features`` / ``coefficients`` protocol is unchanged.
+constant alpha channel, so the solver's ``features`` / ``coefficients`` protocol is unchanged; at
+inference a shut ratio skips F altogether (DADA-free's 4 channels and alpha only: DADA-free's cost).
 
 Checkpoint (``torch.save`` of a plain dict, loaded with ``weights_only=True``)::
 
@@ -161,6 +162,10 @@ class GuideNet(nn.Module):
         if not self.config.architecture.startswith("lite-unet"):
             return self.net(x, None)
         base = coef.free_features(rgb01, depth_up)
+        if self.config.gate and not (self.training or torch.is_grad_enabled()):
+            alpha = self.gate_value(scale)
+            if float(alpha) == 0.0:  # shut at this ratio: DADA-free's features alone, F is not run
+                return torch.cat([base, alpha.to(base.dtype).expand(base.shape[0], 1, *base.shape[2:])], dim=1)
         if not self.config.scale_film:
             f = self.net(x, base)
         else:
@@ -183,8 +188,10 @@ class GuideNet(nn.Module):
         if not self.config.gate:
             return coef.coefficients_from_features(features, self.kappa)
         C = self.config.channels
+        fv, fh = coef.coefficients_from_features(features[:, -5:-1], coef.DEFAULT_KAPPA)
+        if features.shape[1] == 5:  # a shut gate's features (see forward): exactly DADA-free
+            return fv, fh
         cv, ch = coef.coefficients_from_features(features[:, :C], self.kappa)
-        fv, fh = coef.coefficients_from_features(features[:, C:C + 4], coef.DEFAULT_KAPPA)
         alpha = features[:, C + 4:C + 5, :1, :1]
         return fv + alpha * (cv - fv), fh + alpha * (ch - fh)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dada_ros.core.errors import DadaInputError
-from dada_ros.core.resample import fill_invalid_nearest, initial_upsample
+from dada_ros.core.resample import fill_holes, initial_upsample
 from dada_ros.core.scenes import block_average
 from dada_ros.learned.datasets import open_dataset
 from dada_ros.learned.datasets.base import CropSampler, RGBDScene, collate, make_example, tiles
@@ -38,7 +38,7 @@ def test_example_and_collate_follow_the_solver():
     assert not bool(b.valid[0, 0, 0, 0]) and float(b.source[0, 0, 0, 0]) == 0.0
     assert not bool(b.gt_valid[0, 0, 5, 9]) and float(b.gt[0, 0, 5, 9]) == 0.0
     valid = np.isfinite(ex.source)
-    filled, _ = fill_invalid_nearest(np.nan_to_num(ex.source), valid)
+    filled, _ = fill_holes(np.nan_to_num(ex.source), valid, "average")
     np.testing.assert_allclose(b.y0[0, 0].numpy(), initial_upsample(filled, (16, 16)), rtol=1e-6)
 
 

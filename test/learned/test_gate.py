@@ -34,8 +34,13 @@ def test_shut_gate_gives_exactly_dada_free_coefficients():
     fcv, fch = free.coefficients(free.features(rgb, d))
     with torch.no_grad():
         for scale in (2.0, 4.0, 5.5, 8.0, 16.0, 32.0):
-            cv, ch = net.coefficients(net(rgb, d, scale))
+            f = net(rgb, d, scale)
+            assert f.shape[1] == 5  # inference skips F where the gate is shut
+            cv, ch = net.coefficients(f)
             assert torch.equal(cv, fcv) and torch.equal(ch, fch)
+    net.train()  # training runs F (the gate's gradient needs it): still exactly DADA-free
+    cv, ch = net.coefficients(net(rgb, d, 8.0))
+    assert torch.equal(cv, fcv) and torch.equal(ch, fch)
 
 
 def test_open_gate_gives_the_network_and_interpolates_in_log_ratio():

@@ -6,7 +6,7 @@ resolution, which DADA's code uses):
 
 * source = block average over the VALID ground-truth pixels of each s x s cell (nanmean; a cell
   without one is invalid), exactly :func:`dada_ros.core.scenes.block_average`;
-* Y0 / the network's depth input = the solver's own cold start (nearest hole fill, bicubic,
+* Y0 / the network's depth input = the solver's own cold start (hole fill by rim averaging, bicubic,
   clamped to the source range), so training sees what inference sees;
 * training crops are random, flipped horizontally with p = 0.5, and rejected when less than 80 %
   of the ground truth or 90 % of the source cells are valid (as the authors do);
@@ -22,7 +22,7 @@ from typing import Iterator, Protocol, Sequence
 import numpy as np
 import torch
 
-from ...core.resample import fill_invalid_nearest, initial_upsample
+from ...core.resample import fill_holes, initial_upsample
 from ...core.scenes import block_average
 
 
@@ -89,7 +89,7 @@ def collate(examples: Sequence[Example]) -> Batch:
         gt_valid = np.isfinite(ex.gt) & (ex.gt > 0)
         valid = np.isfinite(ex.source) & (ex.source > 0)
         src = np.where(valid, ex.source, 0).astype(np.float32)
-        filled, _ = fill_invalid_nearest(src, valid)
+        filled, _ = fill_holes(src, valid, "average")  # the solver's default Y0 hole fill
         y0s.append(initial_upsample(filled, ex.gt.shape, "bicubic"))
         rgbs.append(ex.rgb.astype(np.float32).transpose(2, 0, 1) / 255.0)
         gts.append(np.where(gt_valid, ex.gt, 0).astype(np.float32))
