@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 RELIABILITIES = ("reliable", "best_effort")
 
 
-def run_pairing(size: str, rate: float, pub_qos: str, sub_qos: str, seconds: float) -> dict:
+def run_pairing(size: str, rate: float, pub_qos: str, sub_qos: str, seconds: float, qos_depth: int) -> dict:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
@@ -48,7 +48,7 @@ def run_pairing(size: str, rate: float, pub_qos: str, sub_qos: str, seconds: flo
     ns = "/tr" + uuid.uuid4().hex[:8]
     ctx = rclpy.context.Context()
     rclpy.init(context=ctx)
-    params = {"qos_reliability": sub_qos, "max_iterations": 20, "warm_start": "off", "torch_threads": 1,
+    params = {"qos_reliability": sub_qos, "qos_depth": qos_depth, "max_iterations": 20, "warm_start": "off", "torch_threads": 1,
               "device": "cpu", "publish_points": False}
     node = UpsampleNode(context=ctx, namespace=ns, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
     # compile / warm the solver first (numba JIT), so the first frame measures transport, not that
@@ -71,7 +71,7 @@ def run_pairing(size: str, rate: float, pub_qos: str, sub_qos: str, seconds: flo
     th.join(5.0)
     node.destroy_node()
     rclpy.shutdown(context=ctx)
-    return {"size": size, "rate": rate, "pub": pub_qos, "sub": sub_qos, "sent": sent["sent"],
+    return {"size": size, "rate": rate, "pub": pub_qos, "sub": sub_qos, "qos_depth": qos_depth, "sent": sent["sent"],
             "matched": sent["matched"], "balance": bal, "qos_incompatible": counters.get("qos_incompatible", 0)}
 
 
@@ -80,20 +80,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="publishing time per pairing")
     ap.add_argument("--sizes", default="640x480,1280x720")
     ap.add_argument("--rates", default="5,30")
+    ap.add_argument("--publishers", default="reliable,best_effort", help="publisher reliabilities to run")
+    ap.add_argument("--subscriptions", default="reliable,best_effort", help="node qos_reliability values to run")
+    ap.add_argument("--qos-depths", default="", help="node qos_depth values to run (default: the node's default)")
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args(argv)
+    from dada_ros.ros.parameters import PARAMS_BY_NAME
+
+    depths = [int(d) for d in args.qos_depths.split(",")] if args.qos_depths else [PARAMS_BY_NAME["qos_depth"].default]
     rows = []
-    print(f"{'size':>9} {'Hz':>3} {'publisher':>11} {'node sub':>11} {'match':>5} {'sent':>4} {'rgb in':>6} "
+    print(f"{'size':>9} {'Hz':>3} {'publisher':>11} {'node sub':>11} {'depth':>5} {'match':>5} {'sent':>4} {'rgb in':>6} "
           f"{'info in':>7} {'depth in':>8} {'out':>4} {'counted':>7} {'pending':>7} {'uncounted':>9}", flush=True)
     for size in args.sizes.split(","):
         for rate in (float(r) for r in args.rates.split(",")):
-            for pub in RELIABILITIES:
-                for sub in RELIABILITIES:
-                    r = run_pairing(size, rate, pub, sub, args.seconds)
+            for pub, sub, depth in ((p, q, d) for p in args.publishers.split(",") for q in args.subscriptions.split(",")
+                                    for d in depths):
+                    r = run_pairing(size, rate, pub, sub, args.seconds, depth)
                     rows.append(r)
                     b = r["balance"]
                     counted = sum(b[t]["dropped"] for t in b)
-                    print(f"{size:>9} {rate:3.0f} {pub:>11} {sub:>11} {'yes' if r['matched'] else 'NO':>5} {r['sent']:4d} "
+                    print(f"{size:>9} {rate:3.0f} {pub:>11} {sub:>11} {depth:5d} {'yes' if r['matched'] else 'NO':>5} {r['sent']:4d} "
                           f"{b['rgb']['received']:6d} {b['camera_info']['received']:7d} {b['depth']['received']:8d} "
                           f"{b['rgb']['published']:4d} {counted:7d} {sum(b[t]['pending'] for t in b):7d} "
                           f"{sum(b[t]['uncounted'] for t in b):9d}", flush=True)
