@@ -97,3 +97,37 @@ def test_refusals_through_the_real_set_parameters_service(ros_context) -> None:
         assert h.node.get_parameter("lambda").value == 0.2499
     finally:
         h.close()
+
+
+class _StandInUpdater:
+    """What upstream diagnostic_updater.Updater does with the period: declares
+    ``diagnostic_updater.period`` itself (an override wins) and runs a timer."""
+
+    def __init__(self, node, period: float = 1.0):
+        self.period = node.declare_parameter("diagnostic_updater.period", period).value
+        self.tasks = []
+        self.timer = node.create_timer(self.period, lambda: None)
+
+    def setHardwareID(self, hwid: str) -> None:  # noqa: N802 - upstream's name
+        self.hwid = hwid
+
+    def add(self, name, fn) -> None:
+        self.tasks.append((name, fn))
+
+
+def test_with_diagnostic_updater_there_is_one_period_parameter(ros_context, monkeypatch) -> None:
+    import types
+
+    from ros_harness import Harness
+
+    mod = types.ModuleType("diagnostic_updater")
+    mod.Updater = _StandInUpdater
+    monkeypatch.setitem(__import__("sys").modules, "diagnostic_updater", mod)
+    h = Harness(ros_context, {DIAGNOSTICS_PERIOD_PARAM: 0.3})
+    try:
+        assert h.node.diagnostics.backend == "diagnostic_updater"
+        names = [n for n in h.node._parameters if "period" in n]
+        assert names == [DIAGNOSTICS_PERIOD_PARAM]  # declared once, by the Updater
+        assert h.node.diagnostics.updater.period == 0.3 and h.node._settings.diagnostics_period == 0.3
+    finally:
+        h.close()
