@@ -342,9 +342,10 @@ class UpsampleNode(Node):
         self._hand(2, decoded)
 
     def _hand(self, index: int, decoded: Decoded) -> None:
-        """Into the synchroniser: from here its fate is the synchroniser's / the worker's."""
-        self._tls.handed = True
+        """Into the synchroniser: from here its fate is the synchroniser's / the worker's (an
+        exception before it got there leaves the fate to the callback guard)."""
         self.sync.add(index, decoded)
+        self._tls.handed = True
 
     def _on_sync_drop(self, index: int, reason: str) -> None:
         self.stats.drop_message(INPUT_KEYS[index], reason)
@@ -379,6 +380,7 @@ class UpsampleNode(Node):
             self._reset_requested = True
 
     def _on_synced(self, rgb: Decoded, info: Decoded, depth: Decoded) -> None:
+        self._tls.handed = True  # the message being added is in this set now, whatever follows
         self.stats.synced()
         self.stats.set_entered()
         if self._slot.put((rgb, info, depth)):
