@@ -6,6 +6,7 @@ Usage::
         [--gt-topic /depth_gt/image_rect] [--topics rgb=/cam/color,depth=/tof/depth,...]
         [--device auto|cpu|cuda] [--warm-iterations 50] [--node-params NAME:=VALUE,...]
         [--cold-every N] [--max-frames N] [--realtime]
+    dada-replay --bag BAG1 BAG2 ... --out DIR [--jobs N]     # many bags: DIR/<bag name>/, DIR/bags.json
     dada-replay --make-sample DIR [--frames 64] [--size 640x480] [--source-size 160x120] [--seed 0]
 
 Offline (default): reads BAG with ``rosbags`` (no ROS install needed), synchronises the inputs
@@ -13,7 +14,9 @@ with the node's synchroniser, runs every method through the node's per-frame pip
 against the ground-truth topic, and writes DIR/metrics.json (incrementally), DIR/frames.jsonl,
 DIR/report.md with PNG figures and DIR/output_bag (upsampled depth, camera_info, point cloud).
 ``--realtime`` instead plays BAG at bag rate into a running ``upsample_node`` over rclpy and
-records what comes back (drops, latency, scores).
+records what comes back (drops, latency, scores). Several bags: each is replayed into
+DIR/<bag name>/ (``--jobs N`` worker processes at once, each bag's scores identical to a serial
+run's at the same ``--threads``) and DIR/bags.json pools their scores.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "and MODE flow (default, the node's) | naive | cold; N = iterations per warm "
                                        "frame (flow/naive) or per frame (cold; default: equilibrium).")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--bag", type=Path, help="rosbag2 bag: directory, .mcap or .db3")
+    src.add_argument("--bag", type=Path, nargs="+", help="rosbag2 bag(s): directory, .mcap or .db3")
     src.add_argument("--make-sample", type=Path, metavar="DIR", help="write the synthetic sample bag to DIR and exit")
     p.add_argument("--out", type=Path, help="output folder (created); required with --bag")
     p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated (default {DEFAULT_METHODS})")
@@ -68,7 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bag-storage", choices=("mcap", "sqlite3"), default="mcap", help="storage of written bags")
     p.add_argument("--bag-all-methods", action="store_true", help="output bag: every method's depth, not only the first")
     p.add_argument("--snapshots", type=int, default=4, help="frames shown in detail in the report")
+    p.add_argument("--no-report", action="store_true",
+                   help="offline: no report.md and figures (metrics.json, frames.jsonl, bags.json only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="several bags: replay up to N at once in worker processes (each gets cpus/N threads "
+                        "unless --threads is given)")
     p.add_argument("--realtime", action="store_true", help="play into a live upsample_node over rclpy")
     p.add_argument("--rate", type=float, default=1.0, help="--realtime: playback rate factor")
     p.add_argument("--launch-node", action=argparse.BooleanOptionalAction, default=True,
@@ -162,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         return make_sample(args)
     if args.out is None:
         raise DadaInputError("--out DIR is required with --bag")
+    if args.jobs < 1:
+        raise DadaInputError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.realtime and len(args.bag) > 1:
+        raise DadaInputError("--realtime plays one bag into one live node: give a single --bag")
     from ..replay.evaluate import ReplayConfig, run_replay
     from ..replay.methods import RunnerSettings, parse_methods
     from ..replay.report import format_summary
@@ -190,11 +202,13 @@ def main(argv: list[str] | None = None) -> int:
 
         set_cpu_threads(node.torch_threads)
     command = " ".join([PROG] + [shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)])
+    if len(args.bag) > 1:
+        return replay_many(args, specs, topics, RunnerSettings(node=node, device=device), command)
     cfg = ReplayConfig(
-        bag=args.bag, out=args.out, methods=specs, topics=topics, settings=RunnerSettings(node=node, device=device),
+        bag=args.bag[0], out=args.out, methods=specs, topics=topics, settings=RunnerSettings(node=node, device=device),
         cold_every=args.cold_every, max_frames=args.max_frames, write_bag=not args.no_bag,
         bag_storage=args.bag_storage, bag_all_methods=args.bag_all_methods, snapshots=args.snapshots,
-        progress=not args.no_progress, command=command,
+        report=not args.no_report, progress=not args.no_progress, command=command,
     )
     if args.realtime:
         from ..replay.realtime import RealtimeConfig, run_realtime
@@ -209,6 +223,31 @@ def main(argv: list[str] | None = None) -> int:
     print(format_summary(result.metrics, result.report))
     processed = (result.metrics.get("input") or {}).get("frames_processed", 0)
     return 0 if result.status.startswith("complete") and processed else 1
+
+
+def replay_many(args: argparse.Namespace, specs, topics, settings, command: str) -> int:
+    """Several bags, ``--jobs`` at a time: DIR/<bag name>/ each, DIR/bags.json, a pooled table."""
+    from ..replay.evaluate import ReplayConfig, prepare_out_dir
+    from ..replay.many import bag_out_dirs, bags_report, format_pooled, run_many
+    from ..replay.report import format_summary
+    from .common import write_json
+
+    outs = bag_out_dirs(args.bag, args.out)
+    prepare_out_dir(args.out)
+    cfgs = [ReplayConfig(bag=bag, out=out, methods=specs, topics=topics, settings=settings,
+                         cold_every=args.cold_every, max_frames=args.max_frames, write_bag=not args.no_bag,
+                         bag_storage=args.bag_storage, bag_all_methods=args.bag_all_methods,
+                         snapshots=args.snapshots, report=not args.no_report, progress=not args.no_progress,
+                         command=command)
+            for bag, out in zip(args.bag, outs)]
+    outcomes = run_many(cfgs, args.jobs, threads=args.threads, progress=not args.no_progress)
+    for o in outcomes:
+        if o.result is not None:
+            print(format_summary(o.result.metrics, o.result.report))
+    report = bags_report(outcomes, args.jobs)
+    write_json(str(args.out / "bags.json"), report)
+    print(format_pooled(report))
+    return 0 if len(outcomes) == len(cfgs) and all(o.ok for o in outcomes) else 1
 
 
 def _terminate(signum: int, frame: object) -> None:

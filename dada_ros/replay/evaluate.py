@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -70,8 +70,10 @@ class ReplayConfig:
     bag_storage: str = "mcap"
     bag_all_methods: bool = False
     snapshots: int = 4
+    report: bool = True  # report.md and its figures (the slow part of a short bag)
     progress: bool = True
     command: str = ""
+    on_frame: Callable[[], None] | None = None  # called after each frame (progress of parallel replays)
 
     def validate(self) -> None:
         if int(self.cold_every) != self.cold_every or self.cold_every < 1:
@@ -238,6 +240,8 @@ class _Replay:
                     post["mse"] = f"{rec['mse_cm2']:.1f}"
                 self.bar.set_postfix(post, refresh=False)
             self.bar.update(1)
+        if self.cfg.on_frame is not None:
+            self.cfg.on_frame()
 
 
 def run_replay(cfg: ReplayConfig) -> ReplayResult:
@@ -250,10 +254,7 @@ def run_replay(cfg: ReplayConfig) -> ReplayResult:
     with BagReader(cfg.bag) as reader:
         bag_topics = reader.topics
         topics = cfg.topics.resolve(bag_topics)
-        counts = {t: bag_topics[t].count for t in topics.inputs()}
-        expected = min(counts[topics.rgb], counts[topics.depth])
-        if cfg.max_frames:
-            expected = min(expected, cfg.max_frames)
+        expected = _expected_frames(cfg, topics, bag_topics)
         runners = build_runners(cfg.methods, cfg.settings)
         header = metrics_header(
             cfg, "offline", topics, bag_topics,
@@ -305,11 +306,23 @@ def run_replay(cfg: ReplayConfig) -> ReplayResult:
                 _finish_counters(log, state, gt, status)
             log.update(output_bag={"path": str(out_bag_path), "topics": out_counts} if outbag else None)
             log.close(status)
-    report = write_report(out, log.data, state.snapshots if state else [])
+    report = write_report(out, log.data, state.snapshots if state else []) if cfg.report else None
     if failure is not None:
         _warn(f"partial results written to {out}")
         raise failure
     return ReplayResult(log.data, out, report, out_bag_path if outbag else None, status)
+
+
+def _expected_frames(cfg: ReplayConfig, topics: TopicMap, bag_topics: dict[str, TopicInfo]) -> int:
+    counts = {t: bag_topics[t].count for t in topics.inputs()}
+    expected = min(counts[topics.rgb], counts[topics.depth])
+    return min(expected, cfg.max_frames) if cfg.max_frames else expected
+
+
+def expected_frames(cfg: ReplayConfig) -> int:
+    """Frames the replay of ``cfg.bag`` will offer (from the bag's metadata; progress totals)."""
+    with BagReader(cfg.bag) as reader:
+        return _expected_frames(cfg, cfg.topics.resolve(reader.topics), reader.topics)
 
 
 def _stream(reader: BagReader, topics: TopicMap, cfg: ReplayConfig, state: _Replay) -> str:
@@ -376,5 +389,6 @@ def _finish_counters(log: MetricsLog, state: _Replay, gt: GroundTruthStream | No
         _warn(text)
 
 
-__all__ = ["ReplayConfig", "ReplayResult", "run_replay", "prepare_out_dir", "metrics_header", "check_no_output_bag",
+__all__ = ["ReplayConfig", "ReplayResult", "run_replay", "expected_frames", "prepare_out_dir", "metrics_header",
+           "check_no_output_bag",
            "decode_input", "check_frame"]
