@@ -68,3 +68,21 @@ def test_sensor_data_qos_stays_selectable(ros_context) -> None:
         assert h.wait(lambda: h.node.stats.ledger.received["depth"] >= sent["sent"] // 2, 10)
     finally:
         h.close()
+
+
+def test_transport_loss_is_not_reported_as_fine(ros_context) -> None:
+    """The issue's case: best-effort subscription of a reliable 640x480 publisher. When RGB
+    frames are lost before the node, /diagnostics must not say all is well."""
+    h = Harness(ros_context, {"qos_reliability": "best_effort", "qos_depth": 5, "max_iterations": 5,
+                              "warm_start": "off", "diagnostic_updater.period": 0.5})
+    try:
+        sent = camera(h.ns, "reliable", rate=10.0, seconds=3.0)
+        assert h.wait(lambda: h.node.stats.ledger.received["depth"] >= sent["sent"] * 0.9, 10)
+        led = h.node.stats.ledger.received
+        if led["rgb"] >= 0.8 * led["depth"]:
+            pytest.skip(f"the transport lost too little this time (rgb {led['rgb']} / depth {led['depth']})")
+        warned = [s.message for a in h.diagnostics for s in a.status
+                  if s.name.endswith(("accounting", "input")) and s.level == b"\x01"]
+        assert any("arrives at" in m or "Frequency too low" in m for m in warned), warned
+    finally:
+        h.close()
