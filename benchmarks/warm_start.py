@@ -141,8 +141,9 @@ def mean_flow_px(frames: list[Frame]) -> float:
 
 def run_sequence(frames: list[Frame], solver: DadaSolver, warm: WarmConfig) -> list[dict]:
     """Per scored frame: cold, pipeline and forced-warm MSE, iterations and the pipeline's decision."""
-    probe_cfg = WarmConfig(mode="flow", warm_iterations=warm.warm_iterations, max_age=1e9, max_init_ratio_error=1e9,
-                           align=PROBE_ALIGN, accept=PROBE_ACCEPT, cold_refine=False)
+    probe_cfg = WarmConfig(mode="flow", warm_iterations=warm.warm_iterations, warm_schedule=warm.warm_schedule,
+                           max_age=1e9, max_init_ratio_error=1e9, max_photometric_error=1.0, max_exposure_gain=1e9,
+                           min_exposure_gain=1e-9, align=PROBE_ALIGN, accept=PROBE_ACCEPT, cold_refine=False)
     pipe = FramePipeline(solver, warm)
     probe = FramePipeline(solver, probe_cfg)
     recs = []
@@ -233,8 +234,12 @@ def main(argv=None) -> int:
                    help="rendered ICL-NUIM sequences (skipped when ../shared/realdata is absent)")
     p.add_argument("--methods", nargs="+", choices=("dada-free", "dada"), default=["dada-free", "dada"])
     p.add_argument("--warm-iterations", type=int, default=WarmConfig().warm_iterations)
+    p.add_argument("--warm-schedule", choices=("plain", "solver"), default=WarmConfig().warm_schedule,
+                   help="loop of a warm frame: plain steps, or the solver's schedule restarted from Y0")
     p.add_argument("--schedule", help="solver schedule (when the solver has one), e.g. chebyshev | plain")
     p.add_argument("--no-accept", action="store_true", help="the pipeline without the acceptance test (comparison)")
+    p.add_argument("--reject-cell-error", type=float, help="AcceptConfig.reject_cell_error (default: its default)")
+    p.add_argument("--max-photometric-error", type=float, help="WarmConfig.max_photometric_error")
     p.add_argument("--no-cold-refine", action="store_true", help="no cold budget on cold-initialised crops")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--per-frame", action="store_true", help="print every scored frame")
@@ -248,13 +253,17 @@ def main(argv=None) -> int:
         from dada_ros.core.device import set_cpu_threads
 
         set_cpu_threads(a.threads)
-    warm = WarmConfig(mode="flow", warm_iterations=a.warm_iterations, max_age=1e9,
+    warm = WarmConfig(mode="flow", warm_iterations=a.warm_iterations, warm_schedule=a.warm_schedule, max_age=1e9,
                       accept=PROBE_ACCEPT if a.no_accept else None, cold_refine=not a.no_cold_refine)
+    if a.reject_cell_error is not None and not a.no_accept:
+        warm.accept = AcceptConfig(reject_cell_error=a.reject_cell_error)
+    if a.max_photometric_error is not None:
+        warm.max_photometric_error = a.max_photometric_error
     warm.validate()
     cfg = _solver_config(a.schedule)
     print(f"# warm start benchmark: generated {size[1]}x{size[0]} x{a.scale}, {n} scored frames per motion; "
           f"ICL-NUIM renders 640x480 x{a.scale}, 4 scored frames each; source {a.noise}; {a.warm_iterations} warm "
-          f"iterations; schedule {a.schedule or 'solver default'}; CPU, {a.threads or 'default'} thread(s)", flush=True)
+          f"iterations ({a.warm_schedule}); schedule {a.schedule or 'solver default'}; CPU, {a.threads or 'default'} thread(s)", flush=True)
     t_all = time.perf_counter()
     rows, records = [], {}
     seqs: list[tuple[str, str, object]] = [("generated", m, None) for m in a.motions]

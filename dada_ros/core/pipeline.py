@@ -51,11 +51,13 @@ from .errors import DadaInputError
 from .inputs import check_pair
 from .output_range import OutputRangeConfig, apply_output_range
 from .resample import Resampler, cell_index, valid_source_mask
+from .schedule import Schedule
 from .solver import DadaSolver
 from .warm_accept import AcceptConfig, accept_prior
 from .warm_start import AlignConfig, align_frames
 
 WARM_MODES = ("off", "naive", "flow")
+WARM_SCHEDULES = ("plain", "solver")
 
 
 @dataclass
@@ -65,6 +67,10 @@ class WarmConfig:
     # clean and ToF sources) 1.5-3% lower MSE than 100, and half the work. At 320x240 the two are
     # within a few % either way (pan prefers 100, rotation 50).
     warm_iterations: int = 50
+    # Loop of a warm frame: "plain" = warm_iterations plain steps from the warped Y0 (a short fixed
+    # run keeps the fused detail); "solver" = the solver's own schedule (the Chebyshev
+    # semi-iteration by default) restarted from Y0 with warm_iterations applications.
+    warm_schedule: str = "plain"
     max_age: float = 0.5  # seconds between frames beyond which the previous output is stale
     # Median |down(Y0) / S - 1| over valid cells above this means the previous output does not fit
     # the new measurement (a cut, a 1-frame glitch): start cold rather than leave a ghost. Tested
@@ -77,6 +83,23 @@ class WarmConfig:
     # of the tile starts cold). False: they only get the warm run (bicubic start + warm_iterations).
     cold_refine: bool = True
     cold_refine_min_fraction: float = 0.05
+    # ... unless those crops would cover more than this fraction of the image: then the frame starts
+    # cold (as cheap, and what was measured to be as good: benchmarks/warm_start.py, big_pan).
+    max_cold_area: float = 0.5
+    # Exposure: the previous guide is scaled to the current one (AlignConfig.compensate_exposure)
+    # so the alignment survives an exposure / white-balance change, but the prior was solved on a
+    # guide of another contrast: when any channel's gain leaves [min, max] the frame starts cold.
+    # Measured (320x240, benchmarks/warm_start.py exposure): brighter by 1.2-1.6 lost 2-11% warm
+    # with dada-free; darker by 0.45-0.8 won 15-19% with dada-free but lost 54% with dada.
+    max_exposure_gain: float = 1.1
+    min_exposure_gain: float = 0.9
+    # Photometric error of the flow (mean |flow-warped previous gray - current gray|, [0, 1]) above
+    # which the alignment is not trusted for a warm start (the cut test, AlignConfig.cut_photometric,
+    # is far looser). Measured on generated 320x240 sequences: every frame whose forced warm start
+    # lost by > 5% had >= 0.014 (motion blur, 4x frame drops, large baselines, a fast moving
+    # object); smooth and hand-held motions that won had <= 0.010, the ICL-NUIM living-room
+    # renders 0.009-0.010. A noisier real camera raises the floor: this errs towards cold.
+    max_photometric_error: float = 0.013
     # Young-pixel refinement (flow mode; see the module docstring): extra steps per frame on tiles
     # of young pixels. Off by default: it helped small images (320x240 pan: 0.96 -> 0.94 x cold)
     # but made no difference at 640x480 for ~11 ms a frame. 300 is the measured setting.
@@ -88,6 +111,8 @@ class WarmConfig:
     def validate(self) -> None:
         if self.mode not in WARM_MODES:
             raise DadaInputError(f"warm start mode must be one of {', '.join(WARM_MODES)}, got {self.mode!r}")
+        if self.warm_schedule not in WARM_SCHEDULES:
+            raise DadaInputError(f"warm_schedule must be one of {', '.join(WARM_SCHEDULES)}, got {self.warm_schedule!r}")
         if int(self.warm_iterations) != self.warm_iterations or self.warm_iterations < 1:
             raise DadaInputError(f"warm_iterations must be an integer >= 1, got {self.warm_iterations}")
         if not self.max_age > 0:
@@ -102,6 +127,13 @@ class WarmConfig:
             raise DadaInputError(f"refine_tile_cells must be an integer >= 1, got {self.refine_tile_cells}")
         if not 0 < self.refine_min_fraction <= 1:
             raise DadaInputError(f"refine_min_fraction must be in (0, 1], got {self.refine_min_fraction}")
+        if not 0 < self.max_photometric_error <= 1:
+            raise DadaInputError(f"max_photometric_error must be in (0, 1], got {self.max_photometric_error}")
+        if not 0 < self.max_cold_area <= 1:
+            raise DadaInputError(f"max_cold_area must be in (0, 1], got {self.max_cold_area}")
+        if not 0 < self.min_exposure_gain <= 1 <= self.max_exposure_gain:
+            raise DadaInputError(f"exposure gain bounds must satisfy 0 < min <= 1 <= max, got "
+                                 f"{self.min_exposure_gain}, {self.max_exposure_gain}")
         if not 0 < self.cold_refine_min_fraction <= 1:
             raise DadaInputError(f"cold_refine_min_fraction must be in (0, 1], got {self.cold_refine_min_fraction}")
         if self.align is not None:
@@ -132,6 +164,53 @@ def _pixel_ranges(fine: int, coarse: int) -> np.ndarray:
     return np.searchsorted(cell_index(fine, coarse), np.arange(coarse + 1)).astype(np.int64)
 
 
+def _refine_boxes(young: np.ndarray, source_shape: tuple[int, int], tile_cells: int,
+                  min_fraction: float) -> tuple[np.ndarray, np.ndarray, list]:
+    """Tiles of young pixels grouped into crops: (tile row starts, tile col starts, boxes).
+
+    Each box is (t0, t1, j0, j1, selection) in tile units, ``selection`` the young tiles inside it.
+    """
+    H, W = young.shape
+    h, w = source_shape
+    rs, cs = _pixel_ranges(H, h), _pixel_ranges(W, w)
+    th, tw = math.ceil(h / tile_cells), math.ceil(w / tile_cells)
+    # Young fraction per tile (tiles in cells, mapped to pixel ranges).
+    tr = rs[np.minimum(np.arange(th + 1) * tile_cells, h)]
+    tc = cs[np.minimum(np.arange(tw + 1) * tile_cells, w)]
+    csum = np.zeros((H + 1, W + 1), np.float64)
+    csum[1:, 1:] = np.cumsum(np.cumsum(young, 0), 1)
+    area = np.outer(np.diff(tr), np.diff(tc)).astype(np.float64)
+    count = csum[np.ix_(tr[1:], tc[1:])] - csum[np.ix_(tr[:-1], tc[1:])] - csum[np.ix_(tr[1:], tc[:-1])] + csum[np.ix_(tr[:-1], tc[:-1])]
+    tiles = (count >= min_fraction * np.maximum(area, 1)) & (area > 0)
+    boxes: list = []
+    if not tiles.any():
+        return tr, tc, boxes
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(tiles.astype(np.uint8), connectivity=8)
+    for k in range(1, n):
+        x, t, bw, bh, cnt = stats[k]
+        if bw * bh <= 2 * cnt:  # compact group: one crop
+            boxes.append((t, t + bh, x, x + bw, labels[t:t + bh, x:x + bw] == k))
+        else:  # sparse (diagonal) group: one crop per tile
+            for i, j in zip(*np.nonzero(labels == k)):
+                boxes.append((i, i + 1, j, j + 1, np.ones((1, 1), bool)))
+    return tr, tc, boxes
+
+
+def refine_area(young: np.ndarray, source_shape: tuple[int, int], tile_cells: int = 4, min_fraction: float = 0.25,
+                margin_cells: int = 1) -> float:
+    """Fraction of the image :func:`refine_young` would solve (crops incl. margins), without solving."""
+    H, W = young.shape
+    h, w = source_shape
+    rs, cs = _pixel_ranges(H, h), _pixel_ranges(W, w)
+    _, _, boxes = _refine_boxes(young, source_shape, tile_cells, min_fraction)
+    total = 0
+    for t0, t1, j0, j1, _ in boxes:
+        m_r0, m_r1 = max(0, t0 * tile_cells - margin_cells), min(h, t1 * tile_cells + margin_cells)
+        m_c0, m_c1 = max(0, j0 * tile_cells - margin_cells), min(w, j1 * tile_cells + margin_cells)
+        total += (rs[m_r1] - rs[m_r0]) * (cs[m_c1] - cs[m_c0])
+    return float(total) / float(H * W)
+
+
 def refine_young(solver: DadaSolver, rgb: np.ndarray, source: np.ndarray, y0: np.ndarray, young: np.ndarray,
                  iterations: int | None, tile_cells: int = 4, min_fraction: float = 0.25,
                  margin_cells: int = 1) -> tuple[np.ndarray, np.ndarray, int, float]:
@@ -151,28 +230,11 @@ def refine_young(solver: DadaSolver, rgb: np.ndarray, source: np.ndarray, y0: np
     H, W = y0.shape
     h, w = source.shape
     rs, cs = _pixel_ranges(H, h), _pixel_ranges(W, w)
-    th, tw = math.ceil(h / tile_cells), math.ceil(w / tile_cells)
-    # Young fraction per tile (tiles in cells, mapped to pixel ranges).
-    tr = rs[np.minimum(np.arange(th + 1) * tile_cells, h)]
-    tc = cs[np.minimum(np.arange(tw + 1) * tile_cells, w)]
-    csum = np.zeros((H + 1, W + 1), np.float64)
-    csum[1:, 1:] = np.cumsum(np.cumsum(young, 0), 1)
-    area = np.outer(np.diff(tr), np.diff(tc)).astype(np.float64)
-    count = csum[np.ix_(tr[1:], tc[1:])] - csum[np.ix_(tr[:-1], tc[1:])] - csum[np.ix_(tr[1:], tc[:-1])] + csum[np.ix_(tr[:-1], tc[:-1])]
-    tiles = (count >= min_fraction * np.maximum(area, 1)) & (area > 0)
+    tr, tc, boxes = _refine_boxes(young, source.shape, tile_cells, min_fraction)
     y = y0.copy()
     refined = np.zeros((H, W), bool)
-    if not tiles.any():
+    if not boxes:
         return y, refined, 0, 0.0
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(tiles.astype(np.uint8), connectivity=8)
-    boxes = []
-    for k in range(1, n):
-        x, t, bw, bh, cnt = stats[k]
-        if bw * bh <= 2 * cnt:  # compact group: one crop
-            boxes.append((t, t + bh, x, x + bw, labels[t:t + bh, x:x + bw] == k))
-        else:  # sparse (diagonal) group: one crop per tile
-            for i, j in zip(*np.nonzero(labels == k)):
-                boxes.append((i, i + 1, j, j + 1, np.ones((1, 1), bool)))
     solved, work = 0, 0.0
     valid_src = valid_source_mask(source)
     for t0, t1, j0, j1, sel in boxes:
@@ -275,6 +337,16 @@ class FramePipeline:
             if al.info.cut:
                 info["cold_reason"] = f"scene cut: {al.info.reason}"
                 return None, info
+            if al.info.photometric_error > self.warm.max_photometric_error:
+                info["cold_reason"] = (f"alignment unreliable (photometric error {al.info.photometric_error:.3f} > "
+                                       f"{self.warm.max_photometric_error})")
+                return None, info
+            gain = np.asarray(al.info.exposure_gain, np.float64)
+            info["exposure_gain"] = [float(g) for g in gain]
+            if gain.max() > self.warm.max_exposure_gain or gain.min() < self.warm.min_exposure_gain:
+                info["cold_reason"] = (f"exposure changed (gain {', '.join(f'{g:.2f}' for g in gain)} outside "
+                                       f"[{self.warm.min_exposure_gain}, {self.warm.max_exposure_gain}])")
+                return None, info
             age = np.where(al.source_index >= 0, prev_age.reshape(-1)[np.maximum(al.source_index, 0)], 0.0)
             age = age.astype(np.float32)
         ratio_err = init_ratio_error(y0, source)
@@ -288,6 +360,14 @@ class FramePipeline:
         if not acc.accepted:
             info["cold_reason"] = acc.reason
             return None, info
+        if self.warm.cold_refine and acc.cold_pixels.any():
+            area = refine_area(acc.cold_pixels, source.shape, int(self.warm.refine_tile_cells),
+                               float(self.warm.cold_refine_min_fraction))
+            info["cold_refine_area"] = area
+            if area > self.warm.max_cold_area:
+                info["cold_reason"] = (f"cold-initialised regions need {area:.0%} of the image "
+                                       f"(> {self.warm.max_cold_area:.0%}): a cold frame is as cheap")
+                return None, info
         info["init_mode"] = mode
         self._age = np.where(acc.cold_pixels, 0.0, age).astype(np.float32)
         self._cold_pixels = acc.cold_pixels
@@ -300,8 +380,10 @@ class FramePipeline:
         ``init_mode`` (cold | naive | flow), ``cold_reason``, ``flow_ms`` (alignment time),
         ``warm_valid_fraction`` (pixels tracked), ``refine_iterations`` / ``refine_fraction``
         (young-pixel refinement: steps and fraction of the image solved), ``effective_iterations``
-        (full-image-equivalent steps: ``iterations + refine_iterations * refine_fraction``) and
-        ``frame_seconds``.
+        (full-image-equivalent steps: ``iterations + refine_iterations * refine_fraction`` plus the
+        cold-budget crops' steps), ``accept_*`` (the acceptance test: median cell error, rejected
+        and cold-initialised fractions, fitted depth motion), ``cold_refine_fraction`` /
+        ``cold_refine_ms`` (crops solved with the cold policy) and ``frame_seconds``.
         """
         t0 = time.perf_counter()
         if self._prev_stamp is not None and stamp <= self._prev_stamp:
@@ -345,7 +427,10 @@ class FramePipeline:
                         refine_its = int(self.warm.refine_iterations)
                         refine_fraction = solved / young.size
                         age = np.where(refined, age + refine_its, age)
-            res = self.solver.solve(rgb, source, init=y0, iterations=warm_its)
+            if self.warm.warm_schedule == "plain":
+                res = self.solver.solve(rgb, source, init=y0, schedule=Schedule.plain(warm_its))
+            else:
+                res = self.solver.solve(rgb, source, init=y0, iterations=warm_its)
             age = age + float(res.stats.iterations)
         depth, range_stats = (apply_output_range(res.depth, source, self.output_range)
                               if self.output_range is not None else (res.depth, {}))
