@@ -149,7 +149,8 @@ class MethodRunner:
                 solver = DadaSolver(cfg, base_solver.guide_model)
             warm = replace(node.warm_config(), mode=_PIPELINE_MODE[spec.mode],
                            warm_iterations=spec.iterations or node.warm_iterations)
-            self.pipeline = FramePipeline(solver, warm)
+            # the node's output range handling too (parameter output_range), as the node runs it
+            self.pipeline = FramePipeline(solver, warm, node.output_range_config())
         except DadaInputError as exc:
             self.error = str(exc)
         except Exception as exc:  # e.g. a broken learned-model install: report, keep replaying
