@@ -44,7 +44,7 @@ OUTPUT_RANGE_MODES = ("clamp", "invalid", "off")
 # because many flagged pixels there are genuine structure beyond the local cell means.
 DEFAULT_MARGIN = 0.2
 DEFAULT_RADIUS = 1
-BISECTION_STEPS = 40  # halves the shift interval 40 times: far below float32 resolution
+BISECTION_STEPS = 12  # then the exact step of the active set (see _clamp_consistent)
 
 
 @dataclass(frozen=True)
@@ -94,81 +94,98 @@ def apply_output_range(depth: np.ndarray, source: np.ndarray, config: OutputRang
     y = np.asarray(depth, dtype=np.float32)
     part = Partition(y.shape, source.shape)
     lower, upper = local_limits(source, cfg.margin, cfg.radius)
-    L, U = part.expand(lower), part.expand(upper)
-    finite = np.isfinite(y)
-    limited = finite & np.isfinite(L)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out_lo = limited & (y < L)
-        out_hi = limited & (y > U)
-        worst = 1.0
-        if out_lo.any():
-            worst = max(worst, float(np.max(L[out_lo] / np.maximum(y[out_lo], 1e-12))))
-        if out_hi.any():
-            worst = max(worst, float(np.max(y[out_hi] / U[out_hi])))
-    outside = out_lo | out_hi
-    n_out = int(outside.sum())
-    stats = {"range_outliers": n_out, "range_fraction": n_out / max(1, int(finite.sum())),
-             "range_worst": worst, "range_mode": cfg.mode}
-    if n_out == 0 or cfg.mode == "off":
+    # Cell level first (per-cell min / max of Y, cheap): only the pixels of cells that reach
+    # beyond their limits are looked at one by one.
+    rs, cs = part.cell_starts()
+    with np.errstate(invalid="ignore"):
+        cmax = np.fmax.reduceat(np.fmax.reduceat(y, rs[:-1], axis=0), cs[:-1], axis=1)
+        cmin = np.fmin.reduceat(np.fmin.reduceat(y, rs[:-1], axis=0), cs[:-1], axis=1)
+        flagged = (cmax > upper) | (cmin < lower)  # NaN limits / all-NaN cells compare False
+    stats = {"range_outliers": 0, "range_fraction": 0.0, "range_worst": 1.0, "range_mode": cfg.mode}
+    if not flagged.any():
         return y, stats
-    if cfg.mode == "invalid":
-        out = y.copy()
-        out[outside] = np.nan
-        return out, stats
-    return _clamp_consistent(y, source, part, L, U, outside), stats
-
-
-def _clamp_consistent(y: np.ndarray, source: np.ndarray, part: Partition, L: np.ndarray, U: np.ndarray,
-                      outside: np.ndarray) -> np.ndarray:
-    """Per affected cell: clip(Y + t, L, U) with t such that the cell mean stays what it was
-    (= S after the solver's adjustment; see the module doc). Other cells are untouched."""
+    (H, W), (h, w) = y.shape, part.source_shape
     from .resample import cell_index
 
-    (H, W), (h, w) = y.shape, part.source_shape
     rows, cols = cell_index(H, h), cell_index(W, w)
-    cell = (rows[:, None] * w + cols[None, :])
-    affected_cells = np.unique(cell[outside])
-    pix = np.isin(cell, affected_cells) & np.isfinite(y)
-    idx = np.nonzero(pix.ravel())[0]
-    flat_cells = cell.ravel()[idx]
-    # compact cell numbering of the affected cells
-    uniq, inv = np.unique(flat_cells, return_inverse=True)
+    idx = np.flatnonzero(part.expand(flagged))  # pixels of flagged cells
+    cell = rows[idx // W] * w + cols[idx % W]
+    yv = y.ravel()[idx]
+    lv, uv = lower.ravel()[cell], upper.ravel()[cell]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out_lo, out_hi = yv < lv, yv > uv  # NaN pixels compare False
+        worst = 1.0
+        if out_lo.any():
+            worst = max(worst, float(np.max(lv[out_lo] / np.maximum(yv[out_lo], 1e-12))))
+        if out_hi.any():
+            worst = max(worst, float(np.max(yv[out_hi] / uv[out_hi])))
+    outside = out_lo | out_hi
+    n_out = int(outside.sum())
+    n_finite = int(np.isfinite(y).sum())
+    stats.update(range_outliers=n_out, range_fraction=n_out / max(1, n_finite), range_worst=worst)
+    if n_out == 0 or cfg.mode == "off":
+        return y, stats
+    out = y.copy()
+    if cfg.mode == "invalid":
+        out.ravel()[idx[outside]] = np.nan
+        return out, stats
+    out.ravel()[idx] = _clamp_consistent(yv, lv, uv, cell, outside, source)
+    return out, stats
+
+
+def _clamp_consistent(yv: np.ndarray, lv: np.ndarray, uv: np.ndarray, cell: np.ndarray, outside: np.ndarray,
+                      source: np.ndarray) -> np.ndarray:
+    """The new values of the given pixels (those of flagged cells: value, limits, cell index):
+    per cell with an outlier, clip(Y + t, L, U) with t such that the cell mean stays what it was
+    (= S after the solver's adjustment; see the module doc). Other cells are returned unchanged."""
+    result = yv.copy()
+    bad_cells = np.unique(cell[outside])
+    sel = np.isin(cell, bad_cells) & np.isfinite(yv)
+    if not sel.any():
+        return result
+    uniq, inv = np.unique(cell[sel], return_inverse=True)
     n = len(uniq)
-    yv = y.ravel()[idx].astype(np.float64)
-    lv = L.ravel()[idx].astype(np.float64)
-    uv = U.ravel()[idx].astype(np.float64)
+    y64 = yv[sel].astype(np.float64)
+    l64, u64 = lv[sel].astype(np.float64), uv[sel].astype(np.float64)
     counts = np.bincount(inv, minlength=n).astype(np.float64)
-    # target: the cell mean as the solver left it (S for a valid cell: down(Y) = S)
-    target = np.bincount(inv, yv, n) / counts
+    target = np.bincount(inv, y64, n) / counts
     src = np.asarray(source, dtype=np.float64).ravel()[uniq]
     valid = np.isfinite(src) & (src > 0)
     # A valid cell's exact target is S itself (the solver's adjustment makes the mean S; using S
     # keeps consistency exact even where the solver left a tiny residual). Every pixel of a cell
     # has the same limits (they are per cell), so the target is reachable iff it is in them.
-    cell_l = np.bincount(inv, lv, n) / counts
-    cell_u = np.bincount(inv, uv, n) / counts
-    target = np.where(valid, src, target)
-    target = np.clip(target, cell_l, cell_u)
+    cell_l = np.bincount(inv, l64, n) / counts
+    cell_u = np.bincount(inv, u64, n) / counts
+    target = np.clip(np.where(valid, src, target), cell_l, cell_u)
     # all pixels at the lower limit (mean = L <= target) .. all at the upper one (mean = U >= target)
-    t_lo = cell_l - _cell_max(yv, inv, n)
-    t_hi = cell_u - _cell_min(yv, inv, n)
+    t_lo = cell_l - _cell_max(y64, inv, n)
+    t_hi = cell_u - _cell_min(y64, inv, n)
     for _ in range(BISECTION_STEPS):
         t = 0.5 * (t_lo + t_hi)
-        m = np.bincount(inv, np.clip(yv + t[inv], lv, uv), n) / counts
+        m = np.bincount(inv, np.clip(y64 + t[inv], l64, u64), n) / counts
         above = m > target
         t_hi = np.where(above, t, t_hi)
         t_lo = np.where(above, t_lo, t)
     t = 0.5 * (t_lo + t_hi)
-    new = np.clip(yv + t[inv], lv, uv)
+    # The mean is piecewise linear in t: with the bracket this narrow the pixels at a limit are
+    # known, and t follows exactly from them (free pixels move by t, clipped ones stay put).
+    z = y64 + t[inv]
+    at_lo, at_hi = z <= l64, z >= u64
+    free = ~(at_lo | at_hi)
+    n_free = np.bincount(inv, free.astype(np.float64), n)
+    fixed = np.bincount(inv, np.where(at_lo, l64, 0.0) + np.where(at_hi, u64, 0.0), n)
+    y_free = np.bincount(inv, np.where(free, y64, 0.0), n)
+    t_exact = np.where(n_free > 0, (target * counts - fixed - y_free) / np.maximum(n_free, 1), t)
+    t = np.where((t_exact >= t_lo) & (t_exact <= t_hi), t_exact, t)
+    new = np.clip(y64 + t[inv], l64, u64)
     # the last float residual, spread additively over the cell's pixels that are not at a limit
     resid = target - np.bincount(inv, new, n) / counts
-    free = (new > lv) & (new < uv)
+    free = (new > l64) & (new < u64)
     n_free = np.bincount(inv, free.astype(np.float64), n)
     corr = np.where(n_free > 0, resid * counts / np.maximum(n_free, 1), 0.0)
     new = np.where(free, new + corr[inv], new)
-    out = y.copy().ravel()
-    out[idx] = new.astype(np.float32)
-    return out.reshape(H, W)
+    result[sel] = new.astype(np.float32)
+    return result
 
 
 def _cell_max(v: np.ndarray, inv: np.ndarray, n: int) -> np.ndarray:
