@@ -330,6 +330,7 @@ class Diagnostics:
             stat.summary(WARN if notes else OK, msg)
         for k in ("method", "device", "init_mode", "cold_reason", "iterations", "residual", "converged",
                   "flow_ms", "warm_valid_fraction", "solve_ms", "frame_ms", "scale", "filled_fraction",
+                  "range_outliers", "range_worst",
                   *LATENCY_STAGES):
             if k in frame:
                 stat.add(k, _fmt(frame[k]))
