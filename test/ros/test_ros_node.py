@@ -21,8 +21,10 @@ def test_end_to_end_outputs(ros_context, frames) -> None:
     h = Harness(ros_context, {"points_rgb": True})
     try:
         n = len(frames)
+        modes = []
         for i, f in enumerate(frames):
             assert h.send_and_wait(triple(f, T0 + i * DT)), f"no output for frame {i}"
+            modes.append((h.node.stats.last_frame["init_mode"], h.node.stats.last_frame["cold_reason"]))
         assert h.wait(lambda: len(h.received["points"]) >= n and len(h.received["camera_info"]) >= n, 10)
         depths, clouds, infos = h.received["depth"], h.received["points"], h.received["camera_info"]
         assert len(depths) == len(clouds) == len(infos) == n
@@ -50,8 +52,10 @@ def test_end_to_end_outputs(ros_context, frames) -> None:
             rgb_bits = pts["rgb"].view("<u4")
             c = frames[i].rgb[5, 7].astype(np.uint32)
             assert rgb_bits[5, 7] == (c[0] << 16 | c[1] << 8 | c[2])
-        # frames 1.. were warm-started by optical flow (the default policy)
-        assert h.node.stats.last_frame["init_mode"] == "flow"
+        # frames 1.. are warm-started by optical flow (the default policy) unless the pipeline's
+        # acceptance gate sends one cold (on these tiny 64x48 frames it does, for a reason)
+        assert modes[0][0] == "cold" and "flow" in [m for m, _ in modes[1:]], modes
+        assert all(m == "flow" or r for m, r in modes[1:]), modes
         assert h.counter("dropped_stale") == 0
         # the latency split: every stage recorded, and the stages before the depth went out fit
         # inside the measured stamp -> publish latency (they are disjoint intervals of it)
