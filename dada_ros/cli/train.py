@@ -27,7 +27,7 @@ import json
 import sys
 from dataclasses import fields
 
-from ..learned.distributed import BACKENDS, session
+from ..learned.distributed import BACKENDS, BATCH_NORMS, session
 from ..learned.train import TrainConfig, Trainer
 from .common import run_cli
 
@@ -103,15 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--dist-backend", choices=BACKENDS, default="auto",
                    help="under torchrun: gloo (CPU) or nccl (CUDA); auto chooses by --device")
+    p.add_argument("--dist-bn", choices=BATCH_NORMS, default="sync",
+                   help="under torchrun: batch-norm statistics over the global batch (sync: the single "
+                        "process's curve) or each rank's share (local: no BN collectives)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
-    no_resume, quiet, backend = args.pop("no_resume"), args.pop("quiet"), args.pop("dist_backend")
+    no_resume, quiet = args.pop("no_resume"), args.pop("quiet")
+    backend, bn = args.pop("dist_backend"), args.pop("dist_bn")
     cfg = TrainConfig(**args)
     # Outside torchrun the session is the single process (nothing initialised, the old code path).
-    with session(backend, cfg.device) as world:
+    with session(backend, cfg.device, batch_norm=bn) as world:
         summary = Trainer(cfg, resume=not no_resume, progress=not quiet, world=world).run()
         if world.is_main:
             print(json.dumps(summary | ({"world_size": world.size} if world.distributed else {}),

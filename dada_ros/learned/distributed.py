@@ -28,6 +28,9 @@ The rules, chosen so that N processes compute what one process computes, only fa
   all-reduces). Running statistics are therefore identical on every rank. The price: two small
   all-reduces per BN layer forward and two backward (the lite U-Net has 13 BN layers: ~52 per step,
   plus DDP's gradient bucket and the loss), which is latency-bound on a CPU shared with other work.
+  ``--dist-bn local`` is the other documented choice: each rank normalises with its own share's
+  statistics (DDP's plain behaviour; no BN collectives, running statistics broadcast from rank 0),
+  and the loss curve then differs from the single process's (BN sees batch / N crops).
 * **Writing.** Rank 0 alone writes checkpoints, ``log.csv``, ``curve.png``, runs validation and
   shows progress; every rank reads ``OUT/last.pt`` to resume (OUT must be visible to every node).
 * **Agreement.** Before the first step every rank all-gathers a hash of its config and its start
@@ -54,6 +57,7 @@ from torch import nn
 from ..core.errors import DadaInputError
 
 BACKENDS = ("auto", "gloo", "nccl")
+BATCH_NORMS = ("sync", "local")
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 # Rank 0 validates while the others wait in their next collective: the timeout must outlast the
 # longest validation (whole scenes through the solver can take minutes), not just a training step.
@@ -68,6 +72,7 @@ class World:
     size: int = 1
     local_rank: int = 0
     backend: str | None = None
+    sync_bn: bool = True  # batch-norm statistics over the global batch (False: each rank's own share)
 
     @property
     def is_main(self) -> bool:
@@ -95,7 +100,10 @@ class World:
         forward calls; ``net`` (same parameters) is what gets saved and validated."""
         if not self.distributed:
             return net
-        if device.type == "cuda":
+        if not self.sync_bn:
+            ddp = nn.parallel.DistributedDataParallel(
+                net, **({"device_ids": [device.index], "output_device": device.index} if device.type == "cuda" else {}))
+        elif device.type == "cuda":
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
             ddp = nn.parallel.DistributedDataParallel(net, device_ids=[device.index], output_device=device.index)
         else:
@@ -151,6 +159,9 @@ class World:
         if global_batch < self.size:
             raise DadaInputError(f"--batch {global_batch} is the global batch and must give each of the "
                                  f"{self.size} ranks at least one crop")
+        # The process group's own settings too: ranks on different backends or batch-norm modes
+        # would hang in mismatched collectives rather than fail.
+        config = dict(config, dist_backend=self.backend, dist_bn="sync" if self.sync_bn else "local")
         mine = {"hash": config_hash(config), "step": int(start_step), "config": config}
         every: list = [None] * self.size
         dist.all_gather_object(every, mine)
@@ -227,9 +238,11 @@ def choose_backend(requested: str, device: str) -> str:
 
 @contextmanager
 def session(backend: str = "auto", device: str = "auto", timeout_min: float = DEFAULT_TIMEOUT_MIN,
-            environ: dict | None = None) -> Iterator[World]:
+            environ: dict | None = None, batch_norm: str = "sync") -> Iterator[World]:
     """The process group of this torchrun rank (joined on entry, left on exit), or :data:`SINGLE`
-    outside torchrun (nothing is initialised)."""
+    outside torchrun (nothing is initialised). ``batch_norm``: sync | local (see the module doc)."""
+    if batch_norm not in BATCH_NORMS:
+        raise DadaInputError(f"batch norm must be one of {BATCH_NORMS}, got {batch_norm!r}")
     env = torchrun_env(environ)
     if env is None:
         yield SINGLE
@@ -240,7 +253,7 @@ def session(backend: str = "auto", device: str = "auto", timeout_min: float = DE
     dist.init_process_group(name, rank=env["rank"], world_size=env["size"],
                             timeout=datetime.timedelta(minutes=timeout_min))
     try:
-        yield World(env["rank"], env["size"], env["local_rank"], name)
+        yield World(env["rank"], env["size"], env["local_rank"], name, sync_bn=batch_norm == "sync")
     finally:
         dist.destroy_process_group()
 
@@ -338,4 +351,4 @@ def convert_cross_rank_batchnorm(module: nn.Module) -> int:
 
 
 __all__ = ["World", "SINGLE", "session", "torchrun_env", "choose_backend", "config_hash", "disagreement",
-           "CrossRankBatchNorm2d", "convert_cross_rank_batchnorm", "BACKENDS"]
+           "CrossRankBatchNorm2d", "convert_cross_rank_batchnorm", "BACKENDS", "BATCH_NORMS"]

@@ -72,6 +72,9 @@ def test_environment_detection():
         D.torchrun_env(dict(env, WORLD_SIZE="two"))
     with D.session(environ={}) as world:  # outside torchrun: nothing is initialised
         assert world is D.SINGLE and not torch.distributed.is_initialized()
+    with pytest.raises(DadaInputError, match="batch norm must be one of"):
+        with D.session(environ={}, batch_norm="group"):
+            pass
 
 
 def test_backend_choice():
