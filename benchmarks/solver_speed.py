@@ -1,33 +1,35 @@
-"""Solver speed, side by side in one run: the paper's plain eager loop vs the package solver.
+"""Solver speed and schedule quality, side by side in one run: the eager 8000-step loop, the
+package's plain loop and its default (Chebyshev semi-iteration) on synthetic AND real scenes.
 
-For 640x480 and 1280x720 guides at x4 and x8 (generated scenes), prints:
+Tables (each figure of a table comes from the same run):
 
-* ms/iteration of (a) a plain eager PyTorch loop of Eq. (1)-(3) written here as the reference
-  (avg-pool down, nearest up, out-of-place ops: the way the authors' code runs), (b) the package's
-  torch backend (in place), (c) the package's fused CPU kernel (numba) — and their ratios;
-* time to equilibrium: "equilibrium" = within 1% MSE (vs ground truth) of the 8000-iteration
-  result. The reference's 8000-iteration wall time is 8000 x its measured ms/iteration (cost is
-  linear in N; running it in full would take minutes per case). Rows: the default policy (cold,
-  tolerance stop: what a user gets), coarse-to-fine, and an oracle stop (the first iteration count
-  after which the package loop's MSE stays within 1%: the issue's literal time to equilibrium,
-  which only ground truth can tell; loop iterations at the fused kernel's ms/iteration plus the
-  default solve's set-up time);
-* warm start from the previous frame of a slow pan vs cold: iterations to the residual tolerance
-  and to equilibrium (as above), per frame;
-* memory: peak RSS before/after a long run (constant in the number of iterations);
-* with a CUDA GPU (``torch.cuda.is_available()``), an extra table: ms/iteration on the GPU of the
-  eager reference, the torch backend and the Triton backend, the bytes each moves per iteration
-  and that traffic's share of the device's measured copy bandwidth (the bandwidth roofline).
+1. Quality per scale (x4, x8, x16; x32 reported): on generated scenes (seeds 100-103, 256x256)
+   and the real scenes of ``../shared/realdata`` (the seven dense Middlebury 2001-2005 scenes,
+   disparity turned into depth-like z = 2 m x median(d) / d; the NYU raw Kinect frame (depth not
+   registered to the RGB: caveated); the rendered ICL-NUIM living room frame 0 (synthetic); a
+   masked block-average source from the ground truth, MSE over valid ground truth): the default
+   policy's MSE / the 8000-step plain MSE (worst and median over the scenes, target <= 1.01), its
+   applications, and the plain loop's own first entry into the 1% band (median, max).
+2. Speed per guide size (640x480, 1280x720) and scale: ms per step of the eager reference (the
+   authors' code form: out-of-place ops, avg-pool down, nearest up), of the torch backend and
+   the fused numba kernel (plain step and weighted step), and the cold-frame time of the default
+   solve (features, Y0, coefficients and loop, best of ``--repeat``) against the eager 8000-step
+   loop (8000 x its ms/step: cost is linear in N) -- the speed-up a user gets.
+3. With ``--schedule-sweep OUT.json``: the trajectories the default schedule was chosen from
+   (MSE after every 5 applications for each candidate delta, and the plain loop's every 50 steps up
+   to 8000), then their summary (worst ratio over scenes per delta and budget).
 
-Timings on a shared 2-core machine are noisy: each figure is the minimum of ``--repeat`` runs
-and the ratios come from the same run.
+Timings on a shared 2-core machine are noisy: each is the minimum of ``--repeat`` runs and the
+ratios come from the same run. Real scenes skip (with a note) when ../shared/realdata is absent.
 
-    python benchmarks/solver_speed.py [--quick] [--repeat 3]
+    python benchmarks/solver_speed.py [--quick] [--repeat 3] [--scales 4,8,16,32]
+    python benchmarks/solver_speed.py --schedule-sweep sweep.json [--scales 4,8,16,32]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -38,12 +40,15 @@ from dada_ros.core.coefficients import coefficients_from_features, free_features
 from dada_ros.core.device import set_cpu_threads
 from dada_ros.core.fused_cpu import HAVE_NUMBA, numba_threads
 from dada_ros.core.loop import run_loop
-from dada_ros.core.metrics import depth_errors
-from dada_ros.core.pipeline import FramePipeline, WarmConfig
 from dada_ros.core.resample import Partition, Resampler
-from dada_ros.core.scenes import make_sample
-from dada_ros.core.sequences import SequenceConfig, make_sequence
-from dada_ros.core.solver import DEFAULT_TOL, DadaSolver, SolverConfig
+from dada_ros.core.scenes import block_average, make_sample
+from dada_ros.core.schedule import Schedule, chebyshev_defaults
+from dada_ros.core.solver import DadaSolver, SolverConfig
+
+SYNTHETIC_SEEDS = (100, 101, 102, 103)
+REAL_SCENES = ("tsukuba", "venus", "cones", "teddy", "art", "books", "moebius", "nyu_raw_sample",
+               "livingroom_seq_00000")
+SWEEP_C = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4)  # candidate delta = c / s^2
 
 
 def eager_reference(y, source, valid, cv, ch, scale, lam, iterations):
@@ -66,112 +71,167 @@ def best_time(fn, repeat: int) -> float:
     return min(times)
 
 
-def peak_rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+def mse_cm2(depth: np.ndarray, gt: np.ndarray) -> float:
+    """MSE (cm^2) over pixels with ground truth and an estimate."""
+    m = np.isfinite(gt) & np.isfinite(depth)
+    return float((((depth[m] - gt[m]) * 100.0) ** 2).mean())
 
 
-def case(size, scale, repeat, n_time):
-    H, W = size
-    s = make_sample(seed=4242, scale=scale, size=size)
-    part = Partition(size, s.source.shape)
-    res = Resampler(part, torch.device("cpu"))
-    src = torch.from_numpy(np.nan_to_num(s.source, nan=0.0))[None, None]
+def scenes(scale: int, quick: bool) -> tuple[list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]], str]:
+    """[(group, name, rgb, gt, source)] at this scale, and a note on what was left out."""
+    out = []
+    for seed in SYNTHETIC_SEEDS[:2] if quick else SYNTHETIC_SEEDS:
+        smp = make_sample(seed=seed, scale=scale, size=(256, 256))
+        out.append(("synthetic", f"seed {seed}", smp.rgb, smp.gt, smp.source))
+    note = ""
+    try:
+        from dada_ros.learned.datasets.realdata import RealDataScenes, default_root
+
+        if default_root() is None:
+            raise FileNotFoundError("../shared/realdata is absent")
+        names = REAL_SCENES[:3] if quick else REAL_SCENES
+        real = RealDataScenes(scenes=list(names), multiple=32)
+        for sc in real.scenes:
+            H, W = sc.depth.shape
+            src = np.nan_to_num(block_average(sc.depth, (H // scale, W // scale)), nan=0.0)
+            group = "rendered" if sc.name.startswith("livingroom") else "real"
+            out.append((group, sc.name, sc.rgb, sc.depth, src))
+    except (FileNotFoundError, ImportError) as exc:
+        note = f"real scenes skipped: {exc}"
+    return out, note
+
+
+def trajectories(rgb, gt, src, deltas, budget: int, plain_every: int = 50):
+    """MSE along the plain 8000-step loop (every ``plain_every``) and along the semi-iteration
+    for each delta (every 5 applications up to ``budget``), from the same Y0 and coefficients."""
+    solver = DadaSolver(SolverConfig(max_fill_distance=np.inf))
+    plain: list[tuple[int, float]] = []
+    solver.solve(rgb, src, schedule=Schedule.plain(8000, check_every=plain_every),
+                 observe=lambda n, d: plain.append((n, mse_cm2(d, gt))))
+    semi = {}
+    for delta in deltas:
+        tr: list[tuple[int, float]] = []
+        solver.solve(rgb, src, schedule=Schedule.chebyshev(budget, delta, check_every=5),
+                     observe=lambda n, d: tr.append((n, mse_cm2(d, gt))))
+        semi[delta] = tr
+    return plain, semi
+
+
+def first_entry(plain: list[tuple[int, float]], band: float = 1.01) -> int:
+    """Plain steps until the MSE first enters the band around the 8000-step MSE."""
+    ref = plain[-1][1]
+    return next(n for n, m in plain if m <= band * ref)
+
+
+def quality_table(scales: list[int], quick: bool) -> None:
+    print("\nQuality of the default policy (Chebyshev, per-ratio budget) against the paper's 8000 plain steps")
+    print("| scale | scenes | default applications | MSE / MSE(8000): worst | median | worst scene | "
+          "plain: first entry into 1% band (median / max steps) | 8000 / default applications |")
+    print("|---|---|---|---|---|---|---|---|")
+    for scale in scales:
+        found, note = scenes(scale, quick)
+        delta, budget = chebyshev_defaults(scale)
+        by_group: dict[str, list] = {}
+        for group, name, rgb, gt, src in found:
+            plain, semi = trajectories(rgb, gt, src, [delta], budget)
+            ratio = semi[delta][-1][1] / plain[-1][1]
+            by_group.setdefault(group, []).append((ratio, name, first_entry(plain)))
+        for group, rows in by_group.items():
+            ratios = np.array([r for r, _, _ in rows])
+            entries = np.array([e for _, _, e in rows])
+            worst = rows[int(ratios.argmax())][1]
+            print(f"| x{scale} | {group} ({len(rows)}) | {budget} | {ratios.max():.3f} | {np.median(ratios):.3f} | "
+                  f"{worst} | {np.median(entries):.0f} / {entries.max()} | {8000 / budget:.0f}x |", flush=True)
+        if note:
+            print(f"| x{scale} | ({note}) | | | | | | |")
+
+
+def schedule_sweep(path: str, scales: list[int], quick: bool) -> None:
+    """Trajectories for every candidate delta (table 3) into ``path``, then their summary."""
+    records = []
+    for scale in scales:
+        found, note = scenes(scale, quick)
+        if note:
+            print(note)
+        for group, name, rgb, gt, src in found:
+            t0 = time.perf_counter()
+            plain, semi = trajectories(rgb, gt, src, [c / scale**2 for c in SWEEP_C], 300)
+            records.append({"scale": scale, "group": group, "scene": name, "plain": plain,
+                            "semi": {f"{d:.6g}": tr for d, tr in semi.items()}})
+            print(f"x{scale} {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+            with open(path, "w") as fh:
+                json.dump(records, fh)
+    summarise_sweep(records)
+
+
+def summarise_sweep(records: list[dict]) -> None:
+    """Worst MSE / MSE(8000) over the scenes of each scale, per delta and budget."""
+    budgets = list(range(50, 301, 25))
+    print("\nWorst MSE / MSE(8000) over all scenes, per delta (rows) and applications (columns)")
+    print("| scale | delta | " + " | ".join(str(b) for b in budgets) + " |")
+    print("|---|---|" + "---|" * len(budgets))
+    for scale in sorted({r["scale"] for r in records}):
+        rows = [r for r in records if r["scale"] == scale]
+        for key in rows[0]["semi"]:
+            worst = [max(dict(r["semi"][key])[b] / r["plain"][-1][1] for r in rows) for b in budgets]
+            print(f"| x{scale} | {key} | " + " | ".join(f"{w:.3f}" for w in worst) + " |")
+
+
+def loop_inputs(size, scale):
+    smp = make_sample(seed=4242, scale=scale, size=size)
+    res = Resampler(Partition(size, smp.source.shape), torch.device("cpu"))
+    src = torch.from_numpy(np.nan_to_num(smp.source, nan=0.0))[None, None]
     valid = src > 0
-    rgb = torch.from_numpy(s.rgb.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    rgb = torch.from_numpy(smp.rgb.astype(np.float32) / 255).permute(2, 0, 1)[None]
     y0 = res.up(torch.where(valid, src, src[valid].mean())).contiguous()
     cv, ch = coefficients_from_features(free_features(rgb, y0), 0.03)
-
-    ms = {}
-    with torch.no_grad():
-        eager_reference(y0.clone(), src, valid, cv, ch, scale, 0.24, 5)
-        ms["eager"] = best_time(lambda: eager_reference(y0.clone(), src, valid, cv, ch, scale, 0.24, n_time), repeat)
-        ms["torch"] = best_time(lambda: run_loop(y0.clone(), src, valid, cv, ch, res, 0.24, n_time, backend="torch"), repeat)
-        if HAVE_NUMBA:
-            run_loop(y0.clone(), src, valid, cv, ch, res, 0.24, 5, backend="fused")  # JIT / cache load
-            ms["fused"] = best_time(lambda: run_loop(y0.clone(), src, valid, cv, ch, res, 0.24, n_time, backend="fused"), repeat)
-    ms = {k: v * 1000 / n_time for k, v in ms.items()}
-
-    rss0 = peak_rss_mb()
-    ref = DadaSolver(SolverConfig(iterations=8000)).solve(s.rgb, s.source)
-    rss1 = peak_rss_mb()
-    mse_ref = depth_errors(ref.depth, s.gt).mse_cm2
-    ref_seconds = 8000 * ms["eager"] / 1000
-
-    rows = []
-    for name, cfg in (("default (cold, tol)", SolverConfig()), ("coarse-to-fine", SolverConfig(coarse_to_fine=True))):
-        solver = DadaSolver(cfg)
-        t = best_time(lambda: solver.solve(s.rgb, s.source), 1)
-        r = solver.solve(s.rgb, s.source)
-        its = r.stats.iterations + sum(r.stats.coarse_iterations)
-        rows.append((name, its, t, depth_errors(r.depth, s.gt).mse_cm2 / mse_ref))
-    # The issue's literal time to equilibrium: the first iteration count after which the package
-    # loop's MSE stays within 1% of the 8000-step result. Only ground truth can tell it, so no
-    # stop rule can do better; the default rule above is what a user gets. Timed as a fixed-count
-    # solve of that many steps.
-    solver = DadaSolver(SolverConfig())
-    its_eq, ratio_eq = sustained_equilibrium(solver, s, mse_ref)
-    t = best_time(lambda: solver.solve(s.rgb, s.source, iterations=its_eq), 1)
-    rows.append(("oracle stop (ground truth)", its_eq, t, ratio_eq))
-    return ms, ref_seconds, mse_ref, rows, (rss0, rss1)
+    return smp, res, src, valid, y0, cv, ch
 
 
-def sustained_equilibrium(solver, smp, mse_ref, step=25, cap=8000):
-    """(iterations, MSE ratio) at the first multiple of ``step`` after which MSE vs ground truth
-    stays <= 1.01 x ``mse_ref`` up to ``cap`` (chained runs: the loop's state is Y alone)."""
-    y, first_ok, ratio_ok = None, None, None
-    for n in range(step, cap + 1, step):
-        r = solver.solve(smp.rgb, smp.source, init=y, iterations=step)
-        y = r.depth
-        ratio = depth_errors(r.depth, smp.gt).mse_cm2 / mse_ref
-        if ratio <= 1.01:
-            if first_ok is None:
-                first_ok, ratio_ok = n, ratio
-        else:
-            first_ok = None
-    return (first_ok, ratio_ok) if first_ok is not None else (cap, 1.0)
+def speed_table(sizes, scales, repeat: int, n_time: int) -> None:
+    print("\nCold-frame speed (CPU): ms per step, and the default solve against the eager 8000-step loop")
+    print("| guide | scale | eager ms/step | torch ms/step | fused ms/step (plain / weighted) | "
+          "default: applications | default cold frame ms (fused / torch backend) | eager 8000 s | "
+          "speed-up vs eager 8000 | vs plain fused 8000 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for size in sizes:
+        for scale in scales:
+            smp, res, src, valid, y0, cv, ch = loop_inputs(size, scale)
+            ms = {}
+            semi = Schedule.chebyshev(n_time, 1e-3)
+            with torch.no_grad():
+                eager_reference(y0.clone(), src, valid, cv, ch, scale, 0.24, 3)
+                n_eager = max(20, n_time // 5)  # the eager loop is slow: fewer steps suffice
+                ms["eager"] = best_time(lambda: eager_reference(y0.clone(), src, valid, cv, ch, scale, 0.24, n_eager),
+                                        repeat) / n_eager
+                ms["torch"] = best_time(lambda: run_loop(y0.clone(), src, valid, cv, ch, res, 0.24, n_time,
+                                                         backend="torch"), repeat) / n_time
+                if HAVE_NUMBA:
+                    run_loop(y0.clone(), src, valid, cv, ch, res, 0.24, 5, backend="fused")  # JIT / cache load
+                    run_loop(y0.clone(), src, valid, cv, ch, res, 0.24, backend="fused", schedule=Schedule.chebyshev(5, 1e-3))
+                    ms["fused"] = best_time(lambda: run_loop(y0.clone(), src, valid, cv, ch, res, 0.24, n_time,
+                                                             backend="fused"), repeat) / n_time
+                    ms["fused_semi"] = best_time(lambda: run_loop(y0.clone(), src, valid, cv, ch, res, 0.24,
+                                                                  backend="fused", schedule=semi), repeat) / n_time
+            solver = DadaSolver(SolverConfig())
+            solver.solve(smp.rgb, smp.source)
+            cold = best_time(lambda: solver.solve(smp.rgb, smp.source), repeat)
+            apps = solver.solve(smp.rgb, smp.source).stats.iterations
+            torch_solver = DadaSolver(SolverConfig())
+            import dada_ros.core.fused_cpu as fused_cpu
 
-
-def iterations_to_mse(solver, f, target_mse, init, grid):
-    """Fewest iterations on ``grid`` (chained runs: the loop's state is Y alone, so k chained
-    steps are k steps) after which MSE vs ground truth <= ``target_mse``; None if never."""
-    y, done = init, 0
-    for n in grid:
-        r = solver.solve(f.rgb, f.source, init=y, iterations=n - done)
-        y, done = r.depth, n
-        if depth_errors(r.depth, f.gt).mse_cm2 <= target_mse:
-            return n
-    return None
-
-
-def warm_vs_cold(size, scale, frames=6):
-    """Cold vs flow-warm start on a slow pan, two ways:
-
-    * iterations to the solver's default residual tolerance (per 25 steps) from each start;
-    * iterations to "equilibrium" as this benchmark defines it: MSE within 1% of the cold
-      8000-iteration result of the same frame.
-    """
-    from dada_ros.core.warm_start import align_previous
-
-    H, W = size
-    cfg = SequenceConfig(seed=3, size=size, source_shape=(H // scale, W // scale), plan=(("pan", frames),))
-    solver = DadaSolver(SolverConfig(tol=DEFAULT_TOL))
-    rows, prev = [], None
-    for f in make_sequence(cfg):
-        ref = solver.solve(f.rgb, f.source, iterations=8000)
-        target = 1.01 * depth_errors(ref.depth, f.gt).mse_cm2
-        if prev is not None:
-            y0, _, _ = align_previous(prev[0], prev[1], f.rgb)
-            cold_tol = solver.solve(f.rgb, f.source).stats.iterations
-            warm_tol = solver.solve(f.rgb, f.source, init=y0).stats.iterations
-            cold_eq = iterations_to_mse(solver, f, target, None, range(100, 8001, 100))
-            warm_eq = iterations_to_mse(solver, f, target, y0, [*range(5, 200, 5), *range(200, 8001, 100)])
-            rows.append((cold_tol, warm_tol, cold_eq or 8000, warm_eq or 8000))
-        prev = (ref.depth, f.rgb)
-    return np.asarray(rows, dtype=float).mean(axis=0)
+            keep = fused_cpu.HAVE_NUMBA
+            fused_cpu.HAVE_NUMBA = False  # the same solve on the torch backend
+            try:
+                cold_torch = best_time(lambda: torch_solver.solve(smp.rgb, smp.source), 1)
+            finally:
+                fused_cpu.HAVE_NUMBA = keep
+            eager8000 = 8000 * ms["eager"]
+            fused8000 = 8000 * ms.get("fused", float("nan"))
+            print(f"| {size[1]}x{size[0]} | x{scale} | {ms['eager'] * 1e3:.2f} | {ms['torch'] * 1e3:.2f} | "
+                  f"{ms.get('fused', float('nan')) * 1e3:.3f} / {ms.get('fused_semi', float('nan')) * 1e3:.3f} | "
+                  f"{apps} | {cold * 1e3:.1f} / {cold_torch * 1e3:.0f} | {eager8000:.1f} | {eager8000 / cold:.0f}x | "
+                  f"{fused8000 / cold:.0f}x |", flush=True)
 
 
 def sync(dev: torch.device) -> None:
@@ -259,46 +319,35 @@ def gpu_section(dev: torch.device, cases, repeat: int, n_time: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="640x480 only")
+    ap.add_argument("--quick", action="store_true", help="640x480 only, 2 synthetic + 3 real scenes")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--iterations", type=int, default=300,
-                    help="iterations per ms/iteration timing run (few make the fused loop's set-up look per-step)")
+    ap.add_argument("--scales", default="4,8,16,32", help="quality scales (speed: x4, x8, x16)")
+    ap.add_argument("--iterations", type=int, default=200, help="steps per ms/step timing run")
     ap.add_argument("--cuda-iterations", type=int, default=2000, help="iterations per GPU timing run")
+    ap.add_argument("--only", choices=("quality", "speed"), help="one table only")
+    ap.add_argument("--schedule-sweep", metavar="OUT.json", help="table 3 (slow) instead of 1 and 2")
+    ap.add_argument("--summarise", metavar="SWEEP.json", help="print table 3's summary of a saved sweep")
     ap.add_argument("--threads", type=int, default=None,
-                    help="CPU threads for torch AND numba (default: their own defaults); 1 gives "
-                         "reproducible figures on a machine other jobs share")
+                    help="CPU threads for torch AND numba (default: their own defaults)")
     args = ap.parse_args()
     if args.threads:
         set_cpu_threads(args.threads)
-    sizes = [(480, 640)] if args.quick else [(480, 640), (720, 1280)]
+    scales = [int(s) for s in args.scales.split(",")]
+    if args.summarise:
+        with open(args.summarise) as fh:
+            summarise_sweep(json.load(fh))
+        return
+    if args.schedule_sweep:
+        schedule_sweep(args.schedule_sweep, scales, args.quick)
+        return
     print(f"CPU: torch {torch.get_num_threads()} threads, numba {'%d threads' % numba_threads() if HAVE_NUMBA else 'absent'}")
-    print("\n| guide | scale | eager ms/it | torch ms/it | fused ms/it | eager/fused | 8000-it eager (s) |")
-    print("|---|---|---|---|---|---|---|")
-    details = []
-    for size in sizes:
-        for scale in (4, 8):
-            ms, ref_s, mse_ref, rows, rss = case(size, scale, args.repeat, args.iterations)
-            fused = ms.get("fused", float("nan"))
-            print(f"| {size[1]}x{size[0]} | x{scale} | {ms['eager']:.2f} | {ms['torch']:.2f} | {fused:.2f} | "
-                  f"{ms['eager'] / fused:.1f}x | {ref_s:.1f} |", flush=True)
-            details.append((size, scale, ref_s, mse_ref, rows, rss))
-    print("\nTime to equilibrium (within 1% of the 8000-iteration MSE), vs the eager 8000-iteration wall time")
-    print("| guide | scale | policy | iterations | seconds | MSE / MSE(8000) | speed-up vs eager 8000 |")
-    print("|---|---|---|---|---|---|---|")
-    for size, scale, ref_s, mse_ref, rows, rss in details:
-        for name, its, t, ratio in rows:
-            print(f"| {size[1]}x{size[0]} | x{scale} | {name} | {its} | {t:.2f} | {ratio:.3f} | {ref_s / t:.1f}x |")
-    print("\nPeak RSS before/after the 8000-iteration run (MB): "
-          + ", ".join(f"{s[1]}x{s[0]} x{sc}: {r[0]:.0f}->{r[1]:.0f}" for s, sc, _, _, _, r in details))
-    cold_tol, warm_tol, cold_eq, warm_eq = warm_vs_cold((480, 640), 8)
-    print("\nWarm start (previous 8000-iteration output aligned by optical flow) on a slow pan, 640x480 x8,"
-          " mean over 5 frames (target: warm <= 0.20 of cold)")
-    print("| stop rule | cold iterations | flow-warm iterations | warm / cold |")
-    print("|---|---|---|---|")
-    print(f"| residual tolerance {DEFAULT_TOL:g} | {cold_tol:.0f} | {warm_tol:.0f} | {warm_tol / cold_tol:.3f} |")
-    print(f"| equilibrium (MSE within 1% of 8000 cold) | {cold_eq:.0f} | {warm_eq:.0f} | {warm_eq / cold_eq:.3f} |")
+    if args.only in (None, "speed"):
+        sizes = [(480, 640)] if args.quick else [(480, 640), (720, 1280)]
+        speed_table(sizes, [4, 8, 16], args.repeat, args.iterations)
+    if args.only in (None, "quality"):
+        quality_table(scales, args.quick)
     if torch.cuda.is_available():
-        gpu_section(torch.device("cuda"), [(s, 1) for s in sizes] + [((720, 1280), 8)], args.repeat,
+        gpu_section(torch.device("cuda"), [((480, 640), 1), ((720, 1280), 1), ((720, 1280), 8)], args.repeat,
                     args.cuda_iterations)
 
 

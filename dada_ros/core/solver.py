@@ -101,7 +101,7 @@ class SolverConfig:
     coarse_to_fine: bool = False
     init: str = "bicubic"
     # How Y0 is made in invalid source cells before the upsampling (see resample.fill_holes).
-    hole_fill: str = "average"
+    hole_fill: str = "guided"
     # Pixels whose source cell is farther than this (in source cells) from any valid cell are
     # returned as NaN: diffusion would invent depth there (e.g. out-of-range sky in a ToF image).
     max_fill_distance: float = 8.0
@@ -219,7 +219,8 @@ class DadaSolver:
         y0_warm = check_init(init, part.guide_shape)
         dev = self.device
 
-        filled, dist = fill_holes(src, valid, cfg.hole_fill)
+        filled, dist = fill_holes(src, valid, cfg.hole_fill,
+                                  part.cell_means(rgb) if cfg.hole_fill == "guided" and not valid.all() else None)
         y_cold = initial_upsample(filled, part.guide_shape, cfg.init)
         warm = y0_warm is not None
         if warm:

@@ -88,3 +88,42 @@ def test_initial_upsample_is_positive_and_in_range():
         assert up.shape == (16, 16) and up.min() >= 1.0 and up.max() <= 5.0
     with pytest.raises(DadaInputError):
         initial_upsample(src, (16, 16), "lanczos")
+
+
+def test_hole_fills_keep_valid_cells_and_fill_holes_sensibly():
+    from dada_ros.core.resample import fill_holes, fill_invalid_average, fill_invalid_guided
+
+    # A 1-D ramp with a gap: rim averaging and the harmonic (uniform colour) fill interpolate it.
+    src = np.tile(np.linspace(1.0, 2.0, 9, dtype=np.float32), (3, 1))
+    valid = np.ones_like(src, bool)
+    valid[:, 3:6] = False
+    grey = np.full(src.shape + (3,), 0.5, np.float32)
+    guided = fill_invalid_guided(src, valid, grey)
+    np.testing.assert_allclose(guided[valid], src[valid])
+    np.testing.assert_allclose(guided, src, atol=1e-5)  # harmonic = linear across a uniform gap
+    avg = fill_invalid_average(src, valid)
+    gap = avg[:, 3:6]
+    assert np.all((gap > 1.24) & (gap < 1.76)) and np.all(np.diff(gap, axis=1) > 0)  # between the rims, rising
+    # A hole beside a colour edge is filled from its own colour's side, not from the nearest cell.
+    src2 = np.where(np.arange(8)[None, :] < 4, 1.0, 3.0).astype(np.float32).repeat(6, 0)
+    rgb = np.zeros(src2.shape + (3,), np.float32)
+    rgb[:, 4:] = 1.0  # the far surface is white
+    valid2 = np.ones_like(src2, bool)
+    valid2[1:5, 3:6] = False  # hole across the edge: columns 3 (near, black) and 4-5 (far, white)
+    out = fill_invalid_guided(src2, valid2, rgb)
+    assert np.all(np.abs(out[1:5, 3] - 1.0) < 0.1) and np.all(np.abs(out[1:5, 4:6] - 3.0) < 0.1)
+    filled, dist = fill_holes(src2, valid2, "guided", rgb)
+    np.testing.assert_array_equal(filled, out)
+    assert dist[2, 4] > 0 and dist[0, 0] == 0
+    with pytest.raises(DadaInputError):
+        fill_holes(src2, valid2, "guided")  # needs the cell colours
+    with pytest.raises(DadaInputError):
+        fill_holes(src2, valid2, "magic")
+
+
+def test_cell_means_is_the_numpy_down():
+    part = Partition((9, 10), (4, 3))
+    img = np.random.default_rng(1).random((9, 10, 3)).astype(np.float32)
+    res = Resampler(part, torch.device("cpu"))
+    want = res.down(torch.from_numpy(img).permute(2, 0, 1)[None]).numpy()[0].transpose(1, 2, 0)
+    np.testing.assert_allclose(part.cell_means(img), want, rtol=1e-5)
