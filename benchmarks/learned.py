@@ -54,7 +54,8 @@ def section_table(args, tof: bool) -> dict:
     scales = SCALES if not tof else (4, 8, 16)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     rep = evaluate(generated_scenes(seeds, (256, 256)), scales, METHODS, None, weights=args.weights,
-                   source_fn=tof_source_fn() if tof else None, models=dict(m.split("=", 1) for m in args.model))
+                   source_fn=tof_source_fn() if tof else None, models=dict(m.split("=", 1) for m in args.model),
+                   jobs=args.jobs)
     kind = "ToF-like sources" if tof else "block-average sources"
     title = f"\n### Held-out generated scenes (seeds {seeds.start}..{seeds.stop - 1}, 256x256), {kind}"
     print(format_table(rep, title), flush=True)
@@ -70,7 +71,7 @@ def section_real(args) -> dict:
     for sc in data.scenes:
         sc.name = f"{sc.name} ({where.get(sc.name, 'held out')})"
     models = dict(m.split("=", 1) for m in args.model)
-    rep = evaluate(data, (4, 8, 16), METHODS, None, weights=args.weights, models=models)
+    rep = evaluate(data, (4, 8, 16), METHODS, None, weights=args.weights, models=models, jobs=args.jobs)
     title = (f"\n### Real RGB-D frames: {data.describe()}; whole frames, block-average sources, "
              f"MSE cm^2 of z over valid ground truth; dada = {args.weights or 'shipped'}"
              + "".join(f"; {k} = {v}" for k, v in models.items()))
@@ -308,6 +309,8 @@ def main() -> None:
     ap.add_argument("--mem-batch", type=int, default=6)
     ap.add_argument("--mem-crop", type=int, default=96)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="table / tof / real: score the tiles in N worker processes (the same table as serial)")
     ap.add_argument("--real-dir", help="realdata folder (default ../shared/realdata or $DADA_REALDATA)")
     ap.add_argument("--real-split", default="all", help="realdata split: all | train | val | test")
     ap.add_argument("--model", action="append", default=[], metavar="LABEL=CKPT",

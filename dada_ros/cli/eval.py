@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--json", help="write the full report (per-tile MSE included) here")
     p.add_argument("--quiet", action="store_true", help="no per-scene progress lines")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="score the tiles in N worker processes (the same report as serial; threads / N each)")
     p.add_argument("--select-gate", metavar="OUT", help="choose the gate of --weights on the split's scenes, write OUT")
     p.add_argument("--gate-grid", type=float, nargs="+", help="gate values tried (default 0, 0.1, ..., 1)")
     p.add_argument("--max-ratio", type=float, default=1.0,
@@ -140,8 +142,12 @@ def main(argv: list[str] | None = None) -> int:
             what = f"{data.describe()}, {n} images, tiles {tile or 'whole'}"
     source = "ToF-like sources" if args.tof else "block-average sources"
     progress = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if args.jobs < 1:
+        from ..core.errors import DadaInputError
+
+        raise DadaInputError(f"--jobs must be >= 1, got {args.jobs}")
     report = evaluate(scenes, args.scales, args.methods, tile, config, args.weights,
-                      tof_source_fn() if args.tof else None, progress)
+                      tof_source_fn() if args.tof else None, progress, jobs=args.jobs)
     title = f"{what}, {source}: MSE cm^2 / MAE cm over valid ground truth, {report['tiles']} tiles"
     print(format_table(report, title))
     if args.dataset == "realdata":

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..core.errors import DadaInputError
 from ..core.methods import DADA_METHODS, METHODS, make_solver, run_method
-from ..core.metrics import depth_errors
+from ..core.metrics import DepthErrors, depth_errors
 from ..core.scenes import TofModel, simulate_tof
 from ..core.solver import SolverConfig
 from .datasets.base import RGBDScene, make_example, tiles
@@ -38,8 +38,10 @@ class Cell:
     per_tile_mse: list[float] = field(default_factory=list)
 
     def add(self, pred: np.ndarray, gt: np.ndarray, seconds: float) -> None:
-        e = depth_errors(pred, gt)
-        n_gt = int((np.isfinite(gt) & (gt > 0)).sum())
+        self.add_errors(depth_errors(pred, gt), gt_pixels(gt), seconds)
+
+    def add_errors(self, e: DepthErrors, n_gt: int, seconds: float) -> None:
+        """Add one tile's errors (``n_gt``: its valid ground-truth pixels)."""
         if e.pixels:
             self.sq_sum += e.mse_cm2 * e.pixels
             self.abs_sum += e.mae_cm * e.pixels
@@ -66,27 +68,93 @@ class Cell:
                 "seconds_per_tile": self.seconds / max(1, self.tiles), "per_tile_mse_cm2": self.per_tile_mse}
 
 
+def gt_pixels(gt: np.ndarray) -> int:
+    """Valid ground-truth pixels (finite, > 0)."""
+    return int((np.isfinite(gt) & (gt > 0)).sum())
+
+
 SourceFn = Callable[[np.ndarray, np.ndarray, int, str], np.ndarray | None]
+
+
+@dataclass(frozen=True)
+class TofSource:
+    """ToF-like sources (noise, dropouts), reproducible per tile name and scale (a class rather
+    than a closure so that ``evaluate(jobs=N)`` can hand it to worker processes)."""
+
+    seed: int = 0
+    model: TofModel | None = None
+
+    def __call__(self, gt: np.ndarray, rgb: np.ndarray, scale: int, name: str) -> np.ndarray:
+        import zlib
+
+        rng = np.random.default_rng([self.seed, scale, zlib.crc32(name.encode())])
+        H, W = gt.shape
+        src = simulate_tof(gt, rgb, (H // scale, W // scale), self.model or TofModel(), rng)
+        return np.where(src > 0, src, np.nan).astype(np.float32)
 
 
 def tof_source_fn(seed: int = 0, model: TofModel | None = None) -> SourceFn:
     """ToF-like sources (noise, dropouts), reproducible per tile name and scale."""
-    import zlib
+    return TofSource(seed, model)
 
-    def fn(gt, rgb, scale, name):
-        rng = np.random.default_rng([seed, scale, zlib.crc32(name.encode())])
+
+# One method at one scale on one tile: (row label, scale, errors, valid ground-truth pixels, seconds).
+TileScore = tuple[str, int, DepthErrors, int, float]
+
+
+def make_solvers(methods: Sequence[str], models: dict[str, str], config: SolverConfig,
+                 weights: str | None) -> dict:
+    """One solver per DADA method and per extra model row, reused for every tile."""
+    solvers = {m: make_solver(m, config, weights=weights if m == "dada" else None) for m in methods if m in DADA_METHODS}
+    solvers.update({label: make_solver("dada", config, weights=path) for label, path in models.items()})
+    return solvers
+
+
+def score_tile(name: str, rgb: np.ndarray, gt: np.ndarray, scales: Sequence[int], rows: Sequence[str],
+               models: dict[str, str], solvers: dict, source_fn: SourceFn | None) -> list[TileScore] | None:
+    """Every row at every scale on one tile; None when the tile has no valid ground truth (not
+    counted). A scale whose source has no valid cell is left out."""
+    if not (np.isfinite(gt) & (gt > 0)).any():
+        return None
+    n_gt = gt_pixels(gt)
+    out: list[TileScore] = []
+    for s in scales:
         H, W = gt.shape
-        src = simulate_tof(gt, rgb, (H // scale, W // scale), model or TofModel(), rng)
-        return np.where(src > 0, src, np.nan).astype(np.float32)
+        if H % s or W % s:
+            raise DadaInputError(f"tile {H}x{W} of {name} is not a multiple of scale {s}")
+        src = source_fn(gt, rgb, s, name) if source_fn else None
+        ex = make_example(rgb, gt, s, src)
+        if not (np.isfinite(ex.source) & (ex.source > 0)).any():
+            continue
+        source = np.nan_to_num(ex.source, nan=0.0)
+        for m in rows:
+            t = time.perf_counter()
+            pred, _ = run_method("dada" if m in models else m, rgb, source, solver=solvers.get(m))
+            dt = time.perf_counter() - t
+            out.append((m, int(s), depth_errors(pred, gt), n_gt, dt))
+    return out
 
-    return fn
+
+def scored_tiles(scenes: Iterable[RGBDScene], tile: int | None, scales: Sequence[int], rows: Sequence[str],
+                 models: dict[str, str], solvers: dict, source_fn: SourceFn | None
+                 ) -> Iterator[tuple[str, str, list[TileScore]]]:
+    """(scene name, tile name, scores) for every tile with ground truth, in order."""
+    for scene in scenes:
+        for name, rgb, gt in tiles(scene, tile):
+            scores = score_tile(name, rgb, gt, scales, rows, models, solvers, source_fn)
+            if scores is not None:
+                yield scene.name, name, scores
 
 
 def evaluate(scenes: Iterable[RGBDScene], scales: Sequence[int], methods: Sequence[str] = DEFAULT_METHODS,
              tile: int | None = 256, config: SolverConfig | None = None, weights: str | None = None,
              source_fn: SourceFn | None = None, progress: Callable[[str], None] | None = None,
-             models: dict[str, str] | None = None) -> dict:
+             models: dict[str, str] | None = None, jobs: int = 1) -> dict:
     """Run ``methods`` on every tile of every scene at every scale.
+
+    ``jobs > 1`` scores the tiles in that many worker processes
+    (:mod:`dada_ros.learned.parallel_eval`) and pools them here in tile order, so the report is
+    the serial one (timings aside).
 
     ``models`` adds learned checkpoints as further rows: ``{label: checkpoint path}``, each run as
     ``method: dada`` with those weights (e.g. ``{"adapted": "runs/a/best.pt"}``).
@@ -103,36 +171,26 @@ def evaluate(scenes: Iterable[RGBDScene], scales: Sequence[int], methods: Sequen
     if clash:
         raise DadaInputError(f"model labels {clash} clash with method names")
     config = config or SolverConfig()
-    solvers = {m: make_solver(m, config, weights=weights if m == "dada" else None) for m in methods if m in DADA_METHODS}
-    solvers.update({label: make_solver("dada", config, weights=path) for label, path in models.items()})
     rows = list(methods) + list(models)
     cells = {m: {int(s): Cell() for s in scales} for m in rows}
     per_scene: dict[str, dict[str, dict[int, Cell]]] = {}
     n_tiles = 0
     t0 = time.perf_counter()
-    for scene in scenes:
-        for name, rgb, gt in tiles(scene, tile):
-            if not (np.isfinite(gt) & (gt > 0)).any():
-                continue
-            n_tiles += 1
-            for s in scales:
-                H, W = gt.shape
-                if H % s or W % s:
-                    raise DadaInputError(f"tile {H}x{W} of {name} is not a multiple of scale {s}")
-                src = source_fn(gt, rgb, s, name) if source_fn else None
-                ex = make_example(rgb, gt, s, src)
-                if not (np.isfinite(ex.source) & (ex.source > 0)).any():
-                    continue
-                source = np.nan_to_num(ex.source, nan=0.0)
-                mine = per_scene.setdefault(scene.name, {m: {int(k): Cell() for k in scales} for m in rows})
-                for m in rows:
-                    t = time.perf_counter()
-                    pred, _ = run_method("dada" if m in models else m, rgb, source, solver=solvers.get(m))
-                    dt = time.perf_counter() - t
-                    cells[m][int(s)].add(pred, gt, dt)
-                    mine[m][int(s)].add(pred, gt, dt)
-            if progress:
-                progress(f"{name}: " + ", ".join(f"{m} x{s} {cells[m][int(s)].mse:.3g}" for m in rows for s in scales[:2]))
+    if jobs > 1:
+        from .parallel_eval import scored_tiles_parallel
+
+        stream = scored_tiles_parallel(scenes, tile, scales, rows, models, config, weights, source_fn, jobs)
+    else:
+        stream = scored_tiles(scenes, tile, scales, rows, models, make_solvers(methods, models, config, weights),
+                              source_fn)
+    for scene_name, name, scores in stream:
+        n_tiles += 1
+        for m, s, e, n_gt, dt in scores:
+            mine = per_scene.setdefault(scene_name, {r: {int(k): Cell() for k in scales} for r in rows})
+            cells[m][s].add_errors(e, n_gt, dt)
+            mine[m][s].add_errors(e, n_gt, dt)
+        if progress:
+            progress(f"{name}: " + ", ".join(f"{m} x{s} {cells[m][int(s)].mse:.3g}" for m in rows for s in scales[:2]))
     return {"results": {m: {s: c.as_dict() for s, c in cells[m].items()} for m in rows},
             "scenes": {n: {m: {s: c.mse for s, c in per.items()} for m, per in by.items()} for n, by in per_scene.items()},
             "tiles": n_tiles, "seconds": time.perf_counter() - t0}
