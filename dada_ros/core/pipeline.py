@@ -83,9 +83,14 @@ class WarmConfig:
     # of the tile starts cold). False: they only get the warm run (bicubic start + warm_iterations).
     cold_refine: bool = True
     cold_refine_min_fraction: float = 0.05
+    # Tile side in source cells of those crops. 2 (tighter crops) was measured worse: a dada
+    # forward-motion frame at 1.12 x cold against 1.03 with 4 (less context around the crop).
+    cold_refine_tile_cells: int = 4
     # ... unless those crops would cover more than this fraction of the image: then the frame starts
-    # cold (as cheap, and what was measured to be as good: benchmarks/warm_start.py, big_pan).
-    max_cold_area: float = 0.5
+    # cold. With a 100-application cold solve, 0.7 of the image re-solved plus the warm run costs
+    # about 1.2 cold frames; beyond it a cold frame is cheaper (and the warped prior is mostly
+    # rejected anyway: big_pan, blur, drops in benchmarks/warm_start.py).
+    max_cold_area: float = 0.7
     # Exposure: the previous guide is scaled to the current one (AlignConfig.compensate_exposure)
     # so the alignment survives an exposure / white-balance change, but the prior was solved on a
     # guide of another contrast: when any channel's gain leaves [min, max] the frame starts cold.
@@ -134,6 +139,8 @@ class WarmConfig:
         if not 0 < self.min_exposure_gain <= 1 <= self.max_exposure_gain:
             raise DadaInputError(f"exposure gain bounds must satisfy 0 < min <= 1 <= max, got "
                                  f"{self.min_exposure_gain}, {self.max_exposure_gain}")
+        if int(self.cold_refine_tile_cells) != self.cold_refine_tile_cells or self.cold_refine_tile_cells < 1:
+            raise DadaInputError(f"cold_refine_tile_cells must be an integer >= 1, got {self.cold_refine_tile_cells}")
         if not 0 < self.cold_refine_min_fraction <= 1:
             raise DadaInputError(f"cold_refine_min_fraction must be in (0, 1], got {self.cold_refine_min_fraction}")
         if self.align is not None:
@@ -361,7 +368,7 @@ class FramePipeline:
             info["cold_reason"] = acc.reason
             return None, info
         if self.warm.cold_refine and acc.cold_pixels.any():
-            area = refine_area(acc.cold_pixels, source.shape, int(self.warm.refine_tile_cells),
+            area = refine_area(acc.cold_pixels, source.shape, int(self.warm.cold_refine_tile_cells),
                                float(self.warm.cold_refine_min_fraction))
             info["cold_refine_area"] = area
             if area > self.warm.max_cold_area:
@@ -409,7 +416,7 @@ class FramePipeline:
                 # The cold budget for what starts cold: the solver's own policy on crops around it.
                 t1 = time.perf_counter()
                 y0, refined, solved, cold_work = refine_young(
-                    self.solver, rgb, source, y0, cold_px, None, int(self.warm.refine_tile_cells),
+                    self.solver, rgb, source, y0, cold_px, None, int(self.warm.cold_refine_tile_cells),
                     float(self.warm.cold_refine_min_fraction))
                 cold_ms = (time.perf_counter() - t1) * 1000
                 cold_fraction = solved / cold_px.size
