@@ -46,7 +46,10 @@ def test_contract_npy_source_and_stats(files):
 def test_png_mm_and_tiff_metres_give_the_same_answer(files):
     d, _ = files
     for name in ("src.png", "src.tiff"):
-        r = run("--guide", d / "rgb.png", "--source", d / name, "--out", d / f"{name}.npy", "--iterations", 50)
+        # The plain loop: a 50-application Chebyshev state is mid-extrapolation and amplifies the
+        # 0.5 mm rounding up to ~4x; the readers' agreement is what is tested here.
+        r = run("--guide", d / "rgb.png", "--source", d / name, "--out", d / f"{name}.npy", "--iterations", 50,
+                "--schedule", "plain")
         assert r.returncode == 0, r.stderr
     a, b = np.load(d / "src.png.npy"), np.load(d / "src.tiff.npy")
     assert np.nanmax(np.abs(a - b)) < 2e-3  # mm rounding only
