@@ -95,8 +95,8 @@ class World:
 
     # ---------------------------------------------------------------- model
     def wrap(self, net: nn.Module, device: torch.device) -> nn.Module:
-        """``net`` with batch norm synchronised across ranks, inside DistributedDataParallel;
-        ``net`` itself when there is one process. The returned object is what the training
+        """``net`` inside DistributedDataParallel, its batch norm synchronised across ranks
+        (unless ``sync_bn`` is off); ``net`` itself when there is one process. The returned object is what the training
         forward calls; ``net`` (same parameters) is what gets saved and validated."""
         if not self.distributed:
             return net
@@ -156,9 +156,6 @@ class World:
         when the global batch leaves a rank without a crop."""
         if not self.distributed:
             return
-        if global_batch < self.size:
-            raise DadaInputError(f"--batch {global_batch} is the global batch and must give each of the "
-                                 f"{self.size} ranks at least one crop")
         # The process group's own settings too: ranks on different backends or batch-norm modes
         # would hang in mismatched collectives rather than fail.
         config = dict(config, dist_backend=self.backend, dist_bn="sync" if self.sync_bn else "local")
@@ -168,6 +165,9 @@ class World:
         problem = disagreement(every)
         if problem:
             raise DadaInputError(problem)
+        if global_batch < self.size:  # after the check, so that every rank raises it
+            raise DadaInputError(f"--batch {global_batch} is the global batch and must give each of the "
+                                 f"{self.size} ranks at least one crop")
 
     def barrier(self) -> None:
         if self.distributed:

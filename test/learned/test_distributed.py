@@ -139,7 +139,9 @@ def runs(tmp_path_factory):
     one, two = base / "one", base / "two"
     logs = {k: open(base / f"{k}.log", "w") for k in ("torchrun", "rank0", "rank1")}
     procs = {"torchrun": subprocess.Popen(
-        [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", "-m", "dada_ros.cli.train", *_args(two, cache, 4)],
+        # --time-limit far away: the ranks' agreement on stopping (an all-reduce per step) runs, never fires.
+        [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", "-m", "dada_ros.cli.train", *_args(two, cache, 4),
+         "--time-limit", "100"],
         cwd=ROOT, env=_env(), stdout=logs["torchrun"], stderr=subprocess.STDOUT)}
     port = str(_free_port())
     for rank in (0, 1):
