@@ -35,6 +35,7 @@ from dada_ros.core.errors import DadaInputError
 from dada_ros.core.methods import DADA_METHODS
 from dada_ros.core.pipeline import WARM_MODES, WarmConfig
 from dada_ros.core.output_range import DEFAULT_MARGIN, OUTPUT_RANGE_MODES, OutputRangeConfig
+from dada_ros.core.schedule import SCHEDULES
 from dada_ros.core.solver import DEFAULT_LAMBDA, DEFAULT_MAX_ITERATIONS, DEFAULT_TOL, ITERATIONS_LIMIT, SolverConfig
 
 from .conversions import OUTPUT_DEPTH_ENCODINGS
@@ -89,11 +90,16 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("lambda", DEFAULT_LAMBDA, "Diffusion step size; 0 < lambda < 0.25 for a stable "
               "4-neighbour step (a descriptor range is closed: [1e-6, 0.2499]).", float_range=LAMBDA_RANGE,
               constraints="1e-6 <= lambda <= 0.2499 (inside the stable 0 < lambda < 0.25)", attr="lam"),
+    ParamSpec("schedule", "chebyshev", "Loop schedule: chebyshev (the semi-iteration: a cold frame "
+              "runs the per-ratio budget, 150-200 applications at x4-x16, within 1% of the paper's "
+              "8000 steps) or plain (the paper's loop, stopped by tolerance / max_iterations).",
+              choices=SCHEDULES),
     ParamSpec("max_iterations", NODE_DEFAULT_MAX_ITERATIONS, "Cap on diffusion-adjustment steps of a "
               f"COLD frame (warm frames run warm_iterations); node maximum {NODE_MAX_ITERATIONS}.",
               int_range=(1, NODE_MAX_ITERATIONS)),
     ParamSpec("tolerance", DEFAULT_TOL, "A cold frame stops when the max relative change per check "
-              "falls below this.", float_range=(1e-9, 1.0)),
+              "falls below this (plain: the stop rule; chebyshev: an early stop before the budget).",
+              float_range=(1e-9, 1.0)),
     ParamSpec("max_fill_distance", 8.0, "Output pixels farther than this (in source cells) from any "
               "valid depth are left invalid instead of invented.", float_range=(0.0, 1e6)),
     ParamSpec("device", "auto", "Torch device: auto (CUDA if present), cpu, cuda or cuda:N. CUDA "
@@ -167,7 +173,7 @@ PARAMS: tuple[ParamSpec, ...] = (
 PARAMS_BY_NAME = {p.name: p for p in PARAMS}
 
 # Fields whose change needs a new solver (and a cold start); the rest apply in place.
-SOLVER_FIELDS = ("method", "kappa", "coefficient_form", "lam", "max_iterations", "tolerance",
+SOLVER_FIELDS = ("method", "kappa", "coefficient_form", "lam", "schedule", "max_iterations", "tolerance",
                  "max_fill_distance", "device", "weights")
 
 
@@ -179,6 +185,7 @@ class NodeSettings:
     kappa: float
     coefficient_form: str
     lam: float
+    schedule: str
     max_iterations: int
     tolerance: float
     max_fill_distance: float
@@ -214,7 +221,8 @@ class NodeSettings:
         return replace(self, **{PARAMS_BY_NAME[k].field: v for k, v in values.items()})
 
     def solver_config(self, device: str | None = None) -> SolverConfig:
-        return SolverConfig(lam=self.lam, tol=self.tolerance, max_iterations=self.max_iterations,
+        return SolverConfig(lam=self.lam, schedule=self.schedule, tol=self.tolerance,
+                            max_iterations=self.max_iterations,
                             max_fill_distance=self.max_fill_distance, device=device or self.device)
 
     def warm_config(self) -> WarmConfig:
