@@ -19,7 +19,9 @@ from dada_ros.learned.model import GuideNet, load_checkpoint
 from dada_ros.learned.train import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
-TORCHRUN = Path(sys.executable).with_name("torchrun")
+# torchrun is torch.distributed.run's console script; the module itself where the script is elsewhere.
+_SCRIPT = Path(sys.executable).with_name("torchrun")
+TORCHRUN = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "torch.distributed.run"]
 # Tiny run: 4 crops of 32^2 (global batch), x4 and x8, 8 + 3 unrolled steps; validation at 2 and 4.
 TINY = dict(train_scenes=3, render_sizes=[[48, 48]], crop=32, val_crop=32, val_scenes=1, scales=[4, 8],
             batch=4, n_pre=8, n_grad=3, val_every=2, ckpt_every=2, hard_prob=0.5, hard_pool=8, tof_prob=0.5)
@@ -140,7 +142,7 @@ def runs(tmp_path_factory):
     logs = {k: open(base / f"{k}.log", "w") for k in ("torchrun", "rank0", "rank1")}
     procs = {"torchrun": subprocess.Popen(
         # --time-limit far away: the ranks' agreement on stopping (an all-reduce per step) runs, never fires.
-        [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", "-m", "dada_ros.cli.train", *_args(two, cache, 4),
+        [*TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "dada_ros.cli.train", *_args(two, cache, 4),
          "--time-limit", "100"],
         cwd=ROOT, env=_env(), stdout=logs["torchrun"], stderr=subprocess.STDOUT)}
     port = str(_free_port())
