@@ -31,7 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = (("1 process x 1 thread", 1, 1, []), ("1 process x 2 threads", 1, 2, []),
-            ("2 processes x 1 thread", 2, 1, []), ("2 processes x 1 thread, --dist-bn local", 2, 1, ["--dist-bn", "local"]))
+            ("2 processes x 1 thread", 2, 1, []),
+            ("2 processes x 1 thread, --dist-bn local", 2, 1, ["--dist-bn", "local"]))
 
 
 def load() -> list[float]:

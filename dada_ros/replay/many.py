@@ -77,7 +77,8 @@ def _work(cfg: ReplayConfig) -> BagOutcome:
     return _replay(replace(cfg, progress=False, on_frame=_tick))
 
 
-def run_many(cfgs: list[ReplayConfig], jobs: int, threads: int | None = None, progress: bool = True) -> list[BagOutcome]:
+def run_many(cfgs: list[ReplayConfig], jobs: int, threads: int | None = None,
+             progress: bool = True) -> list[BagOutcome]:
     """Replay every config's bag, ``jobs`` at a time; outcomes in the order of ``cfgs``.
 
     ``jobs == 1`` replays them one after the other in this process (each with its own progress

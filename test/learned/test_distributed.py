@@ -2,6 +2,7 @@
 the sharding, and two real gloo processes on tiny procedural crops against one process."""
 
 import csv
+import json
 import os
 import socket
 import subprocess
@@ -185,7 +186,12 @@ def test_two_processes_follow_the_single_process_loss_curve(runs):
     for (k, a), b in zip(net1.state_dict().items(), net2.state_dict().values()):
         torch.testing.assert_close(b, a, rtol=0, atol=TINY_LR, msg=k)  # BN running stats included
     assert d2["resume"]["step"] == 4 and d2["resume"]["numpy_rng"] == d1["resume"]["numpy_rng"]
-    assert d2["resume"]["hard_pool"] is not None  # hard pool fed with the whole batch's losses
+    # The hard pool is fed the whole batch's per-example losses in global order: same crops, same losses.
+    p1, p2 = json.loads(d1["resume"]["hard_pool"]), json.loads(d2["resume"]["hard_pool"])
+    assert p1.keys() == p2.keys() and any(p1.values())
+    for s in p1:
+        assert [k for _, k in p1[s]] == [k for _, k in p2[s]]
+        np.testing.assert_allclose([v for v, _ in p2[s]], [v for v, _ in p1[s]], rtol=1e-5)
 
 
 def test_single_process_resumes_a_two_process_checkpoint(runs):
