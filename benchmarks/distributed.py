@@ -8,7 +8,9 @@ round by round so that a change in the machine's load hits all of them alike:
 
 * ``1 process x 1 thread``, ``1 process x 2 threads`` (what one process makes of 2 cores),
 * ``2 processes x 1 thread`` (``torchrun --standalone --nproc_per_node 2``: each rank solves 3 crops),
-  with batch norm over the global batch (the default) and with ``--dist-bn local`` (no BN collectives).
+  with batch norm over the global batch (the default) and with ``--dist-bn local`` (no BN collectives),
+* ``torchrun, world size 1``: the DDP path with one rank (with ``--device cuda``: NCCL on one GPU,
+  the single-GPU figure the issue asks for: ``--device cuda --only 0 4``).
 
 Two parts: synthetic (procedural scenes) and real (``--realdata``, default ``../shared/realdata``:
 the realdata train split, tsukuba / cones / art / moebius; skipped when absent).
@@ -30,9 +32,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = (("1 process x 1 thread", 1, 1, []), ("1 process x 2 threads", 1, 2, []),
-            ("2 processes x 1 thread", 2, 1, []),
-            ("2 processes x 1 thread, --dist-bn local", 2, 1, ["--dist-bn", "local"]))
+# (name, processes, threads each, extra dada-train arguments, through torchrun)
+SETTINGS = (("1 process x 1 thread", 1, 1, [], False), ("1 process x 2 threads", 1, 2, [], False),
+            ("2 processes x 1 thread", 2, 1, [], True),
+            ("2 processes x 1 thread, --dist-bn local", 2, 1, ["--dist-bn", "local"], True),
+            ("torchrun, world size 1", 1, 1, [], True))
 
 
 def load() -> list[float]:
@@ -43,14 +47,13 @@ def load() -> list[float]:
 
 
 def train_command(procs: int, threads: int, out: Path, cache: Path, steps: int, data: list[str],
-                  extra: list[str]) -> list[str]:
+                  extra: list[str], torchrun: bool) -> list[str]:
     args = ["--out", str(out), "--cache-dir", str(cache), "--steps", str(steps), "--threads", str(threads),
             "--train-scenes", "24", "--val-scenes", "1", "--val-every", str(10**6), "--ckpt-every", str(10**6),
             "--quiet", "--no-resume", *data, *extra]
-    if procs == 1:
+    if not torchrun:
         return [sys.executable, "-m", "dada_ros.cli.train", *args]
-    torchrun = str(Path(sys.executable).with_name("torchrun"))
-    return [torchrun, "--standalone", "--nproc_per_node", str(procs), "-m", "dada_ros.cli.train", *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), "-m", "dada_ros.cli.train", *args]
 
 
 def steps_per_second(log: Path, skip: int) -> float:
@@ -63,11 +66,12 @@ def measure(part: str, data: list[str], args, work: Path, settings) -> dict:
     cache = work / f"cache_{part}"
     res: dict[str, list[float]] = {name: [] for name, *_ in settings}
     for r in range(args.rounds):
-        for name, procs, threads, extra in settings:
+        for name, procs, threads, extra, torchrun in settings:
             out = work / f"{part}_{procs}x{threads}_{r}"
             env = dict(os.environ, OMP_NUM_THREADS=str(threads))
             t = time.perf_counter()
-            p = subprocess.run(train_command(procs, threads, out, cache, args.steps, data, extra), cwd=ROOT, env=env,
+            p = subprocess.run(train_command(procs, threads, out, cache, args.steps, data,
+                                             extra + ["--device", args.device], torchrun), cwd=ROOT, env=env,
                                capture_output=True, text=True)
             if p.returncode != 0:
                 raise SystemExit(f"{name} failed:\n{p.stderr[-2000:]}")
@@ -82,6 +86,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--skip", type=int, default=2, help="first steps left out of the rate")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (cuda: nccl under torchrun)")
     ap.add_argument("--only", nargs="+", type=int, choices=range(len(SETTINGS)),
                     help="indices of the settings to run, the first is the ratios' base (default: all)")
     ap.add_argument("--realdata", default=str(ROOT.parent / "shared" / "realdata"))
@@ -101,7 +106,7 @@ def main() -> None:
         for part, data in parts.items():
             report[part] = measure(part, data, args, Path(tmp), settings)
     report["load_end"] = load()
-    print(f"\n### dada-train steps/s, default recipe (global batch 6 x 96^2, N_grad 32), mean of {args.rounds} "
+    print(f"\n### dada-train steps/s on {args.device}, default recipe (global batch 6 x 96^2, N_grad 32), mean of {args.rounds} "
           f"round(s), steps {args.skip + 1}..{args.steps}; load average {report['load_start']} -> {report['load_end']}")
     cols = list(parts)
     base_name = settings[0][0]
