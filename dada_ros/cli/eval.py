@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score the tiles in N worker processes (the same report as serial; threads / N each)")
     p.add_argument("--select-gate", metavar="OUT", help="choose the gate of --weights on the split's scenes, write OUT")
     p.add_argument("--gate-grid", type=float, nargs="+", help="gate values tried (default 0, 0.1, ..., 1)")
+    p.add_argument("--gate-synthetic", type=int, default=0, metavar="N",
+                   help="--select-gate: also weigh N synthetic validation scenes (half of the objective)")
     p.add_argument("--max-ratio", type=float, default=1.0,
                    help="--select-gate: a gate may not be worse than this x DADA-free on any chosen scene")
     return p
@@ -94,25 +96,45 @@ def select_gate(args) -> int:
     net, meta = G.load_gated(weights)
     progress = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     scales = [int(s) for s in args.scales]
-    grid = G.gate_grid(net, data.scenes, scales, args.gate_grid or G.DEFAULT_GRID, progress=progress)
-    gate = G.choose_gate(grid, chosen_on, args.max_ratio)
-    loo = G.leave_one_out({n: grid[n] for n in SPLITS["all"] if n in grid}, args.max_ratio)
+    alphas = args.gate_grid or G.DEFAULT_GRID
+    grid = G.gate_grid(net, data.scenes, scales, alphas, progress=progress)
+    also = None
+    if args.gate_synthetic:
+        from ..learned.datasets.procedural import VAL_SEED0, render_scene
+
+        # Synthetic VALIDATION seeds (never the benchmark's held-out seeds 0..N).
+        syn = [render_scene(VAL_SEED0 + 500 + i, (256, 256)) for i in range(args.gate_synthetic)]
+        sgrid = G.gate_grid(net, syn, scales, alphas, progress=progress)
+        also = (sgrid, list(sgrid))
+    gate = G.choose_gate(grid, chosen_on, args.max_ratio, also)
+    loo = G.leave_one_out({n: grid[n] for n in SPLITS["all"] if n in grid}, args.max_ratio, also)
     split = {n: sp for sp in ("train", "val") for n in SPLITS[sp]}
-    print(f"gate of {weights} chosen on realdata {args.split} ({', '.join(chosen_on)}; no scene worse than "
-          f"{args.max_ratio:g} x DADA-free): " + ", ".join(f"x{s} {a:g}" for s, a in gate.items()))
+    rule = f"no scene worse than {args.max_ratio:g} x DADA-free" + (
+        f"; objective: mean of the pooled ratios on them and on {args.gate_synthetic} synthetic validation "
+        f"seeds {VAL_SEED0 + 500}.." if also else "; objective: their pooled ratio")
+    print(f"gate of {weights} chosen on realdata {args.split} ({', '.join(chosen_on)}; {rule}): "
+          + ", ".join(f"x{s} {a:g}" for s, a in gate.items()))
     print(f"pooled MSE / DADA-free on {args.split}: " + ", ".join(
         f"x{s} {r:.3f}" for s, r in G.pooled_ratio(grid, chosen_on, gate).items()))
+    if also:
+        print("pooled MSE / DADA-free on the synthetic validation seeds: net alone " + ", ".join(
+            f"x{s} {r:.3f}" for s, r in G.pooled_ratio(also[0], also[1], {s: 1.0 for s in scales}).items())
+              + "; gated " + ", ".join(f"x{s} {r:.3f}" for s, r in G.pooled_ratio(also[0], also[1], gate).items()))
     print(f"\nrealdata, {data.describe()}: MSE / DADA-free per scene (LOO: gate chosen on the other dense scenes)")
     print(G.format_grid(grid, gate, {n: v for n, v in loo.items()}, split))
     G.set_gate(net, gate)
     save_checkpoint(args.select_gate, net, dict(meta) | {"gate_selection": {
         "from": weights, "chosen_on": chosen_on, "gate": gate, "max_ratio": args.max_ratio,
+        "synthetic_val_seeds": args.gate_synthetic,
         "pooled_ratio": G.pooled_ratio(grid, chosen_on, gate),
         "loo_ratio": {n: v["ratio"] for n, v in loo.items()}}})
     print(f"wrote {args.select_gate}")
     if args.json:
-        write_json(args.json, {"gate": gate, "chosen_on": chosen_on, "loo": loo, "grid": {
-            n: {s: {str(a): v for a, v in c.items()} for s, c in by.items()} for n, by in grid.items()}})
+        def plain(g):
+            return {n: {s: {str(a): v for a, v in c.items()} for s, c in by.items()} for n, by in g.items()}
+
+        write_json(args.json, {"gate": gate, "chosen_on": chosen_on, "loo": loo, "grid": plain(grid),
+                               "synthetic_grid": plain(also[0]) if also else None})
     return 0
 
 

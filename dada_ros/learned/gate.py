@@ -107,20 +107,25 @@ def _ratio(cell: dict, a: float) -> float:
     return (sq / px) / (fsq / fpx) if px and fsq else math.nan
 
 
-def choose_gate(grid: Grid, names: Sequence[str], max_ratio: float = 1.0) -> dict[int, float]:
-    """Per ratio: the alpha with the lowest pooled MSE over ``names`` among the alphas no worse
-    than ``max_ratio`` x DADA-free on every one of them."""
+def choose_gate(grid: Grid, names: Sequence[str], max_ratio: float = 1.0,
+                also: tuple[Grid, Sequence[str]] | None = None) -> dict[int, float]:
+    """Per ratio: among the alphas no worse than ``max_ratio`` x DADA-free on every scene of
+    ``names``, the one with the lowest MSE pooled over ``names`` relative to DADA-free's -- or,
+    with ``also`` = (another grid, its scenes; e.g. synthetic validation scenes), the lowest mean
+    of the two pooled ratios (the constraint stays on ``names``: the real scenes)."""
     scales = sorted({s for n in names for s in grid[n]})
     chosen = {}
     for s in scales:
         alphas = [a for a in grid[names[0]][s] if a != "free"]
-        best, best_mse = 0.0, math.inf
+        best, best_obj = 0.0, math.inf
         for a in sorted(alphas):
             if any(_ratio(grid[n][s], a) > max_ratio for n in names):
                 continue
-            mse = sum(grid[n][s][a][0] for n in names) / max(1, sum(grid[n][s][a][1] for n in names))
-            if mse < best_mse - 1e-12:
-                best, best_mse = a, mse
+            obj = pooled_ratio(grid, names, {s: a})[s]
+            if also is not None:
+                obj = 0.5 * (obj + pooled_ratio(also[0], also[1], {s: a})[s])
+            if obj < best_obj - 1e-12:
+                best, best_obj = a, obj
         chosen[s] = best
     return chosen
 
@@ -137,13 +142,13 @@ def pooled_ratio(grid: Grid, names: Sequence[str], gate: dict[int, float]) -> di
     return out
 
 
-def leave_one_out(grid: Grid, max_ratio: float = 1.0) -> dict[str, dict]:
-    """For every scene: the gate chosen on all the others and its ratio to DADA-free on it."""
+def leave_one_out(grid: Grid, max_ratio: float = 1.0, also: tuple[Grid, Sequence[str]] | None = None) -> dict[str, dict]:
+    """For every scene: the gate chosen on all the others (and ``also``) and its ratio to DADA-free on it."""
     names = list(grid)
     out = {}
     for n in names:
         rest = [m for m in names if m != n]
-        gate = choose_gate(grid, rest, max_ratio)
+        gate = choose_gate(grid, rest, max_ratio, also)
         out[n] = {"gate": gate, "ratio": {s: _ratio(grid[n][s], a) for s, a in gate.items()}}
     return out
 

@@ -73,7 +73,7 @@ def test_gate_is_trainable_and_checkpointed(tmp_path):
     M.save_checkpoint(tmp_path / "g.pt", net.eval(), {"x": 1})
     back, _, _ = M.load_checkpoint(tmp_path / "g.pt")
     assert back.config.gate and torch.equal(back.gate, net.gate.detach())
-    # a checkpoint without a gate (every shipped one so far) gets a shut one
+    # a checkpoint without a gate (dada_lite_v5 and older) gets a shut one
     M.save_checkpoint(tmp_path / "p.pt", _trained_like(gate=False))
     g2, _ = G.load_gated(str(tmp_path / "p.pt"))
     assert g2.config.gate and torch.equal(g2.gate, torch.zeros(3))
@@ -110,3 +110,38 @@ def test_gate_grid_shut_equals_dada_free_on_a_scene(sample_x8):
     pred = free.solve(scene.rgb, block_average(scene.depth, (8, 8))).depth
     sq = float(np.nansum(((pred - scene.depth) * 100) ** 2))
     assert cell["free"][0] == pytest.approx(sq, rel=1e-4) and cell["free"][1] == 64 * 64
+
+
+def test_joint_choice_weighs_synthetic_but_constrains_only_the_real_scenes():
+    grid = _grid()
+    cell = lambda a5, a1: {"free": (10.0, 1), 0.0: (10.0, 1), 0.5: (a5, 1), 1.0: (a1, 1)}
+    syn = {"s": {8: cell(9.0, 2.0)}}  # the network alone is far better on synthetic scenes
+    assert G.choose_gate(grid, ["a", "b"]) == {8: 0.5}
+    assert G.choose_gate(grid, ["a", "b"], max_ratio=1.2, also=(syn, ["s"])) == {8: 1.0}
+    assert G.choose_gate(grid, ["b", "c"], max_ratio=1.15, also=(syn, ["s"])) == {8: 0.0}  # c loses at 0.5 and 1
+
+
+def test_dada_eval_select_gate_on_a_realdata_fixture(tmp_path, capsys):
+    """dada-eval --select-gate: per-scene table with LOO, a gated checkpoint that loads."""
+    from dada_ros.cli.eval import main
+    from dada_ros.core.scenes import make_sample
+    from dada_ros.learned.datasets import realdata as R
+
+    for i, (name, tag) in enumerate(R.DENSE_REAL.items()):
+        s = make_sample(seed=20 + i, scale=8, size=(32, 48))
+        disp = (20.0 / s.gt).astype(np.float32)  # a disparity-like map of the rendered depth
+        (tmp_path / tag).mkdir(exist_ok=True)
+        np.savez(tmp_path / tag / f"{name}.npz", rgb=s.rgb, depth=disp, valid=np.ones_like(disp, bool),
+                 unit=np.array("disparity_px"), meta=np.array("{}"))
+    ck = tmp_path / "net.pt"
+    M.save_checkpoint(ck, _trained_like())
+    out = tmp_path / "gated.pt"
+    rc = main(["--dataset", "realdata", "--data-dir", str(tmp_path), "--split", "val", "--scales", "4", "8",
+               "--weights", str(ck), "--gate-grid", "0", "1", "--select-gate", str(out), "--quiet"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "LOO" in text and "teddy (val)" in text and "tsukuba (train)" in text
+    net, meta, _ = M.load_checkpoint(out)
+    assert net.config.gate and meta["gate_selection"]["chosen_on"] == ["teddy", "books", "venus"]
+    assert {float(v) for v in net.gate.detach()[:2]} <= {0.0, 1.0}
+    with pytest.raises(DadaInputError, match="realdata"):
+        main(["--select-gate", str(out), "--quiet"])
