@@ -70,6 +70,7 @@ HELP = {
            "e.g. --bag B --self-supervised --init-from dada_ros/data/<model>.pt --scales 2 4 8 --crop 64",
     "bag_part": "fractions START STOP of the bag's synchronised frames to adapt on (default: the first half)",
     "bag_val_frames": "the last N frames of --bag-part validate instead of training",
+    "mix_generated": "add this many procedural training scenes beside a real dataset's (half the crops each)",
     "out_dir": "output directory (resumes from its last.pt)",
     "threads": "torch CPU threads",
     "loss": "l1 (the paper's) | l2 (squared error: weights the large errors that dominate MSE)",

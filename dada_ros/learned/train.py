@@ -74,6 +74,9 @@ class TrainConfig:
     bag: str | None = None  # rosbag2 with the node's topics: self-supervised adaptation to that camera
     bag_part: list[float] = field(default_factory=lambda: [0.0, 0.5])  # fractions of the bag's frames used
     bag_val_frames: int = 4  # the last frames of bag_part validate (and are not trained on)
+    # A real dataset's training split beside this many procedural scenes (half the crops each), so
+    # fine-tuning on a few real scenes does not unlearn the procedural ones; validation unchanged.
+    mix_generated: int = 0
     scales: list[int] = field(default_factory=lambda: [4, 8, 16])
     scale_weights: list[float] = field(default_factory=list)  # relative frequency per scale (empty: uniform)
     crop: int = 96
@@ -201,7 +204,15 @@ def open_scenes(cfg: TrainConfig, split: str):
             side = cfg.val_tile if cfg.val_mode == "scenes" else cfg.val_crop * 2
             sizes = [(side, side)]
         return ProceduralScenes(list(seeds), sizes, cfg.cache_dir, progress=True)
-    return datasets.open_dataset(cfg.dataset, cfg.data_dir, split)
+    scenes = datasets.open_dataset(cfg.dataset, cfg.data_dir, split)
+    if split == "train" and cfg.mix_generated:
+        from .datasets.base import MixedScenes
+        from .datasets.procedural import TRAIN_SEED0, ProceduralScenes
+
+        gen = ProceduralScenes(range(TRAIN_SEED0, TRAIN_SEED0 + cfg.mix_generated),
+                               [tuple(s) for s in cfg.render_sizes], cfg.cache_dir, progress=True)
+        return MixedScenes(scenes, gen)
+    return scenes
 
 
 _BAG_FRAMES: dict[str, list] = {}

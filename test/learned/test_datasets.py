@@ -241,3 +241,16 @@ def test_unknown_dataset_and_split(tmp_path):
         open_dataset("kitti", tmp_path, "train")
     with pytest.raises(DadaInputError, match="split"):
         open_dataset("diml", tmp_path, "all")
+
+
+def test_mixed_scenes_draw_both_sets_about_equally():
+    from dada_ros.learned.datasets.base import MixedScenes
+
+    a = [RGBDScene(_rgb(8, 8), np.ones((8, 8), np.float32), f"real{i}") for i in range(3)]
+    b = [RGBDScene(_rgb(8, 8), np.ones((8, 8), np.float32), f"gen{i}") for i in range(30)]
+    m = MixedScenes(a, b)
+    names = [m[i].name for i in range(len(m))]
+    assert len(m) == 60 and sum(n.startswith("real") for n in names) == 30
+    assert set(names) == {s.name for s in a + b}
+    with pytest.raises(ValueError):
+        MixedScenes(a, [], 0.5)

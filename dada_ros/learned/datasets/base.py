@@ -251,3 +251,22 @@ def tiles(scene: RGBDScene, tile: int | None) -> Iterator[tuple[str, np.ndarray,
     for i in range(0, H - tile + 1, tile):
         for j in range(0, W - tile + 1, tile):
             yield f"{scene.name}@{i},{j}", scene.rgb[i:i + tile, j:j + tile], scene.depth[i:i + tile, j:j + tile]
+
+
+class MixedScenes:
+    """Two scene sets sampled about equally often however many scenes each has (a uniform index
+    over this set draws from ``a`` with probability ``a_fraction``): e.g. a few real scenes
+    beside many procedural ones, so the real ones are not drowned."""
+
+    def __init__(self, a: SceneSet, b: SceneSet, a_fraction: float = 0.5):
+        if not 0 < a_fraction < 1 or len(a) == 0 or len(b) == 0:
+            raise ValueError(f"mixing needs two non-empty sets and a fraction in (0, 1), got {a_fraction}")
+        self.a, self.b = a, b
+        # n_a slots for a, len(b) for b, with n_a / (n_a + len(b)) ~= a_fraction
+        self.n_a = max(len(a), int(round(a_fraction / (1 - a_fraction) * len(b))))
+
+    def __len__(self) -> int:
+        return self.n_a + len(self.b)
+
+    def __getitem__(self, index: int) -> RGBDScene:
+        return self.a[index % len(self.a)] if index < self.n_a else self.b[index - self.n_a]
