@@ -542,8 +542,12 @@ class Trainer:
             batch = self.world.shard(sampler.batch(cfg.batch)).to(self.device)  # this rank's share
             top = cfg.n_pre_max(batch.scale)
             n_pre = int(self.rng.integers(int(round(cfg.n_pre_min * top)), top + 1))
-            pred = unrolled_solve(self.model, batch, n_pre, cfg.n_grad, cfg.lam, cfg.segment,
-                                  schedule=cfg.schedule(batch.scale))
+            schedule = cfg.schedule(batch.scale)
+            pred = unrolled_solve(self.model, batch, n_pre, cfg.n_grad, cfg.lam, cfg.segment, schedule=schedule)
+            if schedule is not None:  # the whole solve carries the gradient (n_pre is drawn, unused)
+                n_pre, n_grad = 0, len(schedule)
+            else:
+                n_grad = cfg.n_grad
             loss, loss_value, example_losses = self._loss(pred, batch)
             sampler.record(batch.scale, sampler.last_keys, example_losses)
             self.opt.zero_grad(set_to_none=True)
@@ -557,7 +561,7 @@ class Trainer:
             self.step += 1
             self.elapsed = time.perf_counter() - t_start
             row = {"step": self.step, "seconds": round(self.elapsed, 2), "lr": self.sched.get_last_lr()[0],
-                   "scale": batch.scale, "n_pre": n_pre, "n_grad": cfg.n_grad, "loss": loss_value,
+                   "scale": batch.scale, "n_pre": n_pre, "n_grad": n_grad, "loss": loss_value,
                    "kappa": float(self.net.kappa.detach())}
             if self.world.is_main and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
                 v_loss, v_mse = validate()
