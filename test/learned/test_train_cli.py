@@ -177,3 +177,21 @@ def test_scene_validation_is_relative_to_dada_free(tmp_path):
 
     with pytest.raises(DadaInputError, match="multiple of every scale"):
         TrainConfig(val_mode="scenes", val_tile=100, scales=[8]).validate()
+
+
+def test_full_solve_training_differentiates_the_default_schedule(trained, tmp_path):
+    """--solve full: every step's gradient runs through the solver's default schedule at the
+    batch's ratio (logged as n_grad, n_pre 0), and a bad value is refused."""
+    from dada_ros.core.errors import DadaInputError
+    from dada_ros.core.schedule import Schedule
+
+    _, cache, _ = trained
+    cfg = TrainConfig(steps=2, out_dir=str(tmp_path), cache_dir=str(cache), solve="full", **TINY)
+    Trainer(cfg, resume=False, progress=False).run()
+    rows = [r for r in _rows(tmp_path) if int(r["step"]) > 0]
+    assert len(rows) == 2
+    for r in rows:
+        assert int(r["n_pre"]) == 0 and int(r["n_grad"]) == len(Schedule.for_ratio(float(r["scale"])))
+        assert np.isfinite(float(r["loss"]))
+    with pytest.raises(DadaInputError, match="solve"):
+        TrainConfig(solve="sometimes", **TINY).validate()
