@@ -8,7 +8,7 @@ Iteration policy (``SolverConfig``):
 
 * ``schedule="chebyshev"`` (the default): the Chebyshev semi-iteration of :mod:`.schedule`
   around the same multiplicative diffusion + adjustment step, with the per-ratio (delta, budget)
-  of :data:`~dada_ros.core.schedule.CHEBYSHEV_TABLE` (150 / 175 / 200 applications at x4 / x8 /
+  of :data:`~dada_ros.core.schedule.CHEBYSHEV_TABLE` (150 / 150 / 200 applications at x4 / x8 /
   x16, capped by ``max_iterations``): MSE within 1% of the paper's 8000 plain steps on the
   benchmark's synthetic and real scenes at 1/40 - 1/53 of the applications
   (``benchmarks/solver_speed.py``). ``iterations=N`` runs N applications; ``tol`` adds an
