@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="learned checkpoint for method dada (default: the shipped one)")
     p.add_argument("--tile", type=int, help="tile size for datasets (0: whole images; default 256, realdata 0)")
     p.add_argument("--limit", type=int, help="evaluate at most this many scenes")
-    p.add_argument("--iterations", type=int, help="fixed solver iterations (default: tolerance stop, cap 8000)")
+    p.add_argument("--iterations", type=int, help="fixed applications of the solver step (default: the solver's "
+                   "per-ratio Chebyshev budget)")
     p.add_argument("--tol", type=float, help="solver tolerance")
     p.add_argument("--max-iterations", type=int, default=DEFAULT_MAX_ITERATIONS)
     p.add_argument("--device", default="auto")

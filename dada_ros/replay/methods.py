@@ -5,8 +5,8 @@ A spec is ``METHOD[:MODE[:N]]``:
 * ``dada-free`` / ``dada``: the node's path, :class:`~dada_ros.core.pipeline.FramePipeline`
   with the node's default warm start (``flow``);
 * ``dada-free:flow`` / ``dada-free:naive`` (``:N`` = warm budget, iterations per warm frame);
-* ``dada-free:cold`` every frame from scratch with the solver's equilibrium policy (tolerance
-  stop, capped at 8000 iterations); ``dada-free:cold:N`` exactly N iterations per frame;
+* ``dada-free:cold`` every frame from scratch with the solver's default policy (the Chebyshev
+  schedule's per-ratio budget); ``dada-free:cold:N`` exactly N applications per frame;
 * ``bicubic``, ``nearest``, ``jbf``, ``guided``, ``fgs``: the classical baselines.
 
 A method that cannot be built (e.g. ``dada`` without the learned model) does not stop the replay:
