@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .resample import Partition, Resampler
-from .schedule import Schedule
+from .schedule import DIVERGED_FACTOR, Schedule
 
 # Guards the division in the adjustment; far below any depth the solver works with (> 0.1).
 EPS = 1e-8
@@ -73,6 +73,7 @@ class LoopStats:
     converged: bool = False
     seconds: float = 0.0
     residual_history: list[float] = field(default_factory=list)
+    diverged: bool = False  # a weighted run ran away (see run_loop): y holds the caller's Y0
 
 
 def max_relative_change(y: torch.Tensor, y_prev: torch.Tensor) -> torch.Tensor:
@@ -214,11 +215,13 @@ class TorchLoop:
 
 
 def drive(backend: LoopBackend, schedule: Schedule,
-          observe: Callable[[int, LoopBackend], None] | None = None) -> LoopStats:
+          observe: Callable[[int, LoopBackend], None] | None = None,
+          guard: Callable[[LoopBackend], bool] | None = None) -> LoopStats:
     """Walk ``schedule`` on ``backend``: the weights chunk by chunk, a check after each chunk,
     the stop rule at every check. The change per check interval is tracked even for a fixed
     budget, so stats always say how far from equilibrium the result is. ``observe(n, backend)``
-    is called at every check (benchmarks record the error along the trajectory with it)."""
+    is called at every check (benchmarks record the error along the trajectory with it);
+    ``guard(backend)`` returning False there stops the run as diverged."""
     stats = LoopStats()
     for chunk in schedule.chunks():
         backend.steps(chunk)
@@ -226,6 +229,9 @@ def drive(backend: LoopBackend, schedule: Schedule,
         change = backend.change()
         stats.residual = change
         stats.residual_history.append(change)
+        if guard is not None and not guard(backend):
+            stats.diverged = True
+            break
         if observe is not None:
             observe(stats.iterations, backend)
         if schedule.should_stop(change):
@@ -271,7 +277,10 @@ def run_loop(
         schedule: a :class:`~dada_ros.core.schedule.Schedule` (e.g. the Chebyshev
             semi-iteration); replaces ``iterations`` / ``tol`` / ``check_every``. A weighted
             schedule first adjusts Y0 (so every iterate satisfies down(y) = S) and ends with one
-            adjustment (float drift); the plain loop's last step already is one.
+            adjustment (float drift); the plain loop's last step already is one. If it diverges
+            (an iterate beyond ``DIVERGED_FACTOR`` x the largest source depth, or not finite, at a
+            check) the run stops, ``y`` is the
+            caller's Y0 again and the stats say ``diverged`` (the solver then runs the plain loop).
         observe: ``observe(n, y_n)`` at every check with the result the loop would return after
             n applications (a scratch tensor: copy it to keep it).
     Returns:
@@ -289,13 +298,21 @@ def run_loop(
     semi = not schedule.is_plain
     src0 = torch.where(valid, source, torch.zeros_like(source))
     invalid = (~valid).to(y.dtype)
+    y_start = y.clone() if semi else None  # restored if the weighted run diverges
     if semi:
         adjust_(y, src0, invalid, resampler)
     args = (y, source, valid, cv, ch, resampler, lam, semi)
     stats = None
-    watch = None
-    if observe is not None:
+    watch = guard = None
+    if observe is not None or semi:
         scratch = torch.empty_like(y)
+    if semi:
+        limit = DIVERGED_FACTOR * float(src0.max())
+
+        def guard(impl: LoopBackend) -> bool:
+            impl.result(scratch)
+            return bool(torch.isfinite(scratch).all()) and float(scratch.abs().max()) <= limit
+    if observe is not None:
 
         def watch(n: int, impl: LoopBackend) -> None:
             impl.result(scratch)
@@ -319,7 +336,7 @@ def run_loop(
 
         try:
             impl = TritonLoop(*args)
-            stats = drive(impl, schedule, watch)
+            stats = drive(impl, schedule, watch, guard)
         except Exception as exc:  # any compile/launch failure: the torch loop gives the same answer
             # TritonLoop works on copies and leaves y untouched until result(), so the torch
             # loop below starts from the caller's Y0.
@@ -329,10 +346,13 @@ def run_loop(
     else:
         impl = TorchLoop(*args)
     if stats is None:
-        stats = drive(impl, schedule, watch)
-    impl.result(y)
-    if semi:
-        adjust_(y, src0, invalid, resampler)
+        stats = drive(impl, schedule, watch, guard)
+    if stats.diverged:
+        y.copy_(y_start)
+    else:
+        impl.result(y)
+        if semi:
+            adjust_(y, src0, invalid, resampler)
     if y.is_cuda:
         torch.cuda.synchronize(y.device)
     stats.seconds = time.perf_counter() - t0

@@ -38,7 +38,7 @@ from .errors import DadaInputError
 from .inputs import check_init, check_pair
 from .loop import LoopStats, run_loop
 from .resample import HOLE_FILLS, Partition, Resampler, fill_holes, initial_upsample
-from .schedule import SCHEDULES, Schedule, chebyshev_defaults
+from .schedule import LEARNED_APPLICATIONS, SCHEDULES, Schedule, chebyshev_defaults
 
 DEFAULT_LAMBDA = 0.24
 DEFAULT_TOL = 2e-4
@@ -145,6 +145,7 @@ class SolveStats:
     loop_seconds: float = 0.0
     scale: float = 1.0
     integer_factor: int | None = None
+    fallback: str = ""  # why the default schedule was replaced (e.g. the semi-iteration diverged)
     warm_start: bool = False
     valid_source_fraction: float = 1.0
     filled_fraction: float = 1.0  # fraction of output pixels that are finite
@@ -255,6 +256,12 @@ class DadaSolver:
             watch = None if observe is None else (
                 lambda n, t: observe(n, (t[0, 0] - offset).float().cpu().numpy()))
             loop = run_loop(y, src_t, valid_t, cv, ch, res, cfg.lam, schedule=sched, observe=watch)
+            if loop.diverged:  # rare: the semi-iteration ran away on these coefficients
+                stats.fallback = f"diverged after {loop.iterations} applications: plain loop"
+                plain = Schedule.plain(cfg.max_iterations, cfg.tol if cfg.tol is not None else DEFAULT_TOL,
+                                       cfg.check_every)
+                loop = run_loop(y, src_t, valid_t, cv, ch, res, cfg.lam, schedule=plain, observe=watch)
+                stats.schedule = "plain"
             self._record(stats, loop, final=True)
             out = (y[0, 0] - offset).float().cpu().numpy()
 
@@ -272,9 +279,15 @@ class DadaSolver:
                 return Schedule.plain(int(iterations), None, cfg.check_every)
             return Schedule.plain(cfg.max_iterations, cfg.tol if cfg.tol is not None else DEFAULT_TOL,
                                   cfg.check_every)
+        tol = None if iterations is not None else cfg.tol
+        if not isinstance(self.guide_model, FreeGuide):
+            # A learned guide was trained for the 8000-step state and diffuses more slowly than
+            # DADA-free: the schedule that follows 8000 plain steps at every ratio.
+            n = int(iterations) if iterations is not None else min(LEARNED_APPLICATIONS, int(cfg.max_iterations))
+            return Schedule.matching_plain(DEFAULT_MAX_ITERATIONS, n, tol, cfg.check_every)
         delta, budget = chebyshev_defaults(scale)
         n = int(iterations) if iterations is not None else min(budget, int(cfg.max_iterations))
-        return Schedule.chebyshev(n, delta, None if iterations is not None else cfg.tol, cfg.check_every)
+        return Schedule.chebyshev(n, delta, tol, cfg.check_every)
 
     def _coarse_start(
         self, y_full: torch.Tensor, feats: torch.Tensor, src_t: torch.Tensor, valid_t: torch.Tensor,

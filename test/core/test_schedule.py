@@ -124,3 +124,45 @@ def test_solver_default_is_consistent_with_holes_and_warm_start(with_holes):
     warm = solver.solve(s.rgb, src, init=cold.depth * 1.05, iterations=20)
     assert warm.stats.warm_start and warm.stats.iterations == 20
     assert consistency_error(warm.depth, src) < 1e-5
+
+
+def test_a_runaway_recurrence_is_caught_and_the_solver_falls_back_to_the_plain_loop(loop_problem, monkeypatch):
+    """Weights above 2 make the recurrence grow without bound: the guard stops it, y is the caller's
+    Y0 again, and the solver reruns the plain loop (said in the stats)."""
+    res, src, valid, y0, cv, ch = loop_problem(seed=3, size=(32, 40), source_shape=(8, 10))
+    runaway = Schedule("chebyshev", np.full(200, 2.6), check_every=10)
+    y = y0.clone()
+    stats = run_loop(y, src, valid, cv, ch, res, 0.24, schedule=runaway)
+    assert stats.diverged and stats.iterations < 200
+    assert torch.equal(y, y0)
+    from dada_ros.core.scenes import make_sample
+
+    s = make_sample(seed=2, size=(64, 64), scale=8)
+    solver = DadaSolver(SolverConfig(max_iterations=400))
+    monkeypatch.setattr(solver, "schedule_for", lambda *a, **k: runaway)
+    out = solver.solve(s.rgb, s.source)
+    assert out.stats.fallback.startswith("diverged") and out.stats.schedule == "plain"
+    assert np.isfinite(out.depth).all() and consistency_error(out.depth, s.source) < 1e-5
+
+
+def test_a_learned_guide_gets_the_schedule_that_follows_8000_plain_steps():
+    from dada_ros.core.schedule import LEARNED_APPLICATIONS
+    from dada_ros.core.scenes import make_sample
+    from dada_ros.core.solver import FreeGuide
+
+    class Learned:  # any guide model that is not DADA-free
+        def __init__(self):
+            self.free = FreeGuide()
+
+        def features(self, rgb, depth, scale=None):
+            return self.free.features(rgb, depth, scale)
+
+        def coefficients(self, feats):
+            cv, ch = self.free.coefficients(feats)
+            return cv * 0.5, ch * 0.5  # weaker links, as a learned guide's
+
+    s = make_sample(seed=4, size=(64, 64), scale=8)
+    st = DadaSolver(SolverConfig(), guide_model=Learned()).solve(s.rgb, s.source).stats
+    assert st.schedule == "chebyshev" and st.iterations == LEARNED_APPLICATIONS
+    sched = Schedule.matching_plain(8000, 300)
+    assert sched.delta == pytest.approx(300**2 / (2 * 8000**2))
