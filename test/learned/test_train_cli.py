@@ -164,12 +164,15 @@ def test_l2_loss_is_the_masked_squared_error_and_bad_loss_refused():
 
 def test_scene_validation_is_relative_to_dada_free(tmp_path):
     """val_mode "scenes": whole validation tiles through the default solver policy; val_loss is
-    MSE / DADA-free's MSE, so the untrained lite-unet (which IS DADA-free) scores exactly 1."""
+    MSE / DADA-free's MSE, so the untrained lite-unet (whose coefficients ARE DADA-free's) scores
+    about 1: not exactly, because the solver runs a learned guide on the schedule that follows
+    8000 plain steps (Schedule.matching_plain) and DADA-free on its per-ratio table, which end
+    within a few percent of each other on these 32 px tiles."""
     cfg = TrainConfig(steps=2, out_dir=str(tmp_path / "o"), cache_dir=str(tmp_path / "c"), val_mode="scenes",
                       val_tile=32, **{**TINY, "val_every": 1})
     Trainer(cfg, resume=False, progress=False).run()
     rows = _rows(tmp_path / "o")
-    assert float(rows[0]["val_loss"]) == pytest.approx(1.0, abs=1e-4)
+    assert float(rows[0]["val_loss"]) == pytest.approx(1.0, abs=0.05)
     assert all(r["val_loss"] != "" for r in rows)
     _, meta, _ = load_checkpoint(tmp_path / "o" / "best.pt")
     assert set(meta["val_free"]["mse_cm2_per_scale"]) == {"4", "8"}
