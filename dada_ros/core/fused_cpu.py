@@ -13,14 +13,13 @@ Sweeps are parallel over contiguous chunks of source-cell rows, one chunk per th
 thread owns its cell sums (no atomics). R is also kept expanded to pixel columns (h x W), so the
 inner loops read it without an index gather.
 
-The answer is the same as :func:`dada_ros.core.loop.run_loop` up to float rounding (a test pins
-it); :func:`run_loop_fused` has the same contract and is used for CPU tensors when numba is
-importable.
+The answer is the same as the torch backend of :func:`dada_ros.core.loop.run_loop` up to float
+rounding (tests pin both to the reference recurrence); :class:`FusedLoop` has the backend
+contract of :class:`dada_ros.core.loop.TorchLoop` and ``run_loop`` uses it for CPU float32
+tensors when numba is importable.
 """
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ try:  # numba is optional: without it the torch loop runs (slower, same answer)
 except ImportError:  # pragma: no cover - exercised only on installs without numba
     HAVE_NUMBA = False
 
-from .loop import EPS, LoopStats
+from .loop import EPS
 from .resample import Resampler
 
 if HAVE_NUMBA:
@@ -226,7 +225,6 @@ class FusedLoop:
             src = np.ascontiguousarray(source[b, 0].numpy(), dtype=np.float32)
             vb = np.ascontiguousarray(valid[b, 0].numpy())
             self.items.append((_FusedItem(yb, h, w, semi), lcv, lch, src, vb))
-        self.H, self.W = y.shape[-2:]
 
     def _form(self, it: _FusedItem) -> tuple[np.ndarray, np.float32, np.float32]:
         """(Z, a, b) that form the current iterate a*U*R + b*Z: Z is the iterate written two
@@ -263,16 +261,6 @@ class FusedLoop:
         for b, (it, *_) in enumerate(self.items):
             z, a, bb = self._form(it)
             _materialise(it.u[it.k], it.rx[it.k], z, a, bb, self.semi, self.rows, y[b, 0].numpy())
-
-
-@torch.no_grad()
-def run_loop_fused(y: torch.Tensor, source: torch.Tensor, valid: torch.Tensor, cv: torch.Tensor,
-                   ch: torch.Tensor, resampler: Resampler, lam: float, iterations: int,
-                   tol: float | None = None, check_every: int = 25) -> LoopStats:
-    """The plain loop on the fused backend (``run_loop(..., backend="fused")``)."""
-    from .loop import run_loop
-
-    return run_loop(y, source, valid, cv, ch, resampler, lam, iterations, tol, check_every, backend="fused")
 
 
 def numba_threads() -> int:

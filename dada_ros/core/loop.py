@@ -220,8 +220,8 @@ def drive(backend: LoopBackend, schedule: Schedule,
     """Walk ``schedule`` on ``backend``: the weights chunk by chunk, a check after each chunk,
     the stop rule at every check. The change per check interval is tracked even for a fixed
     budget, so stats always say how far from equilibrium the result is. ``observe(n, backend)``
-    is called at every check (benchmarks record the error along the trajectory with it);
-    ``guard(backend)`` returning False there stops the run as diverged."""
+    is called at every check (benchmarks record the error along the trajectory with it), after
+    ``guard(backend)``, whose False stops the run as diverged."""
     stats = LoopStats()
     for chunk in schedule.chunks():
         backend.steps(chunk)
@@ -303,22 +303,25 @@ def run_loop(
         adjust_(y, src0, invalid, resampler)
     args = (y, source, valid, cv, ch, resampler, lam, semi)
     stats = None
-    watch = guard = None
-    if observe is not None or semi:
-        scratch = torch.empty_like(y)
-    if semi:
-        limit = DIVERGED_FACTOR * float(src0.max())
+    scratch = torch.empty_like(y) if (observe is not None or semi) else None
+    limit = DIVERGED_FACTOR * float(src0.max()) if semi else 0.0  # a host sync: weighted runs only
 
-        def guard(impl: LoopBackend) -> bool:
-            impl.result(scratch)
-            return bool(torch.isfinite(scratch).all()) and float(scratch.abs().max()) <= limit
-    if observe is not None:
+    def check_range(impl: LoopBackend) -> bool:
+        """The iterate (into ``scratch``) is finite and within ``limit``."""
+        impl.result(scratch)
+        return bool(torch.isfinite(scratch).all()) and float(scratch.abs().max()) <= limit
 
-        def watch(n: int, impl: LoopBackend) -> None:
+    def report(n: int, impl: LoopBackend) -> None:
+        """``observe`` the result after n applications; the guard has just filled ``scratch``
+        with the iterate of a weighted run, which only lacks the final adjustment."""
+        if semi:
+            adjust_(scratch, src0, invalid, resampler)
+        else:
             impl.result(scratch)
-            if semi:
-                adjust_(scratch, src0, invalid, resampler)
-            observe(n, scratch)
+        observe(n, scratch)
+
+    guard = check_range if semi else None
+    watch = report if observe is not None else None
 
     if backend == "fused" or (backend == "auto" and fused_available(y)):
         if not fused_available(y):

@@ -82,10 +82,16 @@ class Partition:
         return (np.searchsorted(cell_index(H, h), np.arange(h + 1)),
                 np.searchsorted(cell_index(W, w), np.arange(w + 1)))
 
+    def cell_ids(self) -> np.ndarray:
+        """Flat index ``row * w + col`` of the source cell of every guide pixel, (H * W,) int64 in
+        row-major pixel order: the key for ``np.bincount`` sums over cells."""
+        (H, W), (h, w) = self.guide_shape, self.source_shape
+        return (cell_index(H, h)[:, None] * w + cell_index(W, w)[None, :]).ravel()
+
     def cell_means(self, image: np.ndarray) -> np.ndarray:
         """numpy ``down``: mean of an (H, W) or (H, W, C) guide-grid image over each cell."""
         (H, W), (h, w) = self.guide_shape, self.source_shape
-        flat = (cell_index(H, h)[:, None] * w + cell_index(W, w)[None, :]).ravel()
+        flat = self.cell_ids()
         count = np.bincount(flat, minlength=h * w)
         img = image.reshape(H * W, -1)
         means = np.stack([np.bincount(flat, img[:, c], h * w) / count for c in range(img.shape[1])], axis=-1)

@@ -277,13 +277,11 @@ def block_average(depth: np.ndarray, source_shape: tuple[int, int]) -> np.ndarra
     """Low-resolution depth by averaging the valid pixels of each cell (the reference protocol:
     nanmean over the block); a cell without valid pixel is NaN. Works for any ratio (the same
     partition as the solver's down operator)."""
-    from .resample import cell_index
+    from .resample import Partition
 
-    H, W = depth.shape
     h, w = source_shape
     valid = np.isfinite(depth) & (depth > 0)
-    rows, cols = cell_index(H, h), cell_index(W, w)
-    flat = (rows[:, None] * w + cols[None, :]).ravel()
+    flat = Partition(depth.shape, source_shape).cell_ids()
     sums = np.bincount(flat, np.where(valid, depth, 0).ravel(), h * w)
     cnt = np.bincount(flat, valid.ravel().astype(np.float64), h * w)
     with np.errstate(invalid="ignore", divide="ignore"):

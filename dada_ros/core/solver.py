@@ -47,6 +47,14 @@ DEFAULT_MAX_ITERATIONS = 8000
 # steps is ~12x the paper's 8000 and already minutes on a CPU; beyond it a typo (1e6, 1e12)
 # would block a worker for hours, so it is refused with a reason instead.
 ITERATIONS_LIMIT = 100_000
+
+
+def check_iterations(n: float, name: str = "iterations") -> None:
+    """Refuse an iteration count that is not an integer in [1, ITERATIONS_LIMIT], with a reason."""
+    if int(n) != n or not 1 <= n <= ITERATIONS_LIMIT:
+        raise DadaInputError(f"{name} must be an integer in [1, {ITERATIONS_LIMIT}], got {n}")
+
+
 # Values <= this (in metres) are shifted before the multiplicative adjustment, as the authors do,
 # so that a near-zero depth cannot blow up the ratio S / down(Y).
 POSITIVITY_FLOOR = 0.1
@@ -110,14 +118,11 @@ class SolverConfig:
     def validate(self) -> None:
         if not (isinstance(self.lam, (int, float)) and 0 < self.lam < 0.25):
             raise DadaInputError(f"lambda must be in (0, 0.25) for a stable 4-neighbour step, got {self.lam}")
-        if self.iterations is not None and (int(self.iterations) != self.iterations
-                                            or not 1 <= self.iterations <= ITERATIONS_LIMIT):
-            raise DadaInputError(f"iterations must be an integer in [1, {ITERATIONS_LIMIT}], got {self.iterations}")
+        if self.iterations is not None:
+            check_iterations(self.iterations)
         if self.tol is not None and not (math.isfinite(self.tol) and self.tol > 0):
             raise DadaInputError(f"tol must be a finite number > 0, got {self.tol}")
-        if int(self.max_iterations) != self.max_iterations or not 1 <= self.max_iterations <= ITERATIONS_LIMIT:
-            raise DadaInputError(f"max_iterations must be an integer in [1, {ITERATIONS_LIMIT}], "
-                                 f"got {self.max_iterations}")
+        check_iterations(self.max_iterations, "max_iterations")
         if int(self.check_every) != self.check_every or self.check_every < 1:
             raise DadaInputError(f"check_every must be an integer >= 1, got {self.check_every}")
         if self.schedule not in SCHEDULES:
@@ -214,8 +219,8 @@ class DadaSolver:
         """
         t0 = time.perf_counter()
         cfg = self.config
-        if iterations is not None and (int(iterations) != iterations or not 1 <= iterations <= ITERATIONS_LIMIT):
-            raise DadaInputError(f"iterations must be an integer in [1, {ITERATIONS_LIMIT}], got {iterations}")
+        if iterations is not None:
+            check_iterations(iterations)
         rgb, src, valid, part = check_pair(guide, source)
         y0_warm = check_init(init, part.guide_shape)
         dev = self.device
@@ -258,9 +263,8 @@ class DadaSolver:
             loop = run_loop(y, src_t, valid_t, cv, ch, res, cfg.lam, schedule=sched, observe=watch)
             if loop.diverged:  # rare: the semi-iteration ran away on these coefficients
                 stats.fallback = f"diverged after {loop.iterations} applications: plain loop"
-                plain = Schedule.plain(cfg.max_iterations, cfg.tol if cfg.tol is not None else DEFAULT_TOL,
-                                       cfg.check_every)
-                loop = run_loop(y, src_t, valid_t, cv, ch, res, cfg.lam, schedule=plain, observe=watch)
+                loop = run_loop(y, src_t, valid_t, cv, ch, res, cfg.lam, schedule=self._plain_policy(),
+                                observe=watch)
                 stats.schedule = "plain"
             self._record(stats, loop, final=True)
             out = (y[0, 0] - offset).float().cpu().numpy()
@@ -277,8 +281,7 @@ class DadaSolver:
         if cfg.schedule == "plain":
             if iterations is not None:
                 return Schedule.plain(int(iterations), None, cfg.check_every)
-            return Schedule.plain(cfg.max_iterations, cfg.tol if cfg.tol is not None else DEFAULT_TOL,
-                                  cfg.check_every)
+            return self._plain_policy()
         tol = None if iterations is not None else cfg.tol
         if not isinstance(self.guide_model, FreeGuide):
             # A learned guide was trained for the 8000-step state and diffuses more slowly than
@@ -288,6 +291,11 @@ class DadaSolver:
         delta, budget = chebyshev_defaults(scale)
         n = int(iterations) if iterations is not None else min(budget, int(cfg.max_iterations))
         return Schedule.chebyshev(n, delta, tol, cfg.check_every)
+
+    def _plain_policy(self) -> Schedule:
+        """The paper's loop with the tolerance stop, capped by ``max_iterations``."""
+        cfg = self.config
+        return Schedule.plain(cfg.max_iterations, cfg.tol if cfg.tol is not None else DEFAULT_TOL, cfg.check_every)
 
     def _coarse_start(
         self, y_full: torch.Tensor, feats: torch.Tensor, src_t: torch.Tensor, valid_t: torch.Tensor,

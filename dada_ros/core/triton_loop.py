@@ -34,7 +34,6 @@ backend on a machine without a GPU.
 from __future__ import annotations
 
 import os
-import time
 import warnings
 
 import numpy as np

@@ -46,7 +46,7 @@ import cv2
 import numpy as np
 
 from .errors import DadaInputError
-from .resample import Partition, cell_index, valid_source_mask
+from .resample import Partition, valid_source_mask
 
 
 @dataclass
@@ -108,10 +108,9 @@ def cell_means(y: np.ndarray, partition: Partition) -> tuple[np.ndarray, np.ndar
 
     Any ratio (the solver's partition). Cells without a finite pixel have mean NaN.
     """
-    (H, W), (h, w) = partition.guide_shape, partition.source_shape
+    h, w = partition.source_shape
     fin = np.isfinite(y)
-    rows, cols = cell_index(H, h), cell_index(W, w)
-    flat = (rows[:, None] * w + cols[None, :]).ravel()
+    flat = partition.cell_ids()
     sums = np.bincount(flat, np.where(fin, y, 0).ravel().astype(np.float64), h * w)
     cnt = np.bincount(flat, fin.ravel().astype(np.float64), h * w)
     area = np.bincount(flat, None, h * w)

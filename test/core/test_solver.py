@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from dada_ros.core.coefficients import coefficients_from_features, coefficients_paper, free_features
+from dada_ros.core.coefficients import coefficients_paper
 from dada_ros.core.errors import DadaInputError
 from dada_ros.core.fused_cpu import HAVE_NUMBA, numba_threads, set_numba_threads
 from dada_ros.core.loop import adjust_step, diffusion_step, run_loop
