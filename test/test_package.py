@@ -36,3 +36,12 @@ def test_core_imports_without_ros():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_every_source_folder_is_a_package():
+    """find_packages() skips a folder without __init__.py: the editable install of the dev venv still
+    finds it, a wheel / colcon install does not (test/packaging/ checks the installed file set)."""
+    missing = sorted(str(d.relative_to(ROOT)) for d in (ROOT / "dada_ros").rglob("*")
+                     if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py"))
+                     and not (d / "__init__.py").is_file())
+    assert not missing, f"folders with modules but no __init__.py: {missing}"
