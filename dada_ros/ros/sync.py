@@ -18,10 +18,32 @@ What message_filters lacks, :class:`Synchronizer` adds in front of either backen
   is cleared and ``on_reset`` is called. Without this the queues stay full of "future"
   leftovers, every new (older-stamped) message is the oldest and is evicted at once, and the
   synchroniser stalls for good. Steps back within the tolerance (stamp jitter, reordering within
-  one topic) are ordinary messages: no reset, the approximate-time matching pairs them. After a
-  jump, the other inputs are expected to jump too: their first step back is the same jump (no
-  second reset, so the first frame after the jump is kept), and their old-timeline stragglers are
-  queued and later leave as ``unmatched``.
+  one topic) are ordinary messages: no reset, the approximate-time matching pairs them.
+  Inputs rarely show a jump at the same moment (partners out of step: one topic a message or
+  a few ahead), so the guard follows timelines, numbered: each input is on the timeline of its
+  last jump back and keeps its own last stamp, so its own step back is always seen.
+
+  - The first input to step back off the newest timeline starts a new one: every queue is
+    cleared (``time_jump``: all of it came before the jump) and ``on_reset`` is called. An input
+    whose last stamp is already within the tolerance of the landing (it missed the whole timeline
+    being left, so for it time went forward) is on the new timeline: its messages from the
+    landing on are kept.
+  - An input still behind that then steps back onto a newer timeline the others are on (its
+    stamp within the tolerance of the stamps seen there) shows the same jump, not a new one: no
+    reset; only its own queued messages, all from before its jump, are dropped (``time_jump``).
+    The others' queues, already on the new timeline, are kept, so the first frame after a jump
+    is not lost whichever input shows the jump first. Its stragglers sent before that step back
+    are queued (and leave with it, or as ``unmatched``).
+  - A step back that lands on no timeline seen yet is a new jump, even soon after another one:
+    a second jump is never taken for the first one's echo (issue 25: it was, and the reset that
+    followed threw away the first good frame after the second jump).
+  - An input that sends ``queue_size + 1`` messages without stepping back did not jump (e.g.
+    another input's stamp was only late by more than the tolerance): it counts as on the newest
+    timeline again, so its next step back is a new jump.
+
+  Limits: a jump of less than the tolerance plus the partners' lag cannot be told from stamp
+  jitter; an input that misses a whole timeline and is also the first to show the next one
+  starts a timeline of its own, and its messages go with the reset when the others arrive.
 * accounting: every message that leaves a queue without being part of a matched set is
   reported to ``on_drop(index, reason)``: ``unmatched`` (pushed out of a full queue without a
   partner), ``duplicate_stamp`` (replaced by a newer message with the same stamp),
@@ -49,6 +71,10 @@ DropCallback = Callable[[int, str], None]
 DEFAULT_JUMP_TOLERANCE = 0.5
 # slop is compared in whole nanoseconds: below 1 ns it would round to 0 and nothing would match.
 MIN_SLOP = 1e-9
+# below any stamp: discard_after(index, _FAR_PAST, ...) drops all of an input's queue
+_FAR_PAST = -(1 << 62)
+# stamp spans kept of the newest timelines (an input more jumps behind than this rejoins by the lapse)
+_MAX_TIMELINES = 16
 
 
 def _stamp_ns(msg: Any) -> int | None:
@@ -117,6 +143,15 @@ class ApproximateTimeSync:
             for s in late:
                 del q[s]
         self._dropped(index, reason, len(late))
+
+    def discard_before(self, index: int, stamp_ns: int, reason: str) -> None:
+        """Drop input ``index``'s queued messages stamped before ``stamp_ns`` (counted ``reason``)."""
+        with self.lock:
+            q = self.queues[index]
+            early = [s for s in q if s < stamp_ns]
+            for s in early:
+                del q[s]
+        self._dropped(index, reason, len(early))
 
     def reset(self) -> None:
         with self.lock:
@@ -213,6 +248,15 @@ class _MessageFiltersBackend:
                 del q[s]
         self._dropped(index, reason, len(late))
 
+    def discard_before(self, index: int, stamp_ns: int, reason: str) -> None:
+        """Drop input ``index``'s queued messages stamped before ``stamp_ns`` (counted ``reason``)."""
+        with self._sync.lock:
+            q = self._sync.queues[index]
+            early = [s for s in q if s < stamp_ns]
+            for s in early:
+                del q[s]
+        self._dropped(index, reason, len(early))
+
     def reset(self) -> None:
         with self._sync.lock:
             sizes = [len(q) for q in self._sync.queues]
@@ -287,10 +331,15 @@ class Synchronizer:
         self.backend = backend
         self.on_reset = on_reset
         self._tolerance_ns = int(round(jump_tolerance * 1e9))
+        # per input: highest stamp since its last jump back (None before its first message)
         self._last: list[int | None] = [None] * n_inputs
-        # inputs whose next step back beyond the tolerance is the jump already handled, with the
-        # number of messages they may still take to show it
-        self._expect_jump: dict[int, int] = {}
+        # per input: the timeline it is on (see the module doc); the newest one any input is on;
+        # [lowest, highest] stamp seen on each timeline some input is still on
+        self._timeline = [0] * n_inputs
+        self._newest = 0
+        self._spans: dict[int, list[int]] = {}
+        # per input behind the newest timeline: messages since then without a step back
+        self._behind = [0] * n_inputs
         self._guard = threading.Lock()
 
     @property
@@ -313,49 +362,109 @@ class Synchronizer:
         """Drop everything queued (each message reported to ``on_drop`` with ``reason``), e.g.
         at shutdown, so the accounting closes with nothing pending."""
         for i in range(len(self._last)):
-            self._impl.discard_after(i, -(1 << 62), reason)
+            self._impl.discard_after(i, _FAR_PAST, reason)
 
     def reset(self) -> None:
         """Forget everything queued and every input's last stamp (queued messages: ``time_jump``)."""
         with self._guard:
-            self._last = [None] * len(self._last)
-            self._expect_jump = {}
+            self._forget()
         self._impl.reset()
+
+    def _forget(self) -> None:
+        n = len(self._last)
+        self._last = [None] * n
+        self._timeline = [0] * n
+        self._newest = 0
+        self._spans = {}
+        self._behind = [0] * n
+
+    def _queue_size(self) -> int:
+        return int(getattr(self._impl, "queue_size", 0) or getattr(
+            getattr(self._impl, "_sync", None), "queue_size", 10))
+
+    def _landing(self, index: int, stamp: int) -> int | None:
+        """The timeline newer than input ``index``'s that its step back to ``stamp`` lands on
+        (the oldest one whose stamps so far are within the tolerance of ``stamp``), or None."""
+        for k in range(max(self._timeline[index] + 1, self._newest - _MAX_TIMELINES + 1), self._newest + 1):
+            if self._fits(k, stamp):
+                return k
+        return None
+
+    def _fits(self, timeline: int, stamp: int) -> bool:
+        span = self._spans.get(timeline)
+        return span is not None and span[0] - self._tolerance_ns <= stamp <= span[1] + self._tolerance_ns
+
+    def _track(self, index: int, stamp: int) -> tuple[str, str, list[int]]:
+        """Follow input ``index``'s timeline (under ``_guard``). Returns (action, reason, arrived):
+        action "reset" (a new jump: ``reason`` says which), "rejoin" (this input shows a jump
+        the others already made: drop its own queued messages) or ""; ``arrived``: on a reset,
+        the other inputs whose stamps are already at the landing (keep their messages)."""
+        action, reason, arrived = "", "", []
+        last = self._last[index]
+        if last is None:
+            # its first message: on the newest timeline whose stamps it fits (an input that lags
+            # from its very start may still send the timeline before a jump), else the newest
+            self._timeline[index] = next((k for k in sorted(self._spans, reverse=True)
+                                          if self._fits(k, stamp)), self._newest)
+            self._behind[index] = 0
+        if last is not None and stamp < last - self._tolerance_ns:
+            landing = self._landing(index, stamp)
+            if landing is None:
+                self._newest += 1
+                landing = self._newest
+                action, reason = "reset", f"input {index} stamp went back {(last - stamp) * 1e-9:.3f} s"
+                self._behind = [0] * len(self._last)  # every other input is behind now
+                # an input whose stamps are already there (it missed the whole timeline this one
+                # leaves, so for it time went forward) is on the new timeline: its messages from
+                # the landing on are kept
+                tol = self._tolerance_ns
+                arrived = [j for j, v in enumerate(self._last)
+                           if j != index and v is not None and stamp - tol <= v <= stamp + tol]
+                for j in arrived:
+                    self._timeline[j] = self._newest
+            else:
+                action = "rejoin"
+            self._timeline[index] = landing
+            self._behind[index] = 0
+            last = None
+        elif self._timeline[index] < self._newest:
+            # an old-timeline straggler; after queue_size + 1 of them without a step back this
+            # input did not jump (e.g. another input's stamp was only late): it is on the newest
+            # timeline, so its next step back beyond the tolerance is a new jump again
+            self._behind[index] += 1
+            if self._behind[index] > self._queue_size():
+                self._timeline[index] = self._newest
+                self._behind[index] = 0
+        # max(): a small step back within the tolerance must not lower the reference
+        self._last[index] = stamp if last is None else max(stamp, last)
+        k = self._timeline[index]
+        span = self._spans.setdefault(k, [stamp, stamp])
+        span[0], span[1] = min(span[0], stamp), max(span[1], stamp)
+        oldest = max(min(self._timeline), self._newest - _MAX_TIMELINES + 1)
+        for old in [t for t in self._spans if t < oldest]:
+            del self._spans[old]
+        return action, reason, arrived
 
     def add(self, index: int, msg: Any) -> None:
         stamp = _stamp_ns(msg)
-        jumped = ""
         if stamp is not None:
             with self._guard:
-                last = self._last[index]
-                back = last is not None and stamp < last - self._tolerance_ns
-                if back and index in self._expect_jump:
-                    # the jump another input already showed: same timeline change, no second reset;
-                    # this input's old-timeline stragglers still queued can never match now
-                    del self._expect_jump[index]
-                    self._impl.discard_after(index, stamp + self._tolerance_ns, "time_jump")
-                    last = None
-                elif back:
-                    jumped = f"input {index} stamp went back {(last - stamp) * 1e-9:.3f} s"
-                    queue_size = int(getattr(self._impl, "queue_size", 0) or getattr(
-                        getattr(self._impl, "_sync", None), "queue_size", 10))
-                    self._expect_jump = {i: queue_size + 1 for i, v in enumerate(self._last)
-                                         if i != index and v is not None}
-                    self._last = [None] * len(self._last)
-                    last = None
-                elif index in self._expect_jump:
-                    # an old-timeline straggler; after queue_size + 1 of them without a step back
-                    # the expectation lapses (that input did not jump), so a later jump resets again
-                    self._expect_jump[index] -= 1
-                    if self._expect_jump[index] <= 0:
-                        del self._expect_jump[index]
-                # max(): a small step back within the tolerance must not lower the reference
-                self._last[index] = stamp if last is None else max(stamp, last)
-            if jumped:
-                self._impl.reset()
+                action, reason, arrived = self._track(index, stamp)
+            if action == "reset":
+                # everything queued came before this jump (inputs that show it later rejoin),
+                # but for inputs already at the landing stamp
+                for j in range(len(self._last)):
+                    if j in arrived:
+                        self._impl.discard_before(j, stamp - self._tolerance_ns, "time_jump")
+                    else:
+                        self._impl.discard_after(j, _FAR_PAST, "time_jump")
                 self._impl.counters.time_resets += 1
                 if self.on_reset is not None:
-                    self.on_reset(jumped)
+                    self.on_reset(reason)
+            elif action == "rejoin":
+                # the jump the others already made: this input's queued messages all came before
+                # it (stragglers) and can never match now; the others' are on the new timeline
+                self._impl.discard_after(index, _FAR_PAST, "time_jump")
         self._impl.add(index, msg)
 
 
