@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench docs clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/quality.py
+
+# The documentation (doc/: Sphinx + MyST Markdown, as rosdoc2 builds ROS 2 packages) into build/doc;
+# -W: any warning (a broken link or anchor, a page missing from the toctree) fails the build.
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -W --keep-going -b html doc build/doc
 
 clean:
 	rm -rf $(VENV) build *.egg-info
