@@ -38,7 +38,8 @@ import numpy as np  # noqa: E402
 RELIABILITIES = ("reliable", "best_effort")
 
 
-def run_pairing(size: str, rate: float, pub_qos: str, sub_qos: str, seconds: float, qos_depth: int) -> dict:
+def run_pairing(size: str, rate: float, pub_qos: str, sub_qos: str, seconds: float, qos_depth: int,
+                listen: str = "none", out_qos: str = "reliable") -> dict:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
@@ -48,17 +49,15 @@ def run_pairing(size: str, rate: float, pub_qos: str, sub_qos: str, seconds: flo
     ns = "/tr" + uuid.uuid4().hex[:8]
     ctx = rclpy.context.Context()
     rclpy.init(context=ctx)
-    params = {"qos_reliability": sub_qos, "qos_depth": qos_depth, "max_iterations": 20, "warm_start": "off", "torch_threads": 1,
+    params = {"qos_reliability": sub_qos, "qos_depth": qos_depth, "output_qos_reliability": out_qos, "max_iterations": 20, "warm_start": "off", "torch_threads": 1,
               "device": "cpu", "publish_points": False}
     node = UpsampleNode(context=ctx, namespace=ns, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-    # compile / warm the solver first (numba JIT), so the first frame measures transport, not that
-    node.pipeline.solver.solve(np.zeros((48, 64, 3), np.uint8), np.ones((6, 8), np.float32))
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
     th = threading.Thread(target=ex.spin, daemon=True)
     th.start()
     proc = subprocess.run([sys.executable, "-m", "dada_ros.ros.fake_camera", "--ns", ns, "--size", size,
-                           "--rate", str(rate), "--qos", pub_qos, "--seconds", str(seconds)],
+                           "--rate", str(rate), "--qos", pub_qos, "--seconds", str(seconds), "--listen", listen],
                           capture_output=True, text=True, timeout=seconds + 60)
     time.sleep(1.0)  # let the worker finish the last frame
     try:
@@ -72,7 +71,7 @@ def run_pairing(size: str, rate: float, pub_qos: str, sub_qos: str, seconds: flo
     node.destroy_node()
     rclpy.shutdown(context=ctx)
     return {"size": size, "rate": rate, "pub": pub_qos, "sub": sub_qos, "qos_depth": qos_depth, "sent": sent["sent"],
-            "matched": sent["matched"], "balance": bal, "qos_incompatible": counters.get("qos_incompatible", 0)}
+            "matched": sent["matched"], "listen": listen, "answered": sent.get("answered", -1), "balance": bal, "qos_incompatible": counters.get("qos_incompatible", 0)}
 
 
 def main(argv: list[str] | None = None) -> int:

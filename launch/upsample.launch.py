@@ -5,11 +5,11 @@
         rgb_topic:=/camera/color/image_rect_color camera_info_topic:=/camera/color/camera_info \
         depth_topic:=/camera/aligned_depth_to_color/image_raw_lowres params_file:=/path/my.yaml
 
-    ros2 launch dada_ros upsample.launch.py qos_reliability:=best_effort   # a best-effort driver
+    ros2 launch dada_ros upsample.launch.py qos_reliability:=best_effort   # fix the input QoS
 
 Launch arguments: namespace, params_file, device and qos_reliability (override the params file;
-qos_reliability: reliable for a reliable camera driver, the ROS 2 default, best_effort for a
-sensor-data QoS publisher, which a reliable subscription does not match), use_sim_time, the
+qos_reliability: auto follows what the publishers offer, reliable or best_effort fix it),
+use_sim_time, the
 three input topics and the three output topics (remappings of the node's relative names, so a
 namespace applies to topic names that are not absolute).
 """
@@ -46,10 +46,10 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("device", default_value="auto",
                               description="torch device auto|cpu|cuda|cuda:N (overrides the params file); "
                                           "cuda without a GPU falls back to CPU"),
-        DeclareLaunchArgument("qos_reliability", default_value="reliable", choices=["reliable", "best_effort"],
-                              description="input QoS: reliable (camera drivers' default) or best_effort "
-                                          "(for a best-effort / sensor-data publisher; a reliable "
-                                          "subscription does not match one)"),
+        DeclareLaunchArgument("qos_reliability", default_value="auto", choices=["auto", "reliable", "best_effort"],
+                              description="input QoS: auto (follow the publishers: reliable when all of a "
+                                          "topic's publishers are reliable, else best_effort), reliable or "
+                                          "best_effort"),
         DeclareLaunchArgument("use_sim_time", default_value="false", choices=["true", "false"],
                               description="use /clock (bag replay, simulation)"),
     ]

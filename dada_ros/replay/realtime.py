@@ -109,7 +109,7 @@ def run_realtime(cfg: RealtimeConfig) -> ReplayResult:
         log.note("--methods is ignored with --realtime: the live node runs its own method (parameters method, warm_start)")
     if cfg.launch_node:
         log.note(f"node launched with inputs {node_params['qos_reliability']} and outputs "
-                 f"{node_params['output_qos_reliability']} QoS (the node's defaults: reliable inputs, best_effort outputs; set them with "
+                 f"{node_params['output_qos_reliability']} QoS (the node's defaults: auto inputs, reliable outputs; set them with "
                  "--node-params qos_reliability:=best_effort,output_qos_reliability:=best_effort to include DDS loss)")
     env = dict(os.environ)
     if cfg.launch_node:
@@ -121,7 +121,7 @@ def run_realtime(cfg: RealtimeConfig) -> ReplayResult:
         "bag_topics": {"rgb": topics.rgb, "camera_info": topics.rgb_info, "depth": topics.depth},
         "out_bag": str(out_bag), "timing": str(timing_path), "rate": cfg.rate, "storage": rc.bag_storage,
         "node_timeout": cfg.node_timeout, "idle_s": cfg.idle_s or cfg.node_timeout, "max_frames": rc.max_frames,
-        "output_reliability": node_params.get("output_qos_reliability", "best_effort") if cfg.launch_node
+        "output_reliability": node_params.get("output_qos_reliability", "reliable") if cfg.launch_node
         else "best_effort",
     }
     spec_path.write_text(json.dumps(spec, indent=1))

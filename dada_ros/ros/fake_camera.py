@@ -5,7 +5,8 @@ measuring what the node receives across processes (benchmarks/transport.py, the 
     python -m dada_ros.ros.fake_camera --ns /cam --size 640x480 --rate 30 --qos best_effort --seconds 3
 
 Waits up to ``--wait`` seconds for a subscriber on every topic (an incompatible subscriber never
-appears), publishes, then prints one JSON line: ``{"sent": frames, "matched": bool}``.
+appears), publishes, then prints one JSON line: ``{"sent": frames, "matched": bool}`` (with ``--listen``
+also ``"answered"``: how many of its stamps came back on ``depth_upsampled/image_rect``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -38,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--qos", default="reliable", choices=RELIABILITIES)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--wait", type=float, default=10.0, help="seconds to wait for subscribers")
+    ap.add_argument("--listen", default="none", choices=RELIABILITIES + ("none",),
+                    help="also subscribe to the node's depth output with this reliability and report "
+                         "the stamps answered (a downstream consumer such as RViz)")
+    ap.add_argument("--linger", type=float, default=3.0, help="seconds to wait for the last answers")
     args = ap.parse_args(argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     import rclpy
@@ -53,8 +59,22 @@ def main(argv: list[str] | None = None) -> int:
     pubs = {"rgb": node.create_publisher(Image, "rgb/image_rect_color", qos),
             "camera_info": node.create_publisher(CameraInfo, "rgb/camera_info", qos),
             "depth": node.create_publisher(Image, "depth/image_rect", qos)}
+    answered: set[int] = set()
+    listener = executor = spinner = None
+    if args.listen != "none":
+        from rclpy.executors import SingleThreadedExecutor
+
+        listener = node.create_subscription(
+            Image, "depth_upsampled/image_rect",
+            lambda m: answered.add(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec), qos_profile(args.listen))
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
     deadline = time.monotonic() + args.wait
-    while time.monotonic() < deadline and not all(p.get_subscription_count() for p in pubs.values()):
+    while time.monotonic() < deadline and not (
+            all(p.get_subscription_count() for p in pubs.values())
+            and (listener is None or node.count_publishers(listener.topic_name) > 0)):
         time.sleep(0.05)
     matched = all(p.get_subscription_count() for p in pubs.values())
     time.sleep(0.3)  # let the match settle on both sides
@@ -63,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     depth = (1.0 + rng.random((H // 8, W // 8))).astype(np.float32)
     n = int(round(args.seconds * args.rate))
     t_next = time.monotonic()
+    stamps = []
     for _ in range(n):
         stamp = node.get_clock().now().nanoseconds
+        stamps.append(stamp)
         h = Header(frame_id="cam")
         h.stamp.sec, h.stamp.nanosec = stamp // 10**9, stamp % 10**9
         info = CameraInfo(header=h, width=W, height=H, distortion_model="plumb_bob")
@@ -75,7 +97,16 @@ def main(argv: list[str] | None = None) -> int:
         t_next += 1.0 / args.rate
         time.sleep(max(0.0, t_next - time.monotonic()))
     time.sleep(0.5)  # reliable: give retransmissions their time before the writer goes
-    print(json.dumps({"sent": n, "matched": matched}), flush=True)
+    report = {"sent": n, "matched": matched}
+    if listener is not None:
+        end = time.monotonic() + args.linger
+        while time.monotonic() < end and not set(stamps) <= set(answered):
+            time.sleep(0.05)
+        report["answered"] = len(set(stamps) & set(answered))
+    print(json.dumps(report), flush=True)
+    if executor is not None:  # stop spinning before the context goes (else: abort at exit)
+        executor.shutdown(timeout_sec=5.0)
+        spinner.join(timeout=5.0)
     node.destroy_node()
     rclpy.shutdown()
     return 0

@@ -54,6 +54,7 @@ from . import conversions as cv
 from .diagnostics import Diagnostics, DiagnosticsPublisher, NodeStats, diagnostic_updater_available
 from .frame_checks import Decoded, check_frame, decode_input, frame_id_mismatch
 from .names import INPUT_TOPICS, NODE_NAME, OUTPUT_TOPICS
+from .qos import AdaptiveSubscription
 from .parameters import (DIAGNOSTICS_PERIOD_PARAM, PARAMS, PARAMS_BY_NAME, NodeSettings, descriptor,
                          validate_settings)
 from .ros_backends import CloudPacker, ImageCodec
@@ -64,6 +65,7 @@ from rcl_interfaces.msg import SetParametersResult  # noqa: E402
 from rclpy.exceptions import ParameterException  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.qos_overriding_options import QoSOverridingOptions  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField  # noqa: E402
 
 INPUT_LABELS = {"rgb": "rgb image", "camera_info": "camera_info", "depth": "depth image"}  # in log lines
@@ -71,6 +73,8 @@ INPUT_KEYS = ("rgb", "camera_info", "depth")  # synchroniser input order
 LOG_THROTTLE_S = 5.0
 # No valid camera_info for this long while depth keeps coming = "camera_info missing".
 CAMERA_INFO_TIMEOUT_S = 1.0
+# How often qos_reliability: auto looks at the input topics' publishers (a graph query, ~0.1 ms).
+QOS_POLL_S = 0.25
 
 
 class LatestSlot:
@@ -173,27 +177,43 @@ class UpsampleNode(Node):
         self.images = ImageCodec(Image, warn=lambda text: self._warn_once("image_backend", text))
         self.clouds = CloudPacker(PointCloud2, PointField, warn=lambda text: self._warn_once("pointcloud_backend", text))
 
-        in_qos = _qos(settings.qos_reliability, settings.qos_depth)
+        # Outputs: REP-2003 (system default, reliable): a reliable publisher serves reliable AND
+        # best-effort subscribers; the standard qos_overrides.* parameters apply.
         out_qos = _qos(settings.output_qos_reliability, 5)
-        self.pub_depth = self.create_publisher(Image, OUTPUT_TOPICS["depth"], out_qos)
-        self.pub_info = self.create_publisher(CameraInfo, OUTPUT_TOPICS["camera_info"], out_qos)
-        self.pub_points = self.create_publisher(PointCloud2, OUTPUT_TOPICS["points"], out_qos)
+        overrides = QoSOverridingOptions.with_default_policies
+        self.pub_depth = self.create_publisher(Image, OUTPUT_TOPICS["depth"], out_qos, qos_overriding_options=overrides())
+        self.pub_info = self.create_publisher(CameraInfo, OUTPUT_TOPICS["camera_info"], out_qos,
+                                              qos_overriding_options=overrides())
+        self.pub_points = self.create_publisher(PointCloud2, OUTPUT_TOPICS["points"], out_qos,
+                                                qos_overriding_options=overrides())
         self.sync = Synchronizer(3, settings.queue_size, settings.slop, self._on_synced, self._on_time_jump,
                                  jump_tolerance=settings.jump_tolerance, on_drop=self._on_sync_drop)
         self.stats.queued = lambda: dict(zip(INPUT_KEYS, self.sync.queued()))
+        given = getattr(self, "_parameter_overrides", {}) or {}
+        self.inputs: dict[str, AdaptiveSubscription] = {}
         for key, cls, cb in (("rgb", Image, self._on_rgb), ("camera_info", CameraInfo, self._on_info),
                              ("depth", Image, self._on_depth)):
-            self.create_subscription(cls, INPUT_TOPICS[key], cb, in_qos,
-                                     event_callbacks=_incompatible_qos_callbacks(self, key))
+            override = f"qos_overrides.{self.resolve_topic_name(INPUT_TOPICS[key])}.subscription.reliability"
+            self.inputs[key] = AdaptiveSubscription(
+                self, cls, INPUT_TOPICS[key], cb, settings.qos_reliability,
+                make_qos=lambda rel, depth: _qos(rel, depth or settings.qos_depth),
+                events=functools.partial(_incompatible_qos_callbacks, self, key),
+                on_switch=self._on_qos_switch, on_duplicate=lambda: self.stats.count("qos_handover_duplicate"),
+                overriding_options=overrides(), fixed_by_override=override in given)
+        self._qos_timer = self.create_timer(QOS_POLL_S, self._poll_qos)
         self._diag = Diagnostics(self.stats, loss_warn_fraction=settings.loss_warn_fraction, extra={
             "input": lambda: {**self.images.diagnostics(), "sync_backend": self.sync.backend,
-                              "qos_reliability": settings.qos_reliability, "qos_depth": settings.qos_depth},
+                              "qos_reliability": settings.qos_reliability, "qos_depth": settings.qos_depth,
+                              **{f"qos {k}": sub.describe() for k, sub in self.inputs.items()},
+                              "qos_switches": sum(sub.switches for sub in self.inputs.values())},
             "output": lambda: {"image_backend": self.images.name, **self.clouds.diagnostics(),
                                "diagnostics_backend": self.diagnostics.backend},
         })
         self.diagnostics = DiagnosticsPublisher(self, self._diag, settings.diagnostics_period)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
+        # Compile / load every kernel before saying "ready": the first frame must not pay for it.
+        warm_s = self.pipeline.warm_up()
         self._slot = LatestSlot()
         self._running = True
         self._worker = threading.Thread(target=self._work, name="dada_upsample_worker", daemon=True)
@@ -201,7 +221,9 @@ class UpsampleNode(Node):
         self.get_logger().info(
             f"ready: method {settings.method} on {self.pipeline.solver.device}, warm start {settings.warm_start}, "
             f"sync {self.sync.backend} (queue {settings.queue_size}, slop {settings.slop} s), "
-            f"diagnostics {self.diagnostics.backend}, images {self.images.name}, point clouds {self.clouds.name}; "
+            f"diagnostics {self.diagnostics.backend}, images {self.images.name}, point clouds {self.clouds.name}, "
+            f"input QoS {settings.qos_reliability}, output QoS {settings.output_qos_reliability}, "
+            f"kernels warmed up in {warm_s:.2f} s; "
             f"inputs {', '.join(self.resolve_topic_name(t) for t in INPUT_TOPICS.values())}")
         for kind, backend in (("images", self.images), ("point clouds", self.clouds)):
             if backend.note and backend.name == "dada_ros":
@@ -289,8 +311,9 @@ class UpsampleNode(Node):
             reset, self._reset_requested = self._reset_requested, False
         if pending is not None:
             settings, solver = pending
-            if solver is not None:  # new solver: cold start
+            if solver is not None:  # new solver: cold start, its kernels warmed before its first frame
                 self.pipeline = FramePipeline(solver, settings.warm_config(), settings.output_range_config())
+                self.pipeline.warm_up()
             else:
                 self.pipeline.warm = settings.warm_config()
                 self.pipeline.output_range = settings.output_range_config()
@@ -357,15 +380,35 @@ class UpsampleNode(Node):
                   f"treated as invalid [depth_out_of_range: {n} frames so far]")
 
     def _on_incompatible_qos(self, key: str, event: Any) -> None:
-        n = self.stats.count("qos_incompatible")
-        s = self._settings
+        sub = self.inputs.get(key) if hasattr(self, "inputs") else None
         policy = getattr(event, "last_policy_kind", "?")
-        text = (f"the {INPUT_LABELS[key]} subscription ({s.qos_reliability}) cannot match a publisher on "
-                f"{self.resolve_topic_name(INPUT_TOPICS[key])} (incompatible QoS policy {policy}): it receives "
-                "NOTHING from it. A best-effort (sensor-data QoS) driver needs qos_reliability: best_effort "
+        topic = self.resolve_topic_name(INPUT_TOPICS[key])
+        if sub is not None and sub.mode == "auto":
+            # not a fault: the next look at the graph follows the new publisher
+            self.get_logger().info(f"a publisher on {topic} is incompatible with the {sub.reliability} "
+                                   f"subscription ({policy}): adapting (qos_reliability auto)")
+            return
+        n = self.stats.count("qos_incompatible")
+        rel = sub.reliability if sub is not None else self._settings.qos_reliability
+        text = (f"the {INPUT_LABELS[key]} subscription ({rel}) cannot match a publisher on "
+                f"{topic} (incompatible QoS policy {policy}): it receives NOTHING from it. "
+                "qos_reliability: auto (the default) follows the publishers; best_effort hears any publisher "
                 f"[qos_incompatible: {n}]")
         self.stats.notes[f"qos {key}"] = f"{key}: incompatible publisher QoS ({policy})"
         self._log(f"qos_incompatible {key}", text)
+
+    def _on_qos_switch(self, topic: str, old: str | None, new: str, why: str) -> None:
+        self.get_logger().info(f"input {self.resolve_topic_name(topic)}: subscription reliability {old} -> {new} "
+                               f"({why}; qos_reliability auto)")
+
+    def _poll_qos(self) -> None:
+        """Timer (executor thread): follow the input topics' publishers (qos_reliability auto)."""
+        for sub in self.inputs.values():
+            try:
+                sub.reevaluate()
+            except Exception as exc:  # noqa: BLE001 - a graph query failing must not stop the node
+                self._log("qos_poll", f"could not look up the publishers of {sub.topic}: {exc!r}")
+
     def _on_inf_or_negative(self, n_bad: int) -> None:
         # Not fatal: such pixels are simply invalid, but a driver that sends them is odd.
         n = self.stats.count("depth_inf_or_negative")
@@ -535,6 +578,9 @@ def main(args: list[str] | None = None) -> int:
     """Console script ``upsample_node`` (``ros2 run dada_ros upsample_node``)."""
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: PLC0415
 
+    from .transport_profile import apply_default_profile  # noqa: PLC0415
+
+    profile_note = apply_default_profile()  # before the process's first DDS participant
     rclpy.init(args=args)
     try:
         node = UpsampleNode()
@@ -542,6 +588,8 @@ def main(args: list[str] | None = None) -> int:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"invalid configuration: {exc}")
         rclpy.try_shutdown()
         return 1
+    node.get_logger().info("Fast DDS: " + (profile_note or "the package's large-data profile (64 MB shared-memory "
+                                                         "segment: best-effort subscribers of large outputs lose nothing)"))
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:

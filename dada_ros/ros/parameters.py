@@ -39,6 +39,7 @@ from dada_ros.core.schedule import SCHEDULES
 from dada_ros.core.solver import DEFAULT_LAMBDA, DEFAULT_MAX_ITERATIONS, DEFAULT_TOL, ITERATIONS_LIMIT, SolverConfig
 
 from .conversions import OUTPUT_DEPTH_ENCODINGS
+from .qos import RELIABILITY_MODES
 from .sync import DEFAULT_JUMP_TOLERANCE, MIN_SLOP
 
 RELIABILITIES = ("best_effort", "reliable")
@@ -145,19 +146,19 @@ PARAMS: tuple[ParamSpec, ...] = (
               "(jitter, reordering) before it is a time jump (bag loop, simulator reset): queues "
               "cleared, warm start reset.", float_range=(0.0, 3600.0)),
     # --- transport (read-only: subscriptions and publishers are created once) ---
-    # reliable by default: camera drivers publish reliable, and a best-effort subscription of a
-    # reliable publisher loses most large images (measured: benchmarks/transport.py, README
-    # "Transport"). A best-effort (sensor-data QoS) publisher needs best_effort here: a reliable
-    # subscription does not match it (ROS 2 QoS compatibility); the node then warns and counts
-    # qos_incompatible.
-    ParamSpec("qos_reliability", "reliable", "Reliability of the input subscriptions: reliable "
-              "(camera drivers' default; no loss) or best_effort (sensor-data QoS, needed for a "
-              "best-effort publisher, which a reliable subscription does not match).", read_only=True,
-              choices=RELIABILITIES),
+    # auto by default: a reliable subscription never hears a best-effort (sensor-data QoS)
+    # publisher, and a best-effort subscription of a reliable 640x480 publisher loses most frames
+    # (measured: benchmarks/transport.py); auto follows what the publishers offer (ros/qos.py).
+    ParamSpec("qos_reliability", "auto", "Reliability of the input subscriptions: auto (follow the "
+              "publishers: reliable when every publisher of the topic offers reliable, best_effort "
+              "otherwise; re-checked while running), reliable, or best_effort.", read_only=True,
+              choices=RELIABILITY_MODES),
     ParamSpec("qos_depth", 5, "History depth of the input subscriptions.", read_only=True,
               int_range=(1, 100_000)),
-    ParamSpec("output_qos_reliability", "best_effort", "Reliability of the outputs (sensor-data "
-              "QoS like depth_image_proc; reliable for subscribers that insist on it).",
+    # REP-2003: publishers reliable (system default): they serve reliable subscribers (RViz's
+    # default, a plain rclpy subscription) AND best-effort ones.
+    ParamSpec("output_qos_reliability", "reliable", "Reliability of the outputs: reliable (REP-2003; "
+              "serves reliable and best-effort subscribers) or best_effort.",
               read_only=True, choices=RELIABILITIES),
     # --- diagnostics ---
     ParamSpec(DIAGNOSTICS_PERIOD_PARAM, 1.0, "Seconds between /diagnostics messages (diagnostic_updater's "

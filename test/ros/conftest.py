@@ -8,6 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from dada_ros.ros.transport_profile import apply_default_profile
+
+# What upsample_node's main() does first: the in-process nodes of the tests get the same
+# middleware settings as the installed node. Subprocess peers (fake_camera) drop it unless a
+# test gives it to them (a driver does not have it).
+PROFILE_NOTE = apply_default_profile()
+
 # The tests import their helpers as `ros_harness`; pytest runs in importlib mode (setup.cfg),
 # which does not put test folders on sys.path, so do it here.
 sys.path.insert(0, str(Path(__file__).resolve().parent))

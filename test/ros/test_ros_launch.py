@@ -125,8 +125,8 @@ def check_declared_actions(desc: LaunchDescription) -> None:
     assert isinstance(kw["parameters"][0], LaunchConfiguration) and kw["parameters"][0].name == "params_file"
     assert kw["parameters"][1]["device"].name == "device"
     assert kw["parameters"][1]["qos_reliability"].name == "qos_reliability"
-    assert args["qos_reliability"].default_value == "reliable"
-    assert set(args["qos_reliability"].choices) == {"reliable", "best_effort"}
+    assert args["qos_reliability"].default_value == "auto"
+    assert set(args["qos_reliability"].choices) == {"auto", "reliable", "best_effort"}
     remaps = {src: dst.name for src, dst in kw["remappings"]}
     assert set(remaps) == set(INPUTS + OUTPUTS)
     assert all(dst in args for dst in remaps.values())

@@ -1,6 +1,10 @@
-"""Input QoS against a driver-like publisher in ANOTHER process (real DDS between processes):
-the default (reliable) receives every frame of a reliable publisher; a best-effort publisher,
-which a reliable subscription cannot match, is warned about and counted instead of silence."""
+"""Input and output QoS against driver-like peers in ANOTHER process (real DDS between processes).
+
+Default parameters (``qos_reliability: auto``, reliable outputs): a reliable AND a best-effort
+640x480 publisher at 5 Hz are each answered (>= 95% of frames), and a reliable AND a best-effort
+downstream subscriber each receive them. Fixed modes keep their meaning: a reliable subscription
+cannot hear a best-effort publisher, and the node says so (warned, counted) instead of silence.
+"""
 
 from __future__ import annotations
 
@@ -12,40 +16,114 @@ import sys
 import pytest
 
 from dada_ros.ros.parameters import PARAMS_BY_NAME
+from dada_ros.ros.qos import Handover, choose_reliability
+from dada_ros.ros.transport_profile import PROFILE, apply_default_profile
 from ros_harness import DOMAIN_ID, Harness
 
-DEFAULT_QOS = {"qos_reliability": PARAMS_BY_NAME["qos_reliability"].default,
-               "qos_depth": PARAMS_BY_NAME["qos_depth"].default}
+DEFAULT_QOS = {name: PARAMS_BY_NAME[name].default for name in ("qos_reliability", "qos_depth", "output_qos_reliability")}
 
 
 def camera(ns: str, qos: str, rate: float = 10.0, seconds: float = 1.5, size: str = "640x480",
-           wait: float = 10.0) -> dict:
+           wait: float = 10.0, listen: str = "none", profile: bool = False) -> dict:
+    """Run fake_camera in another process; ``profile``: with the package's Fast DDS profile (as
+    the docs tell a best-effort driver to use), else with Fast DDS's defaults."""
     env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    env.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
+    if profile:
+        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(PROFILE)
     proc = subprocess.run([sys.executable, "-m", "dada_ros.ros.fake_camera", "--ns", ns, "--qos", qos,
-                           "--rate", str(rate), "--seconds", str(seconds), "--size", size, "--wait", str(wait)],
-                          capture_output=True, text=True, timeout=90, env=env)
+                           "--rate", str(rate), "--seconds", str(seconds), "--size", size, "--wait", str(wait),
+                           "--listen", listen, "--linger", "8"],
+                          capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_default_qos_is_reliable_and_loses_nothing_from_a_reliable_driver(ros_context) -> None:
-    assert DEFAULT_QOS["qos_reliability"] == "reliable"
-    h = Harness(ros_context, {**DEFAULT_QOS, "max_iterations": 5, "warm_start": "off"})
+def test_choose_reliability() -> None:
+    assert choose_reliability([]) is None
+    assert choose_reliability(["reliable", "reliable"]) == "reliable"
+    assert choose_reliability(["reliable", "best_effort"]) == "best_effort"
+    assert choose_reliability(["best_effort"]) == "best_effort"
+
+
+def test_handover_passes_each_stamp_once() -> None:
+    """Make-before-break: both subscriptions deliver the same stream for a while; every stamp
+    is passed on exactly once, the old subscription's until the new one takes over."""
+    ho = Handover(old=1, new=2)
+    passed = []
+    events = [(1, 10), (1, 11), (2, 10), (2, 11), (1, 12), (2, 12), (2, 13), (1, 13), (1, 14), (2, 14)]
+    for gen, stamp in events:
+        if ho.accept(gen, stamp):
+            passed.append(stamp)
+    assert passed == [10, 11, 12, 13, 14]
+    assert not ho.accept(0, 15)  # a subscription older than the handover is being destroyed
+
+
+def test_defaults_follow_publishers_and_serve_every_subscriber() -> None:
+    assert DEFAULT_QOS == {"qos_reliability": "auto", "qos_depth": 5, "output_qos_reliability": "reliable"}
+
+
+def test_fast_dds_profile_is_applied_unless_configured() -> None:
+    assert PROFILE.is_file()
+    env: dict = {}
+    assert apply_default_profile(env) is None and env["FASTRTPS_DEFAULT_PROFILES_FILE"] == str(PROFILE)
+    mine = {"FASTRTPS_DEFAULT_PROFILES_FILE": "/my.xml"}
+    assert "set" in apply_default_profile(mine) and mine["FASTRTPS_DEFAULT_PROFILES_FILE"] == "/my.xml"
+    assert "RMW" in apply_default_profile({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"})
+    assert "FASTDDS_BUILTIN_TRANSPORTS" in apply_default_profile({"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"})
+
+
+# A best-effort driver of 640x480 images loses frames in ITS OWN shared-memory segment (Fast DDS
+# default 512 KB) before the node sees them, whatever the node does: measured 12-19 of 20 frames
+# without the profile (benchmarks/transport.py). The docs tell such a driver to use the package's
+# profile; the test's best-effort driver does. A reliable driver needs nothing.
+@pytest.mark.parametrize("pub_qos,listen", [("reliable", "reliable"), ("best_effort", "best_effort"),
+                                            ("reliable", "best_effort"), ("best_effort", "reliable")])
+def test_default_qos_answers_any_publisher_to_any_subscriber(ros_context, pub_qos: str, listen: str) -> None:
+    """The issue's target: default parameters, 640x480 at 5 Hz, >= 95% of frames answered from a
+    reliable and from a best-effort publisher, received by a reliable and a best-effort subscriber
+    (the subscriber has Fast DDS's defaults: only the node's own profile is at work for it)."""
+    h = Harness(ros_context, {**DEFAULT_QOS, "warm_start": "off", "max_iterations": 300, "torch_threads": 0})
     try:
-        sent = camera(h.ns, "reliable")
+        sent = camera(h.ns, pub_qos, rate=5.0, seconds=4.0, listen=listen, profile=pub_qos == "best_effort")
         assert sent["matched"]
-        assert h.wait(lambda: h.node.stats.ledger.received["rgb"] == sent["sent"], 10)
-        bal = h.node.stats.balance()
-        assert all(bal[k]["received"] == sent["sent"] for k in bal), bal  # 640x480 rgb8: none lost
-        assert h.wait(lambda: h.node.stats.ledger.in_flight_sets == 0, 20)
-        assert all(b["uncounted"] == 0 for b in h.node.stats.balance().values())
+        assert sent["answered"] >= 0.95 * sent["sent"], (sent, h.node.stats.balance(), h.node.stats.snapshot())
+        # the tester node's own (idle, reliable) input publishers are on the graph too: reliable
+        # until the camera comes; best_effort while a best-effort camera publishes
+        history = {k: s.history for k, s in h.node.inputs.items()}
+        for hist in history.values():
+            assert hist[:2] == ["best_effort", "reliable"], history
+            assert ("best_effort" in hist[2:]) == (pub_qos == "best_effort"), history
         assert h.counter("qos_incompatible") == 0
+        assert h.wait(lambda: h.node.stats.ledger.in_flight_sets == 0, 20)
+        assert all(b["uncounted"] == 0 for b in h.node.stats.balance().values()), h.node.stats.balance()
     finally:
         h.close()
 
 
-def test_best_effort_driver_against_default_qos_is_warned_and_counted(ros_context) -> None:
-    h = Harness(ros_context, DEFAULT_QOS)
+def test_auto_follows_a_publisher_that_changes(ros_context) -> None:
+    """A best-effort driver, then a reliable one on the same topics: the subscriptions switch
+    back to reliable (make before break) and both drivers are heard; the switch is in the
+    diagnostics."""
+    h = Harness(ros_context, {**DEFAULT_QOS, "warm_start": "off", "max_iterations": 5})
+    try:
+        first = camera(h.ns, "best_effort", size="160x120", rate=10.0, seconds=1.0)
+        assert first["matched"]
+        assert all(sub.reliability == "best_effort" for sub in h.node.inputs.values())
+        second = camera(h.ns, "reliable", size="160x120", rate=10.0, seconds=1.5)
+        assert second["matched"]
+        assert h.wait(lambda: all(sub.reliability == "reliable" for sub in h.node.inputs.values()), 5)
+        assert h.wait(lambda: h.node.stats.ledger.received["depth"] >= 0.9 * (first["sent"] + second["sent"]), 10)
+        assert h.wait(lambda: any(kv.key == "qos_switches" and int(kv.value) >= 3
+                                  for a in h.diagnostics[-3:] for s in a.status for kv in s.values), 5)
+        assert h.wait(lambda: h.node.stats.ledger.in_flight_sets == 0, 20)
+        assert all(b["uncounted"] == 0 for b in h.node.stats.balance().values()), h.node.stats.balance()
+    finally:
+        h.close()
+
+
+def test_fixed_reliable_against_best_effort_driver_is_warned_and_counted(ros_context) -> None:
+    h = Harness(ros_context, {"qos_reliability": "reliable", "qos_depth": 5})
     try:
         sent = camera(h.ns, "best_effort", seconds=0.5, wait=3.0)
         assert not sent["matched"]  # ROS 2 QoS: a reliable reader does not match a best-effort writer
@@ -59,20 +137,40 @@ def test_best_effort_driver_against_default_qos_is_warned_and_counted(ros_contex
         h.close()
 
 
-def test_sensor_data_qos_stays_selectable(ros_context) -> None:
-    h = Harness(ros_context, {"qos_reliability": "best_effort", "qos_depth": 5, "max_iterations": 5,
-                              "warm_start": "off"})
+def test_qos_override_parameter_fixes_the_reliability(ros_context) -> None:
+    """The standard ROS 2 QoS override parameters are accepted and win over auto."""
+    topic = None
+    from dada_ros.ros.names import INPUT_TOPICS
+
+    overrides = {}
+    ns_holder = {}
+
+    h = Harness(ros_context, {**DEFAULT_QOS, "max_iterations": 5})
     try:
-        sent = camera(h.ns, "best_effort", size="160x120", rate=10.0, seconds=1.0)
-        assert sent["matched"]
-        assert h.wait(lambda: h.node.stats.ledger.received["depth"] >= sent["sent"] // 2, 10)
+        ns_holder["ns"] = h.ns
+        topic = h.node.resolve_topic_name(INPUT_TOPICS["depth"])
+        assert h.node.has_parameter(f"qos_overrides.{topic}.subscription.reliability")
+        assert h.node.has_parameter(f"qos_overrides.{h.node.resolve_topic_name('depth_upsampled/image_rect')}"
+                                    ".publisher.reliability")
     finally:
         h.close()
+    overrides = {f"qos_overrides./{INPUT_TOPICS['depth']}.subscription.reliability": "best_effort"}
+    # a node in the root namespace, so the override's topic name is known before it starts
+    from rclpy.parameter import Parameter
+
+    from dada_ros.ros.node import UpsampleNode
+
+    node = UpsampleNode(context=ros_context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+    try:
+        assert node.inputs["depth"].mode == "fixed" and node.inputs["depth"].reliability == "best_effort"
+        assert node.inputs["rgb"].mode == "auto"
+    finally:
+        node.destroy_node()
 
 
 def test_transport_loss_is_not_reported_as_fine(ros_context) -> None:
-    """The issue's case: best-effort subscription of a reliable 640x480 publisher. When RGB
-    frames are lost before the node, /diagnostics must not say all is well."""
+    """Best-effort subscription of a reliable 640x480 publisher (forced): when RGB frames are
+    lost before the node, /diagnostics must not say all is well."""
     h = Harness(ros_context, {"qos_reliability": "best_effort", "qos_depth": 5, "max_iterations": 5,
                               "warm_start": "off", "diagnostic_updater.period": 0.5})
     try:
