@@ -21,6 +21,8 @@ tensors when numba is importable.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -263,6 +265,18 @@ class FusedLoop:
             _materialise(it.u[it.k], it.rx[it.k], z, a, bb, self.semi, self.rows, y[b, 0].numpy())
 
 
+def threading_summary() -> str:
+    """The fused loop's threading layer and wait settings, for benchmark headers and logs."""
+    if not HAVE_NUMBA:
+        return "numba absent (torch loop)"
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # not initialised before the first parallel call
+        layer = f"{numba.config.THREADING_LAYER} (not started)"
+    env = ", ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ)
+    return f"numba threading layer {layer}" + (f" ({env})" if env else "")
+
+
 def numba_threads() -> int:
     """Threads the fused kernel uses when called from this thread (0 without numba)."""
     return numba.get_num_threads() if HAVE_NUMBA else 0
@@ -272,7 +286,8 @@ def set_numba_threads(n: int) -> None:
     """Threads of the fused kernel for calls made FROM THE CALLING THREAD (numba's setting is
     thread-local, so a node must call this in its worker thread). ``n <= 0`` leaves the default.
 
-    Fewer threads than cores matters on a shared CPU: every iteration of the parallel sweep waits
-    for its slowest thread, so one descheduled thread stalls the whole loop."""
+    On a shared CPU every application's parallel sweep waits for its slowest thread; how long a
+    waiting thread spins before it sleeps decides whether that costs a CPU share or a stall
+    (``GOMP_SPINCOUNT``, set in :mod:`dada_ros`; ``benchmarks/contention.py``)."""
     if HAVE_NUMBA and n > 0:
         numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))

@@ -1,0 +1,165 @@
+"""How the solver and the node share a busy CPU: idle vs 1 and 2 competing busy processes.
+
+A robot's CPU is never idle (SLAM, planners, drivers). On a machine with C cores, a solve that
+shares them fairly with k busy processes should slow down by about the CPU share it loses,
+not by barrier stalls of its parallel sweeps. This runs, side by side in one run:
+
+* solver: ``DadaSolver.solve`` (the documented Python API, default configuration, a warm
+  process) on a generated 640x480 frame at x4 / x8 / x16;
+* node: the real ``dada_upsample`` node in-process on a real rclpy graph, default parameters,
+  640x480 frames (x8 source, 16UC1 like a ToF driver) sent one at a time; stamp -> publish.
+
+The loads rotate round by round (0, 1, 2 busy processes, then 1, 2, 0, ...), so slow drifts of a
+shared machine hit every load alike. A busy process is ``python -c "while True: pass"``. Printed:
+median (and p90) per load and the ratio to idle.
+
+    python benchmarks/contention.py                       # solver + node, 6 rounds
+    python benchmarks/contention.py --part solver --scales 8 --rounds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+import numpy as np
+
+BUSY = "while True: pass"
+
+
+@contextmanager
+def busy(k: int):
+    """k competing busy processes for the duration of the block."""
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(k)]
+    try:
+        time.sleep(0.3 if k else 0.05)  # let them get scheduled
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
+def frame(size: tuple[int, int], scale: int, seed: int = 4242):
+    from dada_ros.core.scenes import make_sample  # noqa: PLC0415
+
+    smp = make_sample(seed, scale=scale, size=size)
+    return smp.rgb, smp.source
+
+
+def solver_part(args, loads: list[int]) -> dict:
+    from dada_ros.core.solver import DadaSolver, SolverConfig  # noqa: PLC0415
+
+    solver = DadaSolver(SolverConfig(device="cpu"))
+    frames = {s: frame((480, 640), s) for s in args.scales}
+    for s, (rgb, src) in frames.items():  # compile / load the kernels, first torch calls
+        solver.solve(rgb, src)
+    times: dict = {(s, k): [] for s in args.scales for k in loads}
+    for r in range(args.rounds):
+        for k in loads[r % len(loads):] + loads[:r % len(loads)]:
+            with busy(k):
+                for s, (rgb, src) in frames.items():
+                    for _ in range(args.repeat):
+                        times[(s, k)].append(solver.solve(rgb, src).stats.seconds)
+    return times
+
+
+def node_part(args, loads: list[int]) -> dict:
+    import rclpy  # noqa: PLC0415
+    from rclpy.executors import SingleThreadedExecutor  # noqa: PLC0415
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import node_latency  # noqa: PLC0415
+
+    from dada_ros.core.sequences import SequenceConfig, make_sequence  # noqa: PLC0415
+    from dada_ros.ros.parameters import PARAMS_BY_NAME  # noqa: PLC0415
+    from dada_ros.ros.transport_profile import apply_default_profile  # noqa: PLC0415
+
+    apply_default_profile()
+    n = args.rounds * len(loads) * args.node_frames
+    frames = list(make_sequence(SequenceConfig(seed=0, size=(480, 640), source_shape=(60, 80), plan=(("pan", n),))))
+    ctx = rclpy.context.Context()
+    rclpy.init(context=ctx, domain_id=200 + os.getpid() % 30)
+    ns = argparse.Namespace(max_age=PARAMS_BY_NAME["warm_start_max_age"].default,
+                            threads=PARAMS_BY_NAME["torch_threads"].default, frame_timeout=60.0, verbose=False)
+    ex = SingleThreadedExecutor(context=ctx)
+    runner = node_latency.Runner(ctx, ex, PARAMS_BY_NAME["warm_start"].default, ns)
+    import threading  # noqa: PLC0415
+
+    stop = threading.Event()
+    th = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)], daemon=True)
+    th.start()
+    times: dict = {k: [] for k in loads}
+    try:
+        end = time.monotonic() + 30
+        while time.monotonic() < end and not runner.connected():
+            time.sleep(0.05)
+        i = 0
+        for r in range(args.rounds):
+            for k in loads[r % len(loads):] + loads[:r % len(loads)]:
+                with busy(k):
+                    for _ in range(args.node_frames):
+                        before = len(runner.rows)
+                        runner.frame(i, frames[i])
+                        i += 1
+                        if len(runner.rows) > before:
+                            times[k].append(runner.rows[-1]["latency"])
+    finally:
+        stop.set()
+        th.join(timeout=5)
+        runner.close()
+        ex.shutdown(timeout_sec=5)
+        rclpy.shutdown(context=ctx)
+    return times
+
+
+def row(label: str, ts: list[float], idle: float) -> str:
+    med = statistics.median(ts) * 1000
+    return (f"| {label} | {len(ts)} | {med:.1f} | {np.percentile(ts, 90) * 1000:.1f} | "
+            f"{med / (idle * 1000):.2f} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=("solver", "node", "both"), default="both")
+    ap.add_argument("--scales", default="4,8,16")
+    ap.add_argument("--loads", default="0,1,2", help="numbers of competing busy processes")
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--repeat", type=int, default=3, help="solves per scale per round")
+    ap.add_argument("--node-frames", type=int, default=4, help="node frames per round and load")
+    args = ap.parse_args(argv)
+    args.scales = [int(s) for s in args.scales.split(",")]
+    loads = [int(k) for k in args.loads.split(",")]
+    import torch  # noqa: PLC0415
+
+    from dada_ros.core.fused_cpu import numba_threads, threading_summary  # noqa: PLC0415
+
+    print(f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, loop threads {numba_threads()}, "
+          f"{threading_summary()}; load average before {os.getloadavg()[0]:.2f}", flush=True)
+    if args.part in ("solver", "both"):
+        times = solver_part(args, loads)
+        print("\nsolver (DadaSolver.solve, 640x480, default configuration): ms per solve")
+        print("| scale, busy processes | solves | median | p90 | / idle |\n|---|---|---|---|---|")
+        for s in args.scales:
+            idle = statistics.median(times[(s, loads[0])])
+            for k in loads:
+                print(row(f"x{s}, {k}", times[(s, k)], idle))
+    if args.part in ("node", "both"):
+        times = node_part(args, loads)
+        idle = statistics.median(times[loads[0]])
+        print("\nnode (default parameters, 640x480 x8, one frame at a time): stamp -> publish ms")
+        print("| busy processes | frames | median | p90 | / idle |\n|---|---|---|---|---|")
+        for k in loads:
+            print(row(str(k), times[k], idle))
+    print(f"\nload average after {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
