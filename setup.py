@@ -43,7 +43,8 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        # the Fast DDS profile a best-effort camera driver should use too (see the file)
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + [f"{PACKAGE}/data/fastdds_large_data.xml"]),
     ],
     install_requires=["setuptools", "numpy", "opencv-contrib-python-headless", "torch", "tqdm",
                       "matplotlib", "pyyaml", "rosbags", "numba", "scipy"],
