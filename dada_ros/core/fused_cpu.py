@@ -22,6 +22,9 @@ tensors when numba is importable.
 from __future__ import annotations
 
 import os
+import stat
+import tempfile
+import warnings
 
 import numpy as np
 import torch
@@ -33,6 +36,95 @@ try:  # numba is optional: without it the torch loop runs (slower, same answer)
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only on installs without numba
     HAVE_NUMBA = False
+
+
+# Where the compiled kernels are cached. ``@njit(cache=True)`` picks a cache location when a
+# function is DECORATED (numba/core/caching.py: FunctionCache.__init__ tries the locators in order:
+# numba.config.CACHE_DIR when set, then ``__pycache__`` beside the source when writable, then the
+# user-wide ~/.cache/numba) and raises "cannot cache function ...: no locator available" when none
+# is writable, so the import of this module fails. An installed package meets exactly that: a ROS
+# node run as a service user with a read-only HOME, from a read-only site-packages / install space.
+# So, before the kernels below are decorated (and only when the package folder is not writable and
+# the user chose no NUMBA_CACHE_DIR), point numba.config.CACHE_DIR at a dada_ros cache of this user.
+# Setting the config attribute works although numba was imported (and its config read) above: the
+# locator reads config.CACHE_DIR at decoration time, and numba's reload_config() re-reads the
+# environment only when a NUMBA_* variable changed. It is process-wide: a function decorated later
+# in this process is cached there too (dada_ros.core.warm_start's kernels: when imported after this).
+#   NUMBA_CACHE = None   numba's own choice (the user's NUMBA_CACHE_DIR, or __pycache__ here)
+#                 a path the directory set here
+#                 ""     nowhere writable: the kernels are compiled in every process (a warning)
+NUMBA_CACHE: str | None = None
+
+
+def _can_cache_in(path: str) -> bool:
+    """The test numba's locators make (caching.py, _CacheLocator.ensure_cache_path): create the
+    folder, write a temporary file in it. A permission check would be wrong: root writes into a
+    mode 0555 folder, and nobody writes on a read-only mount."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+        return True
+    except OSError:
+        return False
+
+
+def _private_dir(path: str) -> bool:
+    """``path`` is a directory of this user that nobody else may write (created 0700 if missing).
+    The shared temp folder needs it: numba's cache files are pickles and machine code that this
+    process would load and run, so a folder another user created (or can write) is refused."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return False
+    try:
+        st = os.lstat(path)  # a symlink is not followed: refused below
+    except OSError:
+        return False
+    if not stat.S_ISDIR(st.st_mode) or st.st_mode & 0o022:
+        return False
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return False
+    return _can_cache_in(path)
+
+
+def _choose_numba_cache() -> str | None:
+    """The cache folder to set (see above): None = leave numba's choice, "" = none writable."""
+    if numba.config.CACHE_DIR:  # the user's NUMBA_CACHE_DIR (or .numba_config.yaml): theirs
+        return None
+    if _can_cache_in(os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")):
+        return None  # a source checkout, or an install this user may write: numba's default
+    xdg = os.environ.get("XDG_CACHE_HOME", "")  # a relative one is ignored (XDG base directory spec)
+    base = xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".cache")
+    user_dir = os.path.join(base, "dada_ros", "numba")
+    if os.path.isabs(user_dir) and _can_cache_in(user_dir):  # no HOME nor passwd entry: "~" stays relative
+        return user_dir
+    try:
+        uid = os.getuid() if hasattr(os, "getuid") else os.getlogin()
+        tmp_dir = os.path.join(tempfile.gettempdir(), f"dada_ros-numba-{uid}")
+    except OSError:  # gettempdir(): no usable temp folder at all (FileNotFoundError)
+        return ""
+    return tmp_dir if _private_dir(tmp_dir) else ""
+
+
+if HAVE_NUMBA:
+    NUMBA_CACHE = _choose_numba_cache()
+    if NUMBA_CACHE:
+        numba.config.CACHE_DIR = NUMBA_CACHE
+    elif NUMBA_CACHE == "":
+        # Better a compile in every process (the node warms its kernels before "ready") than an
+        # import that fails.
+        warnings.warn("dada_ros: no writable folder for numba's kernel cache (the package folder, "
+                      "$XDG_CACHE_HOME or ~/.cache, the temp folder): the kernels are compiled in every "
+                      "process; set NUMBA_CACHE_DIR to a writable folder to cache them", RuntimeWarning,
+                      stacklevel=2)
+        _numba_njit = njit
+
+        def njit(*args, **kwargs):  # noqa: F811 - the same decorator without the cache
+            kwargs["cache"] = False
+            return _numba_njit(*args, **kwargs)
+
 
 from .loop import EPS
 from .resample import Resampler

@@ -50,12 +50,12 @@ import numpy as np
 from .coefficients import guide_to_unit_float
 from .errors import DadaInputError
 
-try:  # numba is optional: without it the same selection runs in numpy (slower, same answer)
-    from numba import njit
+# numba is optional: without it the same selection runs in numpy (slower, same answer). The
+# decorator comes from fused_cpu, which chooses a writable cache folder first (read-only install).
+from .fused_cpu import HAVE_NUMBA
 
-    HAVE_NUMBA = True
-except ImportError:  # pragma: no cover - exercised only on installs without numba
-    HAVE_NUMBA = False
+if HAVE_NUMBA:
+    from .fused_cpu import njit
 
 WARPS = ("select", "nearest", "linear")
 MIN_FLOW_SIDE = 32

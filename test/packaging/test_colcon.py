@@ -3,7 +3,8 @@ in a temporary workspace (ws/src/dada_ros; no symlink install): the node executa
 ``ros2 run`` looks (lib/dada_ros), package.xml / launch / config under share/dada_ros, the ament
 index marker, every module under lib/pythonX.Y/site-packages/dada_ros; then the installed
 ``upsample_node`` runs with PYTHONPATH = that site-packages + the dependency path (not the source
-tree, not the editable install) and answers one frame.
+tree, not the editable install) and answers its first frame after "ready" about as fast as a
+steady one.
 
 Needs colcon (colcon-common-extensions + colcon-ros, in requirements.txt); skipped without it.
 Only committed changes are seen (see conftest.py).
@@ -17,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from packaging_support import (DEPS_SITE, PACKAGE, PY, bare_venv, clean_source, diff_message, import_all,
-                               installed_files, node_answers_one_frame, run, runtime_env, source_files,
-                               source_modules)
+from packaging_support import (DEPS_SITE, PACKAGE, PY, assert_first_frame_warm, bare_venv, clean_source,
+                               diff_message, import_all, installed_files, node_answers_frames, run, runtime_env,
+                               source_files, source_modules)
 
 pytestmark = pytest.mark.packaging
 
@@ -86,7 +87,7 @@ def test_every_module_imports_from_the_install(workspace, plain_python):
     import_all(plain_python, site_of(prefix), work, env, source_modules(src))
 
 
-def test_installed_upsample_node_answers_one_frame(workspace, plain_python):
+def test_installed_upsample_node_answers_first_frame_warm(workspace, plain_python):
     pytest.importorskip("rclpy", reason="ROS 2 (rclpy) wheels not installed")
     from ros_harness import DOMAIN_ID
 
@@ -96,8 +97,9 @@ def test_installed_upsample_node_answers_one_frame(workspace, plain_python):
     env = runtime_env(DOMAIN_ID, pythonpath=[site_of(prefix), DEPS_SITE])
     # The script's own shebang is the dev venv's python, whose .pth files would switch the editable
     # install on; the bare interpreter runs the same installed script without it.
-    result = node_answers_one_frame([plain_python, prefix / "lib" / PACKAGE / "upsample_node"], env, work,
-                                    work / "node.log")
+    result = node_answers_frames([plain_python, prefix / "lib" / PACKAGE / "upsample_node"], env, work,
+                                 work / "node.log")
     if not result["connected"]:
         pytest.skip("the colcon-installed upsample_node started and reported ready, but cross-process DDS "
                     "discovery does not work here, so no frame could be exchanged")
+    assert_first_frame_warm(result, "colcon-installed upsample_node")
