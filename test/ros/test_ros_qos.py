@@ -102,19 +102,21 @@ def test_default_qos_answers_any_publisher_to_any_subscriber(ros_context, pub_qo
 
 
 def test_auto_follows_a_publisher_that_changes(ros_context) -> None:
-    """A best-effort driver, then a reliable one on the same topics: the subscriptions switch
-    back to reliable (make before break) and both drivers are heard; the switch is in the
-    diagnostics."""
+    """A best-effort driver, then a reliable one on the same topics: the subscriptions follow
+    (make before break) and both drivers are heard; the switches are in the diagnostics. (The
+    tester node's idle reliable publishers are on the graph throughout.)"""
     h = Harness(ros_context, {**DEFAULT_QOS, "warm_start": "off", "max_iterations": 5})
     try:
         first = camera(h.ns, "best_effort", size="160x120", rate=10.0, seconds=1.0)
         assert first["matched"]
-        assert all(sub.reliability == "best_effort" for sub in h.node.inputs.values())
+        for sub in h.node.inputs.values():
+            assert sub.history[:3] == ["best_effort", "reliable", "best_effort"], sub.history
+        n_switches = sum(sub.switches for sub in h.node.inputs.values())
         second = camera(h.ns, "reliable", size="160x120", rate=10.0, seconds=1.5)
         assert second["matched"]
         assert h.wait(lambda: all(sub.reliability == "reliable" for sub in h.node.inputs.values()), 5)
         assert h.wait(lambda: h.node.stats.ledger.received["depth"] >= 0.9 * (first["sent"] + second["sent"]), 10)
-        assert h.wait(lambda: any(kv.key == "qos_switches" and int(kv.value) >= 3
+        assert h.wait(lambda: any(kv.key == "qos_switches" and int(kv.value) >= n_switches
                                   for a in h.diagnostics[-3:] for s in a.status for kv in s.values), 5)
         assert h.wait(lambda: h.node.stats.ledger.in_flight_sets == 0, 20)
         assert all(b["uncounted"] == 0 for b in h.node.stats.balance().values()), h.node.stats.balance()
