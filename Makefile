@@ -30,7 +30,7 @@ demo: $(STAMP)
 	test -d demo_out/sample_bag || $(BIN)/dada-replay --make-sample demo_out/sample_bag
 	rm -rf demo_out/report demo_out/live
 	$(BIN)/dada-replay --bag demo_out/sample_bag --out demo_out/report --cold-every 16 \
-	    --methods dada-free,dada-free:naive,dada-free:cold,dada-free:cold:100,bicubic,jbf \
+	    --methods dada-free,dada-free:flow,dada-free:naive,dada-free:cold:100,bicubic,jbf \
 	    --node-params points_decimation:=2
 	$(BIN)/dada-replay --bag demo_out/sample_bag --out demo_out/live --realtime --rate 0.5
 

@@ -50,6 +50,7 @@ from dada_ros.core.pipeline import FramePipeline, WarmConfig  # noqa: E402
 from dada_ros.core.scenes import (TofModel, block_average, intrinsics, random_scene, render,  # noqa: E402
                                   simulate_tof)
 from dada_ros.core.sequences import Frame, SequenceConfig, make_sequence  # noqa: E402
+from dada_ros.core.schedule import Schedule  # noqa: E402
 from dada_ros.core.solver import DadaSolver, SolverConfig  # noqa: E402
 from dada_ros.core.warm_accept import AcceptConfig  # noqa: E402
 from dada_ros.core.warm_start import AlignConfig, dense_flow  # noqa: E402
@@ -63,6 +64,7 @@ ICL = {
     "livingroom": [f"open3d_testdata_synthetic_iclnuim/livingroom_seq_{i:05d}.npz" for i in range(5)],
     "wide": [f"slambook2_synthetic_iclnuim/dense_rgbd_seq_{i}.npz" for i in range(1, 6)],
 }
+TUM = os.path.join(REALDATA, "tum2klg_sequence", "tum2klg_xyz_seq.npz")
 # The probe: the warm start with every safeguard off (what an accepted warm start would give).
 PROBE_ALIGN = AlignConfig(cut_photometric=1.0, min_valid_fraction=0.0)
 PROBE_ACCEPT = AcceptConfig(motion_model=False, reject_cell_error=1e9, max_median_error=1e9, min_tracked_fraction=0.0,
@@ -126,6 +128,26 @@ def icl_sequence(name: str, noise: str, scale: int, seed: int) -> list[Frame] | 
     return frames
 
 
+def tum_sequence(scale: int, n: int | None = None) -> list[Frame] | None:
+    """The REAL hand-held tum2klg sequence (17 frames, 640x480, 1-33 px/frame, dropped frames).
+
+    Its stereo depth is NOT ground truth (MANIFEST.md: quantised, 26-45% holes, artefacts): the
+    source is the block average of its valid pixels and the score is against the same depth where
+    valid -- agreement with the sensor, not accuracy. Real stamps (dt 0.033-0.134 s)."""
+    if not os.path.exists(TUM):
+        return None
+    z = np.load(TUM)
+    t0 = float(z["stamps"][0])
+    frames = []
+    for i in range(len(z["stamps"]) if n is None else min(n, len(z["stamps"]))):
+        gt = np.where(z["valid"][i], z["depth"][i], np.nan).astype(np.float32)
+        H, W = gt.shape
+        src = np.nan_to_num(block_average(gt, (H // scale, W // scale)))
+        frames.append(Frame(i, 1.0 + float(z["stamps"][i]) - t0, "tum2klg", np.ascontiguousarray(z["rgb"][i]), gt, src,
+                            None, None, 0))
+    return frames
+
+
 def mean_flow_px(frames: list[Frame]) -> float:
     import cv2
 
@@ -139,7 +161,7 @@ def mean_flow_px(frames: list[Frame]) -> float:
     return float(np.mean(mags)) if mags else 0.0
 
 
-def run_sequence(frames: list[Frame], solver: DadaSolver, warm: WarmConfig) -> list[dict]:
+def run_sequence(frames: list[Frame], solver: DadaSolver, warm: WarmConfig, equilibrium: bool = False) -> list[dict]:
     """Per scored frame: cold, pipeline and forced-warm MSE, iterations and the pipeline's decision."""
     probe_cfg = WarmConfig(mode="flow", warm_iterations=warm.warm_iterations, warm_schedule=warm.warm_schedule,
                            max_age=1e9, max_init_ratio_error=1e9, max_photometric_error=1.0, max_exposure_gain=1e9,
@@ -148,7 +170,9 @@ def run_sequence(frames: list[Frame], solver: DadaSolver, warm: WarmConfig) -> l
     probe = FramePipeline(solver, probe_cfg)
     recs = []
     for f in frames:
+        t = time.perf_counter()
         cold = solver.solve(f.rgb, f.source)
+        cold_ms = (time.perf_counter() - t) * 1000
         e_cold = depth_errors(cold.depth, f.gt).mse_cm2
         if f.index == 0:  # the same cold answer in every mode: seed it instead of solving it again
             pipe.set_previous(cold.depth, f.rgb, f.stamp)
@@ -158,12 +182,16 @@ def run_sequence(frames: list[Frame], solver: DadaSolver, warm: WarmConfig) -> l
         forced = probe.process(f.rgb, f.source, f.stamp)
         res = pipe.process(f.rgb, f.source, f.stamp)
         st = res.stats
-        recs.append({
+        eq_mse = float("nan")
+        if equilibrium:  # the single-frame 8000-step plain equilibrium (the paper's answer)
+            eq_mse = depth_errors(solver.solve(f.rgb, f.source, schedule=Schedule.plain(8000)).depth, f.gt).mse_cm2
+        recs.append({"eq_mse": eq_mse,
             "frame": f.index, "segment": f.segment, "cold_mse": e_cold, "cold_its": int(cold.stats.iterations),
             "warm_mse": depth_errors(res.depth, f.gt).mse_cm2, "forced_mse": depth_errors(forced.depth, f.gt).mse_cm2,
             "forced_mode": forced.stats["init_mode"],
             "init_mode": st["init_mode"], "cold_reason": st["cold_reason"],
             "effective_iterations": float(st["effective_iterations"]), "iterations": int(st["iterations"]),
+            "cold_ms": cold_ms, "solve_ms": float(st["solve_ms"]), "accept_ms": float(st.get("accept_ms", 0.0)),
             "cold_refine_fraction": float(st.get("cold_refine_fraction", 0.0)),
             "warm_valid_fraction": float(st.get("warm_valid_fraction", 0.0)),
             "photometric_error": float(st.get("photometric_error", float("nan"))),
@@ -191,8 +219,14 @@ def summarise(recs: list[dict]) -> dict:
         "warm_its": float(np.mean([r["effective_iterations"] for r in warm])) if warm else float("nan"),
         "forced_ratio": float(np.mean([r["forced_mse"] / r["cold_mse"] for r in recs])),
         "forced_worst": float(max(r["forced_mse"] / r["cold_mse"] for r in recs)),
+        "cold_ms": float(np.median([r["cold_ms"] for r in recs])),
+        "warm_vs_eq": (float(np.mean([r["warm_mse"] / r["eq_mse"] for r in warm])) if warm else float("nan")),
+        "frame_ms": float(np.median([r["frame_ms"] for r in recs])),
+        "warm_frame_ms": float(np.median([r["frame_ms"] for r in warm])) if warm else float("nan"),
+        "warm_split": ([float(np.median([r[k] for r in warm])) for k in ("flow_ms", "accept_ms", "solve_ms")]
+                       if warm else [float("nan")] * 3),
         "kept_lost": sum(r["warm_mse"] > r["cold_mse"] for r in warm),
-        "kept_lost_5": sum(r["warm_mse"] > 1.05 * r["cold_mse"] for r in warm),
+        "kept_lost_2": sum(r["warm_mse"] > 1.02 * r["cold_mse"] for r in warm),
         "rejected_won": sum(r["forced_mse"] < r["cold_mse"] for r in coldf),
         "rejected": len(coldf),
     }
@@ -241,6 +275,10 @@ def main(argv=None) -> int:
     p.add_argument("--reject-cell-error", type=float, help="AcceptConfig.reject_cell_error (default: its default)")
     p.add_argument("--max-photometric-error", type=float, help="WarmConfig.max_photometric_error")
     p.add_argument("--no-cold-refine", action="store_true", help="no cold budget on cold-initialised crops")
+    p.add_argument("--equilibrium", nargs="*", default=["pan", "shift", "rotate", "forward", "static"],
+                   help="motions scored against the 8000-step single-frame equilibrium too (slow)")
+    p.add_argument("--no-real", action="store_true", help="skip the REAL tum2klg sequence")
+    p.add_argument("--real-frames", type=int, help="frames of the tum2klg sequence (default all 17)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--per-frame", action="store_true", help="print every scored frame")
     p.add_argument("--no-timing", action="store_true", help="skip the 640x480 timing line")
@@ -268,17 +306,24 @@ def main(argv=None) -> int:
     rows, records = [], {}
     seqs: list[tuple[str, str, object]] = [("generated", m, None) for m in a.motions]
     seqs += [("ICL-NUIM render", name, None) for name in a.icl]
+    if not a.no_real:
+        seqs.append(("REAL (vs own depth)", "tum2klg", None))
     for method in a.methods:
         solver = make_solver(method, cfg)
         for part, motion, _ in seqs:
             if part == "generated":
                 frames = generated(motion, a.noise, size, a.scale, n, a.seed)
+            elif motion == "tum2klg":
+                frames = tum_sequence(a.scale, a.real_frames)
+                if frames is None:
+                    print(f"  {motion}: ../shared/realdata absent, skipped")
+                    continue
             else:
                 frames = icl_sequence(motion, a.noise, a.scale, a.seed)
                 if frames is None:
                     print(f"  {motion}: ../shared/realdata absent, skipped")
                     continue
-            recs = run_sequence(frames, solver, warm)
+            recs = run_sequence(frames, solver, warm, equilibrium=motion in a.equilibrium)
             row = {"method": method, "part": part, "motion": motion, "px_per_frame": mean_flow_px(frames)}
             row |= summarise(recs)
             rows.append(row)
@@ -292,18 +337,25 @@ def main(argv=None) -> int:
             print(f"  done {method} {motion} ({time.perf_counter() - t_all:5.0f} s)", flush=True)
 
     print("\nPer method and motion: warm = the node's pipeline on its warm-started frames (mean and worst of warm/cold "
-          "per frame); seq = ratio of mean MSE over all scored frames (fallbacks = cold); forced = the warm start with "
-          "every test off; its = full-image-equivalent iterations per frame (incl. cold-budget crops) vs cold")
-    head = ("| method | part | motion | px/frame | cold MSE cm^2 | warm mean | warm worst | seq | fallback | its (warm frames) "
-            "| cold its | forced mean / worst | kept&lost (>1.05) | rej&won |")
+          "per frame); seq = ratio of mean MSE over all scored frames (fallbacks = cold); accepted = frames warm-started; "
+          "forced = the warm start with every test off; ms = median frame time of the pipeline (all frames; warm frames) "
+          "vs the cold solve; split = median flow / acceptance / solve ms of a warm frame; its = applications per frame")
+    head = ("| method | part | motion | px/frame | cold MSE cm^2 | warm mean | warm worst | seq | accepted | ms all (warm) "
+            "| cold ms | split flow/acc/solve | its (warm frames) | cold its | forced mean / worst | kept&lost (>1.02) | rej&won |")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for r in rows:
+        sp = "/".join(f"{v:.0f}" for v in r["warm_split"])
         print(f"| {r['method']} | {r['part']} | {r['motion']} | {r['px_per_frame']:.1f} | {r['cold_mse']:.1f} | "
               f"{r['warm_mean_ratio']:.3f} | {r['warm_worst_ratio']:.3f} | {r['seq_ratio']:.3f} | "
-              f"{r['fallback_rate']:.0%} | {r['its']:.0f} ({r['warm_its']:.0f}) | {r['cold_its']:.0f} | "
-              f"{r['forced_ratio']:.2f} / {r['forced_worst']:.2f} | {r['kept_lost']} ({r['kept_lost_5']}) / {r['warm_frames']} | "
+              f"{r['warm_frames']}/{r['frames']} | {r['frame_ms']:.0f} ({r['warm_frame_ms']:.0f}) | {r['cold_ms']:.0f} | {sp} | "
+              f"{r['its']:.0f} ({r['warm_its']:.0f}) | {r['cold_its']:.0f} | "
+              f"{r['forced_ratio']:.2f} / {r['forced_worst']:.2f} | {r['kept_lost']} ({r['kept_lost_2']}) / {r['warm_frames']} | "
               f"{r['rejected_won']} / {r['rejected']} |")
+    eq = [r for r in rows if np.isfinite(r["warm_vs_eq"])]
+    if eq:
+        print("warm MSE / the 8000-step single-frame equilibrium's (mean over warm frames): "
+              + ", ".join(f"{r['method']} {r['motion']} {r['warm_vs_eq']:.3f}" for r in eq))
     for method in a.methods:
         rs = [r for r in records if r.startswith(method + "/")]
         allr = [x for k in rs for x in records[k]]
@@ -314,7 +366,7 @@ def main(argv=None) -> int:
         ratios = [x["warm_mse"] / x["cold_mse"] for x in warm_r]
         print(f"{method}: {len(warm_r)}/{len(allr)} frames warm-started, mean warm/cold {np.mean(ratios) if ratios else float('nan'):.3f}, "
               f"worst {max(ratios) if ratios else float('nan'):.3f}; kept and lost (> 1.00x cold) "
-              f"{sum(r > 1 for r in ratios)}, (> 1.05x) {sum(r > 1.05 for r in ratios)}; rejected but the forced warm start "
+              f"{sum(r > 1 for r in ratios)}, (> 1.02x) {sum(r > 1.02 for r in ratios)}; rejected but the forced warm start "
               f"would have won {sum(x['forced_mse'] < x['cold_mse'] for x in cold_r)}/{len(cold_r)} "
               f"(by > 5%: {sum(x['forced_mse'] < 0.95 * x['cold_mse'] for x in cold_r)})")
     worst = max((x["consistency"] for recs in records.values() for x in recs if np.isfinite(x["consistency"])),

@@ -66,7 +66,9 @@ WARM_SCHEDULES = ("plain", "solver")
 
 @dataclass
 class WarmConfig:
-    mode: str = "flow"
+    # "off" by default since issue #26: on the CPU a warm frame was never faster than a cold one at
+    # equal accuracy (doc/warm_start.md "Default: off"); "flow" is opt-in.
+    mode: str = "off"
     # 50: measured at 640x480 x8 (benchmarks/warm_start.py, 12 frames, pan / rotation / forward,
     # clean and ToF sources) 1.5-3% lower MSE than 100, and half the work. At 320x240 the two are
     # within a few % either way (pan prefers 100, rotation 50).
@@ -390,7 +392,9 @@ class FramePipeline:
             info["cold_reason"] = f"previous output disagrees with the new depth (median ratio error {ratio_err:.2f})"
             return None, info
         tracked = al.valid if mode == "flow" else None
+        t_acc = time.perf_counter()
         acc = accept_prior(y0, source, tracked, self.warm.accept)
+        info["accept_ms"] = (time.perf_counter() - t_acc) * 1000
         info.update({"accept_" + k: v for k, v in acc.stats().items() if k not in ("accepted", "reason")})
         if not acc.accepted:
             info["cold_reason"] = acc.reason
@@ -418,7 +422,9 @@ class FramePipeline:
         (full-image-equivalent steps: ``iterations + refine_iterations * refine_fraction`` plus the
         cold-budget crops' steps), ``accept_*`` (the acceptance test: median cell error, rejected
         and cold-initialised fractions, fitted depth motion), ``cold_refine_fraction`` /
-        ``cold_refine_ms`` (crops solved with the cold policy) and ``frame_seconds``.
+        ``cold_refine_ms`` (crops solved with the cold policy), ``accept_ms`` (the acceptance test),
+        ``solve_ms`` (the full-image solve) and ``frame_seconds``: with ``flow_ms`` the cost split of a
+        warm frame (what the warm start costs; the node publishes it in ``/diagnostics``).
         """
         t0 = time.perf_counter()
         if self._prev_stamp is not None and stamp <= self._prev_stamp:
@@ -481,6 +487,8 @@ class FramePipeline:
         stats["refine_ms"] = refine_ms
         stats["cold_refine_fraction"] = cold_fraction
         stats["cold_refine_ms"] = cold_ms
+        # the cost split of a frame (flow_ms and accept_ms come from the warm-start decision)
+        stats["solve_ms"] = res.stats.seconds * 1000
         stats["effective_iterations"] = (stats["iterations"] + refine_its * refine_fraction
                                          + cold_work / float(rgb.shape[0] * rgb.shape[1]))
         stats["frame_seconds"] = time.perf_counter() - t0

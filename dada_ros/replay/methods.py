@@ -3,7 +3,7 @@
 A spec is ``METHOD[:MODE[:N]]``:
 
 * ``dada-free`` / ``dada``: the node's path, :class:`~dada_ros.core.pipeline.FramePipeline`
-  with the node's default warm start (``flow``);
+  with the node's default warm start (``warm_start`` off: cold);
 * ``dada-free:flow`` / ``dada-free:naive`` (``:N`` = warm budget, iterations per warm frame);
 * ``dada-free:cold`` every frame from scratch with the solver's default policy (the Chebyshev
   schedule's per-ratio budget); ``dada-free:cold:N`` exactly N applications per frame;
@@ -28,9 +28,10 @@ from ..core.solver import DadaSolver
 from ..ros.parameters import NodeSettings
 
 MODES = ("flow", "naive", "cold")
-DEFAULT_MODE = "flow"  # the node's default ``warm_start`` parameter
-DEFAULT_METHODS = "dada-free,dada-free:naive,dada-free:cold,bicubic,jbf"
 _PIPELINE_MODE = {"flow": "flow", "naive": "naive", "cold": "off"}
+# the node's default ``warm_start`` parameter, in this module's words
+DEFAULT_MODE = {v: k for k, v in _PIPELINE_MODE.items()}[NodeSettings.defaults().warm_start]
+DEFAULT_METHODS = "dada-free,dada-free:flow,dada-free:naive,bicubic,jbf"
 
 
 @dataclass(frozen=True)

@@ -515,7 +515,7 @@ class UpsampleNode(Node):
         stages.update(t_depth_out_ms=1000 * (t_cloud - t_out), t_cloud_ms=1000 * (t_end - t_cloud))
         frame = {k: stats.get(k) for k in ("init_mode", "cold_reason", "iterations", "residual", "converged",
                                            "flow_ms", "warm_valid_fraction", "scale", "filled_fraction", "device",
-                                           "range_outliers", "range_worst")}
+                                           "range_outliers", "range_worst", "accept_ms", "cold_refine_ms")}
         frame.update(method=s.method, solve_ms=1000 * stats.get("seconds", 0.0),
                      frame_ms=1000 * (t_end - t0), numba_threads=numba_threads(), **stages)
         self.stats.published(latency, frame)
@@ -562,12 +562,12 @@ def _incompatible_qos_callbacks(node: UpsampleNode, key: str) -> Any:
 def latency_stages(stats: dict, waited_ms: float, decode_ms: float) -> dict[str, float]:
     """Where a frame's time went before publishing (ms), from the pipeline's stats:
     ``t_input`` (stamp -> worker: transport, sync, queue; ``t_decode`` of it is decoding),
-    ``t_align`` (warm-start optical flow + warp), ``t_features`` (guide features, coefficients,
+    ``t_align`` (warm-start optical flow + warp + acceptance test), ``t_features`` (guide features, coefficients,
     initialisation), ``t_loop`` (the diffusion-adjustment iterations) and ``t_other`` (the rest of
-    the pipeline's bookkeeping). The node adds ``t_depth_out`` and ``t_cloud`` when publishing."""
+    the pipeline's bookkeeping, and the cold-policy crops of a warm frame: ``cold_refine_ms``). The node adds ``t_depth_out`` and ``t_cloud`` when publishing."""
     solve = 1000 * float(stats.get("seconds", 0.0))
     loop = 1000 * float(stats.get("loop_seconds", 0.0))
-    align = float(stats.get("flow_ms") or 0.0) + float(stats.get("refine_ms") or 0.0)
+    align = float(stats.get("flow_ms") or 0.0) + float(stats.get("accept_ms") or 0.0)
     frame = 1000 * float(stats.get("frame_seconds", 0.0))
     return {"t_input_ms": waited_ms, "t_decode_ms": decode_ms, "t_align_ms": align,
             "t_features_ms": max(0.0, solve - loop), "t_loop_ms": loop,

@@ -111,8 +111,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("torch_threads", 0, "CPU threads of torch and of the fused CPU loop; 0 leaves their defaults.",
               int_range=(0, 1024)),
     # --- video warm start (see dada_ros.core.pipeline) ---
-    ParamSpec("warm_start", "flow", "Initialisation from the previous output: off (always cold), "
-              "naive (previous output as is) or flow (warped by optical flow).", choices=WARM_MODES),
+    # off by default (issue #26): on the CPU a warm frame cost more than a cold one or lost accuracy
+    # (doc/warm_start.md "Default: off").
+    ParamSpec("warm_start", "off", "Initialisation from the previous output: off (always cold; the "
+              "default), naive (previous output as is) or flow (warped by optical flow).", choices=WARM_MODES),
     ParamSpec("warm_iterations", NODE_DEFAULT_WARM_ITERATIONS, "Fixed step budget of a warm-started "
               f"frame; node maximum {NODE_MAX_WARM_ITERATIONS}.", int_range=(1, NODE_MAX_WARM_ITERATIONS)),
     # 2 s rather than the core's 0.5 s: the node processes the NEWEST frame, so the gap between

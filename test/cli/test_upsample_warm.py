@@ -52,7 +52,7 @@ def test_init_and_init_guide_run_the_flow_warm_start(frames, capsys):
     assert rc == 0, err
     st = stats_of(d, "s_flow.json")
     assert st["init_mode"] == "flow" and st["cold_reason"] == ""
-    assert st["iterations"] == WarmConfig().warm_iterations and st["warm_start"] is True
+    assert st["iterations"] == WarmConfig(mode="flow").warm_iterations and st["warm_start"] is True
     assert st["flow_ms"] > 0 and 0.9 < st["warm_valid_fraction"] <= 1
     out = np.load(d / "o_flow.npy")
     assert consistency_error(out, np.load(d / "src1.npy")) < 1e-5

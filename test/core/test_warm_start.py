@@ -71,7 +71,7 @@ def mean_mse(outs, frames):
 
 def test_flow_warm_start_beats_cold_at_equal_budget_and_the_equilibrium(translation, solver):
     frames, cold, cold100 = translation
-    pipe = FramePipeline(solver, WarmConfig(warm_iterations=100))
+    pipe = FramePipeline(solver, WarmConfig(mode="flow", warm_iterations=100))
     outs = [pipe.process(rgb, src, 0.1 * i) for i, (rgb, _, src) in enumerate(frames)]
     assert [o.stats["init_mode"] for o in outs] == ["cold"] + ["flow"] * (len(frames) - 1)
     assert all(o.stats["iterations"] == 100 for o in outs[1:])
@@ -97,7 +97,7 @@ def test_flow_warm_start_beats_cold_at_equal_budget_and_the_equilibrium(translat
 def test_down_y_equals_s_exactly_on_warm_frames_with_noise_and_holes(quick):
     solver = quick
     frames = translation_sequence(seed=3, n=3, tof=TofModel(noise_quad=0.0, dropout=0.1))
-    pipe = FramePipeline(solver, WarmConfig(warm_iterations=40))
+    pipe = FramePipeline(solver, WarmConfig(mode="flow", warm_iterations=40))
     for i, (rgb, _, src) in enumerate(frames):
         out = pipe.process(rgb, src, 0.1 * i)
         if i:
@@ -126,7 +126,7 @@ def test_scene_cut_falls_back_to_cold(quick):
     solver = quick
     a = translation_sequence(seed=2, n=1)
     b = translation_sequence(seed=7, n=1)
-    pipe = FramePipeline(solver, WarmConfig(warm_iterations=50))
+    pipe = FramePipeline(solver, WarmConfig(mode="flow", warm_iterations=50))
     pipe.process(a[0][0], a[0][2], 0.0)
     out = pipe.process(b[0][0], b[0][2], 0.1)
     assert out.stats["init_mode"] == "cold" and out.stats["cold_reason"].startswith("scene cut")
@@ -138,7 +138,7 @@ def test_scene_cut_falls_back_to_cold(quick):
 def test_one_frame_depth_glitch_leaves_no_ghost(quick):
     solver = quick
     frames = translation_sequence(seed=2, n=3)
-    pipe = FramePipeline(solver, WarmConfig(warm_iterations=50))
+    pipe = FramePipeline(solver, WarmConfig(mode="flow", warm_iterations=50))
     pipe.process(frames[0][0], frames[0][2], 0.0)
     glitch = pipe.process(frames[1][0], frames[1][2] * 1.5, 0.1)
     assert glitch.stats["init_mode"] == "cold" and "disagrees" in glitch.stats["cold_reason"]
@@ -149,7 +149,7 @@ def test_one_frame_depth_glitch_leaves_no_ghost(quick):
 def test_pipeline_fallbacks_and_modes(quick):
     solver = quick
     (rgb, _, src), (rgb1, _, src1) = translation_sequence(seed=2, n=1)
-    pipe = FramePipeline(solver, WarmConfig(warm_iterations=20, max_age=0.5))
+    pipe = FramePipeline(solver, WarmConfig(mode="flow", warm_iterations=20, max_age=0.5))
     assert pipe.process(rgb, src, 1.0).stats["cold_reason"] == "no previous frame"
     assert "too old" in pipe.process(rgb1, src1, 2.0).stats["cold_reason"]
     assert "backwards" in pipe.process(rgb1, src1, 1.5).stats["cold_reason"]
@@ -172,7 +172,7 @@ def test_pipeline_fallbacks_and_modes(quick):
 def test_young_pixels_get_refined_and_stats_count_the_work(quick):
     solver = quick
     frames = translation_sequence(seed=2, n=3, step=6)
-    pipe = FramePipeline(solver, WarmConfig(warm_iterations=30, refine_iterations=60))
+    pipe = FramePipeline(solver, WarmConfig(mode="flow", warm_iterations=30, refine_iterations=60))
     stats = [pipe.process(rgb, src, 0.1 * i).stats for i, (rgb, _, src) in enumerate(frames)]
     warm = stats[1:]
     assert all(s["init_mode"] == "flow" for s in warm)
@@ -180,7 +180,7 @@ def test_young_pixels_get_refined_and_stats_count_the_work(quick):
     for s in warm:
         assert s["effective_iterations"] == pytest.approx(s["iterations"] + s["refine_iterations"] * s["refine_fraction"])
         assert s["refine_fraction"] < 0.6
-    off = FramePipeline(solver, WarmConfig(warm_iterations=30, refine_iterations=0))
+    off = FramePipeline(solver, WarmConfig(mode="flow", warm_iterations=30, refine_iterations=0))
     st = [off.process(rgb, src, 0.1 * i).stats for i, (rgb, _, src) in enumerate(frames)]
     assert all(s["refine_fraction"] == 0 and s["effective_iterations"] == s["iterations"] for s in st)
 
@@ -270,7 +270,7 @@ def test_failed_flow_is_reported_as_a_cut_and_the_frame_starts_cold(quick):
     rgb = (rng.random((8, 8, 3)) * 255).astype(np.uint8)  # too small for DIS
     a = ws.align_frames(np.ones((8, 8), np.float32), rgb, rgb)
     assert a.info.cut and a.info.reason.startswith("optical flow failed") and not a.valid.any()
-    pipe = FramePipeline(solver, WarmConfig(warm_iterations=10))
+    pipe = FramePipeline(solver, WarmConfig(mode="flow", warm_iterations=10))
     src = np.full((2, 2), 2.0, np.float32)
     pipe.process(rgb, src, 0.0)
     st = pipe.process(rgb, src, 0.1).stats
@@ -349,13 +349,13 @@ def test_pipeline_gives_cold_initialised_regions_a_cold_budget(quick):
     (r0, g0, s0), (r1, g1, s1) = frames
     prev = solver.solve(r0, s0).depth.copy()
     prev[24:56, 8:40] = 1.0  # a ghost in the previous output
-    pipe = FramePipeline(solver, WarmConfig(warm_iterations=20))
+    pipe = FramePipeline(solver, WarmConfig(mode="flow", warm_iterations=20))
     pipe.set_previous(prev, r0, 0.0)
     st = pipe.process(r1, s1, 0.1).stats
     assert st["init_mode"] == "flow", st["cold_reason"]
     assert st["accept_rejected_fraction"] > 0.05 and st["cold_refine_fraction"] > 0
     assert st["effective_iterations"] > st["iterations"] == 20  # the crops' steps are counted
-    off = FramePipeline(solver, WarmConfig(warm_iterations=20, cold_refine=False))
+    off = FramePipeline(solver, WarmConfig(mode="flow", warm_iterations=20, cold_refine=False))
     off.set_previous(prev, r0, 0.0)
     out_off = off.process(r1, s1, 0.1)
     assert out_off.stats["effective_iterations"] == 20
@@ -376,7 +376,7 @@ def test_exposure_change_is_compensated_and_a_large_one_starts_cold(quick):
     comp = ws.align_frames(prev, r0, dark)
     assert 0.75 < comp.info.exposure_gain[0] < 0.85 and plain.info.exposure_gain == (1.0, 1.0, 1.0)
     assert comp.info.valid_fraction > max(plain.info.valid_fraction, 0.9)
-    pipe = FramePipeline(quick, WarmConfig(warm_iterations=10))
+    pipe = FramePipeline(quick, WarmConfig(mode="flow", warm_iterations=10))
     slight = np.clip(r1.astype(np.float32) * 0.95, 0, 255).astype(np.uint8)
     pipe.set_previous(prev, r0, 0.0)
     st = pipe.process(slight, s1, 0.1).stats

@@ -9,8 +9,10 @@ from dada_ros.replay.topics import TopicMap
 
 
 def test_method_specs():
-    s = parse_method("dada-free")
-    assert (s.key, s.mode, s.iterations, s.stateless) == ("dada-free", "flow", None, False)
+    s = parse_method("dada-free")  # the node's default warm_start (off)
+    assert (s.key, s.mode, s.iterations, s.stateless) == ("dada-free", "cold", None, True)
+    s = parse_method("dada-free:flow")
+    assert (s.key, s.mode, s.iterations, s.stateless) == ("dada-free:flow", "flow", None, False)
     s = parse_method("dada-free:cold")
     assert s.equilibrium_cold and s.stateless
     s = parse_method("dada-free:off:100")
@@ -21,7 +23,7 @@ def test_method_specs():
 
 @pytest.mark.parametrize("text, msg", [
     ("magic", "unknown method"), ("bicubic:cold", "takes no warm-start mode"), ("dada-free:warp", "unknown warm-start"),
-    ("dada-free:flow:0", ">= 1"), ("dada-free,dada-free:flow", "listed twice"), ("", "no method"),
+    ("dada-free:flow:0", ">= 1"), ("dada-free,dada-free:cold", "listed twice"), ("", "no method"),
 ])
 def test_method_spec_errors(text, msg):
     with pytest.raises(DadaInputError, match=msg):

@@ -21,7 +21,7 @@ def replay(*argv):
 def result(tiny_bag, tmp_path_factory):
     out = tmp_path_factory.mktemp("replay") / "out"
     rc = replay("--bag", tiny_bag, "--out", out, "--no-progress", "--warm-iterations", "60", "--cold-every", "2", "--threads", "1", "--node-params", "points_rgb:=true,max_iterations:=1500", "--snapshots", "2",
-                "--methods", "dada-free,dada-free:naive,dada-free:cold,dada-free:cold:60,bicubic,jbf,dada")
+                "--methods", "dada-free:flow,dada-free:naive,dada-free:cold,dada-free:cold:60,bicubic,jbf,dada")
     return rc, out, json.loads((out / "metrics.json").read_text())
 
 
@@ -29,16 +29,16 @@ def test_metrics_summary(result):
     rc, out, metrics = result
     assert rc == 0 and metrics["status"] == "complete"
     s = metrics["summary"]
-    for key in ("dada-free", "dada-free:naive", "dada-free:cold:60", "bicubic", "jbf"):
+    for key in ("dada-free:flow", "dada-free:naive", "dada-free:cold:60", "bicubic", "jbf"):
         assert s[key]["frames_in"] == s[key]["frames_out"] == s[key]["frames_scored"] == 6, key
         for field in ("mse_cm2", "mae_cm", "rmse_cm", "mean_iterations", "mean_ms", "coverage", "consistency_max"):
             assert s[key][field] is not None, (key, field)
     assert s["dada-free:cold"]["frames_in"] == 3 and s["dada-free:cold"]["frames_skipped"] == 3
-    assert s["dada-free"]["mse_cm2"] < s["bicubic"]["mse_cm2"]
-    assert s["dada-free"]["consistency_max"] < 1e-4 < s["bicubic"]["consistency_max"]
+    assert s["dada-free:flow"]["mse_cm2"] < s["bicubic"]["mse_cm2"]
+    assert s["dada-free:flow"]["consistency_max"] < 1e-4 < s["bicubic"]["consistency_max"]
     # warm frames run the warm budget, the first frame the cold equilibrium
-    assert s["dada-free"]["init_modes"] == {"cold": 1, "flow": 5}
-    assert s["dada-free"]["mean_iterations_warm"] == 60 and s["dada-free"]["mean_iterations_cold"] > 60
+    assert s["dada-free:flow"]["init_modes"] == {"cold": 1, "flow": 5}
+    assert s["dada-free:flow"]["mean_iterations_warm"] == 60 and s["dada-free:flow"]["mean_iterations_cold"] > 60
     assert metrics["input"]["synchronised_sets"] == 6 and metrics["input"]["without_partner"] == {}
 
 
@@ -57,7 +57,7 @@ def test_per_frame_entries_and_jsonl(result):
     assert [f["index"] for f in frames] == list(range(6))
     lines = (out / "frames.jsonl").read_text().splitlines()
     assert len(lines) == 6 and json.loads(lines[2])["index"] == 2
-    rec = frames[3]["methods"]["dada-free"]
+    rec = frames[3]["methods"]["dada-free:flow"]
     assert rec["init_mode"] == "flow" and rec["iterations"] == 60 and rec["ms"] > 0 and rec["mse_cm2"] > 0
     assert frames[2]["methods"]["dada-free:cold"] == {"skipped": True} and "mse_cm2" in frames[3]["methods"]["dada-free:cold"]
 
@@ -65,7 +65,7 @@ def test_per_frame_entries_and_jsonl(result):
 def test_report_and_figures(result):
     _, out, _ = result
     report = (out / "report.md").read_text()
-    assert "| dada-free |" in report and "warm_start.png" in report
+    assert "| dada-free:flow |" in report and "warm_start.png" in report
     pngs = sorted(out.glob("*.png"))
     names = {p.name for p in pngs}
     assert {"error_over_time.png", "warm_start.png", "summary.png"} <= names

@@ -32,7 +32,7 @@ from dada_ros.ros.node import INPUT_TOPICS, OUTPUT_TOPICS, UpsampleNode  # noqa:
 GUIDE = (48, 64)  # (H, W): small on purpose, the CPU is shared
 SOURCE = (12, 16)
 # Fast solver settings for tests: a cold frame stops after at most 300 steps.
-TEST_PARAMS = {"max_iterations": 300, "warm_iterations": 20, "torch_threads": 1,
+TEST_PARAMS = {"max_iterations": 300, "warm_iterations": 20, "torch_threads": 1, "warm_start": "flow",
                "qos_reliability": "reliable", "qos_depth": 1000, "output_qos_reliability": "reliable",
                "diagnostic_updater.period": 0.2}
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE,
