@@ -37,7 +37,7 @@ from .device import DEVICES, resolve_device
 from .errors import DadaInputError
 from .inputs import check_init, check_pair
 from .loop import LoopStats, run_loop
-from .resample import HOLE_FILLS, Partition, Resampler, fill_holes, initial_upsample
+from .resample import HOLE_FILLS, Partition, Resampler, fill_holes, initial_upsample, layered_y0
 from .schedule import LEARNED_APPLICATIONS, SCHEDULES, Schedule, chebyshev_defaults
 
 DEFAULT_LAMBDA = 0.24
@@ -109,7 +109,10 @@ class SolverConfig:
     coarse_to_fine: bool = False
     init: str = "bicubic"
     # How Y0 is made in invalid source cells before the upsampling (see resample.fill_holes).
-    hole_fill: str = "guided"
+    # "average" (the authors' reference: repeated 3x3 averaging) since issue #27: on real sensor
+    # frames the former default "guided" was up to 7x worse over the whole frame (RealSense border
+    # bands) and "layered" up to 1.7% worse (benchmarks/holes.py, doc/method.md "Holes").
+    hole_fill: str = "average"
     # Pixels whose source cell is farther than this (in source cells) from any valid cell are
     # returned as NaN: diffusion would invent depth there (e.g. out-of-range sky in a ToF image).
     max_fill_distance: float = 8.0
@@ -187,6 +190,20 @@ def _to_tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
     return t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
 
 
+def cold_start(src: np.ndarray, valid: np.ndarray, part: Partition, rgb: np.ndarray, hole_fill: str,
+               init: str) -> tuple[np.ndarray, np.ndarray]:
+    """Y0 (H, W) without a warm start, and each source cell's distance to the nearest valid one
+    (``rgb``: the guide in [0, 1]). ``layered`` decides Y0 per pixel in occlusion holes
+    (:func:`~.resample.layered_y0`); the other fills make a hole-free source, then upsample it."""
+    if hole_fill == "layered":
+        _, dist = fill_holes(src, valid, "nearest")
+        return (layered_y0(src, valid, part, rgb, init) if not valid.all()
+                else initial_upsample(src, part.guide_shape, init)), dist
+    filled, dist = fill_holes(src, valid, hole_fill,
+                              part.cell_means(rgb) if hole_fill == "guided" and not valid.all() else None)
+    return initial_upsample(filled, part.guide_shape, init), dist
+
+
 class DadaSolver:
     """Reusable solver for one configuration and guide model (the node keeps one of these)."""
 
@@ -225,9 +242,7 @@ class DadaSolver:
         y0_warm = check_init(init, part.guide_shape)
         dev = self.device
 
-        filled, dist = fill_holes(src, valid, cfg.hole_fill,
-                                  part.cell_means(rgb) if cfg.hole_fill == "guided" and not valid.all() else None)
-        y_cold = initial_upsample(filled, part.guide_shape, cfg.init)
+        y_cold, dist = cold_start(src, valid, part, rgb, cfg.hole_fill, cfg.init)
         warm = y0_warm is not None
         if warm:
             ok = np.isfinite(y0_warm) & (y0_warm > 0)
