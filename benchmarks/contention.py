@@ -27,6 +27,7 @@ import sys
 import time
 from contextlib import contextmanager
 
+import dada_ros  # noqa: F401,I001 - first: it sets GOMP_SPINCOUNT before libgomp loads, as the node and CLIs do
 import numpy as np
 
 BUSY = "while True: pass"
@@ -138,10 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     loads = [int(k) for k in args.loads.split(",")]
     import torch  # noqa: PLC0415
 
-    from dada_ros.core.fused_cpu import numba_threads, threading_summary  # noqa: PLC0415
+    from dada_ros.core.fused_cpu import numba_threads, spin_setting_problem, threading_summary  # noqa: PLC0415
 
     print(f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, loop threads {numba_threads()}, "
           f"{threading_summary()}; load average before {os.getloadavg()[0]:.2f}", flush=True)
+    if spin_setting_problem():
+        print("WARNING: " + spin_setting_problem(), flush=True)
     if args.part in ("solver", "both"):
         times = solver_part(args, loads)
         print("\nsolver (DadaSolver.solve, 640x480, default configuration): ms per solve")

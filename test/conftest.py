@@ -1,5 +1,6 @@
 """Shared test set-up: small torch thread count (2 shared cores) and common fixtures."""
 
+import dada_ros  # noqa: F401,I001 - first, as in the node and the CLIs: it sets GOMP_SPINCOUNT before torch loads libgomp
 import numpy as np
 import pytest
 import torch

@@ -300,6 +300,7 @@ class FusedLoop:
     :class:`dada_ros.core.loop.TorchLoop`. Batch items run one after another."""
 
     def __init__(self, y, source, valid, cv, ch, resampler: Resampler, lam: float, semi: bool) -> None:
+        warn_spin_setting_once()
         self.semi = semi
         self.rows = resampler.rows.cpu().numpy().astype(np.int64)
         self.cols = resampler.cols.cpu().numpy().astype(np.int64)
@@ -355,6 +356,41 @@ class FusedLoop:
         for b, (it, *_) in enumerate(self.items):
             z, a, bb = self._form(it)
             _materialise(it.u[it.k], it.rx[it.k], z, a, bb, self.semi, self.rows, y[b, 0].numpy())
+
+
+def spin_setting_problem() -> str | None:
+    """Why the loop may stall on a busy CPU in this process, or None: the short barrier spin that
+    :mod:`dada_ros` sets (``GOMP_SPINCOUNT``) did not take effect because libgomp (torch) was
+    loaded before ``dada_ros`` was imported, or the environment asks for long / active spinning."""
+    import dada_ros  # noqa: PLC0415
+
+    if os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "active":
+        return "OMP_WAIT_POLICY=active: threads spin at every barrier of the loop"
+    if dada_ros._GOMP_PRELOADED and not dada_ros._SPIN_FROM_USER:
+        return ("torch (libgomp) was imported before dada_ros, so GOMP_SPINCOUNT=300 could not take effect: on a "
+                "busy CPU the loop may stall at its barriers (measured up to 5x). Import dada_ros first or "
+                "export GOMP_SPINCOUNT=300")
+    try:
+        if int(os.environ.get("GOMP_SPINCOUNT", "300")) > 10_000:
+            return f"GOMP_SPINCOUNT={os.environ['GOMP_SPINCOUNT']}: long spinning at the loop's barriers"
+    except ValueError:
+        pass
+    return None
+
+
+_warned_spin = False
+
+
+def warn_spin_setting_once() -> None:
+    """One RuntimeWarning per process when :func:`spin_setting_problem` finds one."""
+    global _warned_spin
+    if not _warned_spin:
+        _warned_spin = True
+        problem = spin_setting_problem()
+        if problem:
+            import warnings  # noqa: PLC0415
+
+            warnings.warn(problem, RuntimeWarning, stacklevel=3)
 
 
 def threading_summary() -> str:

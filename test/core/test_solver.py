@@ -251,3 +251,19 @@ def test_fused_convergence_check_value_and_nan():
     np.testing.assert_allclose(p, y_semi, rtol=1e-6)
     u[4, 5] = np.nan
     assert np.isnan(_check_change(u, rx, z, a, b, False, rows, prev.copy(), 1))
+
+
+def test_spin_setting_is_in_force_when_dada_ros_comes_first() -> None:
+    """dada_ros sets GOMP_SPINCOUNT before libgomp loads (a busy CPU otherwise stalls the loop at
+    its barriers: doc/method.md "Sharing the CPU"); importing torch first is reported."""
+    import subprocess
+    import sys
+
+    from dada_ros.core.fused_cpu import spin_setting_problem
+
+    assert spin_setting_problem() is None  # this suite imports dada_ros first (test/conftest.py)
+    code = ("import torch, dada_ros\nfrom dada_ros.core.fused_cpu import spin_setting_problem\n"
+            "print(spin_setting_problem() is not None)")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "GOMP_SPINCOUNT"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.strip() == "True", out.stderr[-2000:]
