@@ -7,7 +7,8 @@ not by barrier stalls of its parallel sweeps. This runs, side by side in one run
 * solver: ``DadaSolver.solve`` (the documented Python API, default configuration, a warm
   process) on a generated 640x480 frame at x4 / x8 / x16;
 * node: the real ``dada_upsample`` node in-process on a real rclpy graph, default parameters,
-  640x480 frames (x8 source, 16UC1 like a ToF driver) sent one at a time; stamp -> publish.
+  640x480 frames (x4 / x8 / x16 sources, 16UC1 like a ToF driver) sent one at a time; stamp ->
+  publish.
 
 The loads rotate round by round (0, 1, 2 busy processes, then 1, 2, 0, ...), so slow drifts of a
 shared machine hit every load alike. A busy process is ``python -c "while True: pass"``. Printed:
@@ -84,7 +85,9 @@ def node_part(args, loads: list[int]) -> dict:
 
     apply_default_profile()
     n = args.rounds * len(loads) * args.node_frames
-    frames = list(make_sequence(SequenceConfig(seed=0, size=(480, 640), source_shape=(60, 80), plan=(("pan", n),))))
+    # one node (default parameters: no warm start, so frames of any ratio may follow each other)
+    frames = {sc: list(make_sequence(SequenceConfig(seed=0, size=(480, 640), source_shape=(480 // sc, 640 // sc),
+                                                    plan=(("pan", n),)))) for sc in args.scales}
     ctx = rclpy.context.Context()
     rclpy.init(context=ctx, domain_id=200 + os.getpid() % 30)
     ns = argparse.Namespace(max_age=PARAMS_BY_NAME["warm_start_max_age"].default,
@@ -96,7 +99,7 @@ def node_part(args, loads: list[int]) -> dict:
     stop = threading.Event()
     th = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)], daemon=True)
     th.start()
-    times: dict = {k: [] for k in loads}
+    times: dict = {(sc, k): [] for sc in args.scales for k in loads}
     try:
         end = time.monotonic() + 30
         while time.monotonic() < end and not runner.connected():
@@ -106,11 +109,12 @@ def node_part(args, loads: list[int]) -> dict:
             for k in loads[r % len(loads):] + loads[:r % len(loads)]:
                 with busy(k):
                     for _ in range(args.node_frames):
-                        before = len(runner.rows)
-                        runner.frame(i, frames[i])
+                        for sc in args.scales:
+                            before = len(runner.rows)
+                            runner.frame(i, frames[sc][i])
+                            if len(runner.rows) > before:
+                                times[(sc, k)].append(runner.rows[-1]["latency"])
                         i += 1
-                        if len(runner.rows) > before:
-                            times[k].append(runner.rows[-1]["latency"])
     finally:
         stop.set()
         th.join(timeout=5)
@@ -155,11 +159,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(row(f"x{s}, {k}", times[(s, k)], idle))
     if args.part in ("node", "both"):
         times = node_part(args, loads)
-        idle = statistics.median(times[loads[0]])
-        print("\nnode (default parameters, 640x480 x8, one frame at a time): stamp -> publish ms")
-        print("| busy processes | frames | median | p90 | / idle |\n|---|---|---|---|---|")
-        for k in loads:
-            print(row(str(k), times[k], idle))
+        print("\nnode (default parameters, 640x480, one frame at a time): stamp -> publish ms")
+        print("| scale, busy processes | frames | median | p90 | / idle |\n|---|---|---|---|---|")
+        for sc in args.scales:
+            idle = statistics.median(times[(sc, loads[0])])
+            for k in loads:
+                print(row(f"x{sc}, {k}", times[(sc, k)], idle))
     print(f"\nload average after {os.getloadavg()[0]:.2f}")
     return 0
 
