@@ -21,6 +21,11 @@ Sections (all by default; pick with --only):
   ``dada-train --bag FIRST --self-supervised --init-from SHIPPED`` adapts on the first half (its
   ground truth unused), ``dada-replay`` scores the second half (the node's path: warm start from
   the flow-warped previous output) with DADA-free, the shipped model and the adapted one;
+* ``cv`` (not in the default set): grouped 5-fold cross-validation of the gate by scene family on
+  the 28 Middlebury rows of ``../shared/realdata`` (21 third-size 2005/2006 scenes, both views
+  pooled, and the 7 2001-2005 scenes), the shipped model per scene marked in- / out-of-sample,
+  the metric RealSense frames and the ground-truth-free cross-scale check
+  (:mod:`dada_ros.learned.crossval`; ``--cv-cache FILE`` keeps the solves, a rerun only prints);
 * ``memory``: peak training memory of one training step vs N_grad, with and without activation
   checkpointing (RSS growth sampled in a fresh subprocess per setting, and the bytes autograd saves).
 
@@ -29,6 +34,7 @@ Sections (all by default; pick with --only):
     python benchmarks/learned.py --only table --first-seed 16 --seeds 48   # more held-out scenes
     python benchmarks/learned.py --weights runs/x/best.pt --json out.json
     python benchmarks/learned.py --only real --model v5=dada_ros/data/dada_lite_v5.pt   # real data
+    python benchmarks/learned.py --only cv --cv-cache cv.json       # grouped CV, sensor frames (~4 min)
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import subprocess
 import sys
 import time
 
+import dada_ros  # noqa: F401  (before torch, so that the loop's GOMP_SPINCOUNT takes effect)
 import numpy as np
 import torch
 
@@ -77,6 +84,111 @@ def section_real(args) -> dict:
              + "".join(f"; {k} = {v}" for k, v in models.items()))
     print(format_scene_table(rep, title), flush=True)
     return rep
+
+
+def section_cv(args) -> dict:
+    """Grouped k-fold cross-validation of the gate over scene families, the shipped model per scene
+    (in- / out-of-sample), real sensor frames and the cross-scale check (:mod:`dada_ros.learned.crossval`)."""
+    from pathlib import Path
+
+    from dada_ros.learned import crossval as C
+    from dada_ros.learned.datasets.realdata import default_root
+    from dada_ros.learned.model import SHIPPED_PATH, load_checkpoint
+
+    root = Path(args.real_dir) if args.real_dir else default_root()
+    rows, sensors = C.middlebury_rows(), C.sensor_rows()
+    files = [f for r in rows + sensors for f in r.files]
+    cache = Path(args.cv_cache) if args.cv_cache else None
+    rec = C.score_all(root, files, args.weights, cache, progress=lambda m: print(m, flush=True))
+    net, _, _ = load_checkpoint(str(args.weights or SHIPPED_PATH))
+    shipped = {s: round(float(net.gate[i]), 3) for i, s in enumerate(C.SCALES)} if net.config.gate else None
+    if shipped is None:
+        raise SystemExit("--only cv needs a gated checkpoint (dada-eval --select-gate)")
+    folds = C.grouped_folds(rows, args.cv_folds)
+    oos = [r for r in rows if not r.in_sample]
+    out: dict = {"shipped_gate": shipped, "folds": folds, "records": rec}
+    print(f"\n### Middlebury, shipped model ({args.weights or 'shipped'}, gate "
+          + " / ".join(f"x{s} {a:g}" for s, a in shipped.items()) + "): dada / dada-free per scene")
+    print("Disparity scenes: MSE in disparity px^2 (solved on z = 2 m x median(d) / d, prediction turned back "
+          "with the same f*B); in brackets the ratio on z. Both views of a third-size scene pooled.\n")
+    print(C.shipped_table(rec, rows, shipped, folds))
+    ship_r = {r.name: {s: C.row_ratio(rec, r, s, shipped[s]) for s in C.SCALES} for r in rows}
+    ship_z = {r.name: {s: C.row_ratio(rec, r, s, shipped[s], "depth") for s in C.SCALES} for r in rows}
+    print("\n| shipped gate: dada / dada-free | geo-mean x4 / x8 / x16 | worst x4 / x8 / x16 |\n|---|---|---|")
+    for lab, rr in (("out-of-sample, disparity", ship_r), ("out-of-sample, z", ship_z)):
+        print(*C.summary_lines(lab, rr, oos), sep="\n")
+    print(*C.summary_lines("all 28 incl. in-sample, disparity", ship_r, rows), sep="\n")
+    out["shipped"] = {"disp": ship_r, "z": ship_z}
+    cv = {}
+    for metric in ("primary", "depth"):
+        for mr in (args.cv_max_ratio, float("inf")):
+            for on_in in (False, True):
+                cv[(metric, mr, on_in)] = C.cross_validate_gate(
+                    rec, rows, folds, max_ratio=mr, choose_on_in_sample=on_in, metric=metric)
+    main_d, main_z = cv[("primary", args.cv_max_ratio, False)], cv[("depth", args.cv_max_ratio, False)]
+    print(f"\n### Gate, grouped {args.cv_folds}-fold cross-validation by scene family (out-of-fold)")
+    print(f"Per fold, per ratio: the gate (grid 0, 0.1, ..., 1) with the lowest geo-mean dada / dada-free over the "
+          f"training folds' out-of-sample rows among those no worse than {args.cv_max_ratio:g}x on any of them "
+          "(0 = DADA-free always qualifies); scored on the held-out fold. Chosen and scored on disparity, and "
+          "separately on z.\n")
+    print("| fold | rows | gate x4 / x8 / x16, disparity | on z |\n|---|---|---|---|")
+    for f in sorted(main_d["gates"]):
+        names = ", ".join(n for n, k in folds.items() if k == f)
+        print(f"| {f} | {names} | " + " / ".join(f"{a:g}" for a in main_d["gates"][f].values()) + " | "
+              + " / ".join(f"{a:g}" for a in main_z["gates"][f].values()) + " |")
+    print("\n| scene | used | fold | out-of-fold dada / dada-free x4 / x8 / x16, disparity | on z |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r.name} | {r.used or 'out-of-sample'} | {folds[r.name]} | "
+              + " / ".join(C._f(main_d["oof"][r.name][s]) for s in C.SCALES) + " | "
+              + " / ".join(C._f(main_z["oof"][r.name][s]) for s in C.SCALES) + " |")
+    print("\n| out-of-fold gate: dada / dada-free | geo-mean x4 / x8 / x16 | worst x4 / x8 / x16 |\n|---|---|---|")
+    for (metric, mr, on_in), res in cv.items():
+        limit = "no worst-row limit" if mr == float("inf") else f"limit {mr:g}"
+        lab = (f"{'disparity' if metric == 'primary' else 'z'}, {limit}"
+               f", chosen on {'all' if on_in else 'out-of-sample'} training-fold rows; out-of-sample rows")
+        print(*C.summary_lines(lab, res["oof"], oos), sep="\n")
+    print(*C.summary_lines(f"disparity, limit {args.cv_max_ratio:g}: all 28 rows", main_d["oof"], rows), sep="\n")
+    out["cv"] = {f"{m}/{mr}/{'all' if on else 'oos'}": v for (m, mr, on), v in cv.items()}
+    full = {s: C.choose_alpha(rec, oos, s, max_ratio=args.cv_max_ratio) for s in C.SCALES}
+    full_z = {s: C.choose_alpha(rec, oos, s, max_ratio=args.cv_max_ratio, metric="depth") for s in C.SCALES}
+    real = [r for r in sensors if r.kind == "sensor"]
+    print("\n### Real sensor frames (posecnn_realsense, metric; truth = each frame's own valid depth, source = its "
+          "block average; NYU raw: depth NOT registered to its colour, caveated, not in the figures)\n")
+    print("| frame | DADA-free MSE cm^2 x4 / x8 / x16 | shipped gate: dada / dada-free | gate chosen on the 18 "
+          "out-of-sample Middlebury rows, disparity (" + " / ".join(f"{a:g}" for a in full.values())
+          + ") | same on z (" + " / ".join(f"{a:g}" for a in full_z.values()) + ") |\n|---|---|---|---|---|")
+    sens: dict = {"shipped": {}, "middlebury_gate": {}, "middlebury_gate_z": {}}
+    for r in sensors:
+        for key, g in (("shipped", shipped), ("middlebury_gate", full), ("middlebury_gate_z", full_z)):
+            sens[key][r.name] = {s: C.row_ratio(rec, r, s, g[s]) for s in C.SCALES}
+        print(f"| {r.name}{' (caveated)' if r.kind == 'caveated' else ''} | "
+              + " / ".join(f"{C.row_mse(rec, r, s, 'free'):.3g}" for s in C.SCALES) + " | "
+              + " | ".join(" / ".join(C._f(sens[k][r.name][s]) for s in C.SCALES)
+                           for k in ("shipped", "middlebury_gate", "middlebury_gate_z")) + " |")
+    print("\n| sensor frames: dada / dada-free | geo-mean x4 / x8 / x16 | worst x4 / x8 / x16 |\n|---|---|---|")
+    print(*C.summary_lines("shipped gate", sens["shipped"], real), sep="\n")
+    print(*C.summary_lines("gate chosen on Middlebury, disparity", sens["middlebury_gate"], real), sep="\n")
+    print(*C.summary_lines("gate chosen on Middlebury, z", sens["middlebury_gate_z"], real), sep="\n")
+    out["sensor"] = sens | {"middlebury_gate_values": full, "middlebury_gate_values_z": full_z}
+    print("\n### Cross-scale check (ground-truth free, per frame): pick DADA (shipped gate) or DADA-free by "
+          "which predicts the frame's own source (z or metres) better from a x2 coarser copy; 'right' and the "
+          "ratios by the frame's own truth at the real ratio, in the metric named\n")
+    print("| frames | metric | mode | ratio | picked dada | right pick | geo-mean picked / free | geo-mean dada / free "
+          "| worst picked | picked dada and >1.02 |\n|---|---|---|---|---|---|---|---|---|---|")
+    out["check"] = {}
+    for lab, rs, metrics in (("Middlebury, out-of-sample", oos, ("primary", "depth")),
+                             ("Middlebury, all", rows, ("primary", "depth")), ("sensor", real, ("depth",))):
+        for metric in metrics:
+            for mode in C.CHECK_MODES:
+                sc = C.self_check(rec, rs, mode, shipped, metric=metric)
+                mname = "m" if lab == "sensor" else ("disparity" if metric == "primary" else "z")
+                out["check"][f"{lab}/{mname}/{mode}"] = sc
+                for s, v in sc["summary"].items():
+                    print(f"| {lab} ({v['n']} frames) | {mname} | {mode} | x{s} | {v['picked_dada']} | {v['right']} / "
+                          f"{v['n']} | {C._f(v['geo_picked'])} | {C._f(v['geo_dada'])} | {C._f(v['worst_picked'])} | "
+                          f"{v['costly_wrong']} |", flush=True)
+    return out
 
 
 def split_bag(src, first, second, fraction: float = 0.5) -> int:
@@ -296,7 +408,7 @@ def section_memory(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", nargs="+", choices=("table", "tof", "sequence", "speed", "memory", "real", "adapt"))
+    ap.add_argument("--only", nargs="+", choices=("table", "tof", "sequence", "speed", "memory", "real", "adapt", "cv"))
     ap.add_argument("--weights", help="checkpoint (default: the shipped one)")
     ap.add_argument("--seeds", type=int, default=16, help="number of held-out generated scenes")
     ap.add_argument("--first-seed", type=int, default=0,
@@ -321,6 +433,10 @@ def main() -> None:
     ap.add_argument("--adapt-steps", type=int, default=150, help="adapt: fine-tuning steps")
     ap.add_argument("--adapt-train-args", nargs=argparse.REMAINDER, default=[],
                     help="adapt: further dada-train arguments (last on the command line)")
+    ap.add_argument("--cv-cache", help="cv: JSON cache of the per-file solves (reruns resume from it)")
+    ap.add_argument("--cv-folds", type=int, default=5, help="cv: folds of the grouped cross-validation")
+    ap.add_argument("--cv-max-ratio", type=float, default=1.02,
+                    help="cv: a gate may not be worse than this x DADA-free on any training-fold row")
     ap.add_argument("--json")
     args = ap.parse_args()
     if any("=" not in m for m in args.model):
@@ -350,6 +466,13 @@ def main() -> None:
         report["memory"] = section_memory(args)
     if "adapt" in only:
         report["adapt"] = section_adapt(args)
+    if "cv" in only:
+        from dada_ros.learned.datasets.realdata import default_root
+
+        if args.real_dir is None and default_root() is None:
+            print("\n(cv section skipped: no ../shared/realdata; pass --real-dir)")
+        else:
+            report["cv"] = section_cv(args)
     if "real" in only:
         from dada_ros.learned.datasets.realdata import default_root
 
