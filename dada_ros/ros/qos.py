@@ -98,7 +98,8 @@ class AdaptiveSubscription:
         self.make_qos, self.events = make_qos, events
         self.on_switch, self.on_duplicate = on_switch, on_duplicate
         self._lock = threading.Lock()
-        self._gen = 0
+        self._gen = 0  # generations handed out so far
+        self._gen_current = 0  # the subscription that is (becoming) current
         self._subs: dict[int, Any] = {}
         self.handover: Handover | None = None
         self.switches = 0
@@ -116,7 +117,7 @@ class AdaptiveSubscription:
     # ------------------------------------------------------------------ subscriptions
     def _create(self, reliability: str, overriding_options: Any = None) -> Any:
         self._gen += 1
-        gen = self._gen
+        gen = self._gen_current = self._gen
         kwargs = {"event_callbacks": self.events() if self.events else None}
         if overriding_options is not None:
             kwargs["qos_overriding_options"] = overriding_options
@@ -143,25 +144,33 @@ class AdaptiveSubscription:
         return [_reliability_name(i.qos_profile) for i in infos]
 
     def reevaluate(self, now: float | None = None) -> None:
-        """Look at the publishers; retire a finished handover; switch when the choice changed."""
+        """Look at the publishers; retire a finished handover; switch when the choice changed
+        (also back, in the middle of a handover: the new subscription is then dropped)."""
         now = time.monotonic() if now is None else now
         with self._lock:
             ho = self.handover
             if ho is not None and (ho.new_started or now - ho.since > HANDOVER_TIMEOUT_S):
                 self._retire(ho.old)
                 self.handover = ho = None
-        if ho is not None:
-            return  # the new subscription has not delivered yet: keep both, look again later
         if self.mode != "auto":
             return
         self.publishers = self.offered()
         want = choose_reliability(self.publishers)
         if want is None or want == self.reliability:
             return
-        old_rel, old_gen = self.reliability, self._gen
-        self._create(want)
-        with self._lock:
-            self.handover = Handover(old_gen, self._gen, now)
+        old_rel = self.reliability
+        if ho is not None:
+            # the choice went back before the new subscription delivered anything: the old one,
+            # still matched and delivering, is what is wanted
+            with self._lock:
+                self._retire(ho.new)
+                self._gen_current = ho.old
+                self.handover = None
+        else:
+            old_gen = self._gen_current
+            self._create(want)
+            with self._lock:
+                self.handover = Handover(old_gen, self._gen_current, now)
         self.reliability = want
         self.history.append(want)
         self.switches += 1
