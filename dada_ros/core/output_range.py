@@ -2,15 +2,34 @@
 consistency ``down(Y) = S`` exact.
 
 Why: the diffusion + multiplicative adjustment can push a pixel well beyond every depth measured
-around it (an over-shooting edge, a thin structure whose cell average is dominated by the
-background, a non-integer ratio whose cells straddle an edge). In a point cloud such a pixel is a
-flying point. The physical bound is local: within a few source cells, the true depth lies between
-the smallest and the largest measured cell value (a cell value is the mean of the true depths in
-it, so the extremes can lie a bit outside: hence a margin).
+around it (an over-shooting edge, a non-integer ratio whose cells straddle an edge, a hole filled
+from the far side). In a point cloud such a pixel is a flying point.
 
-Limits per source cell: ``[lo / (1 + margin), hi * (1 + margin)]`` with ``lo`` / ``hi`` the min /
-max of the VALID source cells within ``radius`` cells (a (2r+1)^2 window). Multiplicative on
-purpose: depth error scales with depth, and the solver's adjustment is multiplicative too.
+Limits per source cell (issue #27 rule, chosen on data by benchmarks/output_range.py):
+
+* upper ``hi * (1 + margin)``, ``hi`` = the max of the VALID source cells within ``radius`` = 2
+  cells (a 5x5 window). In a hole cell and in a valid cell beside a hole (3x3) the window is
+  ``hole_radius`` = 8 cells instead (= the solver's ``max_fill_distance``): a sensor hole is
+  mostly a shadow / occlusion that hides a FARTHER surface, seen again only beyond the hole, and a
+  valid cell beside it can be partly hidden too (its value is the mean of its visible pixels only).
+* lower ``lo / (1 + lower_margin)``, ``lo`` = the min of the valid cells within ``radius``;
+  ``lower_margin`` = 1.0 (half the nearest depth measured around): loose on purpose, because a
+  structure thinner than a cell (a chair leg, a cable) is truly nearer than every cell mean around
+  it; a tighter lower limit was the side that made MSE worse.
+
+Why not "the neighbourhood's range + sensor noise" (a few %): the cell values are MEANS, and on
+the benchmark frames the true depth of 0.01-4.6% of the pixels (per group and scale) lies beyond
+the min / max of the cell means within one cell widened by 2% (thin structures, narrow gaps onto
+the far background, partly hidden cells). With a noise-sized margin the clamp clamps real
+structure: 3% above the local max made MSE up to 1.18x worse on a training frame, and the former
+rule (3x3 window everywhere, holes bounded by their 3x3 neighbours) 2.44x on a Middlebury frame
+with occlusion holes. ``margin`` = 0.2 above the 5x5 max is the smallest measured (0.03 .. 0.25)
+whose clamp is never worse than 1.0005x on any TRAINING frame (simulated ToF + 21 Middlebury
+scenes, x4 / x8 / x16; worst 1.0002x); held out (RealSense, NYU raw, tum2klg) the worst is
+1.0000x. doc/node.md "Output range" has the tables (``python benchmarks/output_range.py --choose``).
+
+Multiplicative on purpose: depth error scales with depth, and the solver's adjustment is
+multiplicative too.
 
 Modes (``mode``):
 
@@ -19,12 +38,10 @@ Modes (``mode``):
   found by bisection (the cell mean of the clipped values is monotone in t). The cell's own value
   S lies inside its limits, so the set is never empty: consistency stays exact (to float
   precision) for every valid cell. Cells without a valid source value (filled by diffusion) are
-  only clipped. Pixels that were inside the limits move only by the shift t of their cell.
+  only clipped. Pixels that were inside the limits move only by the shift t
+  of their cell.
 * ``invalid``: out-of-limit pixels become NaN (no estimate), nothing else changes.
 * ``off``: nothing is done (the counts are still reported).
-
-benchmarks/output_range.py measured the choice (MSE, consistency, how often), synthetic and real
-scenes; see the README ("Output range").
 """
 
 from __future__ import annotations
@@ -38,12 +55,12 @@ from .errors import DadaInputError
 from .resample import Partition, valid_source_mask
 
 OUTPUT_RANGE_MODES = ("clamp", "invalid", "off")
-# 0.2: chosen after benchmarks/output_range.py on its synthetic scenes and the seven real
-# Middlebury scenes (the same scenes: no held-out set): the smallest margin measured (0.05 / 0.1 /
-# 0.2) whose MSE change stays within +-0.5% at every real scale; 0.1 cost up to +2.2% on real x8,
-# because many flagged pixels there are genuine structure beyond the local cell means.
-DEFAULT_MARGIN = 0.2
-DEFAULT_RADIUS = 1
+HOLE_RULES = ("rim", "window")  # rim: the issue-27 rule (module doc); window: the former one (comparison)
+DEFAULT_MARGIN = 0.2  # above the local max: the smallest with the clamp never worse on the training frames
+DEFAULT_LOWER_MARGIN = 1.0  # below the local min: lo / 2
+DEFAULT_RADIUS = 2
+DEFAULT_HOLE_RADIUS = 8
+DEFAULT_HOLES = "rim"
 BISECTION_STEPS = 12  # then the exact step of the active set (see _clamp_consistent)
 
 
@@ -52,33 +69,52 @@ class OutputRangeConfig:
     mode: str = "clamp"
     margin: float = DEFAULT_MARGIN
     radius: int = DEFAULT_RADIUS
+    lower_margin: float = DEFAULT_LOWER_MARGIN
+    hole_radius: int = DEFAULT_HOLE_RADIUS
+    holes: str = DEFAULT_HOLES
 
     def validate(self) -> None:
         if self.mode not in OUTPUT_RANGE_MODES:
             raise DadaInputError(f"output_range must be one of {', '.join(OUTPUT_RANGE_MODES)}, got {self.mode!r}")
-        if not (0 <= self.margin <= 10):
-            raise DadaInputError(f"output_range_margin must be in [0, 10], got {self.margin}")
-        if int(self.radius) != self.radius or not 0 <= self.radius <= 16:
-            raise DadaInputError(f"output range radius must be an integer in [0, 16], got {self.radius}")
+        for name in ("margin", "lower_margin"):
+            v = getattr(self, name)
+            if not (0 <= v <= 10):
+                raise DadaInputError(f"output_range_{name} must be in [0, 10], got {v}")
+        for name, top in (("radius", 16), ("hole_radius", 64)):
+            v = getattr(self, name)
+            if int(v) != v or not 0 <= v <= top:
+                raise DadaInputError(f"output range {name} must be an integer in [0, {top}], got {v}")
+        if self.holes not in HOLE_RULES:
+            raise DadaInputError(f"output range holes must be one of {HOLE_RULES}, got {self.holes!r}")
 
 
-def local_limits(source: np.ndarray, margin: float = DEFAULT_MARGIN,
-                 radius: int = DEFAULT_RADIUS) -> tuple[np.ndarray, np.ndarray]:
-    """Per source cell (h, w): (lower, upper) depth limits from the valid cells within ``radius``
-    cells; NaN where the window holds no valid cell (no limit)."""
+def _window(values: np.ndarray, radius: int, op) -> np.ndarray:
+    if radius <= 0:
+        return values
+    k = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    return op(values, k, borderType=cv2.BORDER_REPLICATE)
+
+
+def local_limits(source: np.ndarray, margin: float = DEFAULT_MARGIN, radius: int = DEFAULT_RADIUS,
+                 lower_margin: float | None = None, hole_radius: int = DEFAULT_HOLE_RADIUS,
+                 holes: str = DEFAULT_HOLES) -> tuple[np.ndarray, np.ndarray]:
+    """Per source cell (h, w): (lower, upper) depth limits (see the module doc); NaN where the
+    window holds no valid cell (no limit). ``lower_margin`` None: the same as ``margin``.
+    ``holes="window"``: the former rule (every cell uses the ``radius`` window)."""
     src = np.asarray(source, dtype=np.float32)
     valid = valid_source_mask(src)
-    k = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
-    lo = cv2.erode(np.where(valid, src, np.inf).astype(np.float32), k, borderType=cv2.BORDER_REPLICATE)
-    hi = cv2.dilate(np.where(valid, src, -np.inf).astype(np.float32), k, borderType=cv2.BORDER_REPLICATE)
-    none = ~np.isfinite(lo) | ~np.isfinite(hi)
-    lower = np.where(none, np.nan, lo / (1.0 + margin)).astype(np.float32)
-    upper = np.where(none, np.nan, hi * (1.0 + margin)).astype(np.float32)
+    lm = margin if lower_margin is None else lower_margin
+    lo = _window(np.where(valid, src, np.inf).astype(np.float32), radius, cv2.erode)
+    hi = _window(np.where(valid, src, -np.inf).astype(np.float32), radius, cv2.dilate)
+    if holes == "rim" and not valid.all() and valid.any():
+        rim = cv2.dilate((~valid).astype(np.uint8), np.ones((3, 3), np.uint8),
+                         borderType=cv2.BORDER_REPLICATE).astype(bool)
+        far = _window(np.where(valid, src, -np.inf).astype(np.float32), max(hole_radius, radius), cv2.dilate)
+        hi = np.where(rim, far, hi)
+    with np.errstate(invalid="ignore", over="ignore"):
+        lower = np.where(np.isfinite(lo), lo / (1.0 + lm), np.nan).astype(np.float32)
+        upper = np.where(np.isfinite(hi), hi * (1.0 + margin), np.nan).astype(np.float32)
     return lower, upper
-
-
-def _cell_mean(y: np.ndarray, flat: np.ndarray, n_cells: int, counts: np.ndarray) -> np.ndarray:
-    return np.bincount(flat, y.ravel(), n_cells) / np.maximum(counts, 1)
 
 
 def apply_output_range(depth: np.ndarray, source: np.ndarray, config: OutputRangeConfig | None = None) -> tuple[np.ndarray, dict]:
@@ -91,9 +127,15 @@ def apply_output_range(depth: np.ndarray, source: np.ndarray, config: OutputRang
     """
     cfg = config or OutputRangeConfig()
     cfg.validate()
+    lower, upper = local_limits(source, cfg.margin, cfg.radius, cfg.lower_margin, cfg.hole_radius, cfg.holes)
+    return apply_limits(depth, source, lower, upper, cfg.mode)
+
+
+def apply_limits(depth: np.ndarray, source: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+                 mode: str = "clamp") -> tuple[np.ndarray, dict]:
+    """:func:`apply_output_range` with given per-cell limits (h, w; NaN = no limit)."""
     y = np.asarray(depth, dtype=np.float32)
     part = Partition(y.shape, source.shape)
-    lower, upper = local_limits(source, cfg.margin, cfg.radius)
     # Cell level first (per-cell min / max of Y, cheap): only the pixels of cells that reach
     # beyond their limits are looked at one by one.
     rs, cs = part.cell_starts()
@@ -101,7 +143,7 @@ def apply_output_range(depth: np.ndarray, source: np.ndarray, config: OutputRang
         cmax = np.fmax.reduceat(np.fmax.reduceat(y, rs[:-1], axis=0), cs[:-1], axis=1)
         cmin = np.fmin.reduceat(np.fmin.reduceat(y, rs[:-1], axis=0), cs[:-1], axis=1)
         flagged = (cmax > upper) | (cmin < lower)  # NaN limits / all-NaN cells compare False
-    stats = {"range_outliers": 0, "range_fraction": 0.0, "range_worst": 1.0, "range_mode": cfg.mode}
+    stats = {"range_outliers": 0, "range_fraction": 0.0, "range_worst": 1.0, "range_mode": mode}
     if not flagged.any():
         return y, stats
     (H, W), (h, w) = y.shape, part.source_shape
@@ -123,12 +165,17 @@ def apply_output_range(depth: np.ndarray, source: np.ndarray, config: OutputRang
     n_out = int(outside.sum())
     n_finite = int(np.isfinite(y).sum())
     stats.update(range_outliers=n_out, range_fraction=n_out / max(1, n_finite), range_worst=worst)
-    if n_out == 0 or cfg.mode == "off":
+    if n_out == 0 or mode == "off":
         return y, stats
     out = y.copy()
-    if cfg.mode == "invalid":
+    if mode == "invalid":
         out.ravel()[idx[outside]] = np.nan
         return out, stats
+    # a missing limit (a hole cell with a lower limit only) is one that no pixel reaches
+    with np.errstate(invalid="ignore"):
+        span = float(np.nanmax(yv)) - float(np.nanmin(yv)) + 1.0
+    lv = np.where(np.isnan(lv), float(np.nanmin(yv)) - span, lv)
+    uv = np.where(np.isnan(uv), float(np.nanmax(yv)) + span, uv)
     out.ravel()[idx] = _clamp_consistent(yv, lv, uv, cell, outside, source)
     return out, stats
 
@@ -184,6 +231,9 @@ def _clamp_consistent(yv: np.ndarray, lv: np.ndarray, uv: np.ndarray, cell: np.n
     n_free = np.bincount(inv, free.astype(np.float64), n)
     corr = np.where(n_free > 0, resid * counts / np.maximum(n_free, 1), 0.0)
     new = np.where(free, new + corr[inv], new)
+    # a cell without a valid source value has no mean to keep: its pixels are only clipped (its
+    # limits can also be one-sided, filled in by apply_limits with values no pixel reaches)
+    new = np.where(valid[inv], new, np.clip(y64, l64, u64))
     result[sel] = new.astype(np.float32)
     return result
 

@@ -124,11 +124,12 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("warm_start_max_age", 2.0, "Seconds between processed frames beyond which the previous "
               "output is stale and the frame starts cold.", float_range=(1e-3, 1e6)),
     # --- output range (see dada_ros.core.output_range; measured in benchmarks/output_range.py) ---
-    ParamSpec("output_range", "clamp", "Output pixels beyond the local source range (min / max of "
-              "the valid source cells within 1 cell, times 1 +- output_range_margin): clamp (keeping "
-              "down(Y) = S exact), invalid (NaN) or off.", choices=OUTPUT_RANGE_MODES),
-    ParamSpec("output_range_margin", DEFAULT_MARGIN, "Relative margin of the local source range "
-              "(0.2: 20% beyond the local min / max; see README Output range).", float_range=(0.0, 10.0)),
+    ParamSpec("output_range", "clamp", "Output pixels beyond the local source range (above (1 + "
+              "output_range_margin) x the max of the valid source cells within 2 cells, 8 next to a "
+              "hole; below half their min): clamp (keeping down(Y) = S exact), invalid (NaN) or off.",
+              choices=OUTPUT_RANGE_MODES),
+    ParamSpec("output_range_margin", DEFAULT_MARGIN, "Relative margin above the local source maximum "
+              "(0.2: 20%; doc/node.md Output range).", float_range=(0.0, 10.0)),
     # --- outputs ---
     ParamSpec("output_encoding", "32FC1", "Encoding of depth_upsampled/image_rect: 32FC1 (metres, "
               "NaN invalid) or 16UC1 (millimetres, 0 invalid).", choices=OUTPUT_DEPTH_ENCODINGS),
