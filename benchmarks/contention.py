@@ -73,9 +73,6 @@ def solver_part(args, loads: list[int]) -> dict:
 
 
 def node_part(args, loads: list[int]) -> dict:
-    import rclpy  # noqa: PLC0415
-    from rclpy.executors import SingleThreadedExecutor  # noqa: PLC0415
-
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import node_latency  # noqa: PLC0415
 
@@ -88,22 +85,10 @@ def node_part(args, loads: list[int]) -> dict:
     # one node (default parameters: no warm start, so frames of any ratio may follow each other)
     frames = {sc: list(make_sequence(SequenceConfig(seed=0, size=(480, 640), source_shape=(480 // sc, 640 // sc),
                                                     plan=(("pan", n),)))) for sc in args.scales}
-    ctx = rclpy.context.Context()
-    rclpy.init(context=ctx, domain_id=200 + os.getpid() % 30)
     ns = argparse.Namespace(max_age=PARAMS_BY_NAME["warm_start_max_age"].default,
                             threads=PARAMS_BY_NAME["torch_threads"].default, frame_timeout=60.0, verbose=False)
-    ex = SingleThreadedExecutor(context=ctx)
-    runner = node_latency.Runner(ctx, ex, PARAMS_BY_NAME["warm_start"].default, ns)
-    import threading  # noqa: PLC0415
-
-    stop = threading.Event()
-    th = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)], daemon=True)
-    th.start()
     times: dict = {(sc, k): [] for sc in args.scales for k in loads}
-    try:
-        end = time.monotonic() + 30
-        while time.monotonic() < end and not runner.connected():
-            time.sleep(0.05)
+    with node_latency.running_node(PARAMS_BY_NAME["warm_start"].default, ns, 200 + os.getpid() % 30) as runner:
         i = 0
         for r in range(args.rounds):
             for k in loads[r % len(loads):] + loads[:r % len(loads)]:
@@ -115,19 +100,20 @@ def node_part(args, loads: list[int]) -> dict:
                             if len(runner.rows) > before:
                                 times[(sc, k)].append(runner.rows[-1]["latency"])
                         i += 1
-    finally:
-        stop.set()
-        th.join(timeout=5)
-        runner.close()
-        ex.shutdown(timeout_sec=5)
-        rclpy.shutdown(context=ctx)
     return times
 
 
-def row(label: str, ts: list[float], idle: float) -> str:
-    med = statistics.median(ts) * 1000
-    return (f"| {label} | {len(ts)} | {med:.1f} | {np.percentile(ts, 90) * 1000:.1f} | "
-            f"{med / (idle * 1000):.2f} |")
+def table(title: str, what: str, times: dict, scales: list[int], loads: list[int]) -> None:
+    """Print median / p90 / ratio to idle per (scale, load) of ``times`` (seconds)."""
+    print(f"\n{title}")
+    print(f"| scale, busy processes | {what} | median | p90 | / idle |\n|---|---|---|---|---|")
+    for sc in scales:
+        idle = statistics.median(times[(sc, loads[0])])
+        for k in loads:
+            ts = times[(sc, k)]
+            med = statistics.median(ts) * 1000
+            print(f"| x{sc}, {k} | {len(ts)} | {med:.1f} | {np.percentile(ts, 90) * 1000:.1f} | "
+                  f"{med / (idle * 1000):.2f} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,21 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     if spin_setting_problem():
         print("WARNING: " + spin_setting_problem(), flush=True)
     if args.part in ("solver", "both"):
-        times = solver_part(args, loads)
-        print("\nsolver (DadaSolver.solve, 640x480, default configuration): ms per solve")
-        print("| scale, busy processes | solves | median | p90 | / idle |\n|---|---|---|---|---|")
-        for s in args.scales:
-            idle = statistics.median(times[(s, loads[0])])
-            for k in loads:
-                print(row(f"x{s}, {k}", times[(s, k)], idle))
+        table("solver (DadaSolver.solve, 640x480, default configuration): ms per solve", "solves",
+              solver_part(args, loads), args.scales, loads)
     if args.part in ("node", "both"):
-        times = node_part(args, loads)
-        print("\nnode (default parameters, 640x480, one frame at a time): stamp -> publish ms")
-        print("| scale, busy processes | frames | median | p90 | / idle |\n|---|---|---|---|---|")
-        for sc in args.scales:
-            idle = statistics.median(times[(sc, loads[0])])
-            for k in loads:
-                print(row(f"x{sc}, {k}", times[(sc, k)], idle))
+        table("node (default parameters, 640x480, one frame at a time): stamp -> publish ms", "frames",
+              node_part(args, loads), args.scales, loads)
     print(f"\nload average after {os.getloadavg()[0]:.2f}")
     return 0
 

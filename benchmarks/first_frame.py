@@ -15,7 +15,6 @@ import argparse
 import os
 import statistics
 import sys
-import threading
 import time
 
 
@@ -30,37 +29,20 @@ def main(argv: list[str] | None = None) -> int:
 
     apply_default_profile()
     import node_latency  # noqa: PLC0415
-    import rclpy  # noqa: PLC0415
-    from rclpy.executors import SingleThreadedExecutor  # noqa: PLC0415
-
     from dada_ros.core.sequences import SequenceConfig, make_sequence  # noqa: PLC0415
     from dada_ros.ros.parameters import PARAMS_BY_NAME  # noqa: PLC0415
 
     frames = list(make_sequence(SequenceConfig(seed=0, size=(480, 640), source_shape=(h, w),
                                                plan=(("pan", args.frames),))))
-    ctx = rclpy.context.Context()
-    rclpy.init(context=ctx, domain_id=int(os.environ.get("ROS_DOMAIN_ID", 0)) or (180 + os.getpid() % 20))
-    ex = SingleThreadedExecutor(context=ctx)
     ns = argparse.Namespace(max_age=PARAMS_BY_NAME["warm_start_max_age"].default,
                             threads=PARAMS_BY_NAME["torch_threads"].default, frame_timeout=120.0, verbose=False)
     t0 = time.perf_counter()
-    runner = node_latency.Runner(ctx, ex, PARAMS_BY_NAME["warm_start"].default, ns)  # includes the warm-up
-    print(f"node ready (kernels warmed up) {time.perf_counter() - t0:.2f} s after construction began", flush=True)
-    stop = threading.Event()
-    th = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)],
-                          daemon=True)
-    th.start()
-    try:
-        while not runner.connected():
-            time.sleep(0.05)
+    domain = int(os.environ.get("ROS_DOMAIN_ID", 0)) or (180 + os.getpid() % 20)
+    with node_latency.running_node(PARAMS_BY_NAME["warm_start"].default, ns, domain) as runner:
+        print(f"node ready and connected {time.perf_counter() - t0:.2f} s after construction began "
+              "(kernels warmed up)", flush=True)
         for i, f in enumerate(frames):
             runner.frame(i, f)
-    finally:
-        stop.set()
-        th.join(timeout=5)
-        runner.close()
-        ex.shutdown(timeout_sec=5)
-        rclpy.shutdown(context=ctx)
     lat = [r["latency"] * 1000 for r in runner.rows]
     print(f"640x480 <- {w}x{h}: first frame {lat[0]:.1f} ms, following frames median {statistics.median(lat[1:]):.1f} ms "
           f"(all: {', '.join(f'{x:.0f}' for x in lat)})")

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -117,6 +118,32 @@ class Runner:
     def close(self) -> None:
         self.node.destroy_node()
         self.tester.destroy_node()
+
+
+@contextmanager
+def running_node(mode: str, args, domain_id: int):
+    """One ``Runner`` (its own rclpy context, executor spun in a thread) until the block ends;
+    yields it once its publishers and subscribers are connected. ``args``: max_age, threads,
+    frame_timeout, verbose (see ``Runner``)."""
+    ctx = rclpy.context.Context()
+    rclpy.init(context=ctx, domain_id=domain_id)
+    ex = SingleThreadedExecutor(context=ctx)
+    runner = Runner(ctx, ex, mode, args)  # the node warms its kernels up here
+    stop = threading.Event()
+    th = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)],
+                          daemon=True)
+    th.start()
+    try:
+        end = time.monotonic() + 30
+        while time.monotonic() < end and not runner.connected():
+            time.sleep(0.05)
+        yield runner
+    finally:
+        stop.set()
+        th.join(timeout=5)
+        runner.close()
+        ex.shutdown(timeout_sec=5)
+        rclpy.shutdown(context=ctx)
 
 
 def run_interleaved(ctx, frames, modes: list[str], counts: dict[str, int], args) -> list[dict]:
