@@ -388,8 +388,6 @@ def warn_spin_setting_once() -> None:
         _warned_spin = True
         problem = spin_setting_problem()
         if problem:
-            import warnings  # noqa: PLC0415
-
             warnings.warn(problem, RuntimeWarning, stacklevel=3)
 
 

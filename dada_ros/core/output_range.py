@@ -38,8 +38,7 @@ Modes (``mode``):
   found by bisection (the cell mean of the clipped values is monotone in t). The cell's own value
   S lies inside its limits, so the set is never empty: consistency stays exact (to float
   precision) for every valid cell. Cells without a valid source value (filled by diffusion) are
-  only clipped. Pixels that were inside the limits move only by the shift t
-  of their cell.
+  only clipped. Pixels that were inside the limits move only by the shift t of their cell.
 * ``invalid``: out-of-limit pixels become NaN (no estimate), nothing else changes.
 * ``off``: nothing is done (the counts are still reported).
 """
@@ -105,11 +104,12 @@ def local_limits(source: np.ndarray, margin: float = DEFAULT_MARGIN, radius: int
     valid = valid_source_mask(src)
     lm = margin if lower_margin is None else lower_margin
     lo = _window(np.where(valid, src, np.inf).astype(np.float32), radius, cv2.erode)
-    hi = _window(np.where(valid, src, -np.inf).astype(np.float32), radius, cv2.dilate)
+    valid_or_low = np.where(valid, src, -np.inf).astype(np.float32)
+    hi = _window(valid_or_low, radius, cv2.dilate)
     if holes == "rim" and not valid.all() and valid.any():
         rim = cv2.dilate((~valid).astype(np.uint8), np.ones((3, 3), np.uint8),
                          borderType=cv2.BORDER_REPLICATE).astype(bool)
-        far = _window(np.where(valid, src, -np.inf).astype(np.float32), max(hole_radius, radius), cv2.dilate)
+        far = _window(valid_or_low, max(hole_radius, radius), cv2.dilate)
         hi = np.where(rim, far, hi)
     with np.errstate(invalid="ignore", over="ignore"):
         lower = np.where(np.isfinite(lo), lo / (1.0 + lm), np.nan).astype(np.float32)

@@ -292,8 +292,9 @@ class FramePipeline:
         The first call of a numba kernel in a process compiles it or loads it from the cache
         (0.5-10 s on a busy 2-core CPU), and torch's first calls allocate and dispatch: a node
         that says "ready" before paying that answers its first real frame seconds late. The cold
-        solve with the configured schedule, the plain loop (the divergence fallback) and, with a
-        warm start, two frames through :meth:`process` cover every path a frame can take."""
+        solve with the configured schedule (its kernels also serve the plain loop: the weighting
+        is a run-time argument) and, with a warm start, two frames through :meth:`process` cover
+        every path a frame can take."""
         t0 = time.perf_counter()
         rng = np.random.default_rng(0)
         H, W = guide_shape
@@ -301,7 +302,6 @@ class FramePipeline:
         src = (1.0 + rng.random((H // scale, W // scale))).astype(np.float32)
         src[0, 0] = np.nan  # a hole: the hole fill and the masked adjustment
         self.solver.solve(rgb, src)
-        self.solver.solve(rgb, src, schedule=Schedule.plain(2 * self.solver.config.check_every))
         if self.warm.mode != "off":
             self.reset()
             self.process(rgb, src, 0.0)

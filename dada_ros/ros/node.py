@@ -380,7 +380,7 @@ class UpsampleNode(Node):
                   f"treated as invalid [depth_out_of_range: {n} frames so far]")
 
     def _on_incompatible_qos(self, key: str, event: Any) -> None:
-        sub = self.inputs.get(key) if hasattr(self, "inputs") else None
+        sub = self.inputs.get(key)
         policy = getattr(event, "last_policy_kind", "?")
         topic = self.resolve_topic_name(INPUT_TOPICS[key])
         if sub is not None and sub.mode == "auto":
@@ -515,9 +515,9 @@ class UpsampleNode(Node):
         stages.update(t_depth_out_ms=1000 * (t_cloud - t_out), t_cloud_ms=1000 * (t_end - t_cloud))
         frame = {k: stats.get(k) for k in ("init_mode", "cold_reason", "iterations", "residual", "converged",
                                            "flow_ms", "warm_valid_fraction", "scale", "filled_fraction", "device",
-                                           "range_outliers", "range_worst", "accept_ms", "cold_refine_ms")}
-        frame.update(method=s.method, solve_ms=1000 * stats.get("seconds", 0.0),
-                     frame_ms=1000 * (t_end - t0), numba_threads=numba_threads(), **stages)
+                                           "range_outliers", "range_worst", "accept_ms", "cold_refine_ms",
+                                           "solve_ms")}
+        frame.update(method=s.method, frame_ms=1000 * (t_end - t0), numba_threads=numba_threads(), **stages)
         self.stats.published(latency, frame)
 
     # ---------------------------------------------------------------- shutdown

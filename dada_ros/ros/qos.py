@@ -87,7 +87,7 @@ class AdaptiveSubscription:
     skipped duplicate. Everything runs in the node's executor (callbacks and the graph timer)."""
 
     def __init__(self, node: Any, msg_type: type, topic: str, callback: Callable[[Any], None], mode: str,
-                 make_qos: Callable[[str], Any], events: Callable[[], Any] | None = None,
+                 make_qos: Callable[[str, int | None], Any], events: Callable[[], Any] | None = None,
                  on_switch: Callable[[str, str | None, str, str], None] | None = None,
                  on_duplicate: Callable[[], None] | None = None, overriding_options: Any = None,
                  fixed_by_override: bool = False) -> None:
@@ -98,8 +98,7 @@ class AdaptiveSubscription:
         self.make_qos, self.events = make_qos, events
         self.on_switch, self.on_duplicate = on_switch, on_duplicate
         self._lock = threading.Lock()
-        self._gen = 0  # generations handed out so far
-        self._gen_current = 0  # the subscription that is (becoming) current
+        self._gen = 0  # generations handed out so far; the newest alive is the current one
         self._subs: dict[int, Any] = {}
         self.handover: Handover | None = None
         self.switches = 0
@@ -117,7 +116,7 @@ class AdaptiveSubscription:
     # ------------------------------------------------------------------ subscriptions
     def _create(self, reliability: str, overriding_options: Any = None) -> Any:
         self._gen += 1
-        gen = self._gen_current = self._gen
+        gen = self._gen
         kwargs = {"event_callbacks": self.events() if self.events else None}
         if overriding_options is not None:
             kwargs["qos_overriding_options"] = overriding_options
@@ -139,7 +138,7 @@ class AdaptiveSubscription:
 
     # ------------------------------------------------------------------ the graph
     def offered(self) -> list[str]:
-        """The reliability each publisher of the topic offers (own node's publishers excluded)."""
+        """The reliability each publisher of the topic offers."""
         infos = self.node.get_publishers_info_by_topic(self.node.resolve_topic_name(self.topic))
         return [_reliability_name(i.qos_profile) for i in infos]
 
@@ -164,13 +163,12 @@ class AdaptiveSubscription:
             # still matched and delivering, is what is wanted
             with self._lock:
                 self._retire(ho.new)
-                self._gen_current = ho.old
                 self.handover = None
         else:
-            old_gen = self._gen_current
+            old_gen = max(self._subs)
             self._create(want)
             with self._lock:
-                self.handover = Handover(old_gen, self._gen_current, now)
+                self.handover = Handover(old_gen, self._gen, now)
         self.reliability = want
         self.history.append(want)
         self.switches += 1

@@ -77,6 +77,16 @@ _FAR_PAST = -(1 << 62)
 _MAX_TIMELINES = 16
 
 
+def _drop_stamps(lock: Any, queue: dict, drop: Callable[[int], bool]) -> int:
+    """Delete the entries of ``queue`` (stamp -> message) whose stamp ``drop`` selects, under
+    ``lock``; returns how many (the caller reports them to the accounting)."""
+    with lock:
+        gone = [s for s in queue if drop(s)]
+        for s in gone:
+            del queue[s]
+    return len(gone)
+
+
 def _stamp_ns(msg: Any) -> int | None:
     """Header stamp of ``msg`` in ns, or None for a headerless / malformed message."""
     try:
@@ -137,21 +147,11 @@ class ApproximateTimeSync:
 
     def discard_after(self, index: int, stamp_ns: int, reason: str) -> None:
         """Drop input ``index``'s queued messages stamped after ``stamp_ns`` (counted ``reason``)."""
-        with self.lock:
-            q = self.queues[index]
-            late = [s for s in q if s > stamp_ns]
-            for s in late:
-                del q[s]
-        self._dropped(index, reason, len(late))
+        self._dropped(index, reason, _drop_stamps(self.lock, self.queues[index], lambda s: s > stamp_ns))
 
     def discard_before(self, index: int, stamp_ns: int, reason: str) -> None:
         """Drop input ``index``'s queued messages stamped before ``stamp_ns`` (counted ``reason``)."""
-        with self.lock:
-            q = self.queues[index]
-            early = [s for s in q if s < stamp_ns]
-            for s in early:
-                del q[s]
-        self._dropped(index, reason, len(early))
+        self._dropped(index, reason, _drop_stamps(self.lock, self.queues[index], lambda s: s < stamp_ns))
 
     def reset(self) -> None:
         with self.lock:
@@ -241,21 +241,13 @@ class _MessageFiltersBackend:
             return [len(q) for q in self._sync.queues]
 
     def discard_after(self, index: int, stamp_ns: int, reason: str) -> None:
-        with self._sync.lock:
-            q = self._sync.queues[index]
-            late = [s for s in q if s > stamp_ns]
-            for s in late:
-                del q[s]
-        self._dropped(index, reason, len(late))
+        q = self._sync.queues[index]
+        self._dropped(index, reason, _drop_stamps(self._sync.lock, q, lambda s: s > stamp_ns))
 
     def discard_before(self, index: int, stamp_ns: int, reason: str) -> None:
         """Drop input ``index``'s queued messages stamped before ``stamp_ns`` (counted ``reason``)."""
-        with self._sync.lock:
-            q = self._sync.queues[index]
-            early = [s for s in q if s < stamp_ns]
-            for s in early:
-                del q[s]
-        self._dropped(index, reason, len(early))
+        q = self._sync.queues[index]
+        self._dropped(index, reason, _drop_stamps(self._sync.lock, q, lambda s: s < stamp_ns))
 
     def reset(self) -> None:
         with self._sync.lock:
