@@ -222,6 +222,9 @@ def summarise(recs: list[dict]) -> dict:
         "cold_ms": float(np.median([r["cold_ms"] for r in recs])),
         "warm_vs_eq": (float(np.mean([r["warm_mse"] / r["eq_mse"] for r in warm])) if warm else float("nan")),
         "frame_ms": float(np.median([r["frame_ms"] for r in recs])),
+        # mean pipeline frame time / mean cold solve time over all scored frames: what a sequence
+        # costs, declined warm starts (flow and acceptance paid, then a cold solve) included
+        "time_ratio": float(np.mean([r["frame_ms"] for r in recs]) / np.mean([r["cold_ms"] for r in recs])),
         "warm_frame_ms": float(np.median([r["frame_ms"] for r in warm])) if warm else float("nan"),
         "warm_split": ([float(np.median([r[k] for r in warm])) for k in ("flow_ms", "accept_ms", "solve_ms")]
                        if warm else [float("nan")] * 3),
@@ -274,6 +277,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-accept", action="store_true", help="the pipeline without the acceptance test (comparison)")
     p.add_argument("--reject-cell-error", type=float, help="AcceptConfig.reject_cell_error (default: its default)")
     p.add_argument("--max-photometric-error", type=float, help="WarmConfig.max_photometric_error")
+    p.add_argument("--max-backoff-frames", type=int, help="WarmConfig.max_backoff_frames")
     p.add_argument("--no-cold-refine", action="store_true", help="no cold budget on cold-initialised crops")
     p.add_argument("--equilibrium", nargs="*", default=["pan", "shift", "rotate", "forward", "static"],
                    help="motions scored against the 8000-step single-frame equilibrium too (slow)")
@@ -295,6 +299,8 @@ def main(argv=None) -> int:
                       accept=PROBE_ACCEPT if a.no_accept else None, cold_refine=not a.no_cold_refine)
     if a.reject_cell_error is not None and not a.no_accept:
         warm.accept = AcceptConfig(reject_cell_error=a.reject_cell_error)
+    if a.max_backoff_frames is not None:
+        warm.max_backoff_frames = a.max_backoff_frames
     if a.max_photometric_error is not None:
         warm.max_photometric_error = a.max_photometric_error
     warm.validate()
@@ -339,16 +345,16 @@ def main(argv=None) -> int:
     print("\nPer method and motion: warm = the node's pipeline on its warm-started frames (mean and worst of warm/cold "
           "per frame); seq = ratio of mean MSE over all scored frames (fallbacks = cold); accepted = frames warm-started; "
           "forced = the warm start with every test off; ms = median frame time of the pipeline (all frames; warm frames) "
-          "vs the cold solve; split = median flow / acceptance / solve ms of a warm frame; its = applications per frame")
+          "vs the cold solve; time = mean frame time / mean cold solve time (all frames); split = median flow / acceptance / solve ms of a warm frame; its = applications per frame")
     head = ("| method | part | motion | px/frame | cold MSE cm^2 | warm mean | warm worst | seq | accepted | ms all (warm) "
-            "| cold ms | split flow/acc/solve | its (warm frames) | cold its | forced mean / worst | kept&lost (>1.02) | rej&won |")
+            "| cold ms | time | split flow/acc/solve | its (warm frames) | cold its | forced mean / worst | kept&lost (>1.02) | rej&won |")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for r in rows:
         sp = "/".join(f"{v:.0f}" for v in r["warm_split"])
         print(f"| {r['method']} | {r['part']} | {r['motion']} | {r['px_per_frame']:.1f} | {r['cold_mse']:.1f} | "
               f"{r['warm_mean_ratio']:.3f} | {r['warm_worst_ratio']:.3f} | {r['seq_ratio']:.3f} | "
-              f"{r['warm_frames']}/{r['frames']} | {r['frame_ms']:.0f} ({r['warm_frame_ms']:.0f}) | {r['cold_ms']:.0f} | {sp} | "
+              f"{r['warm_frames']}/{r['frames']} | {r['frame_ms']:.0f} ({r['warm_frame_ms']:.0f}) | {r['cold_ms']:.0f} | {r['time_ratio']:.2f} | {sp} | "
               f"{r['its']:.0f} ({r['warm_its']:.0f}) | {r['cold_its']:.0f} | "
               f"{r['forced_ratio']:.2f} / {r['forced_worst']:.2f} | {r['kept_lost']} ({r['kept_lost_2']}) / {r['warm_frames']} | "
               f"{r['rejected_won']} / {r['rejected']} |")

@@ -39,6 +39,13 @@ Any reason to distrust the previous frame falls back to a cold start and is repo
 ``stats["cold_reason"]``: no previous frame, size change, time going backwards, a gap over
 ``max_age``, a scene cut (flow failed / photometric error / too few tracked pixels), or a warm
 Y0 that disagrees with the new source (the acceptance test).
+
+Backoff (issue 26). A declined warm start has already paid the flow and the acceptance test
+(together about a third of a cold solve at 640x480). Where they keep failing -- real hand-held
+motion, a scene the flow cannot follow -- the pipeline stops trying for a while: after two
+declines in a row the next 1, then 2, 4, ... frames (``max_backoff_frames`` at most) start cold
+without computing anything (``cold_reason`` "warm start backing off ...",
+``stats["warm_declined_in_row"]``); an accepted warm start or a reset clears it.
 """
 
 from __future__ import annotations
@@ -118,6 +125,13 @@ class WarmConfig:
     mature_iterations: int = 1000  # a pixel with fewer accumulated steps than this is young
     refine_tile_cells: int = 4  # tile side in source cells
     refine_min_fraction: float = 0.25  # a tile is refined when at least this fraction is young
+    # Backoff: after two warm starts in a row were declined by a test of the prior itself (the
+    # alignment, the exposure, the acceptance: not a missing or stale previous frame), the next 1,
+    # then 2, 4, ... frames (at most this many) start cold without computing the flow; the first
+    # warm start accepted resets it. Where the warm start cannot win (real hand-held motion: tum2klg, every warm start
+    # declined) a frame otherwise paid the flow and the acceptance for nothing (1.3-1.4x a cold
+    # frame, benchmarks/warm_start.py); 0 = try every frame.
+    max_backoff_frames: int = 8
 
     def validate(self) -> None:
         if self.mode not in WARM_MODES:
@@ -134,6 +148,8 @@ class WarmConfig:
             raise DadaInputError(f"refine_iterations must be an integer >= 0, got {self.refine_iterations}")
         if not self.mature_iterations >= 0:
             raise DadaInputError(f"mature_iterations must be >= 0, got {self.mature_iterations}")
+        if int(self.max_backoff_frames) != self.max_backoff_frames or self.max_backoff_frames < 0:
+            raise DadaInputError(f"max_backoff_frames must be an integer >= 0, got {self.max_backoff_frames}")
         if int(self.refine_tile_cells) != self.refine_tile_cells or self.refine_tile_cells < 1:
             raise DadaInputError(f"refine_tile_cells must be an integer >= 1, got {self.refine_tile_cells}")
         if not 0 < self.refine_min_fraction <= 1:
@@ -315,6 +331,8 @@ class FramePipeline:
         self._prev_guide: np.ndarray | None = None
         self._prev_stamp: float | None = None
         self._prev_age: np.ndarray | None = None
+        self._declined = 0  # warm starts declined in a row (by a test of the prior)
+        self._skip = 0  # frames still to start cold without trying (backoff)
 
     def set_previous(self, depth: np.ndarray, guide: np.ndarray | None = None, stamp: float = 0.0,
                      age: np.ndarray | None = None) -> None:
@@ -333,6 +351,21 @@ class FramePipeline:
         return self._prev_depth, self._prev_guide, self._prev_stamp, self._prev_age
 
     def _warm_init(self, rgb: np.ndarray, source: np.ndarray, stamp: float) -> tuple[np.ndarray | None, dict]:
+        y0, info = self._try_warm(rgb, source, stamp)
+        if info.pop("declined", False):
+            self._declined += 1
+            # One decline (a cut, a glitch, an exposure jump) is an event of that frame pair; two in a
+            # row start the backoff: skip 1, then 2, 4, ... frames.
+            if self._declined >= 2:
+                self._skip = min(2 ** (self._declined - 2), int(self.warm.max_backoff_frames))
+        elif y0 is not None:
+            self._declined = 0
+        info["warm_declined_in_row"] = self._declined
+        return y0, info
+
+    def _try_warm(self, rgb: np.ndarray, source: np.ndarray, stamp: float) -> tuple[np.ndarray | None, dict]:
+        """Y0 of this frame (None: cold) and what decided it; ``info["declined"]`` marks a
+        warm start refused by a test of the prior (what the backoff counts)."""
         info: dict = {"init_mode": "cold", "cold_reason": "", "flow_ms": 0.0, "warm_valid_fraction": 0.0}
         self._age = None
         self._cold_pixels = None
@@ -352,6 +385,10 @@ class FramePipeline:
             return None, info
         if dt > self.warm.max_age:
             info["cold_reason"] = f"previous frame too old ({dt:.3f} s > {self.warm.max_age} s)"
+            return None, info
+        if self._skip > 0:
+            self._skip -= 1
+            info["cold_reason"] = f"warm start backing off after {self._declined} declined in a row"
             return None, info
         prev_age = self._prev_age if self._prev_age is not None else np.full(rgb.shape[:2], np.inf, np.float32)
         if mode == "naive":
@@ -373,16 +410,19 @@ class FramePipeline:
             info["photometric_error"] = al.info.photometric_error
             if al.info.cut:
                 info["cold_reason"] = f"scene cut: {al.info.reason}"
+                info["declined"] = True
                 return None, info
             if al.info.photometric_error > self.warm.max_photometric_error:
                 info["cold_reason"] = (f"alignment unreliable (photometric error {al.info.photometric_error:.3f} > "
                                        f"{self.warm.max_photometric_error})")
+                info["declined"] = True
                 return None, info
             gain = np.asarray(al.info.exposure_gain, np.float64)
             info["exposure_gain"] = [float(g) for g in gain]
             if gain.max() > self.warm.max_exposure_gain or gain.min() < self.warm.min_exposure_gain:
                 info["cold_reason"] = (f"exposure changed (gain {', '.join(f'{g:.2f}' for g in gain)} outside "
                                        f"[{self.warm.min_exposure_gain}, {self.warm.max_exposure_gain}])")
+                info["declined"] = True
                 return None, info
             age = np.where(al.source_index >= 0, prev_age.reshape(-1)[np.maximum(al.source_index, 0)], 0.0)
             age = age.astype(np.float32)
@@ -390,6 +430,7 @@ class FramePipeline:
         info["init_ratio_error"] = ratio_err
         if ratio_err > self.warm.max_init_ratio_error:
             info["cold_reason"] = f"previous output disagrees with the new depth (median ratio error {ratio_err:.2f})"
+            info["declined"] = True
             return None, info
         tracked = al.valid if mode == "flow" else None
         t_acc = time.perf_counter()
@@ -398,6 +439,7 @@ class FramePipeline:
         info.update({"accept_" + k: v for k, v in acc.stats().items() if k not in ("accepted", "reason")})
         if not acc.accepted:
             info["cold_reason"] = acc.reason
+            info["declined"] = True
             return None, info
         if self.warm.cold_refine and acc.cold_pixels.any():
             area = refine_area(acc.cold_pixels, source.shape, int(self.warm.cold_refine_tile_cells),
@@ -406,6 +448,7 @@ class FramePipeline:
             if area > self.warm.max_cold_area:
                 info["cold_reason"] = (f"cold-initialised regions need {area:.0%} of the image "
                                        f"(> {self.warm.max_cold_area:.0%}): a cold frame is as cheap")
+                info["declined"] = True
                 return None, info
         info["init_mode"] = mode
         self._age = np.where(acc.cold_pixels, 0.0, age).astype(np.float32)
@@ -423,7 +466,8 @@ class FramePipeline:
         cold-budget crops' steps), ``accept_*`` (the acceptance test: median cell error, rejected
         and cold-initialised fractions, fitted depth motion), ``cold_refine_fraction`` /
         ``cold_refine_ms`` (crops solved with the cold policy), ``accept_ms`` (the acceptance test),
-        ``solve_ms`` (the full-image solve) and ``frame_seconds``: with ``flow_ms`` the cost split of a
+        ``solve_ms`` (the full-image solve), ``warm_declined_in_row`` (the backoff's count) and
+        ``frame_seconds``: with ``flow_ms`` the cost split of a
         warm frame (what the warm start costs; the node publishes it in ``/diagnostics``).
         """
         t0 = time.perf_counter()

@@ -88,9 +88,11 @@ def test_flow_warm_start_beats_cold_at_equal_budget_and_the_equilibrium(translat
     assert mean_mse(f_outs, frames) > eq
     naive = FramePipeline(solver, WarmConfig(mode="naive", warm_iterations=100))
     n_outs = [naive.process(rgb, src, 0.1 * i) for i, (rgb, _, src) in enumerate(frames)]
-    # (rejected cells everywhere: more to cold-initialise than a cold frame costs, or too many)
+    # (rejected cells everywhere: more to cold-initialise than a cold frame costs, or too many;
+    # after two declines in a row the backoff skips the test)
     assert all(o.stats["init_mode"] == "cold" and ("cold-initialised" in o.stats["cold_reason"]
-                                                   or "disagrees" in o.stats["cold_reason"]) for o in n_outs[1:])
+                                                   or "disagrees" in o.stats["cold_reason"]
+                                                   or "backing off" in o.stats["cold_reason"]) for o in n_outs[1:])
     assert mean_mse(n_outs, frames) == eq
 
 
@@ -403,3 +405,33 @@ def test_handheld_sequences_are_seeded_and_do_what_they_say():
     assert np.nanmax(np.abs(a[6].gt - a[5].gt)) > 0.5
     with pytest.raises(DadaInputError):
         SequenceConfig(plan=(("drop", 1),), drop_every=0).validate()
+
+
+def test_backoff_skips_the_flow_after_declined_warm_starts_and_an_accepted_one_resets_it(quick):
+    """Where warm starts keep being declined the frames stop paying the flow: after two declines
+    in a row 1, 2, 4, ... frames (at most max_backoff_frames) start cold without trying; a single
+    decline (a cut) costs nothing; a reset or an accepted warm start clears the count."""
+    solver = quick
+    scenes = [translation_sequence(seed=s, n=1)[0] for s in range(3, 16)]  # a cut at every frame
+    pipe = FramePipeline(solver, WarmConfig(mode="flow", warm_iterations=20, max_backoff_frames=4))
+    tried = []
+    for i, (rgb, _, src) in enumerate(scenes):
+        st = pipe.process(rgb, src, 0.1 * i).stats
+        assert st["init_mode"] == "cold"
+        tried.append(st["flow_ms"] > 0)
+        if not tried[-1] and i > 0:
+            assert st["cold_reason"].startswith("warm start backing off")
+    # frame 0 has no previous; declines at 1, 2 -> skip 1; 4 -> skip 2; 7 -> skip 4 (cap); 12 -> skip 4
+    assert [i for i, t in enumerate(tried) if t] == [1, 2, 4, 7, 12]
+    np.testing.assert_array_equal(pipe.process(*scenes[0][::2], 2.0).depth, solver.solve(*scenes[0][::2]).depth)
+    # a smooth sequence after the cuts: the first attempt is accepted and the count is cleared
+    pipe.reset()
+    frames = translation_sequence(seed=2, n=3)
+    stats = [pipe.process(rgb, src, 3.0 + 0.1 * i).stats for i, (rgb, _, src) in enumerate(frames)]
+    assert [s["init_mode"] for s in stats] == ["cold", "flow", "flow", "flow"]
+    assert stats[-1]["warm_declined_in_row"] == 0
+    off = FramePipeline(solver, WarmConfig(mode="flow", warm_iterations=20, max_backoff_frames=0))
+    flows = [off.process(rgb, src, 0.1 * i).stats["flow_ms"] for i, (rgb, _, src) in enumerate(scenes[:5])]
+    assert flows[0] == 0 and all(f > 0 for f in flows[1:])
+    with pytest.raises(DadaInputError):
+        WarmConfig(max_backoff_frames=-1).validate()
