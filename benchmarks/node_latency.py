@@ -28,7 +28,9 @@ import uuid
 from contextlib import contextmanager
 
 import numpy as np
-import torch
+
+import dada_ros  # noqa: F401  (before torch: the CPU threads' spin setting, dada_ros/__init__.py)
+import torch  # noqa: E402
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 

@@ -15,14 +15,14 @@ Every sequence: frame 0 cold, frames 1..N scored. Per frame the benchmark runs
 
 * ``cold``: the solver's default single-frame policy (the reference);
 * ``warm``: the node's per-frame pipeline (``FramePipeline``, flow warm start with the
-  acceptance test of ``core/warm_accept.py``, cold budget on cold-initialised crops, per-frame
-  fallback) -- what the node, the replay and ``dada-upsample --init`` do;
+  acceptance test of ``core/warm_accept.py``, one solve whose Chebyshev region covers the
+  cold-initialised cells, per-frame fallback) -- what the node, the replay and ``dada-upsample --init`` do;
 * ``forced``: from the same previous output, the warm start with every test off (no cut test, no
   acceptance, no motion correction): what the warm start would have given had it been accepted.
 
 Printed per method and motion: cold MSE, the pipeline's MSE ratio (mean over its warm-started
 frames of warm / cold, and the worst such frame), the fallback rate, full-image-equivalent
-iterations per frame (incl. cold-budget crops) vs the cold solve's, the forced ratio, and the
+iterations per frame vs the cold solve's, the forced ratio, and the
 acceptance's precision: ``kept&lost`` = warm-started frames worse than cold, ``rej&won`` = frames
 it started cold whose forced warm start would have beaten cold.
 
@@ -165,7 +165,7 @@ def run_sequence(frames: list[Frame], solver: DadaSolver, warm: WarmConfig, equi
     """Per scored frame: cold, pipeline and forced-warm MSE, iterations and the pipeline's decision."""
     probe_cfg = WarmConfig(mode="flow", warm_iterations=warm.warm_iterations, warm_schedule=warm.warm_schedule,
                            max_age=1e9, max_init_ratio_error=1e9, max_photometric_error=1.0, max_exposure_gain=1e9,
-                           min_exposure_gain=1e-9, align=PROBE_ALIGN, accept=PROBE_ACCEPT, cold_refine=False)
+                           min_exposure_gain=1e-9, align=PROBE_ALIGN, accept=PROBE_ACCEPT)
     pipe = FramePipeline(solver, warm)
     probe = FramePipeline(solver, probe_cfg)
     recs = []
@@ -192,7 +192,7 @@ def run_sequence(frames: list[Frame], solver: DadaSolver, warm: WarmConfig, equi
             "init_mode": st["init_mode"], "cold_reason": st["cold_reason"],
             "effective_iterations": float(st["effective_iterations"]), "iterations": int(st["iterations"]),
             "cold_ms": cold_ms, "solve_ms": float(st["solve_ms"]), "accept_ms": float(st.get("accept_ms", 0.0)),
-            "cold_refine_fraction": float(st.get("cold_refine_fraction", 0.0)),
+            "warm_region_fraction": float(st.get("warm_region_fraction", 0.0)),
             "warm_valid_fraction": float(st.get("warm_valid_fraction", 0.0)),
             "photometric_error": float(st.get("photometric_error", float("nan"))),
             "accept_median_error": float(st.get("accept_median_error", float("nan"))),
@@ -278,7 +278,7 @@ def main(argv=None) -> int:
     p.add_argument("--reject-cell-error", type=float, help="AcceptConfig.reject_cell_error (default: its default)")
     p.add_argument("--max-photometric-error", type=float, help="WarmConfig.max_photometric_error")
     p.add_argument("--max-backoff-frames", type=int, help="WarmConfig.max_backoff_frames")
-    p.add_argument("--no-cold-refine", action="store_true", help="no cold budget on cold-initialised crops")
+    p.add_argument("--region-delta-factor", type=float, help="WarmConfig.region_delta_factor")
     p.add_argument("--equilibrium", nargs="*", default=["pan", "shift", "rotate", "forward", "static"],
                    help="motions scored against the 8000-step single-frame equilibrium too (slow)")
     p.add_argument("--no-real", action="store_true", help="skip the REAL tum2klg sequence")
@@ -296,9 +296,11 @@ def main(argv=None) -> int:
 
         set_cpu_threads(a.threads)
     warm = WarmConfig(mode="flow", warm_iterations=a.warm_iterations, warm_schedule=a.warm_schedule, max_age=1e9,
-                      accept=PROBE_ACCEPT if a.no_accept else None, cold_refine=not a.no_cold_refine)
+                      accept=PROBE_ACCEPT if a.no_accept else None)
     if a.reject_cell_error is not None and not a.no_accept:
         warm.accept = AcceptConfig(reject_cell_error=a.reject_cell_error)
+    if a.region_delta_factor is not None:
+        warm.region_delta_factor = a.region_delta_factor
     if a.max_backoff_frames is not None:
         warm.max_backoff_frames = a.max_backoff_frames
     if a.max_photometric_error is not None:

@@ -24,8 +24,8 @@ Video warm start (the node's per-frame policy, :class:`dada_ros.core.pipeline.Fr
 ``--stats`` then also holds ``init_mode`` (cold | naive | flow), ``cold_reason``, ``flow_ms`` and
 ``warm_valid_fraction``, and the acceptance test's ``accept_median_error``,
 ``accept_rejected_fraction``, ``accept_cold_fraction`` (pixels that started cold inside a warm
-frame), ``cold_refine_fraction`` and ``effective_iterations`` (incl. the cold budget of those
-pixels). The warm start is the node's: a prior that does not fit the new depth (per cell, or as a
+frame), ``warm_region_fraction`` (the cells whose applications followed the Chebyshev weights in
+the one warm solve) and ``effective_iterations``. The warm start is the node's: a prior that does not fit the new depth (per cell, or as a
 whole frame) starts cold (:mod:`dada_ros.core.warm_accept`).
 """
 

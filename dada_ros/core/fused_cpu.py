@@ -134,18 +134,24 @@ if HAVE_NUMBA:
     EPS32 = np.float32(EPS)
 
     @njit(cache=True, inline="always")
-    def _form_row(dst, u, r, z, a, b, semi):
-        """dst[1:W+1] = the iterate's row: U*R (plain) or a*U*R + b*Z (weighted recurrence)."""
-        if semi:
+    def _form_row(dst, off, u, r, z, a, b, semi, m, masked):
+        """dst[off:off+W] = the iterate's row: U*R (plain) or a*U*R + b*Z (weighted recurrence);
+        with ``masked`` the weights apply where the region row ``m`` is 1 and the row is plain
+        (U*R) where it is 0: U*R + b*m*(Z - U*R), the same as a*U*R + b*Z where m = 1 (a + b = 1)."""
+        if semi and masked:
             for j in range(u.shape[0]):
-                dst[j + 1] = a * (u[j] * r[j]) + b * z[j]
+                ur = u[j] * r[j]
+                dst[j + off] = ur + b * m[j] * (z[j] - ur)
+        elif semi:
+            for j in range(u.shape[0]):
+                dst[j + off] = a * (u[j] * r[j]) + b * z[j]
         else:
             for j in range(u.shape[0]):
-                dst[j + 1] = u[j] * r[j]
+                dst[j + off] = u[j] * r[j]
 
     @njit(parallel=True, cache=True, fastmath=False, error_model="numpy")
     def _sweep(u_in, rx_in, z, wa, wb, semi, y_out, u_out, r_out, rx_out, lcv_p, lch_p, cols, row_start,
-               src, valid, inv_count, chunks):
+               src, valid, inv_count, chunks, region, masked):
         """One application. ``rx_in`` (h, W) are the ratios R_{t-1} already expanded to pixel
         columns (each cell row's ratios repeated over its columns), so the inner loops read them
         without a gather; the sweep writes R_t both per cell (``r_out``, h x w) and expanded
@@ -181,13 +187,13 @@ if HAVE_NUMBA:
                 ka = 0
                 kb = 1
                 ia = max(i0 - 1, 0)
-                _form_row(buf[ka], u_in[ia], r_up, z[ia], wa, wb, semi)
-                _form_row(buf[kb], u_in[i0], r_cur, z[i0], wa, wb, semi)
+                _form_row(buf[ka], 1, u_in[ia], r_up, z[ia], wa, wb, semi, region[ia], masked)
+                _form_row(buf[kb], 1, u_in[i0], r_cur, z[i0], wa, wb, semi, region[i0], masked)
                 for i in range(i0, i1):
                     kc = 3 - ka - kb
                     rc = r_dn if i == i1 - 1 else r_cur
                     ic = min(i + 1, H - 1)
-                    _form_row(buf[kc], u_in[ic], rc, z[ic], wa, wb, semi)
+                    _form_row(buf[kc], 1, u_in[ic], rc, z[ic], wa, wb, semi, region[ic], masked)
                     if semi:  # row i of the input iterate, kept for the recurrence
                         yo = y_out[i]
                         bb = buf[kb]
@@ -225,20 +231,14 @@ if HAVE_NUMBA:
                     rxo[j] = ro[cols[j]]
 
     @njit(parallel=True, cache=True)
-    def _materialise(u, rx, z, a, b, semi, rows, out):
-        """out = the iterate: U * up(R), or a*U*up(R) + b*Z with ``semi``."""
+    def _materialise(u, rx, z, a, b, semi, rows, out, region, masked):
+        """out = the iterate: U * up(R), or a*U*up(R) + b*Z with ``semi`` (see :func:`_form_row`)."""
         H, W = u.shape
         for i in prange(H):
-            r = rx[rows[i]]
-            if semi:
-                for j in range(W):
-                    out[i, j] = a * (u[i, j] * r[j]) + b * z[i, j]
-            else:
-                for j in range(W):
-                    out[i, j] = u[i, j] * r[j]
+            _form_row(out[i], 0, u[i], rx[rows[i]], z[i], a, b, semi, region[i], masked)
 
     @njit(parallel=True, cache=True, error_model="numpy")
-    def _check_change(u, rx, z, a, b, semi, rows, prev, chunks):
+    def _check_change(u, rx, z, a, b, semi, rows, prev, chunks, region, masked):
         """Convergence check in one pass: max |Y - prev| / |Y| with Y the iterate (U * up(R), or
         a*U*up(R) + b*Z with ``semi``), then prev <- Y.
 
@@ -252,16 +252,13 @@ if HAVE_NUMBA:
         for ck in prange(chunks):
             d = np.empty(W, np.float32)
             di = d.view(np.int32)
+            yrow = np.empty(W, np.float32)
             m = np.int32(0)
             for i in range(ck * H // chunks, (ck + 1) * H // chunks):
-                r = rx[rows[i]]
-                ui = u[i]
+                _form_row(yrow, 0, u[i], rx[rows[i]], z[i], a, b, semi, region[i], masked)
                 pi = prev[i]
-                zi = z[i]
                 for j in range(W):
-                    y = ui[j] * r[j]
-                    if semi:
-                        y = a * y + b * zi[j]
+                    y = yrow[j]
                     d[j] = abs(y - pi[j]) / (abs(y) + EPS32)
                     pi[j] = y
                 for j in range(W):
@@ -299,9 +296,12 @@ class FusedLoop:
     """The fused numba backend (one memory pass per application); same contract as
     :class:`dada_ros.core.loop.TorchLoop`. Batch items run one after another."""
 
-    def __init__(self, y, source, valid, cv, ch, resampler: Resampler, lam: float, semi: bool) -> None:
+    def __init__(self, y, source, valid, cv, ch, resampler: Resampler, lam: float, semi: bool,
+                 region: torch.Tensor | None = None) -> None:
         warn_spin_setting_once()
         self.semi = semi
+        # Region schedule (Schedule.region): weights only where it is 1; plain: never masked.
+        self.masked = bool(semi and region is not None)
         self.rows = resampler.rows.cpu().numpy().astype(np.int64)
         self.cols = resampler.cols.cpu().numpy().astype(np.int64)
         h, w = resampler.partition.source_shape
@@ -319,7 +319,11 @@ class FusedLoop:
             lch[:, 1:W] = (ch[b if ch.shape[0] > 1 else 0, 0] * lam).numpy()
             src = np.ascontiguousarray(source[b, 0].numpy(), dtype=np.float32)
             vb = np.ascontiguousarray(valid[b, 0].numpy())
-            self.items.append((_FusedItem(yb, h, w, semi), lcv, lch, src, vb))
+            it = _FusedItem(yb, h, w, semi)
+            # unmasked: U stands in for the region (same shape, never read)
+            it.region = (np.ascontiguousarray(region[b if region.shape[0] > 1 else 0, 0].cpu().numpy(),
+                                              dtype=np.float32) if self.masked else it.u[0])
+            self.items.append((it, lcv, lch, src, vb))
 
     def _form(self, it: _FusedItem) -> tuple[np.ndarray, np.float32, np.float32]:
         """(Z, a, b) that form the current iterate a*U*R + b*Z: Z is the iterate written two
@@ -340,7 +344,7 @@ class FusedLoop:
                 a = np.float32(self.w_last)
                 _sweep(it.u[k], it.rx[k], z, a, np.float32(1.0 - self.w_last), self.semi, y_out,
                        it.u[1 - k], it.r, it.rx[1 - k], lcv, lch, self.cols, self.row_start, src, vb,
-                       self.inv_count, self.chunks)
+                       self.inv_count, self.chunks, it.region, self.masked)
                 it.k = 1 - k
                 self.w_last = float(w)
 
@@ -349,13 +353,14 @@ class FusedLoop:
         for it, *_ in self.items:
             z, a, b = self._form(it)
             changes.append(float(_check_change(it.u[it.k], it.rx[it.k], z, a, b, self.semi, self.rows, it.ref,
-                                               self.chunks)))
+                                               self.chunks, it.region, self.masked)))
         return float(np.max(changes))  # a NaN wins: never "converged"
 
     def result(self, y: torch.Tensor) -> None:
         for b, (it, *_) in enumerate(self.items):
             z, a, bb = self._form(it)
-            _materialise(it.u[it.k], it.rx[it.k], z, a, bb, self.semi, self.rows, y[b, 0].numpy())
+            _materialise(it.u[it.k], it.rx[it.k], z, a, bb, self.semi, self.rows, y[b, 0].numpy(), it.region,
+                         self.masked)
 
 
 def spin_setting_problem() -> str | None:

@@ -168,10 +168,14 @@ class TorchLoop:
     """The eager torch backend: in place on ``y``, allocation-free after set-up.
 
     Plain schedules run T in place on ``y`` itself; a weighted schedule keeps the previous
-    iterate and a scratch image (three images in all) and rotates them."""
+    iterate and a scratch image (three images in all) and rotates them. ``region`` (B, 1, H, W)
+    0/1: the weights apply where it is 1, plain steps where it is 0 (Schedule.region)."""
 
-    def __init__(self, y, source, valid, cv, ch, resampler: Resampler, lam: float, semi: bool) -> None:
+    def __init__(self, y, source, valid, cv, ch, resampler: Resampler, lam: float, semi: bool,
+                 region: torch.Tensor | None = None) -> None:
         self.y = y
+        self.region = region
+        self.wmap = torch.empty_like(y) if region is not None else None
         self.res = resampler
         self.lcv, self.lch = cv * lam, ch * lam
         self.fv, self.fh = torch.empty_like(self.lcv), torch.empty_like(self.lch)
@@ -201,7 +205,11 @@ class TorchLoop:
             t = self.tmp
             t.copy_(self.y)
             self.apply_t_(t)
-            t.sub_(self.prev).mul_(float(w)).add_(self.prev)  # w (T(y_k) - y_{k-1}) + y_{k-1}
+            if self.region is None:
+                t.sub_(self.prev).mul_(float(w)).add_(self.prev)  # w (T(y_k) - y_{k-1}) + y_{k-1}
+            else:
+                torch.mul(self.region, float(w) - 1.0, out=self.wmap).add_(1.0)
+                t.sub_(self.prev).mul_(self.wmap).add_(self.prev)
             self.prev, self.y, self.tmp = self.y, t, self.prev
 
     def change(self) -> float:
@@ -275,7 +283,9 @@ def run_loop(
             warns once, runs the torch loop and stops trying Triton in this process. An explicit
             ``"fused"``/``"triton"`` raises instead.
         schedule: a :class:`~dada_ros.core.schedule.Schedule` (e.g. the Chebyshev
-            semi-iteration); replaces ``iterations`` / ``tol`` / ``check_every``. A weighted
+            semi-iteration); replaces ``iterations`` / ``tol`` / ``check_every``. With a
+            ``region`` the weights apply there only (plain steps elsewhere); the Triton kernels
+            have no region, so such a run takes the torch loop on CUDA. A weighted
             schedule first adjusts Y0 (so every iterate satisfies down(y) = S) and ends with one
             adjustment (float drift); the plain loop's last step already is one. If it diverges
             (an iterate beyond ``DIVERGED_FACTOR`` x the largest source depth, or not finite, at a
@@ -323,10 +333,19 @@ def run_loop(
     guard = check_range if semi else None
     watch = report if observe is not None else None
 
+    region = None  # Schedule.region as a (B, 1, H, W) 0/1 map (a plain schedule needs none)
+    if schedule.region is not None and semi:
+        if tuple(np.shape(schedule.region)) != tuple(y.shape[-2:]):
+            raise ValueError(f"schedule region {np.shape(schedule.region)} does not match the image "
+                             f"{tuple(y.shape[-2:])}")
+        region = torch.from_numpy(np.ascontiguousarray(schedule.region, dtype=np.float32)).to(y.device)
+        region = region.expand(y.shape[0], 1, *region.shape).contiguous()
+        if backend == "triton" or (backend == "auto" and _auto_wants_triton(y)):
+            backend = "torch"  # the Triton kernels have no region (CUDA runs the torch loop then)
     if backend == "fused" or (backend == "auto" and fused_available(y)):
         if not fused_available(y):
             raise ValueError("the fused backend needs numba and a CPU float32 tensor")
-        impl = FusedLoop(*args)
+        impl = FusedLoop(*args, region=region)
     elif backend == "triton":
         from .triton_loop import TritonLoop, triton_available  # imports triton: only when asked for
 
@@ -347,7 +366,7 @@ def run_loop(
             warn_once("triton-loop", f"triton loop failed ({exc!r}); using the torch loop from now on")
             impl, stats = TorchLoop(*args), None
     else:
-        impl = TorchLoop(*args)
+        impl = TorchLoop(*args, region=region)
     if stats is None:
         stats = drive(impl, schedule, watch, guard)
     if stats.diverged:

@@ -3,13 +3,13 @@
 ``FramePipeline.process`` takes one synchronised frame (RGB guide, low-res depth in metres, stamp
 in seconds) and decides how to initialise the solver:
 
-* ``off``   (cold): Y0 from the source alone, the equilibrium policy of :class:`SolverConfig`;
+* ``off``   (cold; the default): Y0 from the source alone, the equilibrium policy of :class:`SolverConfig`;
 * ``naive``: Y0 = previous output as is, ``warm_iterations`` steps;
-* ``flow``  (default): Y0 = previous output warped onto the current frame
+* ``flow``  (opt-in): Y0 = previous output warped onto the current frame
   (:func:`~dada_ros.core.warm_start.align_frames`: DIS flow + colour-guided selection + fill),
   ``warm_iterations`` steps. A short fixed budget on purpose: a tolerance would walk the warm
   answer back to the single-frame equilibrium and throw away the fused detail. For the same
-  reason warm frames run plain steps (``warm_schedule="plain"``) while cold frames use the
+  reason warm frames run plain steps on the kept prior (``warm_schedule="plain"``) while cold frames use the
   solver's schedule (the Chebyshev semi-iteration): restarted from the warped Y0 it converges
   to the single-frame answer within the warm budget (measured 1.00-1.01 x cold, against
   0.92-0.97 with plain steps; ``benchmarks/warm_start.py --warm-schedule``).
@@ -29,11 +29,19 @@ image and it made no difference (within 0.1%) for ~11 ms a frame, so it is off b
 Acceptance (issue 19: a warm start must never cost accuracy). The warped Y0 is tested against
 the new source by :func:`~dada_ros.core.warm_accept.accept_prior`: motion-corrected, cell by cell.
 Cells whose prior clearly disagrees with the new measurement, and pixels without a prior
-(disocclusions the fill did not reach), start cold; they get a cold budget -- the solver's own
-cold policy on crops around them (:func:`refine_young`, ``cold_refine``) -- before the warm
-run, so a disoccluded region is not left at 50 steps from the bicubic start. When the prior does
-not fit the frame as a whole (median cell error, too few tracked pixels, too much to
-cold-initialise) the frame starts cold.
+(disocclusions the fill did not reach), start cold.
+
+One solve per frame (issue 26). The warm run is ONE solve of ``warm_iterations`` applications
+whose schedule has a region (:attr:`~dada_ros.core.schedule.Schedule.region`): in the source
+cells that hold a cold-initialised pixel the applications follow the Chebyshev semi-iteration
+(the solver's own schedule, ``delta`` x ``region_delta_factor``), everywhere else they are plain
+steps. A cold region is bounded by converged pixels, so it converges like a small domain within
+the budget, while the kept prior keeps its fused detail (plain steps leave it near the previous
+answer; the semi-iteration would walk it back to the single-frame equilibrium). Until issue 26
+the cold pixels were first solved on crops with the cold policy, one solve per crop: slower, and
+not better (doc/warm_start.md). When the prior does not fit the frame as a whole (median cell
+error, too few tracked pixels, cold cells over ``max_cold_area`` of the image) the frame starts
+cold.
 
 Any reason to distrust the previous frame falls back to a cold start and is reported in
 ``stats["cold_reason"]``: no previous frame, size change, time going backwards, a gap over
@@ -61,8 +69,8 @@ import torch
 from .errors import DadaInputError
 from .inputs import check_pair
 from .output_range import OutputRangeConfig, apply_output_range
-from .resample import Resampler, cell_index, valid_source_mask
-from .schedule import Schedule
+from .resample import Partition, Resampler, cell_index, valid_source_mask
+from .schedule import Schedule, chebyshev_defaults
 from .solver import DadaSolver
 from .warm_accept import AcceptConfig, accept_prior
 from .warm_start import AlignConfig, align_frames
@@ -91,18 +99,13 @@ class WarmConfig:
     max_init_ratio_error: float = 0.1
     align: AlignConfig | None = None
     accept: AcceptConfig | None = None  # per-pixel acceptance of the warped Y0 (None: defaults)
-    # Cold-initialised pixels of a warm frame (rejected cells, no prior) get the solver's cold
-    # policy on crops around them (tiles of refine_tile_cells, refined when at least this fraction
-    # of the tile starts cold). False: they only get the warm run (bicubic start + warm_iterations).
-    cold_refine: bool = True
-    cold_refine_min_fraction: float = 0.05
-    # Tile side in source cells of those crops. 2 (tighter crops) was measured worse: a dada
-    # forward-motion frame at 1.12 x cold against 1.03 with 4 (less context around the crop).
-    cold_refine_tile_cells: int = 4
-    # ... unless those crops would cover more than this fraction of the image: then the frame starts
-    # cold. With a 100-application cold solve, 0.7 of the image re-solved plus the warm run costs
-    # about 1.2 cold frames; beyond it a cold frame is cheaper (and the warped prior is mostly
-    # rejected anyway: big_pan, blur, drops in benchmarks/warm_start.py).
+    # The Chebyshev weights of the warm run's region (the cells holding cold-initialised pixels) use
+    # the solver's delta times this: the region is bounded by converged pixels, its slowest mode is
+    # faster than the whole frame's. Measured (benchmarks/warm_start.py, 640x480 x8, generated pan
+    # and drop): x1 0.952 / 1.043 x cold, x4 0.947 / 1.044, x16 1.011 / 1.220, x0.25 1.019 / 1.173.
+    region_delta_factor: float = 4.0
+    # A frame whose cold-initialised cells cover more than this fraction of the image starts cold:
+    # 50 applications converge strips and patches bounded by a kept prior, not most of the frame.
     max_cold_area: float = 0.7
     # Exposure: the previous guide is scaled to the current one (AlignConfig.compensate_exposure)
     # so the alignment survives an exposure / white-balance change, but the prior was solved on a
@@ -161,10 +164,8 @@ class WarmConfig:
         if not 0 < self.min_exposure_gain <= 1 <= self.max_exposure_gain:
             raise DadaInputError(f"exposure gain bounds must satisfy 0 < min <= 1 <= max, got "
                                  f"{self.min_exposure_gain}, {self.max_exposure_gain}")
-        if int(self.cold_refine_tile_cells) != self.cold_refine_tile_cells or self.cold_refine_tile_cells < 1:
-            raise DadaInputError(f"cold_refine_tile_cells must be an integer >= 1, got {self.cold_refine_tile_cells}")
-        if not 0 < self.cold_refine_min_fraction <= 1:
-            raise DadaInputError(f"cold_refine_min_fraction must be in (0, 1], got {self.cold_refine_min_fraction}")
+        if not (math.isfinite(self.region_delta_factor) and self.region_delta_factor > 0):
+            raise DadaInputError(f"region_delta_factor must be a finite number > 0, got {self.region_delta_factor}")
         if self.align is not None:
             self.align.validate()
         if self.accept is not None:
@@ -225,21 +226,6 @@ def _refine_boxes(young: np.ndarray, source_shape: tuple[int, int], tile_cells: 
     return tr, tc, boxes
 
 
-def refine_area(young: np.ndarray, source_shape: tuple[int, int], tile_cells: int = 4, min_fraction: float = 0.25,
-                margin_cells: int = 1) -> float:
-    """Fraction of the image :func:`refine_young` would solve (crops incl. margins), without solving."""
-    H, W = young.shape
-    h, w = source_shape
-    rs, cs = _pixel_ranges(H, h), _pixel_ranges(W, w)
-    _, _, boxes = _refine_boxes(young, source_shape, tile_cells, min_fraction)
-    total = 0
-    for t0, t1, j0, j1, _ in boxes:
-        m_r0, m_r1 = max(0, t0 * tile_cells - margin_cells), min(h, t1 * tile_cells + margin_cells)
-        m_c0, m_c1 = max(0, j0 * tile_cells - margin_cells), min(w, j1 * tile_cells + margin_cells)
-        total += (rs[m_r1] - rs[m_r0]) * (cs[m_c1] - cs[m_c0])
-    return float(total) / float(H * W)
-
-
 def refine_young(solver: DadaSolver, rgb: np.ndarray, source: np.ndarray, y0: np.ndarray, young: np.ndarray,
                  iterations: int | None, tile_cells: int = 4, min_fraction: float = 0.25,
                  margin_cells: int = 1) -> tuple[np.ndarray, np.ndarray, int, float]:
@@ -287,6 +273,13 @@ def refine_young(solver: DadaSolver, rgb: np.ndarray, source: np.ndarray, y0: np
             y[a0:a1, b0:b1] = np.where(ok, patch, y[a0:a1, b0:b1])
             refined[a0:a1, b0:b1] = ok
     return y, refined, solved, work
+
+
+def cold_cells(cold_pixels: np.ndarray, source_shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool: the pixels of every source cell that holds a cold-initialised pixel (the
+    adjustment works per cell: a cell is either in the warm run's Chebyshev region or not)."""
+    part = Partition(cold_pixels.shape, source_shape)
+    return part.expand(part.cell_means(cold_pixels.astype(np.float32)) > 0)
 
 
 class FramePipeline:
@@ -368,7 +361,7 @@ class FramePipeline:
         warm start refused by a test of the prior (what the backoff counts)."""
         info: dict = {"init_mode": "cold", "cold_reason": "", "flow_ms": 0.0, "warm_valid_fraction": 0.0}
         self._age = None
-        self._cold_pixels = None
+        self._region = None
         mode = self.warm.mode
         if mode == "off":
             info["cold_reason"] = "warm start off"
@@ -441,19 +434,27 @@ class FramePipeline:
             info["cold_reason"] = acc.reason
             info["declined"] = True
             return None, info
-        if self.warm.cold_refine and acc.cold_pixels.any():
-            area = refine_area(acc.cold_pixels, source.shape, int(self.warm.cold_refine_tile_cells),
-                               float(self.warm.cold_refine_min_fraction))
-            info["cold_refine_area"] = area
-            if area > self.warm.max_cold_area:
-                info["cold_reason"] = (f"cold-initialised regions need {area:.0%} of the image "
-                                       f"(> {self.warm.max_cold_area:.0%}): a cold frame is as cheap")
-                info["declined"] = True
-                return None, info
+        region = cold_cells(acc.cold_pixels, source.shape)
+        area = float(region.mean())
+        info["warm_region_fraction"] = area
+        if area > self.warm.max_cold_area:
+            info["cold_reason"] = (f"cold-initialised cells cover {area:.0%} of the image "
+                                   f"(> {self.warm.max_cold_area:.0%}): a cold frame is better")
+            info["declined"] = True
+            return None, info
         info["init_mode"] = mode
         self._age = np.where(acc.cold_pixels, 0.0, age).astype(np.float32)
-        self._cold_pixels = acc.cold_pixels
+        self._region = region
         return acc.y0, info
+
+    def _warm_schedule(self, iterations: int, scale: float) -> Schedule:
+        """The warm run: plain steps, with the Chebyshev weights of the solver's own schedule
+        (``delta`` x ``region_delta_factor``) in the cold-initialised cells (see the module doc)."""
+        if self._region is None or not self._region.any():
+            return Schedule.plain(iterations)
+        delta = self.solver.schedule_for(scale).delta or chebyshev_defaults(scale)[0]
+        return Schedule.chebyshev(iterations, min(delta * self.warm.region_delta_factor, 0.5),
+                                  region=self._region)
 
     def process(self, rgb: np.ndarray, source: np.ndarray, stamp: float) -> FrameResult:
         """Upsample one frame; ``source`` in metres (0/NaN invalid), ``stamp`` in seconds.
@@ -462,10 +463,10 @@ class FramePipeline:
         ``init_mode`` (cold | naive | flow), ``cold_reason``, ``flow_ms`` (alignment time),
         ``warm_valid_fraction`` (pixels tracked), ``refine_iterations`` / ``refine_fraction``
         (young-pixel refinement: steps and fraction of the image solved), ``effective_iterations``
-        (full-image-equivalent steps: ``iterations + refine_iterations * refine_fraction`` plus the
-        cold-budget crops' steps), ``accept_*`` (the acceptance test: median cell error, rejected
-        and cold-initialised fractions, fitted depth motion), ``cold_refine_fraction`` /
-        ``cold_refine_ms`` (crops solved with the cold policy), ``accept_ms`` (the acceptance test),
+        (full-image-equivalent steps: ``iterations + refine_iterations * refine_fraction``),
+        ``accept_*`` (the acceptance test: median cell error, rejected and cold-initialised
+        fractions, fitted depth motion), ``warm_region_fraction`` (the image share of the warm
+        run's Chebyshev region: the cold-initialised cells), ``accept_ms`` (the acceptance test),
         ``solve_ms`` (the full-image solve), ``warm_declined_in_row`` (the backoff's count) and
         ``frame_seconds``: with ``flow_ms`` the cost split of a
         warm frame (what the warm start costs; the node publishes it in ``/diagnostics``).
@@ -481,7 +482,7 @@ class FramePipeline:
         if reset_reason:
             info["cold_reason"] = reset_reason
         refine_fraction, refine_ms, refine_its = 0.0, 0.0, 0
-        cold_fraction, cold_ms, cold_work = 0.0, 0.0, 0.0
+        region_fraction = 0.0
         if y0 is None:
             res = self.solver.solve(rgb, source)
             # A cold frame is what the cold policy gives (even when capped): mature by definition.
@@ -489,17 +490,6 @@ class FramePipeline:
         else:
             age = self._age
             warm_its = int(self.warm.warm_iterations)
-            cold_px = self._cold_pixels
-            if self.warm.cold_refine and cold_px is not None and cold_px.any():
-                # The cold budget for what starts cold: the solver's own policy on crops around it.
-                t1 = time.perf_counter()
-                y0, refined, solved, cold_work = refine_young(
-                    self.solver, rgb, source, y0, cold_px, None, int(self.warm.cold_refine_tile_cells),
-                    float(self.warm.cold_refine_min_fraction))
-                cold_ms = (time.perf_counter() - t1) * 1000
-                cold_fraction = solved / cold_px.size
-                # A crop run to the cold policy is as mature as a cold frame.
-                age = np.where(refined, np.inf, age).astype(np.float32)
             if info["init_mode"] == "flow" and self.warm.refine_iterations > 0:
                 young = age < self.warm.mature_iterations
                 if young.any():
@@ -513,7 +503,9 @@ class FramePipeline:
                         refine_fraction = solved / young.size
                         age = np.where(refined, age + refine_its, age)
             if self.warm.warm_schedule == "plain":
-                res = self.solver.solve(rgb, source, init=y0, schedule=Schedule.plain(warm_its))
+                schedule = self._warm_schedule(warm_its, rgb.shape[0] / source.shape[0])
+                region_fraction = 0.0 if schedule.region is None else float(schedule.region.mean())
+                res = self.solver.solve(rgb, source, init=y0, schedule=schedule)
             else:
                 res = self.solver.solve(rgb, source, init=y0, iterations=warm_its)
             age = age + float(res.stats.iterations)
@@ -529,11 +521,9 @@ class FramePipeline:
         stats["refine_iterations"] = refine_its
         stats["refine_fraction"] = refine_fraction
         stats["refine_ms"] = refine_ms
-        stats["cold_refine_fraction"] = cold_fraction
-        stats["cold_refine_ms"] = cold_ms
+        stats["warm_region_fraction"] = region_fraction
         # the cost split of a frame (flow_ms and accept_ms come from the warm-start decision)
         stats["solve_ms"] = res.stats.seconds * 1000
-        stats["effective_iterations"] = (stats["iterations"] + refine_its * refine_fraction
-                                         + cold_work / float(rgb.shape[0] * rgb.shape[1]))
+        stats["effective_iterations"] = stats["iterations"] + refine_its * refine_fraction
         stats["frame_seconds"] = time.perf_counter() - t0
         return FrameResult(depth, stats)

@@ -110,6 +110,10 @@ class Schedule:
     tol: float | None = None
     check_every: int = 25
     delta: float | None = None
+    # (H, W) bool: the pixels the weights apply to; every other pixel takes plain steps (weight 1)
+    # in the same applications. None: the weights apply everywhere. The video warm start uses it
+    # (core/pipeline.py): the semi-iteration where a frame starts cold, plain steps on the kept prior.
+    region: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in SCHEDULES:
@@ -120,6 +124,8 @@ class Schedule:
             raise DadaInputError(f"check_every must be an integer >= 1, got {self.check_every}")
         if self.tol is not None and not (math.isfinite(self.tol) and self.tol > 0):
             raise DadaInputError(f"tol must be a finite number > 0, got {self.tol}")
+        if self.region is not None and (np.ndim(self.region) != 2 or np.asarray(self.region).dtype != bool):
+            raise DadaInputError("a schedule's region must be a 2-D boolean mask")
 
     @classmethod
     def plain(cls, iterations: int, tol: float | None = None, check_every: int = 25) -> "Schedule":
@@ -128,9 +134,10 @@ class Schedule:
 
     @classmethod
     def chebyshev(cls, applications: int, delta: float, tol: float | None = None,
-                  check_every: int = 25) -> "Schedule":
-        """The semi-iteration with ``applications`` applications of T for rho = 1 - delta."""
-        return cls("chebyshev", chebyshev_weights(int(applications), delta), tol, int(check_every), delta)
+                  check_every: int = 25, region: np.ndarray | None = None) -> "Schedule":
+        """The semi-iteration with ``applications`` applications of T for rho = 1 - delta
+        (only in ``region`` when given: plain steps elsewhere)."""
+        return cls("chebyshev", chebyshev_weights(int(applications), delta), tol, int(check_every), delta, region)
 
     @classmethod
     def matching_plain(cls, plain_steps: int = 8000, applications: int = LEARNED_APPLICATIONS,

@@ -23,7 +23,8 @@ Decision (:func:`accept_prior`):
 
 * per cell: e > ``reject_cell_error`` cold-initialises the cell and its neighbours
   (``dilate_cells``): those pixels get NaN (the solver's cold initialisation) and the pipeline
-  gives them a cold budget on crops. 0.08 was chosen on generated 320x240 sequences (pan,
+  gives their cells the Chebyshev weights in its one warm solve (it gave them a cold budget on
+  crops when this was chosen). 0.08 was chosen on generated 320x240 sequences (pan,
   rotation, forward, fast rotation, shake; dada-free and dada): at 0.15 or 0.10 a depth edge one
   pixel row off after a forward motion (a ~5-8% error of its cell, an expensive one) was kept and
   the frame lost up to 36% (dada); at 0.05 so many edge cells were rejected that most frames fell

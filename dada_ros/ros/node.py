@@ -515,7 +515,7 @@ class UpsampleNode(Node):
         stages.update(t_depth_out_ms=1000 * (t_cloud - t_out), t_cloud_ms=1000 * (t_end - t_cloud))
         frame = {k: stats.get(k) for k in ("init_mode", "cold_reason", "iterations", "residual", "converged",
                                            "flow_ms", "warm_valid_fraction", "scale", "filled_fraction", "device",
-                                           "range_outliers", "range_worst", "accept_ms", "cold_refine_ms",
+                                           "range_outliers", "range_worst", "accept_ms", "warm_region_fraction",
                                            "solve_ms", "warm_declined_in_row")}
         frame.update(method=s.method, frame_ms=1000 * (t_end - t0), numba_threads=numba_threads(), **stages)
         self.stats.published(latency, frame)
@@ -564,7 +564,8 @@ def latency_stages(stats: dict, waited_ms: float, decode_ms: float) -> dict[str,
     ``t_input`` (stamp -> worker: transport, sync, queue; ``t_decode`` of it is decoding),
     ``t_align`` (warm-start optical flow + warp + acceptance test), ``t_features`` (guide features, coefficients,
     initialisation), ``t_loop`` (the diffusion-adjustment iterations) and ``t_other`` (the rest of
-    the pipeline's bookkeeping, and the cold-policy crops of a warm frame: ``cold_refine_ms``). The node adds ``t_depth_out`` and ``t_cloud`` when publishing."""
+    the pipeline's bookkeeping: the output range, the young-pixel crops when enabled). The node
+    adds ``t_depth_out`` and ``t_cloud`` when publishing."""
     solve = 1000 * float(stats.get("seconds", 0.0))
     loop = 1000 * float(stats.get("loop_seconds", 0.0))
     align = float(stats.get("flow_ms") or 0.0) + float(stats.get("accept_ms") or 0.0)

@@ -64,11 +64,13 @@ def test_per_ratio_defaults_follow_the_table_and_interpolate():
     assert chebyshev_defaults(100.0) == chebyshev_defaults(CHEBYSHEV_TABLE[-1][0])
 
 
-def reference_recurrence(y0, src, valid, cv, ch, res, lam, weights):
+def reference_recurrence(y0, src, valid, cv, ch, res, lam, weights, region=None):
     """The schedule's recurrence written out with the out-of-place reference steps, in float64:
-    adjust Y0, y_{k+1} = w_{k+1} (T(y_k) - y_{k-1}) + y_{k-1}, one final adjustment."""
+    adjust Y0, y_{k+1} = w_{k+1} (T(y_k) - y_{k-1}) + y_{k-1}, one final adjustment; with a
+    ``region`` the weight is w_{k+1} there and 1 (a plain step) elsewhere."""
     d = torch.float64
     src, cv, ch = src.to(d), cv.to(d), ch.to(d)
+    m = torch.ones_like(y0, dtype=d) if region is None else torch.from_numpy(region).to(d).expand_as(y0)
 
     def T(y):
         return adjust_step(diffusion_step(y, cv * lam, ch * lam), src, valid, res)
@@ -76,26 +78,55 @@ def reference_recurrence(y0, src, valid, cv, ch, res, lam, weights):
     y = adjust_step(y0.to(d), src, valid, res)
     prev = y
     for w in weights:
-        y, prev = w * (T(y) - prev) + prev, y
+        y, prev = (1 + (w - 1) * m) * (T(y) - prev) + prev, y
     return adjust_step(y, src, valid, res)
 
 
+REGION = np.zeros((40, 52), bool)
+REGION[5:23, 9:40] = True  # not aligned with the cells: the adjustment mixes both kinds of pixel
+REGION[30:, :7] = True
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("kind", ["chebyshev", "plain"])
+@pytest.mark.parametrize("kind", ["chebyshev", "plain", "region"])
 def test_backends_follow_the_reference_recurrence(backend, kind, loop_problem):
-    """Holes, a non-integer ratio and a batch of two with different coefficients."""
+    """Holes, a non-integer ratio and a batch of two with different coefficients; ``region``:
+    the Chebyshev weights in part of the image, plain steps elsewhere (Schedule.region)."""
     res, src, valid, y0, cv, ch = loop_problem(seed=4, size=(40, 52), source_shape=(11, 15))
     res2, src2, valid2, y02, cv2, ch2 = loop_problem(seed=5, size=(40, 52), source_shape=(11, 15))
     src, valid, y0 = torch.cat([src, src2]), torch.cat([valid, valid2]), torch.cat([y0, y02])
     cv, ch = torch.cat([cv, cv2]), torch.cat([ch, ch2])
-    schedule = Schedule.chebyshev(45, 2e-3, check_every=10) if kind == "chebyshev" else Schedule.plain(45, None, 10)
-    want = reference_recurrence(y0, src, valid, cv, ch, res, 0.24, schedule.weights)
+    schedule = {"chebyshev": Schedule.chebyshev(45, 2e-3, check_every=10), "plain": Schedule.plain(45, None, 10),
+                "region": Schedule.chebyshev(45, 2e-3, check_every=10, region=REGION)}[kind]
+    want = reference_recurrence(y0, src, valid, cv, ch, res, 0.24, schedule.weights, schedule.region)
+    if kind == "region":  # the region matters: inside it differs from plain steps, outside from Chebyshev
+        plain = reference_recurrence(y0, src, valid, cv, ch, res, 0.24, np.ones(45))
+        cheb = reference_recurrence(y0, src, valid, cv, ch, res, 0.24, schedule.weights)
+        inside = torch.from_numpy(REGION)
+        assert float((want - plain).abs()[:, :, inside].max()) > 1e-3
+        assert float((want - cheb).abs()[:, :, ~inside].max()) > 1e-3
     y = y0.clone()
     stats = run_loop(y, src, valid, cv, ch, res, 0.24, backend=backend, schedule=schedule)
     assert stats.iterations == 45 and len(stats.residual_history) == 5
     assert float((want - y0).abs().max()) > 1e-2  # it moved: the comparison means something
     rel = float(((y.double() - want).abs() / want.abs()).max())
     assert rel < 2e-5, rel
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_full_region_is_the_unmasked_schedule_and_a_wrong_one_is_refused(backend, loop_problem):
+    res, src, valid, y0, cv, ch = loop_problem(seed=4, size=(40, 52), source_shape=(11, 15))
+    base = Schedule.chebyshev(30, 2e-3)
+    full = Schedule.chebyshev(30, 2e-3, region=np.ones((40, 52), bool))
+    a, b = y0.clone(), y0.clone()
+    run_loop(a, src, valid, cv, ch, res, 0.24, backend=backend, schedule=base)
+    run_loop(b, src, valid, cv, ch, res, 0.24, backend=backend, schedule=full)
+    assert float(((a - b).abs() / a.abs()).max()) < 2e-5  # float32 rounding of another formula
+    with pytest.raises(ValueError, match="region"):
+        run_loop(y0.clone(), src, valid, cv, ch, res, 0.24, backend=backend,
+                 schedule=Schedule.chebyshev(30, 2e-3, region=np.ones((40, 51), bool)))
+    with pytest.raises(DadaInputError):
+        Schedule.chebyshev(30, 2e-3, region=np.ones((40, 52), np.float32))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -345,27 +345,50 @@ def test_acceptance_config_and_inputs_are_checked():
     assert not none.accepted and "tracked" in none.reason
 
 
-def test_pipeline_gives_cold_initialised_regions_a_cold_budget(quick):
+class PlainWarmRun(FramePipeline):
+    """The warm run without its Chebyshev region: plain steps everywhere (the comparison)."""
+
+    def _warm_schedule(self, iterations, scale):
+        return Schedule.plain(iterations)
+
+
+def test_a_warm_frame_is_one_solve_whose_cold_cells_converge_within_the_budget(quick):
     solver = quick
     frames = translation_sequence(seed=2, size=(96, 128), n=1, step=2)
     (r0, g0, s0), (r1, g1, s1) = frames
     prev = solver.solve(r0, s0).depth.copy()
     prev[24:56, 8:40] = 1.0  # a ghost in the previous output
-    pipe = FramePipeline(solver, WarmConfig(mode="flow", warm_iterations=20))
+    calls = []
+
+    class Counting(DadaSolver):
+        def solve(self, *a, **k):
+            calls.append(k.get("schedule"))
+            return super().solve(*a, **k)
+
+    counting = Counting(solver.config)
+    pipe = FramePipeline(counting, WarmConfig(mode="flow", warm_iterations=20))
     pipe.set_previous(prev, r0, 0.0)
     st = pipe.process(r1, s1, 0.1).stats
     assert st["init_mode"] == "flow", st["cold_reason"]
-    assert st["accept_rejected_fraction"] > 0.05 and st["cold_refine_fraction"] > 0
-    assert st["effective_iterations"] > st["iterations"] == 20  # the crops' steps are counted
-    off = FramePipeline(solver, WarmConfig(mode="flow", warm_iterations=20, cold_refine=False))
+    assert len(calls) == 1 and calls[0].region is not None  # ONE solve, with a region
+    assert st["accept_rejected_fraction"] > 0.05 and 0 < st["warm_region_fraction"] < 0.7
+    assert st["iterations"] == st["effective_iterations"] == 20
+    region = calls[0].region
+    assert region[24:56, 12:40].all() and not region.all()  # the ghost's cells, not the whole frame
+    off = PlainWarmRun(solver, WarmConfig(mode="flow", warm_iterations=20))
     off.set_previous(prev, r0, 0.0)
     out_off = off.process(r1, s1, 0.1)
-    assert out_off.stats["effective_iterations"] == 20
     out_on = pipe.previous()[0]
     box = (slice(24, 56), slice(12, 40))
     e_on = np.nanmean((out_on[box] - g1[box]) ** 2)
     e_off = np.nanmean((out_off.depth[box] - g1[box]) ** 2)
-    assert e_on < e_off  # the ghost region converged instead of 20 steps from the bicubic start
+    assert e_on < 0.5 * e_off  # the ghost region converged instead of 20 plain steps from bicubic
+    assert consistency_error(out_on, s1) < 1e-4
+    # away from the region the warm run is the plain one: the kept prior's detail is not walked
+    # away (near it, the converging region pulls its neighbours along)
+    far = cv2.distanceTransform((~region).astype(np.uint8), cv2.DIST_L2, 3) > 16
+    assert far.mean() > 0.3
+    np.testing.assert_allclose(out_on[far], out_off.depth[far], rtol=0.01)
 
 
 def test_exposure_change_is_compensated_and_a_large_one_starts_cold(quick):
@@ -435,3 +458,5 @@ def test_backoff_skips_the_flow_after_declined_warm_starts_and_an_accepted_one_r
     assert flows[0] == 0 and all(f > 0 for f in flows[1:])
     with pytest.raises(DadaInputError):
         WarmConfig(max_backoff_frames=-1).validate()
+    with pytest.raises(DadaInputError):
+        WarmConfig(region_delta_factor=0.0).validate()
