@@ -279,7 +279,7 @@ def cold_cells(cold_pixels: np.ndarray, source_shape: tuple[int, int]) -> np.nda
     """(H, W) bool: the pixels of every source cell that holds a cold-initialised pixel (the
     adjustment works per cell: a cell is either in the warm run's Chebyshev region or not)."""
     part = Partition(cold_pixels.shape, source_shape)
-    return part.expand(part.cell_means(cold_pixels.astype(np.float32)) > 0)
+    return part.expand(part.cell_sums(cold_pixels) > 0)
 
 
 class FramePipeline:

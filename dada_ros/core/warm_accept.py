@@ -41,6 +41,8 @@ that would have won).
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import asdict, dataclass, field
 
 import cv2
@@ -109,22 +111,23 @@ def cell_means(y: np.ndarray, partition: Partition) -> tuple[np.ndarray, np.ndar
 
     Any ratio (the solver's partition). Cells without a finite pixel have mean NaN.
     """
-    h, w = partition.source_shape
     fin = np.isfinite(y)
-    flat = partition.cell_ids()
-    sums = np.bincount(flat, np.where(fin, y, 0).ravel().astype(np.float64), h * w)
-    cnt = np.bincount(flat, fin.ravel().astype(np.float64), h * w)
-    area = np.bincount(flat, None, h * w)
+    sums = partition.cell_sums(np.where(fin, y, 0))
+    cnt = partition.cell_sums(fin)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = (sums / cnt).reshape(h, w)
-    return mean.astype(np.float32), (cnt / area).reshape(h, w).astype(np.float32)
+        mean = sums / cnt
+    return mean.astype(np.float32), (cnt / partition.cell_sizes()).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=8)
 def _coords(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
     """Normalised (x, y) of the cell / pixel centres of an n x m grid: x in [-0.5, 0.5] across the
-    width, y in the same unit (so the guide grid and the source grid share one coordinate frame)."""
+    width, y in the same unit (so the guide grid and the source grid share one coordinate frame).
+    Cached (the frame size rarely changes), hence read-only."""
     y, x = np.mgrid[0:n, 0:m].astype(np.float32)
-    return (x + 0.5) / m - 0.5, ((y + 0.5) / n - 0.5) * (n / m)
+    x, y = (x + 0.5) / m - 0.5, ((y + 0.5) / n - 0.5) * (n / m)
+    x.flags.writeable = y.flags.writeable = False
+    return x, y
 
 
 def fit_depth_motion(prior_means: np.ndarray, source: np.ndarray, ok: np.ndarray,
