@@ -279,6 +279,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-photometric-error", type=float, help="WarmConfig.max_photometric_error")
     p.add_argument("--max-backoff-frames", type=int, help="WarmConfig.max_backoff_frames")
     p.add_argument("--region-delta-factor", type=float, help="WarmConfig.region_delta_factor")
+    p.add_argument("--dilate-cells", type=int, help="AcceptConfig.dilate_cells (default: its default)")
     p.add_argument("--equilibrium", nargs="*", default=["pan", "shift", "rotate", "forward", "static"],
                    help="motions scored against the 8000-step single-frame equilibrium too (slow)")
     p.add_argument("--no-real", action="store_true", help="skip the REAL tum2klg sequence")
@@ -297,8 +298,9 @@ def main(argv=None) -> int:
         set_cpu_threads(a.threads)
     warm = WarmConfig(mode="flow", warm_iterations=a.warm_iterations, warm_schedule=a.warm_schedule, max_age=1e9,
                       accept=PROBE_ACCEPT if a.no_accept else None)
-    if a.reject_cell_error is not None and not a.no_accept:
-        warm.accept = AcceptConfig(reject_cell_error=a.reject_cell_error)
+    if (a.reject_cell_error is not None or a.dilate_cells is not None) and not a.no_accept:
+        warm.accept = AcceptConfig(**{k: v for k, v in (("reject_cell_error", a.reject_cell_error),
+                                                         ("dilate_cells", a.dilate_cells)) if v is not None})
     if a.region_delta_factor is not None:
         warm.region_delta_factor = a.region_delta_factor
     if a.max_backoff_frames is not None:
