@@ -3,14 +3,15 @@
 ``FramePipeline.process`` takes one synchronised frame (RGB guide, low-res depth in metres, stamp
 in seconds) and decides how to initialise the solver:
 
-* ``off``   (cold; the default): Y0 from the source alone, the equilibrium policy of :class:`SolverConfig`;
+* ``off``   (cold; the default): Y0 from the source alone, the equilibrium policy of
+  :class:`SolverConfig`;
 * ``naive``: Y0 = previous output as is, ``warm_iterations`` steps;
 * ``flow``  (opt-in): Y0 = previous output warped onto the current frame
   (:func:`~dada_ros.core.warm_start.align_frames`: DIS flow + colour-guided selection + fill),
   ``warm_iterations`` steps. A short fixed budget on purpose: a tolerance would walk the warm
   answer back to the single-frame equilibrium and throw away the fused detail. For the same
-  reason warm frames run plain steps on the kept prior (``warm_schedule="plain"``) while cold frames use the
-  solver's schedule (the Chebyshev semi-iteration): restarted from the warped Y0 it converges
+  reason warm frames run plain steps on the kept prior (``warm_schedule="plain"``) while cold
+  frames use the solver's schedule (the Chebyshev semi-iteration): restarted from the warped Y0 it converges
   to the single-frame answer within the warm budget (measured 1.00-1.01 x cold, against
   0.92-0.97 with plain steps; ``benchmarks/warm_start.py --warm-schedule``).
 
@@ -131,9 +132,10 @@ class WarmConfig:
     # Backoff: after two warm starts in a row were declined by a test of the prior itself (the
     # alignment, the exposure, the acceptance: not a missing or stale previous frame), the next 1,
     # then 2, 4, ... frames (at most this many) start cold without computing the flow; the first
-    # warm start accepted resets it. Where the warm start cannot win (real hand-held motion: tum2klg, every warm start
-    # declined) a frame otherwise paid the flow and the acceptance for nothing (1.3-1.4x a cold
-    # frame, benchmarks/warm_start.py); 0 = try every frame.
+    # warm start accepted resets it. Where the warm start cannot win (real hand-held motion:
+    # tum2klg, every warm start declined) a frame otherwise paid the flow and the acceptance for
+    # nothing (1.37x a cold frame, 1.18x with the backoff; benchmarks/warm_start.py); 0 = try
+    # every frame.
     max_backoff_frames: int = 8
 
     def validate(self) -> None:
