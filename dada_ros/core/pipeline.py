@@ -35,7 +35,8 @@ Cells whose prior clearly disagrees with the new measurement, and pixels without
 One solve per frame (issue 26). The warm run is ONE solve of ``warm_iterations`` applications
 whose schedule has a region (:attr:`~dada_ros.core.schedule.Schedule.region`): in the source
 cells that hold a cold-initialised pixel the applications follow the Chebyshev semi-iteration
-(the solver's own schedule, ``delta`` x ``region_delta_factor``), everywhere else they are plain
+(the solver's own schedule, ``delta`` x ``region_delta_factor``: 4 with DADA-free, 1 with a learned
+guide), everywhere else they are plain
 steps. A cold region is bounded by converged pixels, so it converges like a small domain within
 the budget, while the kept prior keeps its fused detail (plain steps leave it near the previous
 answer; the semi-iteration would walk it back to the single-frame equilibrium). Until issue 26
@@ -72,7 +73,7 @@ from .inputs import check_pair
 from .output_range import OutputRangeConfig, apply_output_range
 from .resample import Partition, Resampler, cell_index, valid_source_mask
 from .schedule import Schedule, chebyshev_defaults
-from .solver import DadaSolver
+from .solver import DadaSolver, FreeGuide
 from .warm_accept import AcceptConfig, accept_prior
 from .warm_start import AlignConfig, align_frames
 
@@ -102,9 +103,13 @@ class WarmConfig:
     accept: AcceptConfig | None = None  # per-pixel acceptance of the warped Y0 (None: defaults)
     # The Chebyshev weights of the warm run's region (the cells holding cold-initialised pixels) use
     # the solver's delta times this: the region is bounded by converged pixels, its slowest mode is
-    # faster than the whole frame's. Measured (benchmarks/warm_start.py, 640x480 x8, generated pan
-    # and drop): x1 0.952 / 1.043 x cold, x4 0.947 / 1.044, x16 1.011 / 1.220, x0.25 1.019 / 1.173.
-    region_delta_factor: float = 4.0
+    # faster than the whole frame's. None: 4 with DADA-free (its per-ratio delta), 1 with a learned
+    # guide (whose schedule's delta follows 8000 plain steps, a slower diffusion). Measured
+    # (benchmarks/warm_start.py, generated sequences, warm / cold MSE mean and worst): DADA-free
+    # 640x480 pan and drop: x0.25 1.019 / 1.173 (drop), x1 0.952 / 1.101, x4 0.947 / 1.081, x16
+    # 1.011 / 1.220; dada 320x240 pan and shake: x0.25 up to 1.116 / 1.221, x1 0.884-1.000 / 1.043,
+    # x4 0.969-0.997 / 1.075, x16 1.085-1.227 / 1.433.
+    region_delta_factor: float | None = None
     # A frame whose cold-initialised cells cover more than this fraction of the image starts cold:
     # 50 applications converge strips and patches bounded by a kept prior, not most of the frame.
     max_cold_area: float = 0.7
@@ -173,7 +178,8 @@ class WarmConfig:
                                  f"{self.min_exposure_gain}, {self.max_exposure_gain}")
         if not 0 <= self.naive_max_rejected <= 1:
             raise DadaInputError(f"naive_max_rejected must be in [0, 1], got {self.naive_max_rejected}")
-        if not (math.isfinite(self.region_delta_factor) and self.region_delta_factor > 0):
+        if self.region_delta_factor is not None and not (math.isfinite(self.region_delta_factor)
+                                                         and self.region_delta_factor > 0):
             raise DadaInputError(f"region_delta_factor must be a finite number > 0, got {self.region_delta_factor}")
         if self.align is not None:
             self.align.validate()
@@ -467,8 +473,10 @@ class FramePipeline:
         if self._region is None or not self._region.any():
             return Schedule.plain(iterations)
         delta = self.solver.schedule_for(scale).delta or chebyshev_defaults(scale)[0]
-        return Schedule.chebyshev(iterations, min(delta * self.warm.region_delta_factor, 0.5),
-                                  region=self._region)
+        factor = self.warm.region_delta_factor
+        if factor is None:
+            factor = 4.0 if isinstance(self.solver.guide_model, FreeGuide) else 1.0
+        return Schedule.chebyshev(iterations, min(delta * factor, 0.5), region=self._region)
 
     def process(self, rgb: np.ndarray, source: np.ndarray, stamp: float) -> FrameResult:
         """Upsample one frame; ``source`` in metres (0/NaN invalid), ``stamp`` in seconds.

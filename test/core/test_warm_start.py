@@ -478,3 +478,23 @@ def test_naive_warm_start_only_reuses_a_static_view(quick):
     assert static["init_mode"] == "naive" and static["accept_rejected_fraction"] <= 0.02
     with pytest.raises(DadaInputError):
         WarmConfig(naive_max_rejected=1.5).validate()
+
+
+def test_the_warm_region_delta_follows_the_guide():
+    """4 x the solver's delta with DADA-free, 1 x with a learned guide (whose schedule follows
+    8000 plain steps), an explicit factor wins; no region: plain steps."""
+    solver = DadaSolver(SolverConfig(device="cpu"))
+    pipe = FramePipeline(solver, WarmConfig(mode="flow"))
+    pipe._region = None
+    assert pipe._warm_schedule(50, 8.0).is_plain
+    pipe._region = np.zeros((48, 64), bool)
+    pipe._region[:8, :8] = True
+    free = pipe._warm_schedule(50, 8.0)
+    assert len(free) == 50 and free.region is pipe._region
+    assert free.delta == pytest.approx(4 * solver.schedule_for(8.0).delta)
+    learned = DadaSolver(SolverConfig(device="cpu"))
+    learned.guide_model = object()  # any guide that is not DADA-free
+    pipe.solver = learned
+    assert pipe._warm_schedule(50, 8.0).delta == pytest.approx(learned.schedule_for(8.0).delta)
+    pipe.warm.region_delta_factor = 2.0
+    assert pipe._warm_schedule(50, 8.0).delta == pytest.approx(2 * learned.schedule_for(8.0).delta)
