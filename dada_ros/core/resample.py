@@ -208,28 +208,21 @@ def fill_invalid_average(source: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """
     if not valid.any():
         raise DadaInputError("depth has no valid pixel (all 0, NaN or inf): nothing to upsample")
-    known = valid.astype(np.float32)
-    value = np.where(valid, source, 0.0).astype(np.float32)
-    kernel = np.ones((3, 3), np.float32)
-    while not known.all():
-        # Unnormalised 3x3 sums of the known values and of the known mask (zero padding).
-        sums = cv2.filter2D(value * known, -1, kernel, borderType=cv2.BORDER_CONSTANT)
-        counts = cv2.filter2D(known, -1, kernel, borderType=cv2.BORDER_CONSTANT)
-        rim = (known == 0) & (counts > 0.5)
-        value[rim] = sums[rim] / counts[rim]
-        known[rim] = 1.0
-    return value
+    # every cell is reached: the 3x3 steps connect the whole grid
+    return _average_from(source, valid, np.ones_like(valid))
 
 
 def _average_from(value: np.ndarray, seeds: np.ndarray, todo: np.ndarray) -> np.ndarray:
-    """Repeated 3x3 averaging (see :func:`fill_invalid_average`) started from the ``seeds`` only
-    and spreading through the ``todo`` cells only; returns ``value`` with the ``todo`` cells set
-    (those no seed reaches keep their input value)."""
+    """Repeated 3x3 averaging started from the ``seeds`` only and spreading through the ``todo``
+    cells only: each pass gives every open cell that touches a known one the mean of its known
+    neighbours. Returns float32 ``value`` with the seeds kept, the reached ``todo`` cells set and
+    0 elsewhere (cells no seed reaches)."""
     known = seeds.astype(np.float32)
     value = np.where(seeds, value, 0.0).astype(np.float32)
     open_ = todo & ~seeds
     kernel = np.ones((3, 3), np.float32)
     while open_.any():
+        # Unnormalised 3x3 sums of the known values and of the known mask (zero padding).
         sums = cv2.filter2D(value * known, -1, kernel, borderType=cv2.BORDER_CONSTANT)
         counts = cv2.filter2D(known, -1, kernel, borderType=cv2.BORDER_CONSTANT)
         rim = open_ & (counts > 0.5)
