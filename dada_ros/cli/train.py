@@ -53,7 +53,10 @@ HELP = {
     "tof_prob": "fraction of training sources made ToF-like (noise, dropouts)",
     "hard_prob": "fraction of crops replayed from the pool of the highest-loss crops seen so far (0: off)",
     "hard_pool": "crops kept per scale in the hard pool",
-    "val_mode": "scenes: whole val scenes through the default solver policy, loss = MSE / DADA-free's "
+    "real_scenes": "--dataset realdata: train on these files (e.g. baby1_view1 baby1_view5) instead of the fixed split",
+    "real_val_scenes": "--dataset realdata: validate on these files instead of the fixed split",
+    "val_mode": "ratios: whole val scenes, loss = geo-mean over scenes and scales of sqrt(depth x inverse-depth "
+                "MSE ratio to DADA-free); scenes: whole val scenes through the default solver policy, loss = MSE / DADA-free's "
                 "(what the benchmark reports); crops: centre crops at a fixed horizon (cheaper)",
     "val_tile": "tile size of --val-mode scenes",
     "time_limit_min": "stop (and save) after this many minutes of training",
@@ -73,7 +76,8 @@ HELP = {
     "mix_generated": "add this many procedural training scenes beside a real dataset's (half the crops each)",
     "out_dir": "output directory (resumes from its last.pt)",
     "threads": "torch CPU threads",
-    "loss": "l1 (the paper's) | l2 (squared error: weights the large errors that dominate MSE)",
+    "loss": "l1 (the paper's) | l2 (squared error: weights the large errors that dominate MSE) | log (squared "
+            "error of log depth: relative, near and far weigh the same)",
 }
 ALIASES = {"architecture": "--arch", "out_dir": "--out", "time_limit_min": "--time-limit"}
 
@@ -88,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         kw = {"dest": f.name, "default": value, "help": HELP.get(f.name, " ")}
         if f.name in ("scales", "widths"):
             kw.update(type=int, nargs="+")
+        elif f.name in ("real_scenes", "real_val_scenes"):
+            kw.update(type=str, nargs="+")
         elif f.name in ("scale_weights", "bag_part"):
             kw.update(type=float, nargs="+")
         elif f.name == "render_sizes":

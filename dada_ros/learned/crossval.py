@@ -103,6 +103,32 @@ def grouped_folds(rows: Sequence[Row], k: int = 5) -> dict[str, int]:
     return out
 
 
+@dataclass(frozen=True)
+class FoldPlan:
+    """Outer fold ``fold`` of a nested grouped cross-validation: the network trains on ``train``'s
+    files, its checkpoint and gate are chosen on ``inner`` (another whole fold, never trained on),
+    and only ``test`` (the held-out fold) is reported."""
+
+    fold: int
+    train: tuple[Row, ...]
+    inner: tuple[Row, ...]
+    test: tuple[Row, ...]
+
+    @staticmethod
+    def files(rows: Sequence[Row]) -> list[str]:
+        return [f for r in rows for f in r.files]
+
+
+def fold_plan(rows: Sequence[Row], folds: dict[str, int], fold: int) -> FoldPlan:
+    """Test = fold ``fold``; inner validation = fold ``fold + 1`` (mod k); train = the rest."""
+    k = max(folds.values()) + 1
+    if not 0 <= fold < k or k < 3:
+        raise ValueError(f"fold {fold} of {k}: need 0 <= fold < k and k >= 3")
+    inner = (fold + 1) % k
+    pick = lambda want: tuple(r for r in rows if want(folds[r.name]))  # noqa: E731
+    return FoldPlan(fold, pick(lambda f: f not in (fold, inner)), pick(lambda f: f == inner), pick(lambda f: f == fold))
+
+
 # ----------------------------------------------------------------------------- scoring
 def _sq_px(pred: np.ndarray, gt: np.ndarray, factor: float) -> list:
     m = np.isfinite(gt) & (gt > 0) & np.isfinite(pred)
@@ -157,7 +183,8 @@ def _guide(net):
 
 def score_all(root: Path, files: Sequence[str], weights: str | None, cache: Path | None = None,
               scales: Sequence[int] = SCALES, grid: Sequence[float] = DEFAULT_GRID,
-              config: SolverConfig | None = None, progress: Callable[[str], None] | None = None) -> dict:
+              config: SolverConfig | None = None, progress: Callable[[str], None] | None = None,
+              check_modes: Sequence[str] = CHECK_MODES) -> dict:
     """:func:`score_file` for every file (name -> record), cached per file in ``cache`` (a JSON
     file, reruns resume) -- the expensive part, ~1 s per file and ratio on one core."""
     from .model import SHIPPED_PATH, load_checkpoint
@@ -170,7 +197,7 @@ def score_all(root: Path, files: Sequence[str], weights: str | None, cache: Path
     for f in files:
         if f in done:
             continue
-        done[f] = score_file(scene_path(root, f), scales, grid, net, shipped, config)
+        done[f] = score_file(scene_path(root, f), scales, grid, net, shipped, config, check_modes)
         if cache:
             cache.write_text(json.dumps(done))
         if progress:

@@ -48,7 +48,8 @@ from .distributed import SINGLE, World
 from .model import GuideConfig, GuideNet, load_checkpoint, save_checkpoint
 from .unroll import masked_mse_cm2, unrolled_solve
 
-LOSSES = ("l1", "l2")
+LOSSES = ("l1", "l2", "log")
+VAL_MODES = ("crops", "scenes", "ratios")
 LOG_FIELDS = ["step", "seconds", "lr", "scale", "n_pre", "n_grad", "loss", "kappa", "val_loss", "val_mse_cm2"]
 
 
@@ -74,6 +75,10 @@ class TrainConfig:
     bag: str | None = None  # rosbag2 with the node's topics: self-supervised adaptation to that camera
     bag_part: list[float] = field(default_factory=lambda: [0.0, 0.5])  # fractions of the bag's frames used
     bag_val_frames: int = 4  # the last frames of bag_part validate (and are not trained on)
+    # ``dataset="realdata"``: train / validate on these files (names as in ../shared/realdata, e.g.
+    # ``baby1_view1``) instead of the fixed split: what a cross-validation fold trains on.
+    real_scenes: list[str] = field(default_factory=list)
+    real_val_scenes: list[str] = field(default_factory=list)
     # A real dataset's training split beside this many procedural scenes (half the crops each), so
     # fine-tuning on a few real scenes does not unlearn the procedural ones; validation unchanged.
     mix_generated: int = 0
@@ -103,14 +108,20 @@ class TrainConfig:
     loss_weight: float = 10.0
     # "l1": the paper's L1 over valid ground truth (metres). "l2": mean squared error (metres^2):
     # the benchmark's metric is MSE, which a few large errors at depth edges dominate; L1 weights
-    # those no more than small ones.
+    # those no more than small ones. "log": squared error of log depth (relative error): the same
+    # weight to near and far pixels, so neither a depth metric (far errors dominate) nor a disparity
+    # metric (near errors dominate) decides alone; an undershoot of a near pixel (z 1.5 -> 0.03)
+    # costs what it costs in disparity.
     loss: str = "l1"
     val_every: int = 100
     # "scenes": whole validation scenes (tiles of ``val_tile``) through the solver's default policy,
     # val_loss = mean over scales of MSE(model) / MSE(DADA-free) -- the benchmark's measure, so
     # best.pt is chosen by what will be reported. "crops": centre crops at a fixed horizon
     # (N_pre(s) + N_grad) and the training loss (cheaper; measured to track the benchmark poorly:
-    # flat while the scene ratio fell from 1.0 to 0.85).
+    # flat while the scene ratio fell from 1.0 to 0.85). "ratios": whole scenes like "scenes", but
+    # val_loss = geo-mean over (scene, scale) of sqrt(MSE ratio on depth x MSE ratio on inverse
+    # depth) to DADA-free: every scene weighs the same (as the cross-validation tables count) and
+    # both the far range (depth) and the near range (inverse depth ~ disparity) are scored.
     val_mode: str = "crops"
     val_tile: int = 256
     ckpt_every: int = 25
@@ -137,6 +148,8 @@ class TrainConfig:
             raise DadaInputError("--bag trains on the sensor's own depth: add --self-supervised")
         if self.bag_val_frames < 1 or int(self.sensor_ratio) != self.sensor_ratio or self.sensor_ratio < 1:
             raise DadaInputError("bag_val_frames and sensor_ratio must be integers >= 1")
+        if (self.real_scenes or self.real_val_scenes) and self.dataset != "realdata":
+            raise DadaInputError("--real-scenes / --real-val-scenes need --dataset realdata")
         if self.dataset not in ("generated", "realdata") and not self.data_dir and not self.bag:
             raise DadaInputError(f"dataset {self.dataset!r} needs --data-dir")
         for s in self.scales:
@@ -157,9 +170,9 @@ class TrainConfig:
         problem = sampling_problem(self.scales, self.scale_weights or None, self.hard_prob, self.hard_pool)
         if problem:
             raise DadaInputError(problem)
-        if self.val_mode not in ("crops", "scenes"):
-            raise DadaInputError(f"val_mode must be crops or scenes, got {self.val_mode!r}")
-        if self.val_mode == "scenes" and any(self.val_tile % s for s in self.scales):
+        if self.val_mode not in VAL_MODES:
+            raise DadaInputError(f"val_mode must be one of {VAL_MODES}, got {self.val_mode!r}")
+        if self.val_mode != "crops" and any(self.val_tile % s for s in self.scales):
             raise DadaInputError(f"val tile {self.val_tile} must be a multiple of every scale {self.scales}")
         if not 0 <= self.tof_prob <= 1:
             raise DadaInputError(f"tof_prob must be in [0, 1], got {self.tof_prob}")
@@ -204,7 +217,9 @@ def open_scenes(cfg: TrainConfig, split: str):
             side = cfg.val_tile if cfg.val_mode == "scenes" else cfg.val_crop * 2
             sizes = [(side, side)]
         return ProceduralScenes(list(seeds), sizes, cfg.cache_dir, progress=True)
-    scenes = datasets.open_dataset(cfg.dataset, cfg.data_dir, split)
+    names = cfg.real_scenes if split == "train" else cfg.real_val_scenes
+    kwargs = {"scenes": names} if cfg.dataset == "realdata" and names else {}
+    scenes = datasets.open_dataset(cfg.dataset, cfg.data_dir, split, **kwargs)
     if split == "train" and cfg.mix_generated:
         from .datasets.base import MixedScenes
         from .datasets.procedural import TRAIN_SEED0, ProceduralScenes
@@ -285,7 +300,13 @@ class FreeNet(torch.nn.Module):
 
 
 def _masked_error(pred: torch.Tensor, batch: Batch, cfg: TrainConfig) -> torch.Tensor:
-    """``loss_weight`` x per-pixel |error| (l1) or error^2 (l2), zero where the ground truth is invalid."""
+    """``loss_weight`` x per-pixel |error| (l1), error^2 (l2) or (log pred - log gt)^2 (log), zero
+    where the ground truth is invalid."""
+    if cfg.loss == "log":
+        # Invalid truth pixels hold 0 or NaN: give them 1 so the log is finite, the mask zeroes them.
+        gt = torch.where(batch.gt_valid > 0, batch.gt, torch.ones_like(batch.gt))
+        err = (torch.log(pred.clamp_min(1e-4)) - torch.log(gt)) ** 2
+        return cfg.loss_weight * err * batch.gt_valid
     err = (pred - batch.gt) ** 2 if cfg.loss == "l2" else (pred - batch.gt).abs()
     return cfg.loss_weight * err * batch.gt_valid
 
@@ -318,6 +339,50 @@ def evaluate_batches(net, batches: list[Batch], cfg: TrainConfig, device: torch.
 
 
 @torch.no_grad()
+def scene_errors(net, scenes, cfg: TrainConfig, device: torch.device) -> dict[str, list[float]]:
+    """Every ``val_tile`` tile of the validation scenes at every training scale through the
+    solver's default policy: ``{"<tile>|<scale>": [squared depth error (cm^2) summed, squared
+    inverse-depth error (1/m^2) summed, pixels]}``. ``net=None`` solves with DADA-free."""
+    from ..core.methods import run_method
+    from ..core.solver import DadaSolver, SolverConfig
+    from .datasets.base import tiles
+    from .model import LearnedGuide
+
+    was_training = net.training if net is not None else False
+    solver = DadaSolver(SolverConfig(device=str(device)), LearnedGuide(net, device) if net is not None else FreeGuide())
+    out: dict[str, list[float]] = {}
+    count = min(len(scenes), cfg.val_scenes) if cfg.dataset == "generated" and not cfg.bag else len(scenes)
+    for i in range(count):
+        for name, rgb, gt in tiles(scenes[i], cfg.val_tile or None):  # 0: whole frames
+            for s in cfg.scales:
+                ex = make_example(rgb, gt, s)
+                if not (np.isfinite(ex.source) & (ex.source > 0)).any():
+                    continue
+                pred, _ = run_method("dada", rgb, np.nan_to_num(ex.source, nan=0.0), solver=solver)
+                m = np.isfinite(gt) & (gt > 0) & np.isfinite(pred) & (pred > 0)
+                p, g = pred[m].astype(np.float64), gt[m].astype(np.float64)
+                out[f"{i}:{name}|{int(s)}"] = [float(np.sum((100.0 * (p - g)) ** 2)),
+                                              float(np.sum((1.0 / p - 1.0 / g) ** 2)), int(m.sum())]
+    if net is not None:
+        net.train(was_training)
+    if not any(v[2] for v in out.values()):
+        raise DadaInputError(f"no validation tile of {cfg.val_tile}x{cfg.val_tile} with valid depth")
+    return out
+
+
+def _per_scale(errors: dict[str, list[float]]) -> dict[int, float]:
+    sq: dict[int, float] = {}
+    px: dict[int, int] = {}
+    for key, (sq_d, _, n) in errors.items():
+        s = int(key.rsplit("|", 1)[1])
+        sq[s], px[s] = sq.get(s, 0.0) + sq_d, px.get(s, 0) + n
+    return {s: sq[s] / px[s] for s in sq if px[s]}
+
+
+def _pooled(errors: dict[str, list[float]]) -> float:
+    return sum(v[0] for v in errors.values()) / max(1, sum(v[2] for v in errors.values()))
+
+
 def evaluate_scenes(net, scenes, cfg: TrainConfig, device: torch.device,
                     free_mse: dict[int, float] | None = None) -> tuple[float, float, dict[int, float]]:
     """Validation as the benchmark measures: every ``val_tile`` tile of the validation scenes, at
@@ -327,35 +392,21 @@ def evaluate_scenes(net, scenes, cfg: TrainConfig, device: torch.device,
     per-scale MSE). ``net=None`` evaluates DADA-free itself (its per-scale MSE is then the
     ``free_mse`` of later calls).
     """
-    from ..core.methods import run_method
-    from ..core.metrics import depth_errors
-    from ..core.solver import DadaSolver, SolverConfig
-    from .datasets.base import tiles
-    from .model import LearnedGuide
-
-    was_training = net.training if net is not None else False
-    solver = DadaSolver(SolverConfig(device=str(device)), LearnedGuide(net, device) if net is not None else FreeGuide())
-    sq = {int(s): 0.0 for s in cfg.scales}
-    px = {int(s): 0 for s in cfg.scales}
-    count = min(len(scenes), cfg.val_scenes) if cfg.dataset == "generated" and not cfg.bag else len(scenes)
-    for i in range(count):
-        for _, rgb, gt in tiles(scenes[i], cfg.val_tile or None):  # 0: whole frames
-            for s in cfg.scales:
-                ex = make_example(rgb, gt, s)
-                if not (np.isfinite(ex.source) & (ex.source > 0)).any():
-                    continue
-                pred, _ = run_method("dada", rgb, np.nan_to_num(ex.source, nan=0.0), solver=solver)
-                e = depth_errors(pred, gt)
-                sq[int(s)] += e.mse_cm2 * e.pixels
-                px[int(s)] += e.pixels
-    if net is not None:
-        net.train(was_training)
-    if not any(px.values()):
-        raise DadaInputError(f"no validation tile of {cfg.val_tile}x{cfg.val_tile} with valid depth")
-    mse = {s: sq[s] / px[s] for s in sq if px[s]}
+    errors = scene_errors(net, scenes, cfg, device)
+    mse = _per_scale(errors)
     ref = free_mse or mse
     rel = float(np.mean([mse[s] / ref[s] for s in mse if ref.get(s)]))
-    return rel, sum(sq.values()) / sum(px.values()), mse
+    return rel, _pooled(errors), mse
+
+
+def ratio_loss(errors: dict[str, list[float]], free: dict[str, list[float]]) -> float:
+    """Geo-mean over (tile, scale) of sqrt(depth MSE ratio x inverse-depth MSE ratio) to
+    DADA-free's ``free`` errors (``val_mode="ratios"``; entries DADA-free scores 0 are skipped)."""
+    logs = [0.5 * (math.log(max(e[0], 1e-30) / f[0]) + math.log(max(e[1], 1e-30) / f[1]))
+            for k, e in errors.items() if (f := free.get(k)) and f[0] > 0 and f[1] > 0]
+    if not logs:
+        raise DadaInputError("no validation tile where DADA-free has a nonzero error")
+    return float(math.exp(sum(logs) / len(logs)))
 
 
 def plot_curve(csv_path: Path, png_path: Path, ylabel: str = "10 x L1 (m)") -> None:
@@ -505,6 +556,19 @@ class Trainer:
         val_scenes = open_scenes(cfg, "val") if self.world.is_main else None
         if not self.world.is_main:
             validate = None  # rank 0 alone validates (the others wait in their next collective)
+        elif cfg.val_mode == "ratios":
+            if "val_free_errors" not in self.meta:
+                free_err = scene_errors(None, val_scenes, cfg, self.device)
+                self.meta["val_free_errors"] = free_err
+                self.meta["val_free"] = {"loss": 1.0, "mse_cm2": _pooled(free_err),
+                                         "mse_cm2_per_scale": _per_scale(free_err)}
+                print(f"validation, DADA-free reference: {len(free_err)} (tile, scale) entries, MSE "
+                      f"{_pooled(free_err):.2f} cm^2")
+            free_err = self.meta["val_free_errors"]
+
+            def validate():
+                errors = scene_errors(self.net, val_scenes, cfg, self.device)
+                return ratio_loss(errors, free_err), _pooled(errors)
         elif cfg.val_mode == "scenes":
             if "val_free" not in self.meta:
                 _, free_all, free_per = evaluate_scenes(None, val_scenes, cfg, self.device)

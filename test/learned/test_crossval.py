@@ -32,6 +32,25 @@ def test_rows_and_folds_keep_families_views_and_resolutions_together():
     assert max(sizes) - min(sizes) <= 2
 
 
+def test_fold_plan_is_nested_and_keeps_families_apart():
+    """Outer fold f: test = fold f, inner validation = fold f+1, train = the rest; no group on two
+    sides, and every row is tested exactly once over the five plans."""
+    rows = C.middlebury_rows(used={})
+    folds = C.grouped_folds(rows, 5)
+    tested = []
+    for f in range(5):
+        plan = C.fold_plan(rows, folds, f)
+        assert {folds[r.name] for r in plan.test} == {f} and {folds[r.name] for r in plan.inner} == {(f + 1) % 5}
+        sides = [{r.group for r in part} for part in (plan.train, plan.inner, plan.test)]
+        assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+        assert len(plan.train) + len(plan.inner) + len(plan.test) == len(rows)
+        assert "baby1_view5" in C.FoldPlan.files(plan.train + plan.inner + plan.test)
+        tested += [r.name for r in plan.test]
+    assert sorted(tested) == sorted(r.name for r in rows)
+    with pytest.raises(ValueError, match="fold 5"):
+        C.fold_plan(rows, folds, 5)
+
+
 def _records(ratios: dict[str, dict[float, float]], check: dict[str, tuple[float, float]] | None = None) -> dict:
     """Fake per-file records: one file per row, MSE 1 for DADA-free and ``ratios[file][alpha]``."""
     out = {}

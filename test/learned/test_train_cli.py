@@ -162,6 +162,72 @@ def test_l2_loss_is_the_masked_squared_error_and_bad_loss_refused():
         TrainConfig(loss="huber").validate()
 
 
+def test_log_loss_is_the_masked_squared_log_error():
+    """loss "log": (log pred - log gt)^2 over valid truth; an invalid pixel (truth 0) is finite
+    and ignored; a real-scene list needs the realdata dataset."""
+    import math
+
+    import torch
+
+    from dada_ros.core.errors import DadaInputError
+    from dada_ros.learned.datasets.base import Batch
+    from dada_ros.learned.train import training_loss
+
+    gt = torch.tensor([[[[1.0, 2.0], [4.0, 0.0]]]])
+    valid = gt > 0
+    pred = torch.tensor([[[[2.0, 1.0], [4.0, 3.0]]]])
+    b = Batch(rgb=torch.zeros(1, 3, 2, 2), gt=gt, gt_valid=valid, source=gt[..., :1, :1], valid=valid[..., :1, :1],
+              y0=gt, scale=2)
+    loss = training_loss(pred, b, TrainConfig(loss="log", loss_weight=3.0))
+    assert math.isfinite(float(loss))
+    assert float(loss) == pytest.approx(3.0 * 2 * math.log(2) ** 2 / 3)
+    # Relative: a 2x overshoot of a near pixel costs what a 2x overshoot of a far one does.
+    far = Batch(rgb=b.rgb, gt=gt * 10, gt_valid=valid, source=b.source, valid=b.valid, y0=gt, scale=2)
+    assert float(training_loss(pred * 10, far, TrainConfig(loss="log"))) == pytest.approx(
+        float(training_loss(pred, b, TrainConfig(loss="log"))), rel=1e-5)
+    with pytest.raises(DadaInputError, match="need --dataset realdata"):
+        TrainConfig(real_scenes=["teddy"]).validate()
+
+
+def test_ratio_loss_weighs_depth_and_inverse_depth():
+    from dada_ros.learned.train import ratio_loss
+
+    free = {"a|4": [10.0, 2.0, 5], "b|4": [1.0, 1.0, 5]}
+    assert ratio_loss(free, free) == pytest.approx(1.0)
+    # a: depth 4x worse, inverse depth the same -> 2; b: both halved -> 0.5; geo-mean 1
+    assert ratio_loss({"a|4": [40.0, 2.0, 5], "b|4": [0.5, 0.5, 5]}, free) == pytest.approx(1.0)
+    assert ratio_loss({"a|4": [40.0, 2.0, 5], "b|4": [1.0, 1.0, 5]}, free) == pytest.approx(2 ** 0.5)
+    from dada_ros.core.errors import DadaInputError
+
+    with pytest.raises(DadaInputError, match="nonzero"):
+        ratio_loss({"c|4": [1.0, 1.0, 5]}, free)
+
+
+def test_ratio_validation_on_named_real_files(tmp_path):
+    """val_mode "ratios" on realdata files named by --real-scenes / --real-val-scenes (what a
+    cross-validation fold trains on): the untrained lite-unet (DADA-free's coefficients) scores
+    about 1, DADA-free's per-tile errors are kept in the checkpoint's meta for the resumed run."""
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:64, 0:64]
+    for name in ("one", "two", "three"):
+        rgb = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        disp = (20 + 10 * (xx > rng.integers(16, 48)) + 0.1 * yy).astype(np.float32)
+        (tmp_path / "d").mkdir(exist_ok=True)
+        np.savez(tmp_path / "d" / f"{name}.npz", rgb=rgb, depth=disp, valid=np.ones((64, 64), bool),
+                 unit=np.array("disparity_px"), meta=np.array("{}"))
+    cfg = TrainConfig(**{**TINY, "val_every": 1}, steps=2, dataset="realdata", data_dir=str(tmp_path),
+                      real_scenes=["one", "two"], real_val_scenes=["three"], val_mode="ratios", val_tile=0,
+                      loss="log", out_dir=str(tmp_path / "o"))
+    Trainer(cfg, resume=False, progress=False).run()
+    rows = _rows(tmp_path / "o")
+    assert float(rows[0]["val_loss"]) == pytest.approx(1.0, abs=0.05)
+    _, meta, _ = load_checkpoint(tmp_path / "o" / "last.pt")
+    assert sorted(meta["val_free_errors"]) == ["0:three|4", "0:three|8"]
+    args = train_cli.build_parser().parse_args(["--dataset", "realdata", "--real-scenes", "a", "b",
+                                                "--real-val-scenes", "c", "--loss", "log", "--val-mode", "ratios"])
+    assert args.real_scenes == ["a", "b"] and args.real_val_scenes == ["c"]
+
+
 def test_scene_validation_is_relative_to_dada_free(tmp_path):
     """val_mode "scenes": whole validation tiles through the default solver policy; val_loss is
     MSE / DADA-free's MSE, so the untrained lite-unet (whose coefficients ARE DADA-free's) scores
