@@ -45,6 +45,7 @@ from pathlib import Path
 
 import dada_ros  # noqa: F401  (before torch, so that the loop's GOMP_SPINCOUNT takes effect)
 
+from dada_ros.core.output_range import OutputRangeConfig
 from dada_ros.learned import crossval as C
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,12 +94,18 @@ def score_one(out: Path, recipe: str, fold: int, root: Path) -> None:
     d = out / recipe / f"fold{fold}"
     files = plan.files(plan.inner) + plan.files(plan.test) + C.FoldPlan.files(SENSORS)
     C.score_all(root, files, str(d / "best.pt"), d / "scores.json", grid=GRID, check_modes=(),
-                progress=lambda m: print(m, flush=True))
+                progress=lambda m: print(m, flush=True), output_range=OutputRangeConfig())
 
 
 def inner_score(rec: dict, rows, gate: dict[int, float], metric: str = "primary") -> float:
     """Mean over ratios of the geo-mean dada / dada-free over ``rows`` at ``gate``."""
     return sum(C.geo_mean([C.row_ratio(rec, r, s, gate[s], metric) for r in rows]) for s in C.SCALES) / len(C.SCALES)
+
+
+def _has_range(scores: Path) -> bool:
+    """Whether a scores file has the clamped predictions (files from before they were scored lack them)."""
+    rec = json.loads(scores.read_text())
+    return all("depth" + C.RANGE in cell for r in rec.values() for k, cell in r.items() if k.isdigit())
 
 
 def _meta(path: Path) -> dict:
@@ -107,7 +114,23 @@ def _meta(path: Path) -> dict:
     return load_checkpoint(str(path))[1] if path.exists() else {}
 
 
+VARIANTS = {  # label: (primary metric, z / metric depth)
+    "solver": ("primary", "depth"),
+    "node": ("primary" + C.RANGE, "depth" + C.RANGE),  # after the node's default output-range clamp
+}
+
+
 def report(out: Path, recipes: list[str], folds_wanted: list[int], max_ratio: float) -> dict:
+    rep = {}
+    for label, (prim, zm) in VARIANTS.items():
+        print(f"\n## {label}: " + ("the solver's output" if label == "solver" else
+                                   "after the node's default output-range clamp (output_range: clamp)") + "\n")
+        rep[label] = report_variant(out, recipes, folds_wanted, max_ratio, prim, zm)
+    return rep
+
+
+def report_variant(out: Path, recipes: list[str], folds_wanted: list[int], max_ratio: float,
+                   prim: str, zm: str) -> dict:
     rows = C.middlebury_rows(used={})
     folds = C.grouped_folds(rows, 5)
     chosen: dict = {}
@@ -125,11 +148,11 @@ def report(out: Path, recipes: list[str], folds_wanted: list[int], max_ratio: fl
             if not (d / "scores.json").exists():
                 continue
             rec = json.loads((d / "scores.json").read_text())
-            gate = {s: C.choose_alpha(rec, plan.inner, s, GRID, max_ratio) for s in C.SCALES}
-            cands[rcp] = (inner_score(rec, plan.inner, gate), gate, rec)
+            gate = {s: C.choose_alpha(rec, plan.inner, s, GRID, max_ratio, prim) for s in C.SCALES}
+            cands[rcp] = (inner_score(rec, plan.inner, gate, prim), gate, rec)
             for r in plan.test:
-                oof[f"{rcp}_net"][r.name] = {s: C.row_ratio(rec, r, s, 1.0) for s in C.SCALES}
-                oof[f"{rcp}_net_z"][r.name] = {s: C.row_ratio(rec, r, s, 1.0, "depth") for s in C.SCALES}
+                oof[f"{rcp}_net"][r.name] = {s: C.row_ratio(rec, r, s, 1.0, prim) for s in C.SCALES}
+                oof[f"{rcp}_net_z"][r.name] = {s: C.row_ratio(rec, r, s, 1.0, zm) for s in C.SCALES}
         if not cands:
             continue
         pick = min(cands, key=lambda k: cands[k][0])
@@ -140,10 +163,10 @@ def report(out: Path, recipes: list[str], folds_wanted: list[int], max_ratio: fl
             print(f"| {f} | {rcp} | {meta.get('steps', '?')} | {meta.get('best_val_loss', float('nan')):.3f} | "
                   + " / ".join(f"{g[s]:g}" for s in C.SCALES) + f" | {score:.3f} | {'yes' if rcp == pick else ''} |")
         for r in plan.test:
-            oof["picked"][r.name] = {s: C.row_ratio(rec, r, s, gate[s]) for s in C.SCALES}
-            oof["picked_z"][r.name] = {s: C.row_ratio(rec, r, s, gate[s], "depth") for s in C.SCALES}
-        sensor[f] = {r.name: {s: C.row_ratio(rec, r, s, gate[s]) for s in C.SCALES} for r in SENSORS}
-        sensor[f"{f}_net"] = {r.name: {s: C.row_ratio(rec, r, s, 1.0) for s in C.SCALES} for r in SENSORS}
+            oof["picked"][r.name] = {s: C.row_ratio(rec, r, s, gate[s], prim) for s in C.SCALES}
+            oof["picked_z"][r.name] = {s: C.row_ratio(rec, r, s, gate[s], zm) for s in C.SCALES}
+        sensor[f] = {r.name: {s: C.row_ratio(rec, r, s, gate[s], prim) for s in C.SCALES} for r in SENSORS}
+        sensor[f"{f}_net"] = {r.name: {s: C.row_ratio(rec, r, s, 1.0, prim) for s in C.SCALES} for r in SENSORS}
     done = [r for r in rows if r.name in oof["picked"]]
     print("\n| scene | fold | picked recipe | out-of-fold dada / dada-free x4 / x8 / x16, disparity (z) | "
           + " | ".join(f"{rcp} net alone (gate 1), disparity" for rcp in recipes) + " |")
@@ -208,7 +231,7 @@ def main() -> None:
         run_jobs(train, args.jobs)
         for _, log in score:  # a new checkpoint invalidates its scores
             sj, best = log.parent / "scores.json", log.parent / "best.pt"
-            if sj.exists() and best.exists() and sj.stat().st_mtime < best.stat().st_mtime:
+            if sj.exists() and (best.exists() and sj.stat().st_mtime < best.stat().st_mtime or not _has_range(sj)):
                 sj.unlink()
         run_jobs(score, args.jobs)
     rep = report(out, args.recipes, args.folds, args.max_ratio)

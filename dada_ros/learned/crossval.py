@@ -37,6 +37,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..core.output_range import OutputRangeConfig, apply_output_range
 from ..core.solver import DadaSolver, FreeGuide, SolverConfig
 from .datasets.base import make_example
 from .datasets.realdata import DENSE_REAL, SPLITS, read_npz, scene_path
@@ -49,6 +50,7 @@ THIRD_2006 = ("baby1", "baby2", "baby3", "bowling1", "bowling2", "cloth1", "clot
 SENSOR = tuple(f"posecnn_{i:06d}" for i in range(5))
 CAVEATED = ("nyu_raw_sample",)
 CHECK_MODES = ("source", "guide")
+RANGE = "+range"  # record keys of predictions after the node's output-range clamp
 
 
 @dataclass(frozen=True)
@@ -137,11 +139,13 @@ def _sq_px(pred: np.ndarray, gt: np.ndarray, factor: float) -> list:
 
 
 def score_file(path: Path, scales: Sequence[int], grid: Sequence[float], net, shipped, config: SolverConfig,
-               check_modes: Sequence[str] = CHECK_MODES) -> dict:
+               check_modes: Sequence[str] = CHECK_MODES, output_range: OutputRangeConfig | None = None) -> dict:
     """Every ratio of one realdata file: squared-error sums and pixel counts of DADA-free and of
     ``net`` at every gate of ``grid`` (``"depth"``: the solved unit, cm^2 for metres and z;
     ``"disp"``: disparity px^2 for disparity files), and the cross-scale check errors of
-    DADA-free and ``shipped`` (the shipped gate) per mode."""
+    DADA-free and ``shipped`` (the shipped gate) per mode. With ``output_range``, the same
+    predictions after the node's output-range clamp are scored too (``"depth+range"``,
+    ``"disp+range"``): what the node publishes."""
     scene, info = read_npz(path)
     fb = info.get("f_times_b")
     free = DadaSolver(config, FreeGuide())
@@ -155,11 +159,13 @@ def score_file(path: Path, scales: Sequence[int], grid: Sequence[float], net, sh
         src = np.nan_to_num(ex.source, nan=0.0)
         cell: dict = {"depth": {}, "disp": {}}
 
-        def add(key: str, pred: np.ndarray) -> None:
-            cell["depth"][key] = _sq_px(pred, scene.depth, 100.0)
+        def add(key: str, pred: np.ndarray, suffix: str = "") -> None:
+            cell.setdefault("depth" + suffix, {})[key] = _sq_px(pred, scene.depth, 100.0)
             if fb:
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    cell["disp"][key] = _sq_px(fb / pred, gt_disp, 1.0)
+                    cell.setdefault("disp" + suffix, {})[key] = _sq_px(fb / pred, gt_disp, 1.0)
+            if output_range is not None and not suffix:
+                add(key, apply_output_range(pred, src, output_range)[0], RANGE)
 
         add("free", free.solve(scene.rgb, src).depth)
         for a in grid:
@@ -171,6 +177,7 @@ def score_file(path: Path, scales: Sequence[int], grid: Sequence[float], net, sh
                          for m in check_modes}
         if not fb:
             del cell["disp"]
+            cell.pop("disp" + RANGE, None)
         out[str(int(s))] = cell
     return out
 
@@ -184,7 +191,7 @@ def _guide(net):
 def score_all(root: Path, files: Sequence[str], weights: str | None, cache: Path | None = None,
               scales: Sequence[int] = SCALES, grid: Sequence[float] = DEFAULT_GRID,
               config: SolverConfig | None = None, progress: Callable[[str], None] | None = None,
-              check_modes: Sequence[str] = CHECK_MODES) -> dict:
+              check_modes: Sequence[str] = CHECK_MODES, output_range: OutputRangeConfig | None = None) -> dict:
     """:func:`score_file` for every file (name -> record), cached per file in ``cache`` (a JSON
     file, reruns resume) -- the expensive part, ~1 s per file and ratio on one core."""
     from .model import SHIPPED_PATH, load_checkpoint
@@ -197,7 +204,7 @@ def score_all(root: Path, files: Sequence[str], weights: str | None, cache: Path
     for f in files:
         if f in done:
             continue
-        done[f] = score_file(scene_path(root, f), scales, grid, net, shipped, config, check_modes)
+        done[f] = score_file(scene_path(root, f), scales, grid, net, shipped, config, check_modes, output_range)
         if cache:
             cache.write_text(json.dumps(done))
         if progress:
@@ -213,10 +220,13 @@ def _ratio1(cell: dict) -> str:
 
 # ----------------------------------------------------------------------------- analysis
 def metric_of(records: dict, row: Row, metric: str = "primary") -> str:
-    """``"disp"`` for disparity rows (primary), ``"depth"`` otherwise (or when asked)."""
-    if metric != "primary":
+    """``"disp"`` for disparity rows (primary), ``"depth"`` otherwise (or when asked);
+    ``"primary+range"``: the same after the output-range clamp."""
+    if metric not in ("primary", "primary" + RANGE):
         return metric
-    return "disp" if "disp" in records[row.files[0]][str(SCALES[0])] else "depth"
+    cell = next(v for k, v in records[row.files[0]].items() if k.isdigit())
+    base = "disp" if "disp" in cell else "depth"
+    return base + metric[len("primary"):]
 
 
 def row_mse(records: dict, row: Row, scale: int, key: str, metric: str = "primary") -> float:

@@ -162,3 +162,29 @@ def test_score_file_on_a_real_scene():
     for r in C.middlebury_rows() + C.sensor_rows():
         for f in r.files:
             assert scene_path(default_root(), f).is_file()
+
+
+def test_score_file_scores_the_node_clamp_beside_the_solver(tmp_path):
+    """output_range given: every prediction is also scored after the node's output-range clamp
+    ("+range" keys), and metric "primary+range" picks the clamped disparity of a disparity file."""
+    from dada_ros.core.output_range import OutputRangeConfig
+    from dada_ros.learned.model import GuideConfig, GuideNet
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:64, 0:64]
+    disp = (20 + 20 * (xx > 30) + 0.05 * yy).astype(np.float32)
+    np.savez(tmp_path / "s.npz", rgb=rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), depth=disp,
+             valid=np.ones((64, 64), bool), unit=np.array("disparity_px"), meta=np.array("{}"))
+    net = G.gated_copy(GuideNet(GuideConfig()))
+    rec = C.score_file(tmp_path / "s.npz", (8,), (0.0, 1.0), net, net, SolverConfig(), check_modes=(),
+                       output_range=OutputRangeConfig())
+    cell = rec["8"]
+    assert set(cell) == {"depth", "disp", "depth+range", "disp+range", "check"}
+    assert set(cell["disp+range"]) == {"free", "1"}
+    records = {"s": rec}
+    row = C.Row("s", ("s",), "s", "", "middlebury")
+    assert C.metric_of(records, row, "primary+range") == "disp+range"
+    assert C.metric_of(records, row) == "disp"
+    assert math.isfinite(C.row_ratio(records, row, 8, 1.0, "primary+range"))
+    plain = C.score_file(tmp_path / "s.npz", (8,), (0.0,), net, net, SolverConfig(), check_modes=())
+    assert set(plain["8"]) == {"depth", "disp", "check"}
