@@ -7,8 +7,14 @@ Contract (other tooling depends on it)::
         [--iterations N] [--tol T]
         [--init PREV_OUT.npy [--init-guide PREV_RGB.png]] [--warm-mode cold|naive|flow]
         [--warm-iterations N] [--device auto|cpu|cuda] [--stats STATS.json]
+        [--output-range clamp|invalid|off]
 
 Output: float32 .npy in metres at guide resolution, NaN where nothing could be inferred.
+
+DADA methods: the output passes the node's output-range handling (``--output-range``, default
+``clamp`` as the node's ``output_range``; :mod:`dada_ros.core.output_range`): pixels far outside
+the local source range -- flying points, and the collapse of a learned solve (doc/learned.md) --
+are clamped with consistency kept; ``off`` returns the solver's output as is.
 
 Video warm start (the node's per-frame policy, :class:`dada_ros.core.pipeline.FramePipeline`):
 
@@ -38,6 +44,7 @@ import numpy as np
 
 from ..core.errors import DadaInputError
 from ..core.image_io import read_depth, read_guide, write_depth_npy
+from ..core.output_range import OUTPUT_RANGE_MODES, OutputRangeConfig, apply_output_range
 from ..core.methods import DADA_METHODS, METHODS, make_solver, run_method
 from ..core.pipeline import FramePipeline, WarmConfig
 from ..core.schedule import SCHEDULES
@@ -76,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-fill-distance", type=float, default=8.0,
                    help="NaN beyond this many source cells from any measurement (inf: fill all)")
     p.add_argument("--weights", help="learned model checkpoint (--method dada)")
+    p.add_argument("--output-range", choices=OUTPUT_RANGE_MODES, default="clamp",
+                   help="DADA methods: pixels beyond the local source range, as the node's output_range "
+                        "(clamp: projected back, consistency kept; invalid: NaN; off: the solver's output)")
     return p
 
 
@@ -89,6 +99,10 @@ def _warm_mode(args) -> str:
     if mode == "flow" and not args.init_guide:
         raise DadaInputError("--warm-mode flow needs --init-guide (the previous frame's RGB guide)")
     return mode
+
+
+def _range(args) -> OutputRangeConfig | None:
+    return None if args.output_range == "off" else OutputRangeConfig(mode=args.output_range)
 
 
 def _run_warm(args, guide, source, config: SolverConfig, mode: str) -> tuple[np.ndarray, dict]:
@@ -108,7 +122,7 @@ def _run_warm(args, guide, source, config: SolverConfig, mode: str) -> tuple[np.
     warm = WarmConfig(mode=mode, warm_iterations=warm_its, max_age=float("inf"))
     warm.validate()
     solver = make_solver(args.method, config, kappa=args.kappa, form=args.form, weights=args.weights)
-    pipe = FramePipeline(solver, warm)
+    pipe = FramePipeline(solver, warm, _range(args))
     pipe.set_previous(init, prev_guide, stamp=0.0)
     res = pipe.process(guide, source, stamp=1.0)
     stats = dict(res.stats)
@@ -134,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
                                       kappa=args.kappa, form=args.form, weights=args.weights)
             stats.update({"init_mode": "cold", "cold_reason": "warm start off" if args.init else "no previous frame",
                           "flow_ms": 0.0, "warm_valid_fraction": 0.0})
+            if _range(args) is not None:  # the node's output range (the warm pipeline applies it itself)
+                depth, range_stats = apply_output_range(depth, source, _range(args))
+                stats.update(range_stats)
         else:
             depth, stats = _run_warm(args, guide, source, config, mode)
     else:

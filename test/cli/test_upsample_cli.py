@@ -125,3 +125,29 @@ def test_bad_inputs_one_line_error_no_traceback(files, tmp_path, capsys):
     assert r.returncode == 2 and "cannot read guide" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "o.npy")
+
+
+def test_output_range_is_the_nodes_and_can_be_turned_off(files):
+    """DADA methods pass the node's output-range handling (default clamp, stats range_*); off
+    returns the solver's output exactly as the API does; an output far outside the source range
+    is pulled back into it with consistency kept."""
+    from dada_ros.core.methods import run_method
+    from dada_ros.core.output_range import OutputRangeConfig, apply_output_range
+
+    d, s = files
+    r = run("--guide", d / "rgb.png", "--source", d / "src.npy", "--out", d / "c.npy", "--stats", d / "c.json")
+    assert r.returncode == 0, r.stderr
+    stats = json.loads((d / "c.json").read_text())
+    assert stats["range_mode"] == "clamp" and stats["range_outliers"] >= 0
+    r = run("--guide", d / "rgb.png", "--source", d / "src.npy", "--out", d / "o.npy", "--output-range", "off",
+            "--stats", d / "o.json")
+    assert r.returncode == 0, r.stderr
+    api, _ = run_method("dada-free", cv2.imread(str(d / "rgb.png"))[:, :, ::-1].copy(), np.load(d / "src.npy"))
+    np.testing.assert_array_equal(np.load(d / "o.npy"), api)
+    assert "range_mode" not in json.loads((d / "o.json").read_text())
+    # What the clamp is there for: a collapsed pixel (a learned solve's undershoot) comes back.
+    bad = api.copy()
+    bad[10, 10] = 0.01
+    fixed, st = apply_output_range(bad, s.source, OutputRangeConfig())
+    assert st["range_outliers"] >= 1 and fixed[10, 10] > 0.25 * np.nanmin(s.source[s.source > 0])
+    assert consistency_error(fixed, s.source) < 1e-5
