@@ -231,7 +231,7 @@ def main() -> None:
         run_jobs(train, args.jobs)
         for _, log in score:  # a new checkpoint invalidates its scores
             sj, best = log.parent / "scores.json", log.parent / "best.pt"
-            if sj.exists() and (best.exists() and sj.stat().st_mtime < best.stat().st_mtime or not _has_range(sj)):
+            if sj.exists() and ((best.exists() and sj.stat().st_mtime < best.stat().st_mtime) or not _has_range(sj)):
                 sj.unlink()
         run_jobs(score, args.jobs)
     rep = report(out, args.recipes, args.folds, args.max_ratio)

@@ -148,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
                                       kappa=args.kappa, form=args.form, weights=args.weights)
             stats.update({"init_mode": "cold", "cold_reason": "warm start off" if args.init else "no previous frame",
                           "flow_ms": 0.0, "warm_valid_fraction": 0.0})
-            if _range(args) is not None:  # the node's output range (the warm pipeline applies it itself)
-                depth, range_stats = apply_output_range(depth, source, _range(args))
+            output_range = _range(args)
+            if output_range is not None:  # the node's output range (the warm pipeline applies it itself)
+                depth, range_stats = apply_output_range(depth, source, output_range)
                 stats.update(range_stats)
         else:
             depth, stats = _run_warm(args, guide, source, config, mode)

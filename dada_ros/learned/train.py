@@ -344,6 +344,7 @@ def scene_errors(net, scenes, cfg: TrainConfig, device: torch.device) -> dict[st
     solver's default policy: ``{"<tile>|<scale>": [squared depth error (cm^2) summed, squared
     inverse-depth error (1/m^2) summed, pixels]}``. ``net=None`` solves with DADA-free."""
     from ..core.methods import run_method
+    from ..core.resample import valid_source_mask
     from ..core.solver import DadaSolver, SolverConfig
     from .datasets.base import tiles
     from .model import LearnedGuide
@@ -359,10 +360,13 @@ def scene_errors(net, scenes, cfg: TrainConfig, device: torch.device) -> dict[st
                 if not (np.isfinite(ex.source) & (ex.source > 0)).any():
                     continue
                 pred, _ = run_method("dada", rgb, np.nan_to_num(ex.source, nan=0.0), solver=solver)
-                m = np.isfinite(gt) & (gt > 0) & np.isfinite(pred) & (pred > 0)
+                # The pixels depth_errors scores (valid truth, finite prediction): a prediction at or
+                # below 0 counts, its inverse taken at 1e-4 m as the log loss clamps it.
+                m = valid_source_mask(gt) & np.isfinite(pred)
                 p, g = pred[m].astype(np.float64), gt[m].astype(np.float64)
                 out[f"{i}:{name}|{int(s)}"] = [float(np.sum((100.0 * (p - g)) ** 2)),
-                                              float(np.sum((1.0 / p - 1.0 / g) ** 2)), int(m.sum())]
+                                              float(np.sum((1.0 / np.maximum(p, 1e-4) - 1.0 / g) ** 2)),
+                                              int(m.sum())]
     if net is not None:
         net.train(was_training)
     if not any(v[2] for v in out.values()):
