@@ -271,7 +271,7 @@ class DadaSolver:
                 y = self._coarse_start(y, feats, src_t, valid_t, part, stats)
             cv, ch = self.guide_model.coefficients(feats)
             res = Resampler(part, dev)
-            sched = schedule if schedule is not None else self.schedule_for(part.scale, n_fixed)
+            sched = schedule if schedule is not None else self.schedule_for(part.scale, n_fixed, not valid.all())
             stats.schedule = sched.kind
             watch = None if observe is None else (
                 lambda n, t: observe(n, (t[0, 0] - offset).float().cpu().numpy()))
@@ -290,8 +290,9 @@ class DadaSolver:
         stats.seconds = time.perf_counter() - t0
         return SolveResult(out, stats)
 
-    def schedule_for(self, scale: float, iterations: int | None = None) -> Schedule:
-        """The loop schedule of one solve at ratio ``scale`` (``iterations``: a fixed count)."""
+    def schedule_for(self, scale: float, iterations: int | None = None, holes: bool = False) -> Schedule:
+        """The loop schedule of one solve at ratio ``scale`` (``iterations``: a fixed count;
+        ``holes``: the source has invalid cells, whose interiors converge more slowly)."""
         cfg = self.config
         if cfg.schedule == "plain":
             if iterations is not None:
@@ -303,7 +304,7 @@ class DadaSolver:
             # DADA-free: the schedule that follows 8000 plain steps at every ratio.
             n = int(iterations) if iterations is not None else min(LEARNED_APPLICATIONS, int(cfg.max_iterations))
             return Schedule.matching_plain(DEFAULT_MAX_ITERATIONS, n, tol, cfg.check_every)
-        delta, budget = chebyshev_defaults(scale)
+        delta, budget = chebyshev_defaults(scale, holes)
         n = int(iterations) if iterations is not None else min(budget, int(cfg.max_iterations))
         return Schedule.chebyshev(n, delta, tol, cfg.check_every)
 

@@ -100,3 +100,20 @@ def test_real_sensor_holes_never_worse_than_averaging(scale):
             if new.frame > 1.01 * ref.frame:
                 worse.append(f"{fill} {case.name} x{scale}: {new.frame:.3f} vs {ref.frame:.3f}")
     assert not worse, worse
+
+
+@real
+def test_real_sensor_frames_within_one_percent_of_the_authors_reference():
+    """Whole-frame MSE of the default solve <= 1.01 x that of the authors' reference (averaging
+    fill + 8000 plain steps) on the real sensor frames at x8, where the dense table's schedule was
+    1.155x on a RealSense frame (its hole interiors left short of the reference's state)."""
+    worse = []
+    for case in bench.load_cases(("realsense",)) + bench.load_cases(("tum",), tum_frames=(0,)):
+        src = case.source(8)
+        if (src > 0).all():
+            continue
+        ref = bench.score(case, 8, bench.solve(case, src, "average", plain=8000), src)
+        new = bench.score(case, 8, bench.solve(case, src, SolverConfig().hole_fill), src)
+        if new.frame > 1.01 * ref.frame:
+            worse.append(f"{case.name}: {new.frame:.3f} vs {ref.frame:.3f}")
+    assert not worse, worse

@@ -14,7 +14,8 @@ from dada_ros.core.errors import DadaInputError
 from dada_ros.core.fused_cpu import HAVE_NUMBA
 from dada_ros.core.loop import adjust_step, diffusion_step, run_loop
 from dada_ros.core.metrics import consistency_error
-from dada_ros.core.schedule import CHEBYSHEV_TABLE, Schedule, chebyshev_defaults, chebyshev_weights
+from dada_ros.core.schedule import (CHEBYSHEV_TABLE, HOLE_TABLE, Schedule, chebyshev_defaults,
+                                    chebyshev_weights)
 from dada_ros.core.solver import DadaSolver, SolverConfig
 
 
@@ -62,6 +63,51 @@ def test_per_ratio_defaults_follow_the_table_and_interpolate():
     assert chebyshev_defaults(2.0) == chebyshev_defaults(CHEBYSHEV_TABLE[0][0])
     assert chebyshev_defaults(2.8) == chebyshev_defaults(CHEBYSHEV_TABLE[0][0])
     assert chebyshev_defaults(100.0) == chebyshev_defaults(CHEBYSHEV_TABLE[-1][0])
+
+
+def test_the_hole_table_follows_8000_plain_steps_at_x4_and_x8_and_keeps_the_dense_rows_beyond():
+    for scale, delta, budget in HOLE_TABLE:
+        assert chebyshev_defaults(scale, holes=True) == pytest.approx((delta, budget))
+    m = Schedule.matching_plain(8000, 200)
+    for scale in (4.0, 8.0):
+        assert chebyshev_defaults(scale, holes=True) == pytest.approx((m.delta, len(m)))
+    for scale in (16.0, 32.0, 100.0):
+        assert chebyshev_defaults(scale, holes=True) == chebyshev_defaults(scale)
+    assert np.array_equal(Schedule.for_ratio(4.0, holes=True).weights, m.weights)
+
+
+def test_a_source_with_holes_gets_the_hole_table_and_a_dense_one_the_dense_table():
+    from dada_ros.core.scenes import make_sample
+
+    s = make_sample(seed=5, size=(64, 96), scale=4)
+    dense = np.nan_to_num(s.source, nan=0.0)
+    assert (dense > 0).all()
+    holed = dense.copy()
+    holed[5:9, 6:12] = 0.0
+    solver = DadaSolver(SolverConfig(device="cpu"))
+    assert solver.solve(s.rgb, dense).stats.iterations == chebyshev_defaults(4.0)[1] == 150
+    assert solver.solve(s.rgb, holed).stats.iterations == chebyshev_defaults(4.0, holes=True)[1] == 200
+    assert solver.schedule_for(4.0, holes=True).delta == pytest.approx(HOLE_TABLE[0][1])
+    assert solver.schedule_for(4.0, 30, holes=True).delta == pytest.approx(HOLE_TABLE[0][1])  # fixed count
+
+
+def test_inside_a_hole_the_hole_table_lands_nearer_the_8000_step_reference_than_the_dense_table():
+    """The hole's interior has no adjustment: the dense table's schedule (chosen on dense sources)
+    leaves it further from what the authors' 8000 plain steps give than the hole table does."""
+    from dada_ros.core.resample import Partition
+    from dada_ros.core.scenes import make_sample
+
+    s = make_sample(seed=7, size=(96, 128), scale=4)
+    src = np.nan_to_num(s.source, nan=0.0)
+    src[6:18, 8:20] = 0.0  # a 48 x 48 px hole
+    solver = DadaSolver(SolverConfig(device="cpu", max_fill_distance=np.inf))
+    ref = solver.solve(s.rgb, src, schedule=Schedule.plain(8000)).depth
+    new = solver.solve(s.rgb, src).depth
+    old = solver.solve(s.rgb, src, schedule=Schedule.for_ratio(4.0)).depth
+    hole = Partition(ref.shape, src.shape).expand(src <= 0)
+    d_new = float(np.sqrt(np.mean((new - ref)[hole] ** 2)))
+    d_old = float(np.sqrt(np.mean((old - ref)[hole] ** 2)))
+    assert d_new < 0.5 * d_old, (d_new, d_old)
 
 
 def reference_recurrence(y0, src, valid, cv, ch, res, lam, weights, region=None):
@@ -150,7 +196,8 @@ def test_solver_default_is_consistent_with_holes_and_warm_start(with_holes):
     src = with_holes(np.nan_to_num(s.source, nan=0.0))
     solver = DadaSolver(SolverConfig(max_fill_distance=np.inf))
     cold = solver.solve(s.rgb, src)
-    assert cold.stats.schedule == "chebyshev" and cold.stats.iterations == chebyshev_defaults(cold.stats.scale)[1]
+    assert cold.stats.schedule == "chebyshev"
+    assert cold.stats.iterations == chebyshev_defaults(cold.stats.scale, holes=True)[1]
     assert consistency_error(cold.depth, src) < 1e-5
     warm = solver.solve(s.rgb, src, init=cold.depth * 1.05, iterations=20)
     assert warm.stats.warm_start and warm.stats.iterations == 20
