@@ -32,6 +32,8 @@ the training. ~0.3 s per training step and one process per core on this 2-core V
 
     python benchmarks/learned_folds.py --out runs/cv --steps 3000 --jobs 2 [--json cv_train.json]
     python benchmarks/learned_folds.py --out runs/cv --report-only        # tables from what is there
+    python benchmarks/learned_folds.py --out runs/cv4000 --recipes wide --steps 4000 --guard wide --final wide
+        # + the per-frame guard, out of fold (guard.json per fold), and the model trained on all rows
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 import dada_ros  # noqa: F401  (before torch, so that the loop's GOMP_SPINCOUNT takes effect)
 
@@ -95,6 +99,223 @@ def score_one(out: Path, recipe: str, fold: int, root: Path) -> None:
     files = plan.files(plan.inner) + plan.files(plan.test) + C.FoldPlan.files(SENSORS)
     C.score_all(root, files, str(d / "best.pt"), d / "scores.json", grid=GRID, check_modes=(),
                 progress=lambda m: print(m, flush=True), output_range=OutputRangeConfig())
+
+
+GUARD_MODES = (("guide", 2), ("source", 2), ("source", 4))  # (cross-scale mode, extra factor)
+GUARD_MARGINS = (1.0, 0.95, 0.9)
+MEASURES = ("depth", "inverse", "log")
+
+
+def node_gate(rec: dict, plan, max_ratio: float = 1.02) -> dict[int, float]:
+    """The gate the node variant chooses on the inner fold (what the fold's model ships with)."""
+    return {s: C.choose_alpha(rec, plan.inner, s, GRID, max_ratio, "primary" + C.RANGE) for s in C.SCALES}
+
+
+def guard_measures(model: Path, gate: dict[int, float], files: list[str], cache: Path, root: Path,
+                   modes=GUARD_MODES) -> dict:
+    """Cross-scale check measures (:func:`dada_ros.core.cross_scale.cross_scale_measures`) of
+    DADA-free and of ``model`` at ``gate``, per file, ratio and check mode; cached in ``cache``
+    (a rerun resumes; a different gate starts over)."""
+    import torch
+
+    from dada_ros.core.cross_scale import cross_scale_measures
+    from dada_ros.core.solver import DadaSolver, FreeGuide, SolverConfig
+    from dada_ros.learned.datasets.base import make_example
+    from dada_ros.learned.datasets.realdata import read_npz, scene_path
+    from dada_ros.learned.gate import gated_copy, set_gate
+    from dada_ros.learned.model import LearnedGuide, load_checkpoint
+
+    torch.set_num_threads(1)
+    net = gated_copy(load_checkpoint(str(model))[0])
+    set_gate(net, gate)
+    cfg = SolverConfig()
+    solvers = {"dada-free": DadaSolver(cfg, FreeGuide()), "dada": DadaSolver(cfg, LearnedGuide(net, torch.device("cpu")))}
+    done = json.loads(cache.read_text()) if cache.exists() else {}
+    if done.get("gate") != {str(k): v for k, v in gate.items()}:
+        done = {"gate": {str(k): v for k, v in gate.items()}}
+    for f in files:
+        if f in done:
+            continue
+        scene, _ = read_npz(scene_path(root, f))
+        rec = {}
+        for s in C.SCALES:
+            src = np.nan_to_num(make_example(scene.rgb, scene.depth, int(s)).source, nan=0.0)
+            for mode, k in modes:
+                try:
+                    rec[f"{s}/{mode}{k}"] = cross_scale_measures(scene.rgb, src, solvers, mode, k)
+                except Exception as e:  # too small a source for the factor: recorded, never picked
+                    rec[f"{s}/{mode}{k}"] = {"error": str(e)}
+        done[f] = rec
+        cache.write_text(json.dumps(done))
+        print(f"{f}: done", flush=True)
+    return done
+
+
+def guard_one(out: Path, recipe: str, fold: int, root: Path) -> None:
+    """:func:`guard_measures` of one fold's model at its node gate on the inner, test and sensor
+    files; cached in ``guard.json`` beside the scores."""
+    rows = C.middlebury_rows(used={})
+    plan = C.fold_plan(rows, C.grouped_folds(rows, 5), fold)
+    d = out / recipe / f"fold{fold}"
+    gate = node_gate(json.loads((d / "scores.json").read_text()), plan)
+    guard_measures(d / "best.pt", gate, plan.files(plan.inner) + plan.files(plan.test) + C.FoldPlan.files(SENSORS),
+                   d / "guard.json", root)
+
+
+def guard_pick(check: dict, measure: str, margin: float) -> bool:
+    """True when the check keeps DADA: its error below ``margin`` x DADA-free's (NaN: DADA-free)."""
+    if "error" in check:
+        return False
+    a, b = check["dada"][measure], check["dada-free"][measure]
+    return bool(np.isfinite(a) and np.isfinite(b) and a < margin * b)
+
+
+def guarded_ratio(rec: dict, guard: dict, row, s: int, gate: float, rule: tuple, metric: str) -> float:
+    """A row's MSE over DADA-free's when each of its files uses DADA only where ``rule`` (mode,
+    measure, margin) keeps it."""
+    mode, measure, margin = rule
+    m = C.metric_of(rec, row, metric)
+    key = f"{float(gate):g}"
+    sq = px = 0.0
+    for f in row.files:
+        use = gate > 0 and guard_pick(guard[f][f"{s}/{mode}"], measure, margin)
+        cell = rec[f][str(s)][m]["free" if not use else key]
+        sq, px = sq + cell[0], px + cell[1]
+    free = C.row_mse(rec, row, s, "free", metric)
+    return (sq / px) / free if px else float("nan")
+
+
+def guard_report(out: Path, recipe: str, folds_wanted: list[int], max_ratio: float) -> dict:
+    """Out-of-fold figures of the guarded model: per fold, the rule (mode, measure, margin) is
+    chosen on the inner fold (lowest mean over ratios of the geo-mean, among rules no worse than
+    ``max_ratio`` on any inner row; none: no guard = DADA-free), then scored on the test fold and
+    the sensor frames. Every fixed rule's out-of-fold figures are printed too (not chosen)."""
+    rows = C.middlebury_rows(used={})
+    folds = C.grouped_folds(rows, 5)
+    metric = "primary" + C.RANGE
+    rules = [(f"{m}{k}", meas, mg) for m, k in GUARD_MODES for meas in MEASURES for mg in GUARD_MARGINS]
+    per_rule = {r: {} for r in rules}
+    per_rule_sensor = {r: {} for r in rules}
+    chosen_oof, chosen_sensor, unguarded, choices, right = {}, {}, {}, {}, {}
+    for f in folds_wanted:
+        d = out / recipe / f"fold{f}"
+        if not (d / "guard.json").exists():
+            continue
+        plan = C.fold_plan(rows, folds, f)
+        rec = json.loads((d / "scores.json").read_text())
+        guard = json.loads((d / "guard.json").read_text())
+        gate = node_gate(rec, plan, max_ratio)
+
+        def ratios(rule, rs):
+            return {r.name: {s: guarded_ratio(rec, guard, r, s, gate[s], rule, metric) for s in C.SCALES} for r in rs}
+
+        def inner_key(rule):
+            rr = ratios(rule, plan.inner)
+            worst = max(v for x in rr.values() for v in x.values())
+            return (worst > max_ratio, sum(C.geo_mean([rr[r.name][s] for r in plan.inner]) for s in C.SCALES))
+
+        best = min(rules, key=inner_key)
+        choices[f] = best if not inner_key(best)[0] else None
+        for rule in rules:
+            per_rule[rule].update(ratios(rule, plan.test))
+            per_rule_sensor[rule][f] = ratios(rule, SENSORS)
+        pick = choices[f]
+        chosen_oof.update(ratios(pick, plan.test) if pick else {r.name: {s: 1.0 for s in C.SCALES} for r in plan.test})
+        chosen_sensor[f] = ratios(pick, SENSORS) if pick else {r.name: {s: 1.0 for s in C.SCALES} for r in SENSORS}
+        unguarded.update({r.name: {s: C.row_ratio(rec, r, s, gate[s], metric) for s in C.SCALES} for r in plan.test})
+        for r in list(plan.test) + SENSORS:  # how often the chosen rule picks the better method, per file
+            for fl in r.files:
+                one = C.Row(fl, (fl,), r.group, r.used, r.kind)
+                for s in C.SCALES:
+                    if gate[s] == 0 or pick is None:
+                        continue
+                    truth = C.row_ratio(rec, one, s, gate[s], metric)
+                    kept = guard_pick(guard[fl][f"{s}/{pick[0]}"], pick[1], pick[2])
+                    k = (r.kind, s)
+                    right.setdefault(k, [0, 0, 0])
+                    right[k][0] += int(kept == (truth < 1.0))
+                    right[k][1] += 1
+                    right[k][2] += int(kept)
+    done = [r for r in rows if r.name in chosen_oof]
+    if not done:
+        return {}
+    print(f"\n## guard ({recipe}): node output, disparity (Middlebury) / metres (RealSense)\n")
+    print("| fold | rule chosen on the inner fold (mode+factor, measure, margin) |\n|---|---|")
+    for f, c in choices.items():
+        print(f"| {f} | {c if c else 'none qualifies: DADA-free'} |")
+    print("\n| out of fold | Middlebury geo-mean x4 / x8 / x16 | worst | RealSense (5 frames x folds) geo-mean | worst |")
+    print("|---|---|---|---|---|")
+
+    def line(label, mid, sens):
+        g = " / ".join(C._f(C.geo_mean([mid[r.name][s] for r in done])) for s in C.SCALES)
+        w = " / ".join(C._f(max(mid[r.name][s] for r in done)) for s in C.SCALES)
+        sv = {s: [v[r.name][s] for v in sens.values() for r in SENSORS] for s in C.SCALES}
+        gs = " / ".join(C._f(C.geo_mean(sv[s])) for s in C.SCALES)
+        ws = " / ".join(C._f(max(sv[s])) for s in C.SCALES)
+        print(f"| {label} | {g} | {w} | {gs} | {ws} |")
+
+    unguarded_sensor = {}
+    for f in choices:
+        plan = C.fold_plan(rows, folds, f)
+        rec = json.loads((out / recipe / f"fold{f}" / "scores.json").read_text())
+        gate = node_gate(rec, plan, max_ratio)
+        unguarded_sensor[f] = {r.name: {s: C.row_ratio(rec, r, s, gate[s], metric) for s in C.SCALES} for r in SENSORS}
+    line("no guard (fold's gate)", unguarded, unguarded_sensor)
+    line("**guard, rule chosen per fold on its inner fold**", chosen_oof, chosen_sensor)
+    for rule in rules:
+        line(f"fixed rule {rule[0]} {rule[1]} x{rule[2]:g} (not chosen: shown)", per_rule[rule], per_rule_sensor[rule])
+    print("\n| chosen rule: right picks (kept DADA iff it was better) | x4 | x8 | x16 |\n|---|---|---|---|")
+    for kind in ("middlebury", "sensor"):
+        print(f"| {kind} (files) | " + " | ".join(
+            f"{right[(kind, s)][0]}/{right[(kind, s)][1]} (kept {right[(kind, s)][2]})" if (kind, s) in right else "-"
+            for s in C.SCALES) + " |")
+    return {"choices": {f: list(c) if c else None for f, c in choices.items()}, "oof": chosen_oof,
+            "sensor": chosen_sensor, "unguarded": unguarded, "right": {f"{k[0]}/{k[1]}": v for k, v in right.items()}}
+
+
+def final_model(out: Path, recipe: str, steps: int, root: Path, report_only: bool) -> dict:
+    """The model a user gets: ``recipe`` trained on ALL 28 Middlebury rows for ``steps`` (no
+    checkpoint choice: ``last.pt``; no gate: the folds' gates were 1 in 13 of 15 fold x ratio
+    choices), in ``OUT/final/<recipe>``. Its Middlebury figures are the folds' (out of fold: the
+    procedure, not this model, is what they measure); here it scores the RealSense frames (never
+    used) without and with the node's default guard (:class:`dada_ros.core.guard.GuardConfig`)."""
+    from dada_ros.core.guard import GuardConfig
+
+    d = out / "final" / recipe
+    rows = C.middlebury_rows(used={})
+    files = C.FoldPlan.files(SENSORS)
+    if not report_only:
+        cmd = [sys.executable, "-m", "dada_ros.cli.train", *COMMON, "--val-every", "1000", *RECIPES[recipe],
+               "--data-dir", str(root), "--steps", str(steps), "--out", str(d), "--real-scenes",
+               *C.FoldPlan.files(rows), "--real-val-scenes", "tsukuba"]  # in-sample: val only logs
+        run_jobs([(cmd, d / "train.log")], 1)
+        sj, last = d / "scores.json", d / "last.pt"
+        if sj.exists() and sj.stat().st_mtime < last.stat().st_mtime:
+            sj.unlink()
+            (d / "guard.json").unlink(missing_ok=True)
+        C.score_all(root, files, str(last), sj, grid=(0.0, 1.0), check_modes=(),
+                    progress=lambda m: print(m, flush=True), output_range=OutputRangeConfig())
+        g = GuardConfig()
+        guard_measures(last, {s: 1.0 for s in C.SCALES}, files, d / "guard.json", root, ((g.check_mode, g.factor),))
+    if not (d / "guard.json").exists():
+        return {}
+    g = GuardConfig()
+    rec = json.loads((d / "scores.json").read_text())
+    guard = json.loads((d / "guard.json").read_text())
+    rule = (f"{g.check_mode}{g.factor}", g.measure, g.margin)
+    metric = "primary" + C.RANGE
+    plain = {r.name: {s: C.row_ratio(rec, r, s, 1.0, metric) for s in C.SCALES} for r in SENSORS}
+    guarded = {r.name: {s: guarded_ratio(rec, guard, r, s, 1.0, rule, metric) for s in C.SCALES} for r in SENSORS}
+    print(f"\n## the final model ({recipe}, all 28 Middlebury rows, {_meta(d / 'last.pt').get('steps', '?')} steps): "
+          "RealSense frames (never used), node output, dada / dada-free\n")
+    print("| frame | no guard x4 / x8 / x16 | behind the default guard |\n|---|---|---|")
+    for r in SENSORS:
+        print(f"| {r.name} | " + " / ".join(C._f(plain[r.name][s]) for s in C.SCALES) + " | "
+              + " / ".join(C._f(guarded[r.name][s]) for s in C.SCALES) + " |")
+    print("\n| RealSense (5 frames) | geo-mean x4 / x8 / x16 | worst x4 / x8 / x16 |\n|---|---|---|")
+    print(*C.summary_lines("final model, no guard", plain, SENSORS), sep="\n")
+    print(*C.summary_lines("final model, default guard", guarded, SENSORS), sep="\n")
+    return {"no_guard": plain, "guard": guarded}
 
 
 def inner_score(rec: dict, rows, gate: dict[int, float], metric: str = "primary") -> float:
@@ -203,7 +424,12 @@ def main() -> None:
     ap.add_argument("--real-dir", help="realdata folder (default ../shared/realdata)")
     ap.add_argument("--report-only", action="store_true", help="no training or scoring: tables from OUT")
     ap.add_argument("--json", help="write the report here")
+    ap.add_argument("--guard", metavar="RECIPE", help="also the per-frame cross-scale guard of this recipe's fold "
+                    "models: measured (resumable, guard.json) and reported out of fold")
+    ap.add_argument("--final", metavar="RECIPE", help="also train this recipe on all 28 rows (OUT/final/RECIPE, "
+                    "--steps) and score the RealSense frames without and with the default guard")
     ap.add_argument("--score-one", nargs=2, metavar=("RECIPE", "FOLD"), help=argparse.SUPPRESS)
+    ap.add_argument("--guard-one", nargs=2, metavar=("RECIPE", "FOLD"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     from dada_ros.learned.datasets.realdata import default_root
 
@@ -213,6 +439,9 @@ def main() -> None:
     out = Path(args.out).resolve()
     if args.score_one:
         score_one(out, args.score_one[0], int(args.score_one[1]), root)
+        return
+    if args.guard_one:
+        guard_one(out, args.guard_one[0], int(args.guard_one[1]), root)
         return
     if not args.report_only:
         rows = C.middlebury_rows(used={})
@@ -234,7 +463,15 @@ def main() -> None:
             if sj.exists() and ((best.exists() and sj.stat().st_mtime < best.stat().st_mtime) or not _has_range(sj)):
                 sj.unlink()
         run_jobs(score, args.jobs)
+    if args.guard and not args.report_only:
+        run_jobs([([sys.executable, str(Path(__file__).resolve()), "--out", str(out), "--real-dir", str(root),
+                    "--guard-one", args.guard, str(f)], out / args.guard / f"fold{f}" / "guard.log")
+                  for f in args.folds], args.jobs)
     rep = report(out, args.recipes, args.folds, args.max_ratio)
+    if args.guard:
+        rep["guard"] = guard_report(out, args.guard, args.folds, args.max_ratio)
+    if args.final:
+        rep["final"] = final_model(out, args.final, args.steps, root, args.report_only)
     if args.json:
         Path(args.json).write_text(json.dumps(rep, indent=1, default=str))
 

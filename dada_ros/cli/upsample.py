@@ -7,7 +7,7 @@ Contract (other tooling depends on it)::
         [--iterations N] [--tol T]
         [--init PREV_OUT.npy [--init-guide PREV_RGB.png]] [--warm-mode cold|naive|flow]
         [--warm-iterations N] [--device auto|cpu|cuda] [--stats STATS.json]
-        [--output-range clamp|invalid|off]
+        [--output-range clamp|invalid|off] [--guard cross_scale|off]
 
 Output: float32 .npy in metres at guide resolution, NaN where nothing could be inferred.
 
@@ -43,6 +43,7 @@ import sys
 import numpy as np
 
 from ..core.errors import DadaInputError
+from ..core.guard import GUARD_MODES, GuardConfig
 from ..core.image_io import read_depth, read_guide, write_depth_npy
 from ..core.output_range import OUTPUT_RANGE_MODES, OutputRangeConfig, apply_output_range
 from ..core.methods import DADA_METHODS, METHODS, make_solver, run_method
@@ -83,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-fill-distance", type=float, default=8.0,
                    help="NaN beyond this many source cells from any measurement (inf: fill all)")
     p.add_argument("--weights", help="learned model checkpoint (--method dada)")
+    p.add_argument("--guard", choices=GUARD_MODES, default="cross_scale",
+                   help="--method dada: cross_scale (default, as the node's learned_guard) runs DADA-free "
+                        "instead when a cross-scale check on this frame says the learned guide loses "
+                        "(about two extra solves at twice the ratio); off: the learned guide always")
     p.add_argument("--output-range", choices=OUTPUT_RANGE_MODES, default="clamp",
                    help="DADA methods: pixels beyond the local source range, as the node's output_range "
                         "(clamp: projected back, consistency kept; invalid: NaN; off: the solver's output)")
@@ -99,6 +104,10 @@ def _warm_mode(args) -> str:
     if mode == "flow" and not args.init_guide:
         raise DadaInputError("--warm-mode flow needs --init-guide (the previous frame's RGB guide)")
     return mode
+
+
+def _guard(args) -> GuardConfig:
+    return GuardConfig(mode=args.guard, every=1)  # one frame: check it
 
 
 def _range(args) -> OutputRangeConfig | None:
@@ -121,7 +130,8 @@ def _run_warm(args, guide, source, config: SolverConfig, mode: str) -> tuple[np.
         args.iterations if args.iterations is not None else WarmConfig().warm_iterations)
     warm = WarmConfig(mode=mode, warm_iterations=warm_its, max_age=float("inf"))
     warm.validate()
-    solver = make_solver(args.method, config, kappa=args.kappa, form=args.form, weights=args.weights)
+    solver = make_solver(args.method, config, kappa=args.kappa, form=args.form, weights=args.weights,
+                         guard=_guard(args))
     pipe = FramePipeline(solver, warm, _range(args))
     pipe.set_previous(init, prev_guide, stamp=0.0)
     res = pipe.process(guide, source, stamp=1.0)
@@ -144,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     config.validate()
     if args.method in DADA_METHODS:
         if mode == "cold":
-            depth, stats = run_method(args.method, guide, source, config=config,
-                                      kappa=args.kappa, form=args.form, weights=args.weights)
+            solver = make_solver(args.method, config, kappa=args.kappa, form=args.form, weights=args.weights,
+                                 guard=_guard(args))
+            depth, stats = run_method(args.method, guide, source, config=config, solver=solver)
             stats.update({"init_mode": "cold", "cold_reason": "warm start off" if args.init else "no previous frame",
                           "flow_ms": 0.0, "warm_valid_fraction": 0.0})
             output_range = _range(args)

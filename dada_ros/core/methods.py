@@ -10,6 +10,7 @@ import numpy as np
 
 from .baselines import BASELINES, BaselineParams, run_baseline
 from .errors import DadaInputError
+from .guard import GuardConfig, GuardedSolver
 from .inputs import check_pair
 from .solver import DadaSolver, FreeGuide, GuideModel, SolverConfig
 
@@ -33,20 +34,25 @@ def load_learned_guide(weights: str | None, device: str = "auto") -> GuideModel:
 
 
 def make_solver(method: str, config: SolverConfig, kappa: float | None = None,
-                form: str = "code", weights: str | None = None) -> DadaSolver:
-    """A :class:`DadaSolver` for ``dada-free`` or ``dada``."""
+                form: str = "code", weights: str | None = None,
+                guard: GuardConfig | None = None) -> DadaSolver | GuardedSolver:
+    """A :class:`DadaSolver` for ``dada-free`` or ``dada``; with ``guard`` (mode ``cross_scale``),
+    ``dada`` becomes a :class:`~.guard.GuardedSolver` that falls back to DADA-free (same ``kappa``
+    and ``form``) where the cross-scale check says the learned guide loses."""
+    free = FreeGuide(kappa=kappa if kappa is not None else FreeGuide().kappa, form=form)
     if method == "dada-free":
-        guide = FreeGuide(kappa=kappa if kappa is not None else FreeGuide().kappa, form=form)
-    elif method == "dada":
-        guide = load_learned_guide(weights, config.device)
-    else:
+        return DadaSolver(config, free)
+    if method != "dada":
         raise DadaInputError(f"{method!r} is not a DADA method; expected one of {DADA_METHODS}")
-    return DadaSolver(config, guide)
+    learned = DadaSolver(config, load_learned_guide(weights, config.device))
+    if guard is None or guard.mode == "off":
+        return learned
+    return GuardedSolver(learned, DadaSolver(config, free), guard)
 
 
 def run_method(method: str, guide: np.ndarray, source: np.ndarray, *,
                config: SolverConfig | None = None, init: np.ndarray | None = None,
-               solver: DadaSolver | None = None, kappa: float | None = None, form: str = "code",
+               solver: DadaSolver | GuardedSolver | None = None, kappa: float | None = None, form: str = "code",
                weights: str | None = None, baseline_params: BaselineParams | None = None) -> tuple[np.ndarray, dict]:
     """Upsample with ``method`` -> (depth (H, W) float32 metres, stats dict).
 

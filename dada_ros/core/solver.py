@@ -158,6 +158,8 @@ class SolveStats:
     valid_source_fraction: float = 1.0
     filled_fraction: float = 1.0  # fraction of output pixels that are finite
     device: str = "cpu"
+    # the learned model's guard (core/guard.py): pick, checked, the check's errors, ms, reason
+    guard: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -23,6 +23,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..core.cross_scale import (CROSS_SCALE_MEASURES, CROSS_SCALE_MODES, cross_scale_errors,  # noqa: F401
+                                cross_scale_measures, cross_scale_pick)  # re-exported: benchmarks use them here
 from ..core.errors import DadaInputError
 from ..core.metrics import depth_errors
 from ..core.solver import DadaSolver, FreeGuide, SolverConfig
@@ -171,85 +173,3 @@ def format_grid(grid: Grid, gate: dict[int, float], loo: dict[str, dict] | None 
         tag = f" ({split[n]})" if split and n in split else ""
         lines.append(f"| {n}{tag} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- cross-scale check
-CROSS_SCALE_MODES = ("source", "guide")
-
-
-def _coarser(source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(the source cropped to even height and width, NaN = invalid; its 2x2 block average over
-    valid cells, NaN where a block has none)."""
-    from ..core.scenes import block_average
-
-    h, w = source.shape[0] - source.shape[0] % 2, source.shape[1] - source.shape[1] % 2
-    if h < 2 or w < 2:
-        raise DadaInputError(f"source {source.shape} is too small for a x2 coarser copy")
-    src = np.asarray(source, dtype=np.float32)[:h, :w]
-    src = np.where(np.isfinite(src) & (src > 0), src, np.nan).astype(np.float32)
-    return src, block_average(src, (h // 2, w // 2))
-
-
-def cross_scale_errors(rgb: np.ndarray, source: np.ndarray, solvers: dict, mode: str = "source") -> dict[str, float]:
-    """Ground-truth-free error of each solver on one frame: how well it predicts the frame's own
-    source from a x2 coarser copy of it.
-
-    The source (h x w, 0 or NaN = invalid) is cropped to even size and block-averaged x2 over its
-    valid cells (the protocol's down operator); then
-
-    * ``mode="source"`` (cheap): each solver upsamples that coarser copy x2 with the guide
-      area-resized to the source's grid, and is scored against the source;
-    * ``mode="guide"``: each solver upsamples it to the full guide (ratio 2 x the real one), its
-      output is block-averaged back to the source's grid and scored against the source.
-
-    Args:
-        rgb: the guide (H, W, 3) uint8, H and W an integer multiple of the source's.
-        source: (h, w) depth.
-        solvers: ``{name: DadaSolver}`` (e.g. ``{"dada-free": ..., "dada": ...}``).
-        mode: ``"source"`` or ``"guide"``.
-
-    Returns:
-        ``{name: mean squared error over the valid source cells}`` in the source's unit squared
-        (NaN for a solver that left every such cell unpredicted).
-    """
-    import cv2
-
-    from ..core.scenes import block_average
-
-    if mode not in CROSS_SCALE_MODES:
-        raise DadaInputError(f"cross-scale mode must be one of {CROSS_SCALE_MODES}, got {mode!r}")
-    H, W = rgb.shape[:2]
-    h0, w0 = source.shape
-    if H % h0 or W % w0 or H // h0 != W // w0:
-        raise DadaInputError(f"guide {H}x{W} is not an integer multiple of the source {h0}x{w0}")
-    ratio = H // h0
-    src, coarse = _coarser(source)
-    h, w = src.shape
-    valid = np.isfinite(src)
-    if not valid.any() or not np.isfinite(coarse).any():
-        raise DadaInputError("the source has no valid cell")
-    coarse0 = np.nan_to_num(coarse, nan=0.0)
-    guide = np.ascontiguousarray(rgb[: h * ratio, : w * ratio])
-    if mode == "source":
-        guide = cv2.resize(guide, (w, h), interpolation=cv2.INTER_AREA)
-    out = {}
-    for name, solver in solvers.items():
-        pred = solver.solve(guide, coarse0).depth
-        if mode == "guide":
-            pred = block_average(pred, (h, w))
-        m = valid & np.isfinite(pred)
-        out[name] = float(np.mean((pred[m].astype(np.float64) - src[m]) ** 2)) if m.any() else math.nan
-    return out
-
-
-def cross_scale_pick(errors: dict[str, float], default: str = "dada-free", margin: float = 1.0) -> str:
-    """The method a frame should use by its :func:`cross_scale_errors`: the one with the lowest
-    error, unless it is not below ``margin`` x ``default``'s (then ``default``; NaN never wins)."""
-    if default not in errors:
-        raise DadaInputError(f"errors lack the default method {default!r}")
-    best = min((e, n) for n, e in errors.items() if math.isfinite(e)) if any(
-        math.isfinite(e) for e in errors.values()) else (math.nan, default)
-    ref = errors[default]
-    if best[1] == default or not math.isfinite(ref) or best[0] < margin * ref:
-        return best[1] if math.isfinite(best[0]) else default
-    return default

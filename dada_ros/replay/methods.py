@@ -142,7 +142,8 @@ class MethodRunner:
             if base_solver is None:
                 # exactly the node's solver: make_solver(method, NodeSettings.solver_config(), ...)
                 base_solver = make_solver(spec.base, node.solver_config(settings.device), kappa=node.kappa,
-                                          form=node.coefficient_form, weights=node.weights or None)
+                                          form=node.coefficient_form, weights=node.weights or None,
+                                          guard=node.guard_config())
                 solvers[spec.base] = base_solver
             solver = base_solver
             if spec.mode == "cold" and spec.iterations is not None:

@@ -335,6 +335,8 @@ class Diagnostics:
                   *LATENCY_STAGES):
             if k in frame:
                 stat.add(k, _fmt(frame[k]))
+        for k, v in (frame.get("guard") or {}).items():  # method dada behind the cross-scale guard
+            stat.add(f"guard_{k}", _fmt(v))
         return stat
 
     def drops(self, stat: Any) -> Any:

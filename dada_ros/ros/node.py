@@ -272,7 +272,7 @@ class UpsampleNode(Node):
                 raise DadaInputError(f"device {device!r}: torch sees only {torch.cuda.device_count()} CUDA GPU(s)")
             self.stats.notes.pop("device", None)
         return make_solver(s.method, s.solver_config(device), kappa=s.kappa, form=s.coefficient_form,
-                           weights=s.weights or None)
+                           weights=s.weights or None, guard=s.guard_config())
 
     @staticmethod
     def _apply_threads(s: NodeSettings) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 from dada_ros.core.coefficients import DEFAULT_KAPPA, FORMS, check_kappa
 from dada_ros.core.device import DEVICES
 from dada_ros.core.errors import DadaInputError
+from dada_ros.core.guard import GUARD_MODES, GuardConfig
 from dada_ros.core.methods import DADA_METHODS
 from dada_ros.core.pipeline import WARM_MODES, WarmConfig
 from dada_ros.core.output_range import DEFAULT_MARGIN, OUTPUT_RANGE_MODES, OutputRangeConfig
@@ -92,7 +93,7 @@ PARAMS: tuple[ParamSpec, ...] = (
               "4-neighbour step (a descriptor range is closed: [1e-6, 0.2499]).", float_range=LAMBDA_RANGE,
               constraints="1e-6 <= lambda <= 0.2499 (inside the stable 0 < lambda < 0.25)", attr="lam"),
     ParamSpec("schedule", "chebyshev", "Loop schedule: chebyshev (the semi-iteration: a cold frame "
-              "runs the per-ratio budget, 150-200 applications at x4-x16, within 1% of the paper's "
+              "runs the per-ratio budget, 150-200 applications at x4-x16, 200 with holes, within 1% of the paper's "
               "8000 steps) or plain (the paper's loop, stopped by tolerance / max_iterations).",
               choices=SCHEDULES),
     ParamSpec("max_iterations", NODE_DEFAULT_MAX_ITERATIONS, "Cap on diffusion-adjustment steps of a "
@@ -108,6 +109,13 @@ PARAMS: tuple[ParamSpec, ...] = (
               constraints="auto | cpu | cuda | cuda:N"),
     ParamSpec("weights", "", "Checkpoint of the learned model (method dada); must be an existing "
               "file when set.", constraints="empty or an existing file"),
+    ParamSpec("learned_guard", "cross_scale", "method dada: cross_scale runs DADA-free instead where a "
+              "ground-truth-free cross-scale check says the learned guide loses (checked on the first frame, "
+              "every learned_guard_every frames and on a size change); off: the learned guide always.",
+              choices=GUARD_MODES),
+    ParamSpec("learned_guard_every", 30, "method dada: frames between two cross-scale checks (a check "
+              "costs about two solves at twice the ratio); 0: only the first frame and size changes.",
+              int_range=(0, 1_000_000)),
     ParamSpec("torch_threads", 0, "CPU threads of torch and of the fused CPU loop; 0 leaves their defaults.",
               int_range=(0, 1024)),
     # --- video warm start (see dada_ros.core.pipeline) ---
@@ -178,7 +186,7 @@ PARAMS_BY_NAME = {p.name: p for p in PARAMS}
 
 # Fields whose change needs a new solver (and a cold start); the rest apply in place.
 SOLVER_FIELDS = ("method", "kappa", "coefficient_form", "lam", "schedule", "max_iterations", "tolerance",
-                 "max_fill_distance", "device", "weights")
+                 "max_fill_distance", "device", "weights", "learned_guard", "learned_guard_every")
 
 
 @dataclass(frozen=True)
@@ -195,6 +203,8 @@ class NodeSettings:
     max_fill_distance: float
     device: str
     weights: str
+    learned_guard: str
+    learned_guard_every: int
     torch_threads: int
     warm_start: str
     warm_iterations: int
@@ -228,6 +238,9 @@ class NodeSettings:
         return SolverConfig(lam=self.lam, schedule=self.schedule, tol=self.tolerance,
                             max_iterations=self.max_iterations,
                             max_fill_distance=self.max_fill_distance, device=device or self.device)
+
+    def guard_config(self) -> GuardConfig:
+        return GuardConfig(mode=self.learned_guard, every=self.learned_guard_every)
 
     def warm_config(self) -> WarmConfig:
         return WarmConfig(mode=self.warm_start, warm_iterations=self.warm_iterations,
@@ -271,6 +284,7 @@ def validate_settings(s: NodeSettings) -> None:
     _check_device(s.device)
     check_kappa(s.kappa)
     s.solver_config().validate()
+    s.guard_config().validate()
     s.warm_config().validate()
     s.output_range_config().validate()
     if s.weights and not os.path.isfile(s.weights):

@@ -151,3 +151,24 @@ def test_output_range_is_the_nodes_and_can_be_turned_off(files):
     fixed, st = apply_output_range(bad, s.source, OutputRangeConfig())
     assert st["range_outliers"] >= 1 and fixed[10, 10] > 0.25 * np.nanmin(s.source[s.source > 0])
     assert consistency_error(fixed, s.source) < 1e-5
+
+
+def test_learned_method_runs_behind_the_guard_by_default(files):
+    """--method dada: the cross-scale guard checks the frame and says which method ran (stats'
+    ``guard``); --guard off runs the learned guide alone, with no guard record."""
+    pytest.importorskip("dada_ros.learned.model")
+    d, s = files
+    r = run("--guide", d / "rgb.png", "--source", d / "src.npy", "--out", d / "g.npy", "--method", "dada",
+            "--stats", d / "g.json")
+    assert r.returncode == 0, r.stderr
+    g = json.loads((d / "g.json").read_text())["guard"]
+    assert g["checked"] and g["pick"] in ("dada", "dada-free") and g["ms"] > 0
+    assert (g["pick"] == "dada") == (g["error_dada"] < g["error_free"])
+    r = run("--guide", d / "rgb.png", "--source", d / "src.npy", "--out", d / "u.npy", "--method", "dada",
+            "--stats", d / "u.json", "--guard", "off")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((d / "u.json").read_text())["guard"] == {}
+    r = run("--guide", d / "rgb.png", "--source", d / "src.npy", "--out", d / "f.npy", "--method", "dada-free")
+    assert r.returncode == 0, r.stderr
+    want = np.load(d / ("u.npy" if g["pick"] == "dada" else "f.npy"))
+    np.testing.assert_allclose(np.load(d / "g.npy"), want, rtol=1e-5, atol=1e-6, equal_nan=True)

@@ -390,6 +390,20 @@ def test_diagnostics_extra_values() -> None:
     assert "image_backend" not in s["n: solver"] and "image_backend" not in s["n: drops"]
 
 
+def test_diagnostics_show_the_learned_guard() -> None:
+    """method dada: the solver status carries the guard's pick, check and errors; DADA-free frames none."""
+    stats = NodeStats()
+    diag = Diagnostics(stats)
+    stats.last_frame = {"method": "dada", "iterations": 300,
+                        "guard": {"pick": "dada-free", "checked": True, "error_dada": 2e-4, "error_free": 1e-4,
+                                  "reason": "", "ms": 512.5}}
+    s = {x.name: dict(x.values) for x in diag.statuses("n")}["n: solver"]
+    assert s["guard_pick"] == "dada-free" and s["guard_checked"] == "True" and s["guard_ms"] == "512.5"
+    assert float(s["guard_error_dada"]) > float(s["guard_error_free"])
+    stats.last_frame = {"method": "dada-free", "iterations": 150, "guard": {}}
+    assert not any(k.startswith("guard") for k in {x.name: dict(x.values) for x in diag.statuses("n")}["n: solver"])
+
+
 def test_node_reports_the_fallback(ros_context, monkeypatch, capfd) -> None:
     """Without the libraries (hidden even where installed) the node runs in-package and says so
     in its start-up log line and diagnostics."""

@@ -1,0 +1,160 @@
+"""The learned model behind the node's default guard, against the same model without it.
+
+What a user of ``method: dada`` gets per frame: :class:`dada_ros.core.guard.GuardedSolver` with
+the node's default :class:`~dada_ros.core.guard.GuardConfig` (cross-scale check, guide mode x2,
+inverse depth, margin 1), checked on every frame here. Node output everywhere (the default
+output-range clamp after the solve). Frames the model never trained or chose anything on:
+
+* ``synthetic``: held-out generated scenes (seeds 0..N-1, 256x256; training uses seeds >=
+  10,000,000), block-average sources, MSE in cm^2;
+* ``middlebury``: the Middlebury rows of ``../shared/realdata`` the weights did not use (for the
+  shipped ``dada_lite_v6_mixed``: the 18 out-of-sample rows of ``crossval.middlebury_rows()``;
+  each view its own frame), solved on z and scored on disparity;
+* ``realsense``: the five RealSense-class frames (metric, their own valid depth as truth).
+
+Per frame and ratio: dada / dada-free and guarded / dada-free; geo-mean and worst per group, and
+how often the guard kept the learned model and was right to (by the frame's own truth).
+
+    python benchmarks/learned_guard.py                       # shipped weights, ~5 min on one core
+    python benchmarks/learned_guard.py --weights runs/cv4000/final/wide/last.pt   # synthetic + RealSense
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+import dada_ros  # noqa: F401  (before torch: the CPU threads' spin setting)
+import numpy as np
+import torch
+
+from dada_ros.core.guard import GuardConfig, GuardedSolver
+from dada_ros.core.output_range import OutputRangeConfig, apply_output_range
+from dada_ros.core.solver import DadaSolver, FreeGuide, SolverConfig
+from dada_ros.learned import crossval as C
+from dada_ros.learned.datasets.base import make_example
+
+SCALES = (4, 8, 16)
+
+
+def frames(groups: list[str], seeds: int, weights_used: dict[str, str] | None):
+    """(group, name, rgb, depth the solver sees, truth transform) for every frame."""
+    if "synthetic" in groups:
+        from dada_ros.learned.evaluate import generated_scenes
+
+        for i, sc in enumerate(generated_scenes(range(seeds), (256, 256))):
+            yield "synthetic", f"seed{i}", sc.rgb, sc.depth, None
+    if {"middlebury", "realsense"} & set(groups):
+        from dada_ros.learned.datasets.realdata import default_root, read_npz, scene_path
+
+        root = default_root()
+        if root is None:
+            print("no ../shared/realdata: real groups skipped", file=sys.stderr)
+            return
+        files = []
+        if "middlebury" in groups:
+            files += [("middlebury", f) for r in C.middlebury_rows(weights_used) if not r.in_sample for f in r.files]
+        if "realsense" in groups:
+            files += [("realsense", f) for f in C.SENSOR]
+        for g, f in files:
+            scene, info = read_npz(scene_path(root, f))
+            yield g, f, scene.rgb, scene.depth, info.get("f_times_b")
+
+
+def mse(pred: np.ndarray, gt: np.ndarray, fb: float | None) -> float:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p, t = (fb / pred, fb / gt) if fb else (pred * 100.0, gt * 100.0)
+    m = np.isfinite(t) & (gt > 0) & np.isfinite(p)
+    return float(np.mean((p[m] - t[m]) ** 2)) if m.any() else math.nan
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--weights", help="checkpoint (default: the shipped one)")
+    ap.add_argument("--groups", default="synthetic,middlebury,realsense",
+                    help="with --weights, middlebury needs --middlebury-unseen (the rows must be unseen by them)")
+    ap.add_argument("--middlebury-unseen", action="store_true",
+                    help="--weights never trained or chose anything on any Middlebury row")
+    ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json")
+    ap.add_argument("--timing", action="store_true",
+                    help="only the cost at 640x480 (RealSense frames, x4 / x8, median of 3): DADA-free solve, "
+                         "learned solve, one guard check")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from dada_ros.core.methods import load_learned_guide
+
+    cfg = SolverConfig(device="cpu")
+    learned = DadaSolver(cfg, load_learned_guide(args.weights, "cpu"))
+    free = DadaSolver(cfg, FreeGuide())
+    guarded = GuardedSolver(learned, free, GuardConfig(every=1))
+    rng = OutputRangeConfig()
+    if args.timing:
+        return timing(learned, free, guarded)
+    # which scenes the weights used: the shipped split for the shipped weights, none for others
+    used = None if args.weights is None else {}
+    groups = args.groups.split(",")
+    if args.weights and not args.middlebury_unseen and "middlebury" in groups:
+        groups.remove("middlebury")
+        print("middlebury skipped: --weights may have seen its rows (pass --middlebury-unseen if not)", file=sys.stderr)
+    res: dict = {}
+    for g, name, rgb, depth, fb in frames(groups, args.seeds, used):
+        for s in SCALES:
+            H, W = depth.shape
+            crop = (slice(0, H - H % s), slice(0, W - W % s))
+            rgb_c, gt = np.ascontiguousarray(rgb[crop]), depth[crop]
+            src = np.nan_to_num(make_example(rgb_c, gt, s).source, nan=0.0)
+            out = {}
+            for key, solver in (("free", free), ("dada", learned)):
+                out[key] = mse(apply_output_range(solver.solve(rgb_c, src).depth, src, rng)[0], gt, fb)
+            keep = guarded.check(rgb_c, src) is learned
+            out["guarded"] = out["dada"] if keep else out["free"]
+            res.setdefault(g, {}).setdefault(name, {})[s] = {"keep": keep, **out}
+        r = res[g][name]
+        print(f"  {g} {name}: " + " ".join(f"x{s} {r[s]['dada'] / r[s]['free']:.3f}{'*' if r[s]['keep'] else ''}"
+                                           for s in SCALES), file=sys.stderr, flush=True)
+    print(f"weights: {args.weights or 'shipped'}; node output; * = the guard kept the learned model\n")
+    print("| group | frames | dada / dada-free geo-mean x4 / x8 / x16 | worst | guarded / dada-free geo-mean | worst "
+          "| kept (right) |")
+    print("|---|---|---|---|---|---|---|")
+    for g, per in res.items():
+        def col(key, agg):
+            return " / ".join(f"{agg([v[s][key] / v[s]['free'] for v in per.values()]):.3f}" for s in SCALES)
+
+        kept = " / ".join(f"{sum(v[s]['keep'] for v in per.values())} "
+                          f"({sum((v[s]['keep']) == (v[s]['dada'] < v[s]['free']) for v in per.values())})"
+                          for s in SCALES)
+        print(f"| {g} | {len(per)} | {col('dada', C.geo_mean)} | {col('dada', max)} | {col('guarded', C.geo_mean)} | "
+              f"{col('guarded', max)} | {kept} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    return 0
+
+
+def timing(learned, free, guarded, repeats: int = 3) -> int:
+    import time
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)\n")
+    print("| frame | scale | DADA-free solve ms | learned solve ms | guard check ms | check / learned frame |")
+    print("|---|---|---|---|---|---|")
+    for _, name, rgb, depth, _ in frames(["realsense"], 0, None):
+        for s in (4, 8):
+            src = np.nan_to_num(make_example(rgb, depth, s).source, nan=0.0)
+            t: dict = {"free": [], "dada": [], "check": []}
+            for _ in range(repeats + 1):  # the first round warms up
+                for key, fn in (("free", lambda: free.solve(rgb, src)), ("dada", lambda: learned.solve(rgb, src)),
+                                ("check", lambda: guarded.check(rgb, src))):
+                    t0 = time.perf_counter()
+                    fn()
+                    t[key].append(1e3 * (time.perf_counter() - t0))
+            m = {k: float(np.median(v[1:])) for k, v in t.items()}
+            print(f"| {name} | x{s} | {m['free']:.0f} | {m['dada']:.0f} | {m['check']:.0f} | {m['check'] / m['dada']:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
