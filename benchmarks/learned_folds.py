@@ -101,7 +101,7 @@ def score_one(out: Path, recipe: str, fold: int, root: Path) -> None:
                 progress=lambda m: print(m, flush=True), output_range=OutputRangeConfig())
 
 
-GUARD_MODES = (("guide", 2), ("source", 2), ("source", 4))  # (cross-scale mode, extra factor)
+GUARD_MODES = (("guide", 2), ("source", 2), ("source", 4), ("half", 2))  # (cross-scale mode, extra factor)
 GUARD_MARGINS = (1.0, 0.95, 0.9)
 MEASURES = ("depth", "inverse", "log")
 
@@ -115,7 +115,7 @@ def guard_measures(model: Path, gate: dict[int, float], files: list[str], cache:
                    modes=GUARD_MODES) -> dict:
     """Cross-scale check measures (:func:`dada_ros.core.cross_scale.cross_scale_measures`) of
     DADA-free and of ``model`` at ``gate``, per file, ratio and check mode; cached in ``cache``
-    (a rerun resumes; a different gate starts over)."""
+    (a rerun resumes and adds only missing modes; a different gate starts over)."""
     import torch
 
     from dada_ros.core.cross_scale import cross_scale_measures
@@ -134,17 +134,17 @@ def guard_measures(model: Path, gate: dict[int, float], files: list[str], cache:
     if done.get("gate") != {str(k): v for k, v in gate.items()}:
         done = {"gate": {str(k): v for k, v in gate.items()}}
     for f in files:
-        if f in done:
+        rec = done.get(f, {})
+        todo = [(s, mode, k) for s in C.SCALES for mode, k in modes if f"{s}/{mode}{k}" not in rec]
+        if not todo:
             continue
         scene, _ = read_npz(scene_path(root, f))
-        rec = {}
-        for s in C.SCALES:
+        for s, mode, k in todo:
             src = np.nan_to_num(make_example(scene.rgb, scene.depth, int(s)).source, nan=0.0)
-            for mode, k in modes:
-                try:
-                    rec[f"{s}/{mode}{k}"] = cross_scale_measures(scene.rgb, src, solvers, mode, k)
-                except Exception as e:  # too small a source for the factor: recorded, never picked
-                    rec[f"{s}/{mode}{k}"] = {"error": str(e)}
+            try:
+                rec[f"{s}/{mode}{k}"] = cross_scale_measures(scene.rgb, src, solvers, mode, k)
+            except Exception as e:  # too small a source for the factor: recorded, never picked
+                rec[f"{s}/{mode}{k}"] = {"error": str(e)}
         done[f] = rec
         cache.write_text(json.dumps(done))
         print(f"{f}: done", flush=True)

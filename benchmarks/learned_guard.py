@@ -79,6 +79,8 @@ def main(argv=None) -> int:
                     help="--weights never trained or chose anything on any Middlebury row")
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--check-modes", default="guide",
+                    help="the guard's check mode(s), comma-separated (GuardConfig.check_mode: guide, half, source)")
     ap.add_argument("--json")
     ap.add_argument("--timing", action="store_true",
                     help="only the cost at 640x480 (RealSense frames, x4 / x8, median of 3): DADA-free solve, "
@@ -90,10 +92,11 @@ def main(argv=None) -> int:
     cfg = SolverConfig(device="cpu")
     learned = DadaSolver(cfg, load_learned_guide(args.weights, "cpu"))
     free = DadaSolver(cfg, FreeGuide())
-    guarded = GuardedSolver(learned, free, GuardConfig(every=1))
+    modes = args.check_modes.split(",")
+    guards = {m: GuardedSolver(learned, free, GuardConfig(every=1, check_mode=m)) for m in modes}
     rng = OutputRangeConfig()
     if args.timing:
-        return timing(learned, free, guarded)
+        return timing(learned, free, guards)
     # which scenes the weights used: the shipped split for the shipped weights, none for others
     used = None if args.weights is None else {}
     groups = args.groups.split(",")
@@ -110,49 +113,56 @@ def main(argv=None) -> int:
             out = {}
             for key, solver in (("free", free), ("dada", learned)):
                 out[key] = mse(apply_output_range(solver.solve(rgb_c, src).depth, src, rng)[0], gt, fb)
-            keep = guarded.check(rgb_c, src) is learned
-            out["guarded"] = out["dada"] if keep else out["free"]
-            res.setdefault(g, {}).setdefault(name, {})[s] = {"keep": keep, **out}
+            for m, guarded in guards.items():
+                out[f"keep_{m}"] = keep = guarded.check(rgb_c, src) is learned
+                out[f"guarded_{m}"] = out["dada"] if keep else out["free"]
+            res.setdefault(g, {}).setdefault(name, {})[s] = out
         r = res[g][name]
-        print(f"  {g} {name}: " + " ".join(f"x{s} {r[s]['dada'] / r[s]['free']:.3f}{'*' if r[s]['keep'] else ''}"
+        print(f"  {g} {name}: " + " ".join(f"x{s} {r[s]['dada'] / r[s]['free']:.3f}"
+                                           + "".join("*" if r[s][f"keep_{m}"] else "." for m in modes)
                                            for s in SCALES), file=sys.stderr, flush=True)
-    print(f"weights: {args.weights or 'shipped'}; node output; * = the guard kept the learned model\n")
-    print("| group | frames | dada / dada-free geo-mean x4 / x8 / x16 | worst | guarded / dada-free geo-mean | worst "
-          "| kept (right) |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"weights: {args.weights or 'shipped'}; node output; per check mode ({', '.join(modes)}): * = the guard "
+          "kept the learned model\n")
+    print("| group | frames | check mode | dada / dada-free geo-mean x4 / x8 / x16 | worst | guarded / dada-free "
+          "geo-mean | worst | kept (right) |")
+    print("|---|---|---|---|---|---|---|---|")
     for g, per in res.items():
         def col(key, agg):
             return " / ".join(f"{agg([v[s][key] / v[s]['free'] for v in per.values()]):.3f}" for s in SCALES)
 
-        kept = " / ".join(f"{sum(v[s]['keep'] for v in per.values())} "
-                          f"({sum((v[s]['keep']) == (v[s]['dada'] < v[s]['free']) for v in per.values())})"
-                          for s in SCALES)
-        print(f"| {g} | {len(per)} | {col('dada', C.geo_mean)} | {col('dada', max)} | {col('guarded', C.geo_mean)} | "
-              f"{col('guarded', max)} | {kept} |")
+        for m in modes:
+            kept = " / ".join(f"{sum(v[s][f'keep_{m}'] for v in per.values())} "
+                              f"({sum(v[s][f'keep_{m}'] == (v[s]['dada'] < v[s]['free']) for v in per.values())})"
+                              for s in SCALES)
+            print(f"| {g} | {len(per)} | {m} | {col('dada', C.geo_mean)} | {col('dada', max)} | "
+                  f"{col(f'guarded_{m}', C.geo_mean)} | {col(f'guarded_{m}', max)} | {kept} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
     return 0
 
 
-def timing(learned, free, guarded, repeats: int = 3) -> int:
+def timing(learned, free, guards: dict, repeats: int = 3) -> int:
     import time
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)\n")
-    print("| frame | scale | DADA-free solve ms | learned solve ms | guard check ms | check / learned frame |")
-    print("|---|---|---|---|---|---|")
+    print("| frame | scale | DADA-free solve ms | learned solve ms | "
+          + " | ".join(f"check ({m}) ms | check ({m}) / learned frame" for m in guards) + " |")
+    print("|---|---|---|---|" + "---|---|" * len(guards))
     for _, name, rgb, depth, _ in frames(["realsense"], 0, None):
         for s in (4, 8):
             src = np.nan_to_num(make_example(rgb, depth, s).source, nan=0.0)
-            t: dict = {"free": [], "dada": [], "check": []}
+            fns = {"free": lambda: free.solve(rgb, src), "dada": lambda: learned.solve(rgb, src)}
+            fns.update({mode: (lambda g=g: g.check(rgb, src)) for mode, g in guards.items()})
+            t: dict = {k: [] for k in fns}
             for _ in range(repeats + 1):  # the first round warms up
-                for key, fn in (("free", lambda: free.solve(rgb, src)), ("dada", lambda: learned.solve(rgb, src)),
-                                ("check", lambda: guarded.check(rgb, src))):
+                for key, fn in fns.items():
                     t0 = time.perf_counter()
                     fn()
                     t[key].append(1e3 * (time.perf_counter() - t0))
             m = {k: float(np.median(v[1:])) for k, v in t.items()}
-            print(f"| {name} | x{s} | {m['free']:.0f} | {m['dada']:.0f} | {m['check']:.0f} | {m['check'] / m['dada']:.2f} |")
+            print(f"| {name} | x{s} | {m['free']:.0f} | {m['dada']:.0f} | "
+                  + " | ".join(f"{m[g]:.0f} | {m[g] / m['dada']:.2f}" for g in guards) + " |")
     return 0
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import DadaInputError
 
-CROSS_SCALE_MODES = ("source", "guide")
+CROSS_SCALE_MODES = ("source", "guide", "half")
 
 
 CROSS_SCALE_MEASURES = ("depth", "inverse", "log")
@@ -58,13 +58,17 @@ def cross_scale_measures(rgb: np.ndarray, source: np.ndarray, solvers: dict, mod
     * ``mode="source"`` (cheap): each solver upsamples that coarser copy ``factor`` x with the
       guide area-resized to the source's grid, and is scored against the source;
     * ``mode="guide"``: each solver upsamples it to the full guide (ratio ``factor`` x the real
-      one), its output is block-averaged back to the source's grid and scored against the source.
+      one), its output is block-averaged back to the source's grid and scored against the source;
+    * ``mode="half"``: each solver upsamples it at the REAL ratio onto the guide area-resized by
+      1 / ``factor`` (a ratio-conditioned network runs where it was trained; 1 / factor^2 of the
+      pixels), block-averaged back to the source's grid (the ratio must be a multiple of
+      ``factor``).
 
     Args:
         rgb: the guide (H, W, 3) uint8, H and W an integer multiple of the source's.
         source: (h, w) depth.
         solvers: ``{name: DadaSolver}`` (e.g. ``{"dada-free": ..., "dada": ...}``).
-        mode: ``"source"`` or ``"guide"``.
+        mode: ``"source"``, ``"guide"`` or ``"half"``.
         factor: the extra downsampling, an integer >= 2.
 
     Returns:
@@ -83,6 +87,8 @@ def cross_scale_measures(rgb: np.ndarray, source: np.ndarray, solvers: dict, mod
     if H % h0 or W % w0 or H // h0 != W // w0:
         raise DadaInputError(f"guide {H}x{W} is not an integer multiple of the source {h0}x{w0}")
     ratio = H // h0
+    if mode == "half" and ratio % int(factor):
+        raise DadaInputError(f"cross-scale mode half needs a ratio that is a multiple of {factor}, got {ratio}")
     src, coarse = _coarser(source, factor)
     h, w = src.shape
     if not np.isfinite(src).any() or not np.isfinite(coarse).any():
@@ -91,10 +97,13 @@ def cross_scale_measures(rgb: np.ndarray, source: np.ndarray, solvers: dict, mod
     guide = np.ascontiguousarray(rgb[: h * ratio, : w * ratio])
     if mode == "source":
         guide = cv2.resize(guide, (w, h), interpolation=cv2.INTER_AREA)
+    elif mode == "half":
+        k = int(factor)
+        guide = cv2.resize(guide, (w * ratio // k, h * ratio // k), interpolation=cv2.INTER_AREA)
     out = {}
     for name, solver in solvers.items():
         pred = solver.solve(guide, coarse0).depth
-        if mode == "guide":
+        if mode != "source":
             pred = block_average(pred, (h, w))
         out[name] = _measures(pred, src)
     return out

@@ -93,8 +93,8 @@ PARAMS: tuple[ParamSpec, ...] = (
               "4-neighbour step (a descriptor range is closed: [1e-6, 0.2499]).", float_range=LAMBDA_RANGE,
               constraints="1e-6 <= lambda <= 0.2499 (inside the stable 0 < lambda < 0.25)", attr="lam"),
     ParamSpec("schedule", "chebyshev", "Loop schedule: chebyshev (the semi-iteration: a cold frame "
-              "runs the per-ratio budget, 150-200 applications at x4-x16, 200 with holes, within 1% of the paper's "
-              "8000 steps) or plain (the paper's loop, stopped by tolerance / max_iterations).",
+              "runs the per-ratio budget, 150-200 applications at x4-x16, 175 at x4-x8 with holes, within 1% of "
+              "the paper's 8000 steps) or plain (the paper's loop, stopped by tolerance / max_iterations).",
               choices=SCHEDULES),
     ParamSpec("max_iterations", NODE_DEFAULT_MAX_ITERATIONS, "Cap on diffusion-adjustment steps of a "
               f"COLD frame (warm frames run warm_iterations); node maximum {NODE_MAX_ITERATIONS}.",

@@ -32,7 +32,7 @@ def test_measures_are_depth_inverse_and_log_errors_against_the_source(step_edge_
             from types import SimpleNamespace
             return SimpleNamespace(depth=np.full(guide.shape[:2], 1.5, np.float32))
 
-    for mode, factor in (("guide", 2), ("source", 2), ("guide", 4)):
+    for mode, factor in (("guide", 2), ("source", 2), ("guide", 4), ("half", 2), ("half", 4)):
         m = cross_scale_measures(rgb, src, {"c": Const()}, mode, factor)["c"]
         v = src[src > 0].astype(np.float64)
         assert m["depth"] == pytest.approx(np.mean((1.5 - v) ** 2), rel=1e-5)
@@ -40,14 +40,18 @@ def test_measures_are_depth_inverse_and_log_errors_against_the_source(step_edge_
         assert m["log"] == pytest.approx(np.mean((math.log(1.5) - np.log(v)) ** 2), rel=1e-5)
     with pytest.raises(DadaInputError, match="too small"):
         cross_scale_measures(rgb, src, {"c": Const()}, "guide", 1)
+    with pytest.raises(DadaInputError, match="multiple of 8"):
+        cross_scale_measures(rgb, src, {"c": Const()}, "half", 8)  # ratio 4
 
 
 @pytest.mark.parametrize("learned_is_sharp", [True, False])
-def test_the_guard_keeps_the_learned_solver_only_where_it_predicts_the_source_better(frame, learned_is_sharp):
+@pytest.mark.parametrize("check_mode", ["guide", "half"])
+def test_the_guard_keeps_the_learned_solver_only_where_it_predicts_the_source_better(frame, learned_is_sharp,
+                                                                                      check_mode):
     rgb, src = frame
     sharp, blurred = _solvers()
     learned, free = (sharp, blurred) if learned_is_sharp else (blurred, sharp)
-    g = GuardedSolver(learned, free, GuardConfig(every=1))
+    g = GuardedSolver(learned, free, GuardConfig(every=1, check_mode=check_mode))
     res = g.solve(rgb, src)
     info = res.stats.guard
     assert info["checked"] and info["reason"] == "" and info["ms"] > 0

@@ -68,7 +68,7 @@ def test_per_ratio_defaults_follow_the_table_and_interpolate():
 def test_the_hole_table_follows_8000_plain_steps_at_x4_and_x8_and_keeps_the_dense_rows_beyond():
     for scale, delta, budget in HOLE_TABLE:
         assert chebyshev_defaults(scale, holes=True) == pytest.approx((delta, budget))
-    m = Schedule.matching_plain(8000, 200)
+    m = Schedule.matching_plain(8000, 175)
     for scale in (4.0, 8.0):
         assert chebyshev_defaults(scale, holes=True) == pytest.approx((m.delta, len(m)))
     for scale in (16.0, 32.0, 100.0):
@@ -86,7 +86,7 @@ def test_a_source_with_holes_gets_the_hole_table_and_a_dense_one_the_dense_table
     holed[5:9, 6:12] = 0.0
     solver = DadaSolver(SolverConfig(device="cpu"))
     assert solver.solve(s.rgb, dense).stats.iterations == chebyshev_defaults(4.0)[1] == 150
-    assert solver.solve(s.rgb, holed).stats.iterations == chebyshev_defaults(4.0, holes=True)[1] == 200
+    assert solver.solve(s.rgb, holed).stats.iterations == chebyshev_defaults(4.0, holes=True)[1] == 175
     assert solver.schedule_for(4.0, holes=True).delta == pytest.approx(HOLE_TABLE[0][1])
     assert solver.schedule_for(4.0, 30, holes=True).delta == pytest.approx(HOLE_TABLE[0][1])  # fixed count
 
