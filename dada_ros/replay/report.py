@@ -313,6 +313,17 @@ def _frames_line(metrics: dict) -> str:
     return text
 
 
+def guard_lines(metrics: dict) -> list[str]:
+    """One line per method that ran behind the learned model's guard: what ran its frames."""
+    out = []
+    for k, s in metrics.get("summary", {}).items():
+        picks = s.get("guard_picks") or {}
+        if picks:
+            out.append(f"{k} behind the learned guard: " + ", ".join(f"{m} on {n}" for m, n in sorted(picks.items()))
+                       + f" of {sum(picks.values())} frames ({s.get('guard_checks', 0)} checked)")
+    return out
+
+
 def format_summary(metrics: dict, report: Path | None = None) -> str:
     """The one-screen console summary."""
     rows = summary_rows(metrics)
@@ -327,6 +338,7 @@ def format_summary(metrics: dict, report: Path | None = None) -> str:
         keys = paired[0][2:]
         lines.append(f"  same frames as {row[0]} ({row[1]}): mean MSE " + ", ".join(
             f"{k} {v}" for k, v in zip(keys, row[2:])))
+    lines += [f"  {g}" for g in guard_lines(metrics)]
     for n in metrics.get("notes", []):
         lines.append(f"  note: {n}")
     lines += [f"  {k}: {n} frame(s) failed: {err}" for k, n, err in _failures(metrics)]
@@ -365,6 +377,9 @@ def write_report(out: Path, metrics: dict, snapshots: list[Snapshot]) -> Path:
     if paired:
         md += ["", "Mean MSE (cm²) of every method on the same frames as the subsampled method(s), "
                "for a like-for-like comparison:", "", _markdown_table(paired)]
+    guarded = guard_lines(metrics)
+    if guarded:
+        md += [""] + [f"- {g}" for g in guarded]
     md += ["", "Methods:", ""]
     for k, mm in meta.items():
         every = f" (scored on every {ordinal(mm['every'])} frame)" if mm.get("every", 1) > 1 else ""

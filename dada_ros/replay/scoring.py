@@ -49,7 +49,7 @@ def score_frame(pred: np.ndarray, gt: np.ndarray | None, source: np.ndarray) -> 
 
 # Per-frame stats worth keeping from the solver / pipeline (the rest is noise in the file).
 _KEEP = ("iterations", "residual", "converged", "init_mode", "cold_reason", "flow_ms", "warm_valid_fraction",
-         "photometric_error", "init_ratio_error", "filled_fraction", "seconds", "loop_seconds")
+         "photometric_error", "init_ratio_error", "filled_fraction", "seconds", "loop_seconds", "guard")
 
 
 def frame_record(stats: dict, scores: dict) -> dict:
@@ -104,6 +104,9 @@ def summarize(method: str, frames: list[dict]) -> dict:
         "mean_flow_ms": _mean([r.get("flow_ms") for r in warm]),
         "init_modes": dict(Counter(r["init_mode"] for r in ok if "init_mode" in r)),
         "cold_reasons": dict(Counter(r["cold_reason"] for r in ok if r.get("cold_reason"))),
+        # method dada behind the learned guard: which method ran the frames, how many were checked
+        "guard_picks": dict(Counter(r["guard"]["pick"] for r in ok if r.get("guard"))),
+        "guard_checks": sum(1 for r in ok if (r.get("guard") or {}).get("checked")),
         "errors": dict(errors),
     }
 

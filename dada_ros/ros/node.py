@@ -516,7 +516,7 @@ class UpsampleNode(Node):
         frame = {k: stats.get(k) for k in ("init_mode", "cold_reason", "iterations", "residual", "converged",
                                            "flow_ms", "warm_valid_fraction", "scale", "filled_fraction", "device",
                                            "range_outliers", "range_worst", "accept_ms", "warm_region_fraction",
-                                           "solve_ms", "warm_declined_in_row")}
+                                           "solve_ms", "warm_declined_in_row", "guard")}
         frame.update(method=s.method, frame_ms=1000 * (t_end - t0), numba_threads=numba_threads(), **stages)
         self.stats.published(latency, frame)
 

@@ -51,6 +51,19 @@ def test_unavailable_method_does_not_stop_the_replay(result):
     assert any(n.startswith("method dada not run") for n in metrics["notes"])
 
 
+def test_learned_method_reports_what_its_guard_ran(result):
+    """dada runs behind the node's default guard: the summary counts which method ran each frame
+    and how many frames were checked (the first, then every learned_guard_every = 30)."""
+    _, out, metrics = result
+    if not metrics["methods"]["dada"]["available"]:
+        pytest.skip("the learned model is not installed here")
+    s = metrics["summary"]["dada"]
+    assert sum(s["guard_picks"].values()) == s["frames_out"] == 3 and s["guard_checks"] == 1  # --cold-every 2
+    assert set(s["guard_picks"]) <= {"dada", "dada-free"}
+    assert "dada behind the learned guard" in (out / "report.md").read_text()
+    assert metrics["summary"]["dada-free:flow"]["guard_picks"] == {}
+
+
 def test_per_frame_entries_and_jsonl(result):
     _, out, metrics = result
     frames = metrics["frames"]

@@ -96,7 +96,8 @@ def test_set_parameters_changes_behaviour_and_refuses_bad_values(ros_context, fr
         assert (h.received["points"][-1].height, h.received["points"][-1].width) == (GUIDE[0] // 2, GUIDE[1] // 2)
 
         bad = {"lambda": 0.25, "kappa": -1.0, "device": "gpu", "weights": "/nonexistent/model.pt",
-               "slop": 0.0, "warm_start": "sometimes", "qos_depth": 3}
+               "slop": 0.0, "warm_start": "sometimes", "qos_depth": 3, "learned_guard": "sometimes",
+               "learned_guard_every": -1}
         for name, value in bad.items():
             (r,) = h.set_parameters({name: value})
             assert not r.successful, name
@@ -113,6 +114,8 @@ def test_set_parameters_changes_behaviour_and_refuses_bad_values(ros_context, fr
         if r.successful:
             assert h.send_and_wait(triple(frames[3], T0 + 3 * DT), timeout=120)
             assert h.node.stats.last_frame["method"] == "dada"
+            guard = h.node.stats.last_frame["guard"]  # the default learned_guard checked this first frame
+            assert guard["checked"] and guard["pick"] in ("dada", "dada-free") and guard["ms"] > 0, guard
             (r,) = h.set_parameters({"method": "dada-free"})
             assert r.successful
         else:
