@@ -115,7 +115,7 @@ def guard_measures(model: Path, gate: dict[int, float], files: list[str], cache:
                    modes=GUARD_MODES) -> dict:
     """Cross-scale check measures (:func:`dada_ros.core.cross_scale.cross_scale_measures`) of
     DADA-free and of ``model`` at ``gate``, per file, ratio and check mode; cached in ``cache``
-    (a rerun resumes and adds only missing modes; a different gate starts over)."""
+    (a rerun resumes and adds only missing modes; a different gate or a newer ``model`` starts over)."""
     import torch
 
     from dada_ros.core.cross_scale import cross_scale_measures
@@ -130,7 +130,8 @@ def guard_measures(model: Path, gate: dict[int, float], files: list[str], cache:
     set_gate(net, gate)
     cfg = SolverConfig()
     solvers = {"dada-free": DadaSolver(cfg, FreeGuide()), "dada": DadaSolver(cfg, LearnedGuide(net, torch.device("cpu")))}
-    done = json.loads(cache.read_text()) if cache.exists() else {}
+    fresh = cache.exists() and cache.stat().st_mtime >= model.stat().st_mtime
+    done = json.loads(cache.read_text()) if fresh else {}
     if done.get("gate") != {str(k): v for k, v in gate.items()}:
         done = {"gate": {str(k): v for k, v in gate.items()}}
     for f in files:
@@ -139,8 +140,10 @@ def guard_measures(model: Path, gate: dict[int, float], files: list[str], cache:
         if not todo:
             continue
         scene, _ = read_npz(scene_path(root, f))
+        sources = {s: np.nan_to_num(make_example(scene.rgb, scene.depth, int(s)).source, nan=0.0)
+                   for s in {s for s, _, _ in todo}}
         for s, mode, k in todo:
-            src = np.nan_to_num(make_example(scene.rgb, scene.depth, int(s)).source, nan=0.0)
+            src = sources[s]
             try:
                 rec[f"{s}/{mode}{k}"] = cross_scale_measures(scene.rgb, src, solvers, mode, k)
             except Exception as e:  # too small a source for the factor: recorded, never picked
@@ -163,11 +166,11 @@ def guard_one(out: Path, recipe: str, fold: int, root: Path) -> None:
 
 
 def guard_pick(check: dict, measure: str, margin: float) -> bool:
-    """True when the check keeps DADA: its error below ``margin`` x DADA-free's (NaN: DADA-free)."""
-    if "error" in check:
-        return False
-    a, b = check["dada"][measure], check["dada-free"][measure]
-    return bool(np.isfinite(a) and np.isfinite(b) and a < margin * b)
+    """True when the guard's rule (:func:`dada_ros.core.guard.keeps_learned`) keeps DADA on this
+    recorded check; a check that could not run keeps DADA-free, as the guard does."""
+    from dada_ros.core.guard import keeps_learned
+
+    return "error" not in check and keeps_learned(check, measure, margin)
 
 
 def guarded_ratio(rec: dict, guard: dict, row, s: int, gate: float, rule: tuple, metric: str) -> float:
@@ -196,7 +199,7 @@ def guard_report(out: Path, recipe: str, folds_wanted: list[int], max_ratio: flo
     rules = [(f"{m}{k}", meas, mg) for m, k in GUARD_MODES for meas in MEASURES for mg in GUARD_MARGINS]
     per_rule = {r: {} for r in rules}
     per_rule_sensor = {r: {} for r in rules}
-    chosen_oof, chosen_sensor, unguarded, choices, right = {}, {}, {}, {}, {}
+    chosen_oof, chosen_sensor, unguarded, unguarded_sensor, choices, right = {}, {}, {}, {}, {}, {}
     for f in folds_wanted:
         d = out / recipe / f"fold{f}"
         if not (d / "guard.json").exists():
@@ -223,6 +226,7 @@ def guard_report(out: Path, recipe: str, folds_wanted: list[int], max_ratio: flo
         chosen_oof.update(ratios(pick, plan.test) if pick else {r.name: {s: 1.0 for s in C.SCALES} for r in plan.test})
         chosen_sensor[f] = ratios(pick, SENSORS) if pick else {r.name: {s: 1.0 for s in C.SCALES} for r in SENSORS}
         unguarded.update({r.name: {s: C.row_ratio(rec, r, s, gate[s], metric) for s in C.SCALES} for r in plan.test})
+        unguarded_sensor[f] = {r.name: {s: C.row_ratio(rec, r, s, gate[s], metric) for s in C.SCALES} for r in SENSORS}
         for r in list(plan.test) + SENSORS:  # how often the chosen rule picks the better method, per file
             for fl in r.files:
                 one = C.Row(fl, (fl,), r.group, r.used, r.kind)
@@ -254,12 +258,6 @@ def guard_report(out: Path, recipe: str, folds_wanted: list[int], max_ratio: flo
         ws = " / ".join(C._f(max(sv[s])) for s in C.SCALES)
         print(f"| {label} | {g} | {w} | {gs} | {ws} |")
 
-    unguarded_sensor = {}
-    for f in choices:
-        plan = C.fold_plan(rows, folds, f)
-        rec = json.loads((out / recipe / f"fold{f}" / "scores.json").read_text())
-        gate = node_gate(rec, plan, max_ratio)
-        unguarded_sensor[f] = {r.name: {s: C.row_ratio(rec, r, s, gate[s], metric) for s in C.SCALES} for r in SENSORS}
     line("no guard (fold's gate)", unguarded, unguarded_sensor)
     line("**guard, rule chosen per fold on its inner fold**", chosen_oof, chosen_sensor)
     for rule in rules:
@@ -292,7 +290,6 @@ def final_model(out: Path, recipe: str, steps: int, root: Path, report_only: boo
         sj, last = d / "scores.json", d / "last.pt"
         if sj.exists() and sj.stat().st_mtime < last.stat().st_mtime:
             sj.unlink()
-            (d / "guard.json").unlink(missing_ok=True)
         C.score_all(root, files, str(last), sj, grid=(0.0, 1.0), check_modes=(),
                     progress=lambda m: print(m, flush=True), output_range=OutputRangeConfig())
         g = GuardConfig()

@@ -15,8 +15,6 @@ import numpy as np
 from .errors import DadaInputError
 
 CROSS_SCALE_MODES = ("source", "guide", "half")
-
-
 CROSS_SCALE_MEASURES = ("depth", "inverse", "log")
 
 

@@ -31,6 +31,14 @@ from .solver import DadaSolver, SolveResult
 GUARD_MODES = ("cross_scale", "off")
 
 
+def keeps_learned(errors: dict, measure: str, margin: float) -> bool:
+    """The guard's rule on one check (:func:`.cross_scale.cross_scale_measures` of ``"dada"`` and
+    ``"dada-free"``): keep the learned guide when its ``measure`` error is below ``margin`` x
+    DADA-free's; a NaN on either side keeps DADA-free."""
+    a, b = errors["dada"][measure], errors["dada-free"][measure]
+    return bool(math.isfinite(a) and math.isfinite(b) and a < margin * b)
+
+
 @dataclass(frozen=True)
 class GuardConfig:
     """How the guard checks: ``mode`` ``"cross_scale"`` or ``"off"`` (the learned guide always),
@@ -109,13 +117,12 @@ class GuardedSolver:
         """Run the cross-scale check on this frame and keep its decision."""
         g = self.config_guard
         t0 = time.perf_counter()
-        src = np.where(np.isfinite(source) & (source > 0), source, 0.0).astype(np.float32)
-        try:
-            errs = cross_scale_measures(guide, src, {"dada": self.learned, "dada-free": self.free},
+        try:  # the check treats 0, NaN, inf and negative source cells as invalid, as the solver does
+            errs = cross_scale_measures(guide, source, {"dada": self.learned, "dada-free": self.free},
                                         g.check_mode, g.factor)
             a, b = errs["dada"][g.measure], errs["dada-free"][g.measure]
-            keep = bool(np.isfinite(a) and np.isfinite(b) and a < g.margin * b)
-            reason = "" if np.isfinite(a) and np.isfinite(b) else "the check left no cell to compare"
+            keep = keeps_learned(errs, g.measure, g.margin)
+            reason = "" if math.isfinite(a) and math.isfinite(b) else "the check left no cell to compare"
         except DadaInputError as exc:  # too small a source for a coarser copy, no valid cell, ...
             a = b = math.nan
             keep, reason = False, f"check not possible: {exc}"
