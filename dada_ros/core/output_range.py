@@ -138,10 +138,8 @@ def apply_limits(depth: np.ndarray, source: np.ndarray, lower: np.ndarray, upper
     part = Partition(y.shape, source.shape)
     # Cell level first (per-cell min / max of Y, cheap): only the pixels of cells that reach
     # beyond their limits are looked at one by one.
-    rs, cs = part.cell_starts()
+    cmin, cmax = part.cell_extrema(y)
     with np.errstate(invalid="ignore"):
-        cmax = np.fmax.reduceat(np.fmax.reduceat(y, rs[:-1], axis=0), cs[:-1], axis=1)
-        cmin = np.fmin.reduceat(np.fmin.reduceat(y, rs[:-1], axis=0), cs[:-1], axis=1)
         flagged = (cmax > upper) | (cmin < lower)  # NaN limits / all-NaN cells compare False
     stats = {"range_outliers": 0, "range_fraction": 0.0, "range_worst": 1.0, "range_mode": mode}
     if not flagged.any():

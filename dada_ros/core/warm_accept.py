@@ -112,11 +112,11 @@ def cell_means(y: np.ndarray, partition: Partition) -> tuple[np.ndarray, np.ndar
     Any ratio (the solver's partition). Cells without a finite pixel have mean NaN.
     """
     fin = np.isfinite(y)
-    sums = partition.cell_sums(np.where(fin, y, 0))
-    cnt = partition.cell_sums(fin)
+    total = partition.cell_means(np.where(fin, y, np.float32(0)))  # sum of the finite pixels / cell size
+    cov = partition.cell_means(fin)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = sums / cnt
-    return mean.astype(np.float32), (cnt / partition.cell_sizes()).astype(np.float32)
+        mean = np.where(cov > 0, total / cov, np.nan)
+    return mean.astype(np.float32), cov.astype(np.float32)
 
 
 @functools.lru_cache(maxsize=8)

@@ -127,3 +127,47 @@ def test_cell_means_is_the_numpy_down():
     res = Resampler(part, torch.device("cpu"))
     want = res.down(torch.from_numpy(img).permute(2, 0, 1)[None]).numpy()[0].transpose(1, 2, 0)
     np.testing.assert_allclose(part.cell_means(img), want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("guide,source", [((480, 640), (60, 80)), ((480, 640), (120, 160)), ((96, 128), (12, 16)),
+                                          ((480, 640), (172, 224))])
+def test_cell_means_fast_path_matches_the_float64_cell_sums(guide, source):
+    """The integer-ratio path (OpenCV area resize) agrees with the exact float64 sums, for
+    depth-like values, 0/1 masks and colour."""
+    part = Partition(guide, source)
+    rng = np.random.default_rng(3)
+    depth = (0.3 + 8 * rng.random(guide)).astype(np.float32)
+    mask = rng.random(guide) < 0.3
+    rgb = rng.random((*guide, 3)).astype(np.float32)
+    for img in (depth, mask, rgb):
+        sizes = part.cell_sizes()
+        sums = part.cell_sums(img)
+        want = sums / (sizes if sums.ndim == 2 else sizes[..., None])
+        got = part.cell_means(img)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
+    # a cell with one marked pixel of 64 is still > 0 (the warm run's region test relies on it)
+    one = np.zeros(guide, bool)
+    one[5, 7] = True
+    assert (part.cell_means(one) > 0).sum() == 1
+
+
+@pytest.mark.parametrize("guide,source", [((480, 640), (60, 80)), ((480, 640), (120, 160)), ((48, 64), (6, 8)),
+                                          ((480, 640), (172, 224)), ((9, 10), (4, 3))])
+def test_cell_extrema_match_fmin_fmax_and_ignore_nan(guide, source):
+    part = Partition(guide, source)
+    rng = np.random.default_rng(4)
+    y = (0.3 + 8 * rng.random(guide)).astype(np.float32)
+    y[rng.random(guide) < 0.2] = np.nan
+    H, W = guide
+    y[: H // source[0] + 1, : W // source[1] + 1] = np.nan  # at least one all-NaN cell
+    y[-1, -1] = np.inf  # an infinite pixel is a value, not a gap
+    rs, cs = part.cell_starts()
+    with np.errstate(invalid="ignore"):
+        want_max = np.fmax.reduceat(np.fmax.reduceat(y, rs[:-1], axis=0), cs[:-1], axis=1)
+        want_min = np.fmin.reduceat(np.fmin.reduceat(y, rs[:-1], axis=0), cs[:-1], axis=1)
+    cmin, cmax = part.cell_extrema(y)
+    assert np.isnan(cmin[0, 0]) and np.isnan(cmax[0, 0])
+    assert cmax[-1, -1] == np.inf
+    np.testing.assert_array_equal(cmax, want_max)
+    np.testing.assert_array_equal(cmin, want_min)
