@@ -280,6 +280,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-backoff-frames", type=int, help="WarmConfig.max_backoff_frames")
     p.add_argument("--region-delta-factor", type=float, help="WarmConfig.region_delta_factor")
     p.add_argument("--dilate-cells", type=int, help="AcceptConfig.dilate_cells (default: its default)")
+    p.add_argument("--fill-passes", type=int,
+                   help="AlignConfig.fill_passes (0: untracked pixels are not filled from tracked neighbours "
+                        "but cold-initialised, and their cells join the warm run's Chebyshev region)")
     p.add_argument("--equilibrium", nargs="*", default=["pan", "shift", "rotate", "forward", "static"],
                    help="motions scored against the 8000-step single-frame equilibrium too (slow)")
     p.add_argument("--no-real", action="store_true", help="skip the REAL tum2klg sequence")
@@ -301,6 +304,8 @@ def main(argv=None) -> int:
     if (a.reject_cell_error is not None or a.dilate_cells is not None) and not a.no_accept:
         warm.accept = AcceptConfig(**{k: v for k, v in (("reject_cell_error", a.reject_cell_error),
                                                          ("dilate_cells", a.dilate_cells)) if v is not None})
+    if a.fill_passes is not None:
+        warm.align = AlignConfig(fill_passes=a.fill_passes)
     if a.region_delta_factor is not None:
         warm.region_delta_factor = a.region_delta_factor
     if a.max_backoff_frames is not None:

@@ -86,10 +86,10 @@ class WarmConfig:
     # "off" by default since issue #26: on the CPU a warm frame was never faster than a cold one at
     # equal accuracy (doc/warm_start.md "Default: off"); "flow" is opt-in.
     mode: str = "off"
-    # 50: measured at 640x480 x8 (benchmarks/warm_start.py, 12 frames, pan / rotation / forward,
-    # clean and ToF sources) 1.5-3% lower MSE than 100, and half the work. At 320x240 the two are
-    # within a few % either way (pan prefers 100, rotation 50).
-    warm_iterations: int = 50
+    # 75 (session 5, with the medium-preset flow): the fewest of 50 / 60 / 75 / 100 that keep every
+    # frame of the pan and frame-drop sequences within 1.02x the cold solve (640x480 x8; 50: drop
+    # up to 1.067x, the cold-initialised cells are not converged). See doc/warm_start.md.
+    warm_iterations: int = 75
     # Loop of a warm frame: "plain" = warm_iterations plain steps from the warped Y0 (a short fixed
     # run keeps the fused detail); "solver" = the solver's own schedule (the Chebyshev
     # semi-iteration by default) restarted from Y0 with warm_iterations applications.
@@ -111,8 +111,13 @@ class WarmConfig:
     # x4 0.969-0.997 / 1.075, x16 1.085-1.227 / 1.433.
     region_delta_factor: float | None = None
     # A frame whose cold-initialised cells cover more than this fraction of the image starts cold:
-    # 50 applications converge strips and patches bounded by a kept prior, not most of the frame.
-    max_cold_area: float = 0.7
+    # the warm run's applications converge strips and patches bounded by a kept prior, not a large
+    # share of the frame. Session 5 (x8, medium-preset flow, 75 applications; chosen on the pan,
+    # drop and big_pan sequences and the ICL-NUIM living room, both methods): kept frames that won
+    # left 1-5% of the image cold; DADA-free on a 28 px/frame pan left 14-21% (kept: up to 1.042x
+    # the cold solve), the learned model on frame drops at 320x240 6-11% (kept: up to 1.089x). 0.7
+    # before. See doc/warm_start.md.
+    max_cold_area: float = 0.05
     # ``naive`` reuses the previous output unaligned, which fits a static view only: more rejected
     # cells than this fraction means the view moved, and the frame starts cold. Measured on
     # generated 320x240 x8 sequences: static 0% rejected (warm 0.986-1.000x cold), pan / shift /
@@ -294,7 +299,7 @@ def cold_cells(cold_pixels: np.ndarray, source_shape: tuple[int, int]) -> np.nda
     """(H, W) bool: the pixels of every source cell that holds a cold-initialised pixel (the
     adjustment works per cell: a cell is either in the warm run's Chebyshev region or not)."""
     part = Partition(cold_pixels.shape, source_shape)
-    return part.expand(part.cell_sums(cold_pixels) > 0)
+    return part.expand(part.cell_means(cold_pixels) > 0)
 
 
 class FramePipeline:

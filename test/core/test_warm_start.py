@@ -367,7 +367,9 @@ def test_a_warm_frame_is_one_solve_whose_cold_cells_converge_within_the_budget(q
             return super().solve(*a, **k)
 
     counting = Counting(solver.config)
-    pipe = FramePipeline(counting, WarmConfig(mode="flow", warm_iterations=20))
+    # the ghost covers ~19% of this small image: above the default max_cold_area, which the next
+    # test checks; here the region's convergence is the subject
+    pipe = FramePipeline(counting, WarmConfig(mode="flow", warm_iterations=20, max_cold_area=0.7))
     pipe.set_previous(prev, r0, 0.0)
     st = pipe.process(r1, s1, 0.1).stats
     assert st["init_mode"] == "flow", st["cold_reason"]
@@ -376,7 +378,7 @@ def test_a_warm_frame_is_one_solve_whose_cold_cells_converge_within_the_budget(q
     assert st["iterations"] == st["effective_iterations"] == 20
     region = calls[0].region
     assert region[24:56, 12:40].all() and not region.all()  # the ghost's cells, not the whole frame
-    off = PlainWarmRun(solver, WarmConfig(mode="flow", warm_iterations=20))
+    off = PlainWarmRun(solver, WarmConfig(mode="flow", warm_iterations=20, max_cold_area=0.7))
     off.set_previous(prev, r0, 0.0)
     out_off = off.process(r1, s1, 0.1)
     out_on = pipe.previous()[0]
@@ -390,6 +392,34 @@ def test_a_warm_frame_is_one_solve_whose_cold_cells_converge_within_the_budget(q
     far = cv2.distanceTransform((~region).astype(np.uint8), cv2.DIST_L2, 3) > 16
     assert far.mean() > 0.3
     np.testing.assert_allclose(out_on[far], out_off.depth[far], rtol=0.01)
+
+
+def test_a_large_cold_area_starts_cold_without_a_solve_of_the_prior(quick):
+    """More cold-initialised cells than max_cold_area: the warm run would not converge them, so the
+    frame is a cold one (one solve, the cold schedule) and says why; below it, the warm run."""
+    solver = quick
+    (r0, g0, s0), (r1, g1, s1) = translation_sequence(seed=2, size=(96, 128), n=1, step=2)
+    prev = solver.solve(r0, s0).depth.copy()
+    prev[24:56, 8:40] = 1.0  # a ghost: ~19% of the image becomes cold cells
+    calls = []
+
+    class Counting(DadaSolver):
+        def solve(self, *a, **k):
+            calls.append(k.get("schedule"))
+            return super().solve(*a, **k)
+
+    pipe = FramePipeline(Counting(solver.config), WarmConfig(mode="flow", warm_iterations=20))
+    assert pipe.warm.max_cold_area < 0.19
+    pipe.set_previous(prev, r0, 0.0)
+    st = pipe.process(r1, s1, 0.1).stats
+    assert st["init_mode"] == "cold" and "a cold frame is better" in st["cold_reason"]
+    assert len(calls) == 1 and calls[0] is None and st["iterations"] > 20  # the solver's own schedule
+    assert st["warm_declined_in_row"] == 1
+    calls.clear()
+    pipe.set_previous(solver.solve(r0, s0).depth, r0, 0.0)  # no ghost: a few cold cells at most
+    st = pipe.process(r1, s1, 0.1).stats
+    assert st["init_mode"] == "flow", st["cold_reason"]
+    assert st["warm_region_fraction"] <= pipe.warm.max_cold_area
 
 
 def test_exposure_change_is_compensated_and_a_large_one_starts_cold(quick):

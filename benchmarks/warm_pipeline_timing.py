@@ -1,0 +1,85 @@
+"""Time per frame of the warm start against a cold frame, side by side, through ``FramePipeline``.
+
+A generated 640x480 pan (ToF-like source at ``--source``) is fed frame by frame to three pipelines
+in turn, so a shared machine's load hits them alike: cold (``warm_start: off``), the warm defaults
+before session 5 (ultrafast flow, selection radius 2, 50 applications, ``max_cold_area`` 0.7) and
+the current ones. The node's output-range check is on, as in the node. Prints the median frame
+time over the frames after the first two, with the cost split (flow, acceptance, solve, loop).
+
+    python benchmarks/warm_pipeline_timing.py                    # x4 and x8, 16 frames
+    python benchmarks/warm_pipeline_timing.py --source 80x60 --threads 1
+    (yes > /dev/null &); python benchmarks/warm_pipeline_timing.py; pkill yes   # loaded
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import dada_ros  # noqa: F401  (before torch: the CPU threads' spin setting)
+import cv2
+import numpy as np
+
+from dada_ros.core.device import set_cpu_threads
+from dada_ros.core.output_range import OutputRangeConfig
+from dada_ros.core.pipeline import FramePipeline, WarmConfig
+from dada_ros.core.sequences import SequenceConfig, make_sequence
+from dada_ros.core.solver import DadaSolver, SolverConfig
+from dada_ros.core.warm_start import AlignConfig
+
+# The warm defaults before session 5 (doc/warm_start.md, "Never worse on frame drops").
+FORMER = dict(warm_iterations=50, max_cold_area=0.7,
+              align=AlignConfig(preset=cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, search_radius=2))
+
+
+def run(source: tuple[int, int], frames: int) -> list[str]:
+    """Median frame time and cost split of each pipeline on one generated pan (source (w, h))."""
+    seq = list(make_sequence(SequenceConfig(plan=(("pan", frames),), source_shape=source[::-1])))
+    configs = {"cold": WarmConfig(mode="off"),
+               "former warm": WarmConfig(mode="flow", max_age=1e9, **FORMER),
+               "warm": WarmConfig(mode="flow", max_age=1e9)}
+    pipes = {k: FramePipeline(DadaSolver(SolverConfig(device="cpu")), c, OutputRangeConfig())
+             for k, c in configs.items()}
+    for p in pipes.values():
+        p.warm_up()
+    times: dict[str, list[float]] = {k: [] for k in pipes}
+    split: dict[str, list[tuple]] = {k: [] for k in pipes}
+    for i, f in enumerate(seq):
+        src = np.nan_to_num(f.source, nan=0.0).astype(np.float32)
+        for k, p in pipes.items():
+            t = time.perf_counter()
+            st = p.process(f.rgb, src, f.stamp).stats
+            if i >= 2:  # the first frame has no previous one, the second warms the flow up
+                times[k].append((time.perf_counter() - t) * 1000)
+                split[k].append((st.get("flow_ms", 0.0), st.get("accept_ms", 0.0), st["solve_ms"],
+                                 st["loop_seconds"] * 1000, st["init_mode"]))
+    cold = statistics.median(times["cold"])
+    lines = []
+    for k in pipes:
+        m = statistics.median(times[k])
+        med = [statistics.median(x[j] for x in split[k]) for j in range(4)]
+        modes = sorted({x[4] for x in split[k]})
+        lines.append(f"| {source[0]}x{source[1]} | {k} | {m:.1f} | {m / cold:.2f} | {med[0]:.1f} | {med[1]:.1f} | "
+                     f"{med[2]:.1f} | {med[3]:.1f} | {', '.join(modes)} |")
+    return lines
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--source", default="160x120,80x60", help="depth WxH, comma-separated (guide 640x480)")
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    set_cpu_threads(args.threads)
+    print("| source | pipeline | median frame ms | / cold | flow | acceptance | solve | loop | init modes |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for s in args.source.split(","):
+        w, h = (int(x) for x in s.split("x"))
+        for line in run((w, h), args.frames):
+            print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
