@@ -110,6 +110,15 @@ def _guard(args) -> GuardConfig:
     return GuardConfig(mode=args.guard, every=1)  # one frame: check it
 
 
+def _make_solver(args, config: SolverConfig):
+    """The method's solver (behind the guard for ``dada``); warns when the guard is no protection."""
+    solver = make_solver(args.method, config, kappa=args.kappa, form=args.form, weights=args.weights,
+                         guard=_guard(args))
+    if getattr(solver, "caveat", ""):
+        print(f"dada-upsample: warning: {solver.caveat}", file=sys.stderr)
+    return solver
+
+
 def _range(args) -> OutputRangeConfig | None:
     return None if args.output_range == "off" else OutputRangeConfig(mode=args.output_range)
 
@@ -130,8 +139,7 @@ def _run_warm(args, guide, source, config: SolverConfig, mode: str) -> tuple[np.
         args.iterations if args.iterations is not None else WarmConfig().warm_iterations)
     warm = WarmConfig(mode=mode, warm_iterations=warm_its, max_age=float("inf"))
     warm.validate()
-    solver = make_solver(args.method, config, kappa=args.kappa, form=args.form, weights=args.weights,
-                         guard=_guard(args))
+    solver = _make_solver(args, config)
     pipe = FramePipeline(solver, warm, _range(args))
     pipe.set_previous(init, prev_guide, stamp=0.0)
     res = pipe.process(guide, source, stamp=1.0)
@@ -154,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     config.validate()
     if args.method in DADA_METHODS:
         if mode == "cold":
-            solver = make_solver(args.method, config, kappa=args.kappa, form=args.form, weights=args.weights,
-                                 guard=_guard(args))
+            solver = _make_solver(args, config)
             depth, stats = run_method(args.method, guide, source, config=config, solver=solver)
             stats.update({"init_mode": "cold", "cold_reason": "warm start off" if args.init else "no previous frame",
                           "flow_ms": 0.0, "warm_valid_fraction": 0.0})

@@ -39,6 +39,22 @@ def keeps_learned(errors: dict, measure: str, margin: float) -> bool:
     return bool(math.isfinite(a) and math.isfinite(b) and a < margin * b)
 
 
+def independence_caveat(learned: DadaSolver) -> str:
+    """Why the cross-scale check is no protection for these weights ("" when nothing says so).
+
+    Weights adapted by cross-scale self-supervision (``dada-train --self-supervised``: the sensor's
+    own depth predicted from a coarser copy of it) were trained on the signal the check measures,
+    so the check favours them whether or not they win at the served ratio: measured on held-out
+    RealSense frames (doc/learned.md, "Adapting to one camera"), the check kept such a model on 14
+    of 15 x4 checks, losses of up to 1.57x DADA-free's MSE included."""
+    meta = getattr(learned.guide_model, "meta", None) or {}
+    if (meta.get("train_config") or {}).get("self_supervised"):
+        return ("these weights were trained by cross-scale self-supervision, the signal the learned guard's check "
+                "measures: the check favours them and does not protect against their losses (doc/learned.md, "
+                "\"Adapting to one camera\"); validate them against ground truth before relying on the guard")
+    return ""
+
+
 @dataclass(frozen=True)
 class GuardConfig:
     """How the guard checks: ``mode`` ``"cross_scale"`` or ``"off"`` (the learned guide always),
@@ -82,6 +98,7 @@ class GuardedSolver:
         self.config_guard = config or GuardConfig()
         self.config_guard.validate()
         self.learned, self.free = learned, free
+        self.caveat = independence_caveat(learned)  # "" unless the check is not independent evidence
         self._pick: DadaSolver | None = None
         self._since = 0
         self._shape: tuple | None = None

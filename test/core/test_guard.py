@@ -100,3 +100,30 @@ def test_guard_config_refuses_bad_values_and_make_solver_guards_only_dada():
     assert isinstance(make_solver("dada", cfg, guard=GuardConfig()), GuardedSolver)
     assert isinstance(make_solver("dada", cfg, guard=GuardConfig(mode="off")), DadaSolver)
     assert isinstance(make_solver("dada", cfg), DadaSolver)
+
+
+def test_self_supervised_weights_carry_a_caveat_the_node_and_cli_report(tmp_path, step_edge_pair, capsys):
+    """Weights adapted by cross-scale self-supervision were trained on the check's own signal: the
+    guarded solver says so (the node logs it and keeps it in /diagnostics, the CLI warns)."""
+    torch = pytest.importorskip("torch")
+    learned = pytest.importorskip("dada_ros.learned.model")
+    cfg = SolverConfig(device="cpu")
+    assert make_solver("dada", cfg, guard=GuardConfig()).caveat == ""  # the shipped weights
+    ck = torch.load(learned.SHIPPED_PATH, map_location="cpu", weights_only=False)
+    ck["meta"] = {**ck.get("meta", {}), "train_config": {**ck["meta"].get("train_config", {}), "self_supervised": True}}
+    adapted = tmp_path / "adapted.pt"
+    torch.save(ck, adapted)
+    guarded = make_solver("dada", cfg, weights=str(adapted), guard=GuardConfig())
+    assert "self-supervision" in guarded.caveat and "guard" in guarded.caveat
+
+    from dada_ros.cli.common import run_cli
+    from dada_ros.cli.upsample import main
+
+    rgb, _, src = step_edge_pair(size=(64, 64), scale=4)
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "rgb.png"), rgb[:, :, ::-1])
+    np.save(tmp_path / "src.npy", src)
+    rc = run_cli("dada-upsample", main, ["--guide", str(tmp_path / "rgb.png"), "--source", str(tmp_path / "src.npy"),
+                                         "--method", "dada", "--weights", str(adapted), "--out", str(tmp_path / "o.npy")])
+    assert rc == 0 and "warning: these weights were trained by cross-scale self-supervision" in capsys.readouterr().err

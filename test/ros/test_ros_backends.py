@@ -466,3 +466,29 @@ def test_node_uses_stand_in_libraries_end_to_end(ros_context, monkeypatch) -> No
                    for a in h.diagnostics for s in a.status if s.name.endswith(": input"))
     finally:
         h.close()
+
+
+def test_node_warns_when_the_guard_cannot_protect_self_supervised_weights(ros_context, tmp_path, capfd) -> None:
+    """method dada with weights adapted by cross-scale self-supervision: the node says at start-up,
+    and keeps saying in /diagnostics, that its cross-scale guard is no protection for them."""
+    torch = pytest.importorskip("torch")
+    learned = pytest.importorskip("dada_ros.learned.model")
+    from ros_harness import TEST_PARAMS
+    from rclpy.parameter import Parameter
+
+    from dada_ros.ros.node import UpsampleNode
+
+    ck = torch.load(learned.SHIPPED_PATH, map_location="cpu", weights_only=False)
+    ck["meta"] = {**ck.get("meta", {}), "train_config": {**ck["meta"].get("train_config", {}), "self_supervised": True}}
+    adapted = tmp_path / "adapted.pt"
+    torch.save(ck, adapted)
+    params = {**TEST_PARAMS, "method": "dada", "weights": str(adapted)}
+    node = UpsampleNode(context=ros_context, namespace="/guard_caveat",
+                        parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    try:
+        assert "self-supervision" in node.stats.notes["learned_guard"]
+        status = {x.name: x for x in node.diagnostics.diagnostics.statuses(node.get_name())}
+        assert any("self-supervision" in x.message for x in status.values())
+    finally:
+        node.destroy_node()
+    assert "learned_guard: these weights were trained by cross-scale self-supervision" in capfd.readouterr().err
