@@ -274,3 +274,32 @@ def test_spin_setting_is_in_force_when_dada_ros_comes_first() -> None:
     env = {k: v for k, v in __import__("os").environ.items() if k != "GOMP_SPINCOUNT"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.stdout.strip() == "True", out.stderr[-2000:]
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="the one-pass coefficient kernel needs numba")
+@pytest.mark.parametrize("shape", [(1, 4, 37, 53), (2, 4, 2, 2), (1, 4, 480, 640)])
+def test_one_pass_coefficients_equal_the_torch_expressions(shape):
+    """DADA-free's coefficients on the CPU come from one numba pass, bit-identical to the torch
+    expressions (which training and the GPU keep), and a gradient still flows where one is asked for."""
+    from dada_ros.core import coefficients as coef
+
+    f = torch.rand(shape, generator=torch.Generator().manual_seed(1)) * 3
+    kappa = 0.03
+    fused = coef.coefficients_from_features(f, kappa)
+    assert coef._fused_applies(f, kappa)
+    xv = (f[:, :, 1:, :] - f[:, :, :-1, :]).abs().mean(dim=1, keepdim=True)
+    xh = (f[:, :, :, 1:] - f[:, :, :, :-1]).abs().mean(dim=1, keepdim=True)
+    for got, x in zip(fused, (xv, xh)):
+        want = 1.0 / (1.0 + x * x / kappa ** 2)
+        assert got.shape == want.shape and got.dtype == torch.float32
+        assert torch.equal(got, want)  # bit-identical: a shut gate stays exactly DADA-free
+    # an underflowing kappa^2 divides by zero the IEEE way in both (inf / NaN), not with an exception
+    tiny = coef.coefficients_from_features(f, 1e-30)
+    for got, x in zip(tiny, (xv, xh)):
+        torch.testing.assert_close(got, 1.0 / (1.0 + x * x / 1e-60), rtol=0, atol=0, equal_nan=True)
+    g = f.clone().requires_grad_(True)
+    assert not coef._fused_applies(g, kappa) and not coef._fused_applies(f, torch.tensor(kappa))
+    assert not coef._fused_applies(torch.rand(1, 7, 8, 8), kappa)  # a learned guide's channels: torch
+    cv, ch = coef.coefficients_from_features(g, kappa)
+    (cv.sum() + ch.sum()).backward()
+    assert g.grad is not None and torch.isfinite(g.grad).all()
