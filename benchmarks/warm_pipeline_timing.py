@@ -30,7 +30,8 @@ from dada_ros.core.warm_start import AlignConfig
 
 # The warm defaults before session 5 (doc/warm_start.md, "Never worse on frame drops").
 FORMER = dict(warm_iterations=50, max_cold_area=0.7,
-              align=AlignConfig(preset=cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, search_radius=2))
+              align=AlignConfig(preset=cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, search_radius=2,
+                                variational_iterations=None))
 
 
 def run(source: tuple[int, int], frames: int) -> list[str]:

@@ -112,8 +112,9 @@ def test_validity_mask_excludes_disoccluded_pixels_and_never_ghosts():
     (r0, d0), (r1, d1) = moving_square(30), moving_square(38)
     strip = np.zeros(d0.shape, bool)
     strip[20:44, 30:38] = True  # square before, background now
-    for preset in (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, cv2.DISOPTICAL_FLOW_PRESET_MEDIUM):
-        a = ws.align_frames(d0, r0, r1, ws.AlignConfig(preset=preset))
+    for preset, var in ((cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, None), (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, None),
+                        (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, 0)):  # the default: medium, no variational refinement
+        a = ws.align_frames(d0, r0, r1, ws.AlignConfig(preset=preset, variational_iterations=var))
         # The revealed patch was not visible in the previous frame: nothing there can be tracked,
         # and the fill does not leak the square's (or anything's) depth into it.
         assert not a.valid[strip].any()
@@ -248,7 +249,8 @@ def test_align_rejects_bad_inputs_and_config():
         ws.align_previous(d[:32], rgb, rgb)
     with pytest.raises(DadaInputError, match="HxW"):
         ws.align_frames(d[..., None].repeat(2, 2), rgb, rgb)
-    for bad in (dict(flow_scale=0), dict(warp="cubic"), dict(search_radius=9), dict(max_color_error=-1)):
+    for bad in (dict(flow_scale=0), dict(warp="cubic"), dict(search_radius=9), dict(max_color_error=-1),
+                dict(variational_iterations=-1), dict(variational_iterations=1.5)):
         with pytest.raises(DadaInputError):
             ws.align_frames(d, rgb, rgb, ws.AlignConfig(**bad))
     for bad in (dict(mode="fast"), dict(warm_iterations=0), dict(refine_iterations=-1), dict(refine_min_fraction=0)):
