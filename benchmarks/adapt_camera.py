@@ -29,6 +29,7 @@ import torch
 
 from dada_ros.core.guard import GuardConfig, GuardedSolver
 from dada_ros.core.methods import load_learned_guide
+from dada_ros.core.metrics import depth_errors
 from dada_ros.core.output_range import OutputRangeConfig, apply_output_range
 from dada_ros.core.solver import DadaSolver, FreeGuide, SolverConfig
 from dada_ros.learned import crossval as C
@@ -56,11 +57,6 @@ def adapt(held_out: str, frames: list[str], args) -> Path:
     return last
 
 
-def mse_cm2(pred: np.ndarray, truth: np.ndarray) -> float:
-    m = np.isfinite(truth) & (truth > 0) & np.isfinite(pred)
-    return float(np.mean(((pred[m] - truth[m]) * 100.0) ** 2))
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ratio", type=int, default=8, help="sensor ratio K: adapt at 1/K, serve at x K")
@@ -86,7 +82,7 @@ def main(argv=None) -> int:
         H, W = sc.depth.shape
         rgb, truth = np.ascontiguousarray(sc.rgb[: H - H % s, : W - W % s]), sc.depth[: H - H % s, : W - W % s]
         src = np.nan_to_num(make_example(rgb, truth, s).source, nan=0.0)
-        err = {k: mse_cm2(apply_output_range(v.solve(rgb, src).depth, src, rng)[0], truth)
+        err = {k: depth_errors(apply_output_range(v.solve(rgb, src).depth, src, rng)[0], truth).mse_cm2
                for k, v in (("free", free), ("shipped", shipped), ("adapted", adapted))}
         keep = GuardedSolver(adapted, free, GuardConfig(every=1)).check(rgb, src) is adapted
         row = {"frame": name, "shipped": err["shipped"] / err["free"], "adapted": err["adapted"] / err["free"],

@@ -74,9 +74,10 @@ class AlignConfig:
     # pan / rotation / forward sequences, 8 frames) ultrafast at half resolution gave 0.894 / 0.888
     # / 0.893 x the cold MSE vs 0.882 / 0.888 / 0.913 for medium at half resolution, for 0.4 ms of
     # flow instead of 4 ms (whole alignment 6.4 ms vs 11 ms, one idle core).
-    # Session 5: the medium preset and a radius of 3 (about +8 ms of flow at 640x480) after a frame
-    # drop (8 px/frame of pan with parallax) showed ultrafast's errors at depth edges that the
-    # 2-pixel selection cannot absorb (warm up to 1.07x the cold solve, 1.02-1.03x with medium);
+    # Session 5: the medium preset and a radius of 3 (with the refinement off, below, about +4 ms
+    # of flow at 640x480) after a frame drop (8 px/frame of pan with parallax) showed ultrafast's
+    # errors at depth edges that the 2-pixel selection cannot absorb (warm up to 1.07x the cold
+    # solve, 1.02-1.03x with medium);
     # chosen on the pan and drop sequences, every other motion held out (doc/warm_start.md).
     flow_scale: float = 0.5
     preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM

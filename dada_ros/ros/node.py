@@ -170,7 +170,7 @@ class UpsampleNode(Node):
         self._active = settings
         self.pipeline = FramePipeline(self._build_solver(settings), settings.warm_config(),
                                       settings.output_range_config())
-        self._note_guard_caveat(self.pipeline.solver)
+        self._note_guard_caveat(self.pipeline.solver, settings.weights)
         self._apply_threads(settings)
         self.stats.set_rate(settings.expected_rate)
 
@@ -272,16 +272,15 @@ class UpsampleNode(Node):
             if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
                 raise DadaInputError(f"device {device!r}: torch sees only {torch.cuda.device_count()} CUDA GPU(s)")
             self.stats.notes.pop("device", None)
-        solver = make_solver(s.method, s.solver_config(device), kappa=s.kappa, form=s.coefficient_form,
-                             weights=s.weights or None, guard=s.guard_config())
-        if getattr(solver, "caveat", ""):  # self-supervised weights: the cross-scale guard is blind to them
-            self._warn_once(f"guard caveat {s.weights}", f"learned_guard: {solver.caveat}")
-        return solver
+        return make_solver(s.method, s.solver_config(device), kappa=s.kappa, form=s.coefficient_form,
+                           weights=s.weights or None, guard=s.guard_config())
 
-    def _note_guard_caveat(self, solver) -> None:
-        """A standing /diagnostics note while the running solver's guard is no protection."""
+    def _note_guard_caveat(self, solver, weights: str) -> None:
+        """When a solver becomes the running one: if its guard is no protection (self-supervised
+        weights), say so once in the log and keep a standing /diagnostics note while it runs."""
         caveat = getattr(solver, "caveat", "")
         if caveat:
+            self._warn_once(f"guard caveat {weights}", f"learned_guard: {caveat}")
             self.stats.notes["learned_guard"] = caveat
         else:
             self.stats.notes.pop("learned_guard", None)
@@ -325,7 +324,7 @@ class UpsampleNode(Node):
             settings, solver = pending
             if solver is not None:  # new solver: cold start, its kernels warmed before its first frame
                 self.pipeline = FramePipeline(solver, settings.warm_config(), settings.output_range_config())
-                self._note_guard_caveat(solver)
+                self._note_guard_caveat(solver, settings.weights)
                 self.pipeline.warm_up()
             else:
                 self.pipeline.warm = settings.warm_config()
