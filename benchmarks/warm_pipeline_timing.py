@@ -2,8 +2,9 @@
 
 A generated 640x480 pan (ToF-like source at ``--source``) is fed frame by frame to three pipelines
 in turn, so a shared machine's load hits them alike: cold (``warm_start: off``), the warm defaults
-before session 5 (ultrafast flow, selection radius 2, 50 applications, ``max_cold_area`` 0.7) and
-the current ones. The node's output-range check is on, as in the node. Prints the median frame
+before session 5 (ultrafast flow, selection radius 2, 50 applications, ``max_cold_area`` 0.7), those
+of session 5 (75 applications on every warm frame) and the current ones (DADA-free: 40 applications
+when the view moved <= 5 px). The node's output-range check is on, as in the node. Prints the median frame
 time over the frames after the first two, with the cost split (flow, acceptance, solve, loop).
 
     python benchmarks/warm_pipeline_timing.py                    # x4 and x8, 16 frames
@@ -39,6 +40,7 @@ def run(source: tuple[int, int], frames: int) -> list[str]:
     seq = list(make_sequence(SequenceConfig(plan=(("pan", frames),), source_shape=source[::-1])))
     configs = {"cold": WarmConfig(mode="off"),
                "former warm": WarmConfig(mode="flow", max_age=1e9, **FORMER),
+               "session-5 warm": WarmConfig(mode="flow", max_age=1e9, slow_motion_px=0.0),
                "warm": WarmConfig(mode="flow", max_age=1e9)}
     pipes = {k: FramePipeline(DadaSolver(SolverConfig(device="cpu")), c, OutputRangeConfig())
              for k, c in configs.items()}

@@ -195,6 +195,7 @@ def run_sequence(frames: list[Frame], solver: DadaSolver, warm: WarmConfig, equi
             "warm_region_fraction": float(st.get("warm_region_fraction", 0.0)),
             "warm_valid_fraction": float(st.get("warm_valid_fraction", 0.0)),
             "photometric_error": float(st.get("photometric_error", float("nan"))),
+            "mean_flow_px": float(st.get("mean_flow_px", float("nan"))),
             "accept_median_error": float(st.get("accept_median_error", float("nan"))),
             "accept_cold_fraction": float(st.get("accept_cold_fraction", float("nan"))),
             "frame_ms": float(st["frame_seconds"]) * 1000, "flow_ms": float(st.get("flow_ms", 0.0)),
@@ -271,6 +272,10 @@ def main(argv=None) -> int:
                    help="rendered ICL-NUIM sequences (skipped when ../shared/realdata is absent)")
     p.add_argument("--methods", nargs="+", choices=("dada-free", "dada"), default=["dada-free", "dada"])
     p.add_argument("--warm-iterations", type=int, default=WarmConfig().warm_iterations)
+    p.add_argument("--slow-motion-px", type=float, default=WarmConfig().slow_motion_px,
+                   help="WarmConfig.slow_motion_px: mean |flow| at or under which a warm frame runs the slow-motion "
+                   "budget (default: the guide's own, 5 px with DADA-free; 0: off)")
+    p.add_argument("--slow-motion-iterations", type=int, default=WarmConfig().slow_motion_iterations)
     p.add_argument("--warm-schedule", choices=("plain", "solver"), default=WarmConfig().warm_schedule,
                    help="loop of a warm frame: plain steps, or the solver's schedule restarted from Y0")
     p.add_argument("--schedule", help="solver schedule (when the solver has one), e.g. chebyshev | plain")
@@ -300,6 +305,7 @@ def main(argv=None) -> int:
 
         set_cpu_threads(a.threads)
     warm = WarmConfig(mode="flow", warm_iterations=a.warm_iterations, warm_schedule=a.warm_schedule, max_age=1e9,
+                      slow_motion_px=a.slow_motion_px, slow_motion_iterations=a.slow_motion_iterations,
                       accept=PROBE_ACCEPT if a.no_accept else None)
     if (a.reject_cell_error is not None or a.dilate_cells is not None) and not a.no_accept:
         warm.accept = AcceptConfig(**{k: v for k, v in (("reject_cell_error", a.reject_cell_error),

@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the warm start: cold (ignore --init), naive (--init as is), flow (align; "
                    "needs --init-guide). Default: flow with --init-guide, naive with --init alone")
     p.add_argument("--warm-iterations", type=int,
-                   help=f"steps of a warm frame (default: --iterations if given, else {WarmConfig().warm_iterations})")
+                   help=f"steps of a warm frame (default: --iterations if given, else {WarmConfig().warm_iterations}, "
+                   f"{WarmConfig().slow_motion_iterations} with DADA-free when the view moved <= 5 px)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--stats", help="write solver statistics as JSON here")
     p.add_argument("--kappa", type=float, help="edge sensitivity of the coefficients (dada-free)")
@@ -135,9 +136,10 @@ def _run_warm(args, guide, source, config: SolverConfig, mode: str) -> tuple[np.
         if prev_guide.shape[:2] != guide.shape[:2]:
             raise DadaInputError(f"init guide {args.init_guide} has size {prev_guide.shape[:2]}, expected the "
                                  f"guide size {guide.shape[:2]}")
-    warm_its = args.warm_iterations if args.warm_iterations is not None else (
-        args.iterations if args.iterations is not None else WarmConfig().warm_iterations)
-    warm = WarmConfig(mode=mode, warm_iterations=warm_its, max_age=float("inf"))
+    warm = WarmConfig(mode=mode, max_age=float("inf"))
+    fixed = args.warm_iterations if args.warm_iterations is not None else args.iterations
+    if fixed is not None:  # a budget the user asked for is the budget, whatever the motion
+        warm.warm_iterations, warm.slow_motion_px = fixed, 0.0
     warm.validate()
     solver = _make_solver(args, config)
     pipe = FramePipeline(solver, warm, _range(args))

@@ -66,12 +66,10 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
 
 from .errors import DadaInputError
-from .inputs import check_pair
 from .output_range import OutputRangeConfig, apply_output_range
-from .resample import Partition, Resampler, cell_index, valid_source_mask
+from .resample import Partition, cell_index, valid_source_mask
 from .schedule import Schedule, chebyshev_defaults
 from .solver import DadaSolver, FreeGuide
 from .warm_accept import AcceptConfig, accept_prior
@@ -90,6 +88,18 @@ class WarmConfig:
     # frame of the pan and frame-drop sequences within 1.02x the cold solve (640x480 x8; 50: drop
     # up to 1.067x, the cold-initialised cells are not converged). See doc/warm_start.md.
     warm_iterations: int = 75
+    # A warm frame whose view moved little (mean |flow| of the alignment at most ``slow_motion_px``
+    # guide pixels) runs min(slow_motion_iterations, warm_iterations) applications: its warped prior
+    # needs less repair than a frame drop's. None: 5 px with DADA-free, 0 (off: always
+    # warm_iterations) with a learned guide. Session 6 (640x480 x8, DADA-free, per frame 40 against
+    # 75 applications): frames of 1.3-3.5 px/frame were as good with 40 (within +-0.02 of the 75
+    # figure, never above 0.99x cold), frames of a frame drop (8.1-8.7 px) lost up to 1.051x cold with
+    # 40 against 1.011x; chosen on the pan, drop, big_pan and ICL living-room sequences (any
+    # threshold in [3.5, 8.1) px passed them; 5 px), held out: rotate, forward, shift, dynamic, shake.
+    # The learned guide's slower schedule lost with 40 on smooth motion (pan up to 1.019x cold,
+    # living room 1.012x, against 1.018x / 0.962x with 75), so it keeps warm_iterations.
+    slow_motion_iterations: int = 40
+    slow_motion_px: float | None = None
     # Loop of a warm frame: "plain" = warm_iterations plain steps from the warped Y0 (a short fixed
     # run keeps the fused detail); "solver" = the solver's own schedule (the Chebyshev
     # semi-iteration by default) restarted from Y0 with warm_iterations applications.
@@ -164,6 +174,10 @@ class WarmConfig:
             raise DadaInputError(f"warm_start_max_age must be > 0 seconds, got {self.max_age}")
         if not self.max_init_ratio_error > 0:
             raise DadaInputError(f"max_init_ratio_error must be > 0, got {self.max_init_ratio_error}")
+        if int(self.slow_motion_iterations) != self.slow_motion_iterations or self.slow_motion_iterations < 1:
+            raise DadaInputError(f"slow_motion_iterations must be an integer >= 1, got {self.slow_motion_iterations}")
+        if self.slow_motion_px is not None and not (math.isfinite(self.slow_motion_px) and self.slow_motion_px >= 0):
+            raise DadaInputError(f"slow_motion_px must be a finite number >= 0, got {self.slow_motion_px}")
         if int(self.refine_iterations) != self.refine_iterations or self.refine_iterations < 0:
             raise DadaInputError(f"refine_iterations must be an integer >= 0, got {self.refine_iterations}")
         if not self.mature_iterations >= 0:
@@ -200,10 +214,15 @@ class FrameResult:
 
 def init_ratio_error(y0: np.ndarray, source: np.ndarray) -> float:
     """Median over valid, covered source cells of |down(Y0) / S - 1| (NaN in Y0 = not covered)."""
-    _, src, valid, part = check_pair(np.zeros(y0.shape + (3,), np.uint8), source)
-    res = Resampler(part, torch.device("cpu"))
-    down = res.down(torch.from_numpy(np.ascontiguousarray(y0, dtype=np.float32))[None, None])[0, 0].numpy()
-    ok = valid & np.isfinite(down)
+    y0 = np.asarray(y0, dtype=np.float32)
+    src = np.asarray(source, dtype=np.float32)
+    if y0.ndim != 2 or src.ndim != 2:
+        raise DadaInputError(f"prior and source must be 2-D, got {y0.shape} and {src.shape}")
+    part = Partition(y0.shape, src.shape)
+    fin = np.isfinite(y0)
+    # A cell is covered when every pixel is finite: its share of non-finite pixels is exactly 0.
+    down = part.cell_means(np.where(fin, y0, np.float32(0)))
+    ok = valid_source_mask(src) & (part.cell_means(~fin) == 0)
     if not ok.any():
         return float("inf")
     return float(np.median(np.abs(down[ok] / src[ok] - 1.0)))
@@ -421,6 +440,7 @@ class FramePipeline:
             info["warm_valid_fraction"] = al.info.valid_fraction
             info["warm_filled_fraction"] = al.info.filled_fraction
             info["photometric_error"] = al.info.photometric_error
+            info["mean_flow_px"] = al.info.mean_flow_px
             if al.info.cut:
                 info["cold_reason"] = f"scene cut: {al.info.reason}"
                 info["declined"] = True
@@ -472,6 +492,18 @@ class FramePipeline:
         self._region = region
         return acc.y0, info
 
+    def _warm_budget(self, info: dict) -> int:
+        """Applications of this warm frame: the slow-motion budget when the alignment measured a
+        small motion, ``warm_iterations`` otherwise (``naive``: no flow, always the latter)."""
+        its = int(self.warm.warm_iterations)
+        px = self.warm.slow_motion_px
+        if px is None:
+            px = 5.0 if isinstance(self.solver.guide_model, FreeGuide) else 0.0
+        flow = info.get("mean_flow_px", float("nan"))
+        if px > 0 and flow <= px:  # NaN (no flow: naive) compares False
+            return min(its, int(self.warm.slow_motion_iterations))
+        return its
+
     def _warm_schedule(self, iterations: int, scale: float) -> Schedule:
         """The warm run: plain steps, with the Chebyshev weights of the solver's own schedule
         (``delta`` x ``region_delta_factor``) in the cold-initialised cells (see the module doc)."""
@@ -488,6 +520,7 @@ class FramePipeline:
 
         ``stats`` holds the solver's :class:`~dada_ros.core.solver.SolveStats` fields plus
         ``init_mode`` (cold | naive | flow), ``cold_reason``, ``flow_ms`` (alignment time),
+        ``mean_flow_px`` (how far the view moved: it picks the warm frame's budget),
         ``warm_valid_fraction`` (pixels tracked), ``refine_iterations`` / ``refine_fraction``
         (young-pixel refinement: steps and fraction of the image solved), ``effective_iterations``
         (full-image-equivalent steps: ``iterations + refine_iterations * refine_fraction``),
@@ -516,7 +549,7 @@ class FramePipeline:
             age = np.full(rgb.shape[:2], np.inf, np.float32)
         else:
             age = self._age
-            warm_its = int(self.warm.warm_iterations)
+            warm_its = self._warm_budget(info)
             if info["init_mode"] == "flow" and self.warm.refine_iterations > 0:
                 young = age < self.warm.mature_iterations
                 if young.any():

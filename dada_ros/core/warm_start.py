@@ -140,6 +140,7 @@ class AlignInfo:
     reason: str = ""
     filled_fraction: float = 0.0  # untracked pixels given a depth by the colour-guided fill
     exposure_gain: tuple[float, float, float] = (1.0, 1.0, 1.0)  # applied to the previous guide
+    mean_flow_px: float = float("nan")  # mean |flow| over the image, guide pixels (how far the view moved)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -193,11 +194,11 @@ def dense_flow(src_gray: np.ndarray, dst_gray: np.ndarray, preset: int,
     return dis.calc(src_gray, dst_gray, None)
 
 
-def _flow(a8: np.ndarray, b8: np.ndarray, cfg: AlignConfig) -> tuple[np.ndarray, float, np.ndarray]:
+def _flow(a8: np.ndarray, b8: np.ndarray, cfg: AlignConfig) -> tuple[np.ndarray, float, float]:
     """Flow from guide ``a`` to guide ``b`` at full resolution (computed at ``flow_scale``).
 
     Returns (flow (H, W, 2), photometric error of ``b`` warped onto ``a`` by the flow at the flow
-    resolution (mean |d gray| in [0, 1] over in-frame pixels), in-frame mask at flow resolution).
+    resolution (mean |d gray| in [0, 1] over in-frame pixels), mean |flow| in full-resolution pixels).
     """
     H, W = a8.shape[:2]
     # Tiny images: no downscaling below MIN_FLOW_SIDE pixels (DIS needs a few patches per side).
@@ -217,7 +218,8 @@ def _flow(a8: np.ndarray, b8: np.ndarray, cfg: AlignConfig) -> tuple[np.ndarray,
         fl = cv2.resize(small, (W, H), interpolation=cv2.INTER_LINEAR)
         fl[:, :, 0] *= W / w  # vectors in small-image pixels -> full-resolution pixels
         fl[:, :, 1] *= H / h
-    return fl, photo, inside
+    mean_px = float(np.hypot(small[:, :, 0] * (W / w), small[:, :, 1] * (H / h)).mean())
+    return fl, photo, mean_px
 
 
 # ----------------------------------------------------------------------------- colour-guided selection
@@ -489,7 +491,7 @@ def align_frames(prev_depth: np.ndarray, prev_guide: np.ndarray, cur_guide: np.n
             gain = g
             prev8 = np.clip(prev8.astype(np.float32) * gain + 0.5, 0, 255).astype(np.uint8)
     try:
-        fwd, photo, _ = _flow(cur8, prev8, cfg)  # current -> previous
+        fwd, photo, mean_px = _flow(cur8, prev8, cfg)  # current -> previous
     except cv2.error as exc:  # e.g. an image too small for the flow's pyramid: start cold
         info = AlignInfo((time.perf_counter() - t0) * 1000, 0.0, float("inf"), True,
                          f"optical flow failed: {' '.join(str(exc).split('error:')[-1].split())}")
@@ -527,7 +529,7 @@ def align_frames(prev_depth: np.ndarray, prev_guide: np.ndarray, cur_guide: np.n
         reason = f"photometric error {photo:.3f} > {cfg.cut_photometric}"
     elif frac < cfg.min_valid_fraction:
         reason = f"only {frac:.0%} of pixels tracked (< {cfg.min_valid_fraction:.0%})"
-    info = AlignInfo(flow_ms, frac, photo, bool(reason), reason, filled, tuple(float(x) for x in gain))
+    info = AlignInfo(flow_ms, frac, photo, bool(reason), reason, filled, tuple(float(x) for x in gain), mean_px)
     return Alignment(y0, valid, idx, info)
 
 

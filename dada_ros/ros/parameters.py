@@ -125,6 +125,10 @@ PARAMS: tuple[ParamSpec, ...] = (
               "default), naive (previous output as is) or flow (warped by optical flow).", choices=WARM_MODES),
     ParamSpec("warm_iterations", NODE_DEFAULT_WARM_ITERATIONS, "Fixed step budget of a warm-started "
               f"frame; node maximum {NODE_MAX_WARM_ITERATIONS}.", int_range=(1, NODE_MAX_WARM_ITERATIONS)),
+    ParamSpec("warm_slow_iterations", WarmConfig.slow_motion_iterations, "Step budget of a warm frame "
+              "whose view moved little (mean optical flow <= 5 px) with DADA-free, at most warm_iterations; "
+              "a learned guide always runs warm_iterations (doc/warm_start.md).",
+              int_range=(1, NODE_MAX_WARM_ITERATIONS)),
     # 2 s rather than the core's 0.5 s: the node processes the NEWEST frame, so the gap between
     # two processed frames is the frame time (about 1 s at 640x480 on a laptop CPU); with 0.5 s a
     # CPU node would never warm-start. Stale or mismatched warm starts are still caught by the
@@ -208,6 +212,7 @@ class NodeSettings:
     torch_threads: int
     warm_start: str
     warm_iterations: int
+    warm_slow_iterations: int
     warm_start_max_age: float
     output_encoding: str
     publish_points: bool
@@ -244,7 +249,7 @@ class NodeSettings:
 
     def warm_config(self) -> WarmConfig:
         return WarmConfig(mode=self.warm_start, warm_iterations=self.warm_iterations,
-                          max_age=self.warm_start_max_age)
+                          slow_motion_iterations=self.warm_slow_iterations, max_age=self.warm_start_max_age)
 
     def output_range_config(self) -> OutputRangeConfig:
         return OutputRangeConfig(mode=self.output_range, margin=self.output_range_margin)

@@ -52,10 +52,20 @@ def test_init_and_init_guide_run_the_flow_warm_start(frames, capsys):
     assert rc == 0, err
     st = stats_of(d, "s_flow.json")
     assert st["init_mode"] == "flow" and st["cold_reason"] == ""
-    assert st["iterations"] == WarmConfig(mode="flow").warm_iterations and st["warm_start"] is True
+    # the slow-motion budget (DADA-free) when the view moved <= 5 px, the full one otherwise
+    slow = st["mean_flow_px"] <= 5.0
+    w = WarmConfig(mode="flow")
+    assert st["iterations"] == (w.slow_motion_iterations if slow else w.warm_iterations) and st["warm_start"] is True
     assert st["flow_ms"] > 0 and 0.9 < st["warm_valid_fraction"] <= 1
     out = np.load(d / "o_flow.npy")
     assert consistency_error(out, np.load(d / "src1.npy")) < 1e-5
+    # an explicit budget is the budget, whatever the motion
+    rc, err = cli(capsys, "--guide", d / "rgb1.png", "--source", d / "src1.npy", "--out", d / "o_flow.npy",
+                  "--init", d / "prev.npy", "--init-guide", d / "rgb0.png", "--warm-iterations", 57,
+                  "--stats", d / "s_flow57.json")
+    assert rc == 0, err
+    st = stats_of(d, "s_flow57.json")
+    assert st["init_mode"] == "flow" and st["iterations"] == 57
 
 
 def test_init_alone_is_naive_and_warm_iterations_sets_the_budget(frames, capsys):

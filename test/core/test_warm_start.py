@@ -71,7 +71,7 @@ def mean_mse(outs, frames):
 
 def test_flow_warm_start_beats_cold_at_equal_budget_and_the_equilibrium(translation, solver):
     frames, cold, cold100 = translation
-    pipe = FramePipeline(solver, WarmConfig(mode="flow", warm_iterations=100))
+    pipe = FramePipeline(solver, WarmConfig(mode="flow", warm_iterations=100, slow_motion_px=0.0))  # a fixed budget
     outs = [pipe.process(rgb, src, 0.1 * i) for i, (rgb, _, src) in enumerate(frames)]
     assert [o.stats["init_mode"] for o in outs] == ["cold"] + ["flow"] * (len(frames) - 1)
     assert all(o.stats["iterations"] == 100 for o in outs[1:])
@@ -530,3 +530,58 @@ def test_the_warm_region_delta_follows_the_guide():
     assert pipe._warm_schedule(50, 8.0).delta == pytest.approx(learned.schedule_for(8.0).delta)
     pipe.warm.region_delta_factor = 2.0
     assert pipe._warm_schedule(50, 8.0).delta == pytest.approx(2 * learned.schedule_for(8.0).delta)
+
+
+def test_alignment_measures_how_far_the_view_moved():
+    for step in (2, 6):
+        frames = translation_sequence(seed=3, size=(96, 128), step=step, n=1)
+        (rgb0, gt0, _), (rgb1, _, _) = frames
+        al = ws.align_frames(np.nan_to_num(gt0, nan=3.0), rgb0, rgb1)
+        # a pure translation by `step` px: the mean |flow| is that, up to the flow's own error
+        assert abs(al.info.mean_flow_px - step) < 0.35 * step, (step, al.info.mean_flow_px)
+
+
+def test_a_slow_motion_frame_runs_the_slow_budget_and_a_fast_one_the_full_budget(quick):
+    frames = translation_sequence(seed=2, step=2, n=2)
+    # None: DADA-free's own threshold (5 px), which a 2 px/frame translation is under
+    for px, its, slow_its, expect in ((10.0, 30, 12, 12), (10.0, 8, 12, 8), (1.0, 30, 12, 30), (0.0, 30, 12, 30),
+                                      (None, 30, 12, 12)):
+        pipe = FramePipeline(quick, WarmConfig(mode="flow", warm_iterations=its, slow_motion_px=px,
+                                               slow_motion_iterations=slow_its, max_age=1e9))
+        ran = [pipe.process(rgb, src, float(i)).stats for i, (rgb, _, src) in enumerate(frames)]
+        warm = [st for st in ran if st["init_mode"] == "flow"]
+        assert warm, [st["cold_reason"] for st in ran]
+        for st in warm:
+            assert 1.0 < st["mean_flow_px"] < 3.0
+            assert st["iterations"] == expect, (px, its, slow_its, st["iterations"])
+    # naive has no flow: always warm_iterations
+    pipe = FramePipeline(quick, WarmConfig(mode="naive", warm_iterations=20, slow_motion_px=1e6,
+                                           slow_motion_iterations=5))
+    rgb, _, src = frames[0]
+    pipe.set_previous(quick.solve(rgb, src, iterations=200).depth, None, 0.0)
+    st = pipe.process(rgb, src, 0.1).stats
+    assert st["init_mode"] == "naive" and st["iterations"] == 20
+    for bad in (dict(slow_motion_iterations=0), dict(slow_motion_px=-1.0), dict(slow_motion_px=float("nan"))):
+        with pytest.raises(DadaInputError):
+            WarmConfig(**bad).validate()
+
+
+def test_the_depth_motion_fit_solves_the_least_squares_problem():
+    rng = np.random.default_rng(0)
+    h, w = 30, 40
+    d = rng.uniform(1.0, 6.0, (h, w)).astype(np.float32)
+    x, y = wa._coords(h, w)
+    truth = (1.03, 0.02, -0.01, 0.05)
+    s = (d * (truth[0] + truth[1] * x + truth[2] * y) + truth[3]).astype(np.float32)
+    s_out = s.copy()
+    s_out[:3] *= 1.5  # outlier rows (a moving object): the robust rounds drop them
+    ok = np.ones((h, w), bool)
+    for src in (s, s_out):
+        fit = wa.fit_depth_motion(d, src, ok)
+        assert np.allclose(fit, truth, atol=2e-4), fit
+    # degenerate: every cell the same depth at the same place -> the SVD path, no exception
+    flat = np.zeros((h, w), bool)
+    flat[5, 5:20] = True
+    fit = wa.fit_depth_motion(np.full((h, w), 2.0, np.float32), np.full((h, w), 2.2, np.float32), flat)
+    assert np.isfinite(fit).all()
+    assert abs(2.0 * (fit[0] + fit[1] * x[5, 10] + fit[2] * y[5, 10]) + fit[3] - 2.2) < 1e-4
