@@ -49,7 +49,12 @@ import cv2
 import numpy as np
 
 from .errors import DadaInputError
-from .resample import Partition, valid_source_mask
+# numba is optional: without it the same passes run in numpy (about 3x slower, same decisions)
+from .fused_cpu import HAVE_NUMBA
+from .resample import Partition, cell_index, valid_source_mask
+
+if HAVE_NUMBA:
+    from .fused_cpu import njit
 
 
 @dataclass
@@ -149,29 +154,54 @@ def fit_depth_motion(prior_means: np.ndarray, source: np.ndarray, ok: np.ndarray
     for _ in range(rounds):
         if keep.sum() < 8:
             break
-        p = _least_squares(cols[:, keep], s[keep])
+        p = _least_squares(cols, s, keep)
         r = np.abs(p[0] * cols[0] + p[1] * cols[1] + p[2] * cols[2] + p[3] - s) / s
         keep = r <= max(3.0 * float(np.median(r)), 0.01)
     return float(p[0]), float(p[1]), float(p[2]), float(p[3])
 
 
-def _least_squares(cols: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """argmin |cols.T p - b| for a (4, n) float64 ``cols``: the normal equations (a 4x4 solve),
-    the SVD where they are ill-conditioned (a degenerate cell set).
+def _least_squares(cols: np.ndarray, b: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """argmin |cols.T p - b| over the columns ``keep`` of a (4, n) float64 ``cols``: the normal
+    equations (a 4x4 solve), the SVD where they are ill-conditioned (a degenerate cell set).
 
-    Elementwise sums, not BLAS: OpenBLAS splits a product of ~20k cells over its thread pool, and
-    with another process busy on a 2-core machine each call waited for a time slice (a round took
-    1-13 ms with ``np.linalg.lstsq``; a ``np.dot`` of two such columns up to 100 ms); this takes
-    ~0.3 ms on one core whatever the load."""
-    n = cols.shape[0]
-    ata = np.empty((n, n))
-    for i in range(n):
-        for j in range(i, n):
-            ata[i, j] = ata[j, i] = float((cols[i] * cols[j]).sum())
-    atb = np.array([float((c * b).sum()) for c in cols])
+    Not BLAS: OpenBLAS splits a product of ~20k cells over its thread pool, and with another
+    process busy on a 2-core machine each call waited for a time slice (a round took 1-13 ms with
+    ``np.linalg.lstsq``; a ``np.dot`` of two such columns up to 100 ms). One numba pass, or
+    elementwise numpy sums without numba."""
+    if HAVE_NUMBA:
+        ata, atb = _normal_equations_numba(cols, b, keep)
+    else:
+        ck, bk = cols[:, keep], b[keep]
+        n = ck.shape[0]
+        ata = np.empty((n, n))
+        for i in range(n):
+            for j in range(i, n):
+                ata[i, j] = ata[j, i] = float((ck[i] * ck[j]).sum())
+        atb = np.array([float((c * bk).sum()) for c in ck])
     if np.linalg.cond(ata) < 1e10:
         return np.linalg.solve(ata, atb)
-    return np.linalg.lstsq(cols.T, b, rcond=None)[0]
+    return np.linalg.lstsq(cols[:, keep].T, b[keep], rcond=None)[0]
+
+
+if HAVE_NUMBA:
+
+    @njit(cache=True)
+    def _normal_equations_numba(cols, b, keep):
+        n, m = cols.shape
+        ata = np.zeros((n, n))
+        atb = np.zeros(n)
+        for k in range(m):
+            if not keep[k]:
+                continue
+            for i in range(n):
+                ci = cols[i, k]
+                atb[i] += ci * b[k]
+                for j in range(i, n):
+                    ata[i, j] += ci * cols[j, k]
+        for i in range(n):
+            for j in range(i):
+                ata[i, j] = ata[j, i]
+        return ata, atb
 
 
 def apply_depth_motion(y: np.ndarray, motion: tuple[float, float, float, float]) -> np.ndarray:
@@ -182,8 +212,83 @@ def apply_depth_motion(y: np.ndarray, motion: tuple[float, float, float, float])
     return (y * (a0 + a1 * x + a2 * v) + b).astype(np.float32)
 
 
+if HAVE_NUMBA:
+    # The acceptance's three passes over the full-resolution prior, one loop each instead of
+    # 5-8 numpy passes (7-12 ms of a 640x480 warm frame in numpy, ~2 ms here). Serial: the
+    # passes are memory-bound and the machine is shared. Cell sums in float64.
+
+    @njit(cache=True)
+    def _prior_cells_numba(y, tracked, rows, cols, h, w):
+        """Sum and count of the finite, positive pixels per cell; tracked pixels among them."""
+        H, W = y.shape
+        total = np.zeros((h, w))
+        count = np.zeros((h, w))
+        n_tracked = 0
+        for i in range(H):
+            r = rows[i]
+            for j in range(W):
+                v = y[i, j]
+                if np.isfinite(v) and v > 0:
+                    total[r, cols[j]] += v
+                    count[r, cols[j]] += 1.0
+                    if tracked[i, j]:
+                        n_tracked += 1
+        return total, count, n_tracked
+
+    @njit(cache=True)
+    def _moved_cells_numba(y, a0, a1, a2, b, xs, ys, rows, cols, h, w, out):
+        """``out`` = the depth-motion-corrected prior (float32 arithmetic in numpy's order, NaN
+        where it is not finite and positive before and after), with its per-cell sum and count."""
+        H, W = y.shape
+        total = np.zeros((h, w))
+        count = np.zeros((h, w))
+        for i in range(H):
+            r = rows[i]
+            ty = a2 * ys[i]
+            for j in range(W):
+                v = y[i, j]
+                out[i, j] = np.nan
+                if not (np.isfinite(v) and v > 0):
+                    continue
+                m = v * ((a0 + a1 * xs[j]) + ty) + b
+                if m > 0:
+                    out[i, j] = m
+                    total[r, cols[j]] += m
+                    count[r, cols[j]] += 1.0
+        return total, count
+
+    @njit(cache=True)
+    def _keep_numba(y, bad, rows, cols, out, cold):
+        """``out`` = ``y`` where it is finite and positive and its cell passed, NaN elsewhere;
+        ``cold`` the complement. Returns (pixels in rejected cells, cold pixels)."""
+        H, W = y.shape
+        n_rejected = 0
+        n_cold = 0
+        for i in range(H):
+            r = rows[i]
+            for j in range(W):
+                v = y[i, j]
+                rej = bad[r, cols[j]]
+                n_rejected += rej
+                if rej or not (np.isfinite(v) and v > 0):
+                    out[i, j] = np.nan
+                    cold[i, j] = True
+                    n_cold += 1
+                else:
+                    out[i, j] = v
+                    cold[i, j] = False
+        return n_rejected, n_cold
+
+
+def _means(total: np.ndarray, count: np.ndarray, part: Partition) -> tuple[np.ndarray, np.ndarray]:
+    """(mean over the counted pixels, counted fraction of the cell), both (h, w) float32."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / count, np.nan)
+    return mean.astype(np.float32), (count / part.cell_sizes()).astype(np.float32)
+
+
 def accept_prior(y0: np.ndarray, source: np.ndarray, tracked: np.ndarray | None = None,
-                 config: AcceptConfig | None = None) -> Acceptance:
+                 config: AcceptConfig | None = None, use_numba: bool | None = None) -> Acceptance:
     """Decide per pixel where the warped previous output ``y0`` is kept; see the module docstring.
 
     Args:
@@ -191,6 +296,8 @@ def accept_prior(y0: np.ndarray, source: np.ndarray, tracked: np.ndarray | None 
         source: (h, w) current low-resolution depth in metres (0 / NaN / <= 0 invalid).
         tracked: (H, W) bool, pixels the alignment tracked (None: every finite pixel of ``y0``).
         config: :class:`AcceptConfig`.
+        use_numba: force (True) or avoid (False) the numba passes; None = when available. Both
+            give the same decisions (cell sums in float64 there, OpenCV's float32 area sums here).
     Returns:
         :class:`Acceptance`; when ``accepted`` is False the frame should start cold (``reason``).
     """
@@ -200,37 +307,57 @@ def accept_prior(y0: np.ndarray, source: np.ndarray, tracked: np.ndarray | None 
     src = np.asarray(source, dtype=np.float32)
     if y0.ndim != 2 or src.ndim != 2:
         raise DadaInputError(f"prior and source must be 2-D, got {y0.shape} and {src.shape}")
+    if tracked is not None and np.shape(tracked) != y0.shape:
+        raise DadaInputError(f"tracked mask {np.shape(tracked)} must have the prior's shape {y0.shape}")
+    use_numba = HAVE_NUMBA if use_numba is None else use_numba
+    if use_numba and not HAVE_NUMBA:
+        raise DadaInputError("the numba acceptance passes need numba installed")
     part = Partition(y0.shape, src.shape)
-    finite = np.isfinite(y0) & (y0 > 0)
-    y0 = np.where(finite, y0, np.nan).astype(np.float32)
-    tracked = finite if tracked is None else (np.asarray(tracked, bool) & finite)
     valid = valid_source_mask(src)
     h, w = src.shape
+    rows, cols = cell_index(y0.shape[0], h), cell_index(y0.shape[1], w)
 
     def result(yk, cold, err, ok, reason, med, rej, motion):
         return Acceptance(yk, cold, err, ok, reason, med, rej, float(cold.mean()), motion)
 
-    nan_cells = np.full((h, w), np.nan, np.float32)
-    tracked_frac = float(tracked.mean())
+    def declined(reason: str, motion=(1.0, 0.0, 0.0, 0.0)) -> Acceptance:
+        finite = np.isfinite(y0) & (y0 > 0)
+        return result(np.where(finite, y0, np.nan).astype(np.float32), ~finite,
+                      np.full((h, w), np.nan, np.float32), False, reason, float("nan"), 0.0, motion)
+
+    if use_numba:
+        trk = np.ones(y0.shape, bool) if tracked is None else np.ascontiguousarray(tracked, dtype=np.bool_)
+        y0 = np.ascontiguousarray(y0)
+        total, count, n_tracked = _prior_cells_numba(y0, trk, rows, cols, h, w)
+        tracked_frac = n_tracked / y0.size
+        mean, cov = _means(total, count, part)
+    else:
+        finite = np.isfinite(y0) & (y0 > 0)
+        y0 = np.where(finite, y0, np.nan).astype(np.float32)
+        tracked_frac = float((finite if tracked is None else (np.asarray(tracked, bool) & finite)).mean())
+        mean, cov = cell_means(y0, part)
     if tracked_frac < cfg.min_tracked_fraction:
-        return result(y0, ~finite, nan_cells, False,
-                      f"only {tracked_frac:.0%} of pixels tracked (< {cfg.min_tracked_fraction:.0%})",
-                      float("nan"), 0.0, (1.0, 0.0, 0.0, 0.0))
-    mean, cov = cell_means(y0, part)
+        return declined(f"only {tracked_frac:.0%} of pixels tracked (< {cfg.min_tracked_fraction:.0%})")
     tested = valid & (cov >= cfg.cell_coverage) & np.isfinite(mean)
     if not tested.any():
-        return result(y0, ~finite, nan_cells, False, "no source cell covered by the previous output",
-                      float("nan"), 0.0, (1.0, 0.0, 0.0, 0.0))
+        return declined("no source cell covered by the previous output")
     motion = (1.0, 0.0, 0.0, 0.0)
     if cfg.motion_model:
         motion = fit_depth_motion(mean, src, tested & (cov >= 0.99))
         if abs(motion[0] - 1.0) > cfg.max_scale_change or abs(motion[3]) > cfg.max_offset:
-            return result(y0, ~finite, nan_cells, False,
-                          f"previous output does not follow a rigid motion (fit a0={motion[0]:.2f}, b={motion[3]:.2f} m)",
-                          float("nan"), 0.0, motion)
-        y0 = apply_depth_motion(y0, motion)
-        y0 = np.where(y0 > 0, y0, np.nan).astype(np.float32)
-        mean, cov = cell_means(y0, part)
+            return declined(f"previous output does not follow a rigid motion (fit a0={motion[0]:.2f}, "
+                            f"b={motion[3]:.2f} m)", motion)
+        if use_numba:
+            x, v = _coords(*y0.shape)
+            moved = np.empty_like(y0)
+            total, count = _moved_cells_numba(y0, *(np.float32(m) for m in motion), x[0], v[:, 0], rows, cols,
+                                              h, w, moved)
+            y0 = moved
+            mean, cov = _means(total, count, part)
+        else:
+            y0 = apply_depth_motion(y0, motion)
+            y0 = np.where(y0 > 0, y0, np.nan).astype(np.float32)
+            mean, cov = cell_means(y0, part)
         tested &= np.isfinite(mean)
     err = np.full((h, w), np.nan, np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -240,14 +367,19 @@ def accept_prior(y0: np.ndarray, source: np.ndarray, tracked: np.ndarray | None 
     if cfg.dilate_cells > 0 and bad.any():
         k = 2 * int(cfg.dilate_cells) + 1
         bad = cv2.dilate(bad.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
-    rejected = part.expand(bad)
-    cold = rejected | ~np.isfinite(y0)
-    rej_frac = float(rejected.mean())
+    if use_numba:
+        y_keep, cold = np.empty_like(y0), np.empty(y0.shape, np.bool_)
+        n_rej, n_cold = _keep_numba(y0, np.ascontiguousarray(bad, dtype=np.bool_), rows, cols, y_keep, cold)
+        rej_frac, cold_frac = n_rej / y0.size, n_cold / y0.size
+    else:
+        rejected = part.expand(bad)
+        cold = rejected | ~np.isfinite(y0)
+        rej_frac, cold_frac = float(rejected.mean()), float(cold.mean())
+        y_keep = np.where(cold, np.nan, y0).astype(np.float32)
     reason = ""
     if med > cfg.max_median_error:
         reason = f"previous output disagrees with the new depth (median cell error {med:.3f} > {cfg.max_median_error})"
-    elif float(cold.mean()) > cfg.max_reject_fraction:
-        reason = (f"previous output disagrees with the new depth on {float(cold.mean()):.0%} of the image "
+    elif cold_frac > cfg.max_reject_fraction:
+        reason = (f"previous output disagrees with the new depth on {cold_frac:.0%} of the image "
                   f"(> {cfg.max_reject_fraction:.0%})")
-    y_keep = np.where(cold, np.nan, y0).astype(np.float32)
     return result(y_keep, cold, err, not reason, reason, med, rej_frac, motion)

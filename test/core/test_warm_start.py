@@ -585,3 +585,29 @@ def test_the_depth_motion_fit_solves_the_least_squares_problem():
     fit = wa.fit_depth_motion(np.full((h, w), 2.0, np.float32), np.full((h, w), 2.2, np.float32), flat)
     assert np.isfinite(fit).all()
     assert abs(2.0 * (fit[0] + fit[1] * x[5, 10] + fit[2] * y[5, 10]) + fit[3] - 2.2) < 1e-4
+
+
+@pytest.mark.skipif(not wa.HAVE_NUMBA, reason="numba not installed")
+def test_numba_and_numpy_acceptance_agree():
+    frames = translation_sequence(seed=5, size=(96, 128), step=3, n=1, tof=TofModel())
+    (rgb0, gt0, _), (rgb1, _, src1) = frames
+    al = ws.align_frames(np.nan_to_num(gt0, nan=3.0), rgb0, rgb1)
+    prior = al.y0.copy()
+    prior[40:60, 50:90] *= 1.3  # a wrong patch: its cells are rejected
+    prior[:5] = -1.0  # non-positive prior pixels: cold
+    cases = [(prior, src1, al.valid, None), (prior * 1.05 + 0.1, src1, None, None),  # a depth motion to fit
+             (prior, src1, None, wa.AcceptConfig(motion_model=False)),
+             (np.where(np.arange(128) < 40, np.nan, prior), src1, None, None)]  # too few pixels tracked
+    for y0, src, tracked, cfg in cases:
+        a = wa.accept_prior(y0, src, tracked, cfg, use_numba=True)
+        b = wa.accept_prior(y0, src, tracked, cfg, use_numba=False)
+        assert (a.accepted, a.reason[:40]) == (b.accepted, b.reason[:40])
+        np.testing.assert_array_equal(a.cold_pixels, b.cold_pixels)
+        np.testing.assert_allclose(a.y0, b.y0, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(a.cell_error, b.cell_error, atol=1e-5)
+        assert a.rejected_fraction == pytest.approx(b.rejected_fraction, abs=1e-9)
+        assert a.cold_fraction == pytest.approx(b.cold_fraction, abs=1e-9)
+        assert np.allclose(a.motion, b.motion, atol=1e-4)
+    assert wa.accept_prior(prior, src1, use_numba=True).rejected_fraction > 0.01
+    with pytest.raises(DadaInputError, match="tracked"):
+        wa.accept_prior(prior, src1, np.ones((3, 3), bool))
