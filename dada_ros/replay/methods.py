@@ -23,7 +23,7 @@ import numpy as np
 from ..core.baselines import BASELINES
 from ..core.errors import DadaInputError
 from ..core.methods import DADA_METHODS, make_solver, run_method
-from ..core.pipeline import FramePipeline
+from ..core.pipeline import FramePipeline, WarmConfig
 from ..core.solver import DadaSolver
 from ..ros.parameters import NodeSettings
 
@@ -65,9 +65,21 @@ class MethodSpec:
             its = (f"{self.iterations} it" if self.iterations else
                    f"equilibrium: tolerance {node.tolerance:g}, cap {node.max_iterations}")
             return f"{self.base}, cold start every frame ({its})"
-        n = self.iterations or node.warm_iterations
         how = "flow-warped previous output" if self.mode == "flow" else "previous output as is (naive)"
-        return f"{self.base}, warm start from {how}, {n} it/warm frame"
+        cfg = self.warm_config(node)
+        its = f"{cfg.warm_iterations} it/warm frame"
+        if self.mode == "flow" and self.base == "dada-free" and cfg.slow_motion_px is None:
+            its = (f"{min(cfg.slow_motion_iterations, cfg.warm_iterations)} it/warm frame when the view moved "
+                   f"<= 5 px, else {cfg.warm_iterations}")
+        return f"{self.base}, warm start from {how}, {its}"
+
+    def warm_config(self, node: NodeSettings) -> WarmConfig:
+        """The node's warm-start settings in this method's mode; a count in the spec
+        (``dada-free:flow:60``) is the budget of every warm frame, whatever the motion."""
+        warm = replace(node.warm_config(), mode=_PIPELINE_MODE[self.mode])
+        if self.iterations:
+            warm.warm_iterations, warm.slow_motion_px = self.iterations, 0.0
+        return warm
 
 
 def parse_method(text: str) -> MethodSpec:
@@ -149,8 +161,7 @@ class MethodRunner:
             if spec.mode == "cold" and spec.iterations is not None:
                 cfg = replace(base_solver.config, iterations=spec.iterations, tol=None)
                 solver = DadaSolver(cfg, base_solver.guide_model)
-            warm = replace(node.warm_config(), mode=_PIPELINE_MODE[spec.mode],
-                           warm_iterations=spec.iterations or node.warm_iterations)
+            warm = spec.warm_config(node)
             # the node's output range handling too (parameter output_range), as the node runs it
             self.pipeline = FramePipeline(solver, warm, node.output_range_config())
         except DadaInputError as exc:

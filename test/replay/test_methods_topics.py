@@ -6,6 +6,7 @@ from dada_ros.core.errors import DadaInputError
 from dada_ros.replay.bag import TopicInfo
 from dada_ros.replay.methods import parse_method, parse_methods
 from dada_ros.replay.topics import TopicMap
+from dada_ros.ros.parameters import NodeSettings
 
 
 def test_method_specs():
@@ -19,6 +20,20 @@ def test_method_specs():
     assert (s.key, s.mode, s.iterations, s.equilibrium_cold) == ("dada-free:cold:100", "cold", 100, False)
     assert parse_method("jbf").stateless and not parse_method("jbf").is_dada
     assert [x.key for x in parse_methods("dada-free, bicubic,dada:naive")] == ["dada-free", "bicubic", "dada:naive"]
+
+
+def test_a_warm_method_runs_the_nodes_budgets_or_the_count_it_names():
+    node = NodeSettings.defaults()
+    flow = parse_method("dada-free:flow")
+    cfg = flow.warm_config(node)
+    assert (cfg.mode, cfg.warm_iterations, cfg.slow_motion_px) == ("flow", node.warm_iterations, None)
+    assert cfg.slow_motion_iterations == node.warm_slow_iterations
+    assert "40 it/warm frame when the view moved <= 5 px, else 75" in flow.label(node)
+    fixed = parse_method("dada-free:flow:60")
+    cfg = fixed.warm_config(node)
+    assert (cfg.warm_iterations, cfg.slow_motion_px) == (60, 0.0) and "60 it/warm frame" in fixed.label(node)
+    assert "75 it/warm frame" in parse_method("dada:flow").label(node)  # a learned guide: one budget
+    assert parse_method("dada-free:naive").warm_config(node).mode == "naive"
 
 
 @pytest.mark.parametrize("text, msg", [
