@@ -76,6 +76,9 @@ from .warm_accept import AcceptConfig, accept_prior
 from .warm_start import AlignConfig, align_frames
 
 WARM_MODES = ("off", "naive", "flow")
+# WarmConfig.slow_motion_px when None with DADA-free (a learned guide: off); chosen in session 6
+# (see WarmConfig and doc/warm_start.md).
+FREE_SLOW_MOTION_PX = 5.0
 WARM_SCHEDULES = ("plain", "solver")
 
 
@@ -498,7 +501,7 @@ class FramePipeline:
         its = int(self.warm.warm_iterations)
         px = self.warm.slow_motion_px
         if px is None:
-            px = 5.0 if isinstance(self.solver.guide_model, FreeGuide) else 0.0
+            px = FREE_SLOW_MOTION_PX if isinstance(self.solver.guide_model, FreeGuide) else 0.0
         flow = info.get("mean_flow_px", float("nan"))
         if px > 0 and flow <= px:  # NaN (no flow: naive) compares False
             return min(its, int(self.warm.slow_motion_iterations))

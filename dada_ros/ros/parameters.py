@@ -34,7 +34,7 @@ from dada_ros.core.device import DEVICES
 from dada_ros.core.errors import DadaInputError
 from dada_ros.core.guard import GUARD_MODES, GuardConfig
 from dada_ros.core.methods import DADA_METHODS
-from dada_ros.core.pipeline import WARM_MODES, WarmConfig
+from dada_ros.core.pipeline import FREE_SLOW_MOTION_PX, WARM_MODES, WarmConfig
 from dada_ros.core.output_range import DEFAULT_MARGIN, OUTPUT_RANGE_MODES, OutputRangeConfig
 from dada_ros.core.schedule import SCHEDULES
 from dada_ros.core.solver import DEFAULT_LAMBDA, DEFAULT_MAX_ITERATIONS, DEFAULT_TOL, ITERATIONS_LIMIT, SolverConfig
@@ -126,7 +126,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("warm_iterations", NODE_DEFAULT_WARM_ITERATIONS, "Fixed step budget of a warm-started "
               f"frame; node maximum {NODE_MAX_WARM_ITERATIONS}.", int_range=(1, NODE_MAX_WARM_ITERATIONS)),
     ParamSpec("warm_slow_iterations", WarmConfig.slow_motion_iterations, "Step budget of a warm frame "
-              "whose view moved little (mean optical flow <= 5 px) with DADA-free, at most warm_iterations; "
+              f"whose view moved little (mean optical flow <= {FREE_SLOW_MOTION_PX:g} px) with DADA-free, at "
+              "most warm_iterations; "
               "a learned guide always runs warm_iterations (doc/warm_start.md).",
               int_range=(1, NODE_MAX_WARM_ITERATIONS)),
     # 2 s rather than the core's 0.5 s: the node processes the NEWEST frame, so the gap between
