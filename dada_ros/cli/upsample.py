@@ -47,7 +47,7 @@ from ..core.guard import GUARD_MODES, GuardConfig
 from ..core.image_io import read_depth, read_guide, write_depth_npy
 from ..core.output_range import OUTPUT_RANGE_MODES, OutputRangeConfig, apply_output_range
 from ..core.methods import DADA_METHODS, METHODS, make_solver, run_method
-from ..core.pipeline import FramePipeline, WarmConfig
+from ..core.pipeline import FREE_SLOW_MOTION_PX, FramePipeline, WarmConfig
 from ..core.schedule import SCHEDULES
 from ..core.solver import DEFAULT_LAMBDA, DEFAULT_MAX_ITERATIONS, SolverConfig
 from .common import run_cli, write_json
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "needs --init-guide). Default: flow with --init-guide, naive with --init alone")
     p.add_argument("--warm-iterations", type=int,
                    help=f"steps of a warm frame (default: --iterations if given, else {WarmConfig().warm_iterations}, "
-                   f"{WarmConfig().slow_motion_iterations} with DADA-free when the view moved <= 5 px)")
+                   f"{WarmConfig().slow_motion_iterations} with DADA-free when the view moved <= {FREE_SLOW_MOTION_PX:g} px)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--stats", help="write solver statistics as JSON here")
     p.add_argument("--kappa", type=float, help="edge sensitivity of the coefficients (dada-free)")
@@ -138,8 +138,8 @@ def _run_warm(args, guide, source, config: SolverConfig, mode: str) -> tuple[np.
                                  f"guide size {guide.shape[:2]}")
     warm = WarmConfig(mode=mode, max_age=float("inf"))
     fixed = args.warm_iterations if args.warm_iterations is not None else args.iterations
-    if fixed is not None:  # a budget the user asked for is the budget, whatever the motion
-        warm.warm_iterations, warm.slow_motion_px = fixed, 0.0
+    if fixed is not None:
+        warm = warm.fixed_budget(fixed)
     warm.validate()
     solver = _make_solver(args, config)
     pipe = FramePipeline(solver, warm, _range(args))

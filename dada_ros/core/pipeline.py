@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -165,6 +165,11 @@ class WarmConfig:
     # nothing (1.37x a cold frame, 1.18x with the backoff; benchmarks/warm_start.py); 0 = try
     # every frame.
     max_backoff_frames: int = 8
+
+    def fixed_budget(self, iterations: int) -> "WarmConfig":
+        """A copy whose every warm frame runs ``iterations`` applications, whatever the motion (a
+        budget a user names: ``dada-upsample --warm-iterations``, ``dada-replay`` method counts)."""
+        return replace(self, warm_iterations=iterations, slow_motion_px=0.0)
 
     def validate(self) -> None:
         if self.mode not in WARM_MODES:

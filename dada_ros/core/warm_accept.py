@@ -317,13 +317,12 @@ def accept_prior(y0: np.ndarray, source: np.ndarray, tracked: np.ndarray | None 
     h, w = src.shape
     rows, cols = cell_index(y0.shape[0], h), cell_index(y0.shape[1], w)
 
-    def result(yk, cold, err, ok, reason, med, rej, motion):
-        return Acceptance(yk, cold, err, ok, reason, med, rej, float(cold.mean()), motion)
-
     def declined(reason: str, motion=(1.0, 0.0, 0.0, 0.0)) -> Acceptance:
         finite = np.isfinite(y0) & (y0 > 0)
-        return result(np.where(finite, y0, np.nan).astype(np.float32), ~finite,
-                      np.full((h, w), np.nan, np.float32), False, reason, float("nan"), 0.0, motion)
+        cold = ~finite
+        return Acceptance(np.where(finite, y0, np.nan).astype(np.float32), cold,
+                          np.full((h, w), np.nan, np.float32), False, reason, float("nan"), 0.0,
+                          float(cold.mean()), motion)
 
     if use_numba:
         trk = np.ones(y0.shape, bool) if tracked is None else np.ascontiguousarray(tracked, dtype=np.bool_)
@@ -382,4 +381,4 @@ def accept_prior(y0: np.ndarray, source: np.ndarray, tracked: np.ndarray | None 
     elif cold_frac > cfg.max_reject_fraction:
         reason = (f"previous output disagrees with the new depth on {cold_frac:.0%} of the image "
                   f"(> {cfg.max_reject_fraction:.0%})")
-    return result(y_keep, cold, err, not reason, reason, med, rej_frac, motion)
+    return Acceptance(y_keep, cold, err, not reason, reason, med, rej_frac, cold_frac, motion)

@@ -23,7 +23,7 @@ import numpy as np
 from ..core.baselines import BASELINES
 from ..core.errors import DadaInputError
 from ..core.methods import DADA_METHODS, make_solver, run_method
-from ..core.pipeline import FramePipeline, WarmConfig
+from ..core.pipeline import FREE_SLOW_MOTION_PX, FramePipeline, WarmConfig
 from ..core.solver import DadaSolver
 from ..ros.parameters import NodeSettings
 
@@ -70,16 +70,14 @@ class MethodSpec:
         its = f"{cfg.warm_iterations} it/warm frame"
         if self.mode == "flow" and self.base == "dada-free" and cfg.slow_motion_px is None:
             its = (f"{min(cfg.slow_motion_iterations, cfg.warm_iterations)} it/warm frame when the view moved "
-                   f"<= 5 px, else {cfg.warm_iterations}")
+                   f"<= {FREE_SLOW_MOTION_PX:g} px, else {cfg.warm_iterations}")
         return f"{self.base}, warm start from {how}, {its}"
 
     def warm_config(self, node: NodeSettings) -> WarmConfig:
         """The node's warm-start settings in this method's mode; a count in the spec
         (``dada-free:flow:60``) is the budget of every warm frame, whatever the motion."""
         warm = replace(node.warm_config(), mode=_PIPELINE_MODE[self.mode])
-        if self.iterations:
-            warm.warm_iterations, warm.slow_motion_px = self.iterations, 0.0
-        return warm
+        return warm.fixed_budget(self.iterations) if self.iterations else warm
 
 
 def parse_method(text: str) -> MethodSpec:
