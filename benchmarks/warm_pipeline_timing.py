@@ -1,11 +1,13 @@
 """Time per frame of the warm start against a cold frame, side by side, through ``FramePipeline``.
 
-A generated 640x480 pan (ToF-like source at ``--source``) is fed frame by frame to three pipelines
+A generated 640x480 pan (ToF-like source at ``--source``) is fed frame by frame to the pipelines
 in turn, so a shared machine's load hits them alike: cold (``warm_start: off``), the warm defaults
-before session 5 (ultrafast flow, selection radius 2, 50 applications, ``max_cold_area`` 0.7), those
-of session 5 (75 applications on every warm frame) and the current ones (DADA-free: 40 applications
-when the view moved <= 5 px). The node's output-range check is on, as in the node. Prints the median frame
-time over the frames after the first two, with the cost split (flow, acceptance, solve, loop).
+of session 5 (75 applications on every warm frame), those of session 6 (DADA-free: 40 applications
+when the view moved <= 5 px; the solve's preparation after the alignment) and the current ones
+(the same, the preparation on a second thread beside the alignment: ``overlap_prepare``). The
+node's output-range check is on, as in the node. Prints the median frame time over the frames
+after the first two, with the cost split (flow, acceptance, solve, loop; ``solve`` holds only the
+part of an overlapped preparation the frame waited for).
 
     python benchmarks/warm_pipeline_timing.py                    # x4 and x8, 16 frames
     python benchmarks/warm_pipeline_timing.py --source 80x60 --threads 1
@@ -19,7 +21,6 @@ import statistics
 import time
 
 import dada_ros  # noqa: F401  (before torch: the CPU threads' spin setting)
-import cv2
 import numpy as np
 
 from dada_ros.core.device import set_cpu_threads
@@ -27,20 +28,13 @@ from dada_ros.core.output_range import OutputRangeConfig
 from dada_ros.core.pipeline import FramePipeline, WarmConfig
 from dada_ros.core.sequences import SequenceConfig, make_sequence
 from dada_ros.core.solver import DadaSolver, SolverConfig
-from dada_ros.core.warm_start import AlignConfig
-
-# The warm defaults before session 5 (doc/warm_start.md, "Never worse on frame drops").
-FORMER = dict(warm_iterations=50, max_cold_area=0.7,
-              align=AlignConfig(preset=cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, search_radius=2,
-                                variational_iterations=None))
-
 
 def run(source: tuple[int, int], frames: int) -> list[str]:
     """Median frame time and cost split of each pipeline on one generated pan (source (w, h))."""
     seq = list(make_sequence(SequenceConfig(plan=(("pan", frames),), source_shape=source[::-1])))
     configs = {"cold": WarmConfig(mode="off"),
-               "former warm": WarmConfig(mode="flow", max_age=1e9, **FORMER),
-               "session-5 warm": WarmConfig(mode="flow", max_age=1e9, slow_motion_px=0.0),
+               "session-5 warm": WarmConfig(mode="flow", max_age=1e9, slow_motion_px=0.0, overlap_prepare=False),
+               "session-6 warm": WarmConfig(mode="flow", max_age=1e9, overlap_prepare=False),
                "warm": WarmConfig(mode="flow", max_age=1e9)}
     pipes = {k: FramePipeline(DadaSolver(SolverConfig(device="cpu")), c, OutputRangeConfig())
              for k, c in configs.items()}

@@ -137,7 +137,8 @@ def _coefficients_fused(features: torch.Tensor, kappa: float) -> tuple[torch.Ten
 if HAVE_NUMBA:
 
     # error_model numpy: IEEE division (x / 0 = inf, 0 / 0 = NaN) as torch, not a ZeroDivisionError
-    @njit(cache=True, fastmath=False, error_model="numpy")
+    # nogil: it runs beside the warm-start alignment (DadaSolver.prepare on a second thread)
+    @njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
     def _coef_kernel(f, k2, cv, ch):  # pragma: no cover - compiled
         # Row by row, channel by channel: the inner loops run along contiguous rows (vectorised).
         # The operations and their order are the torch expressions' (channel sum in order, / C,

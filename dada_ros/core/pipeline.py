@@ -61,7 +61,9 @@ without computing anything (``cold_reason`` "warm start backing off ...",
 from __future__ import annotations
 
 import math
+import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 
 import cv2
@@ -165,6 +167,12 @@ class WarmConfig:
     # nothing (1.37x a cold frame, 1.18x with the backoff; benchmarks/warm_start.py); 0 = try
     # every frame.
     max_backoff_frames: int = 8
+    # Compute the solve's own preparation (input checks, cold Y0, guide features and coefficients:
+    # DadaSolver.prepare, which the warm start does not change) on a second thread while the
+    # previous frame is aligned and tested. None = when the solver runs on the CPU with at least two
+    # cores available to this process; False = one after the other. The answer is the same
+    # either way (a test holds it); only the time differs (doc/warm_start.md "Overlap").
+    overlap_prepare: bool | None = None
 
     def fixed_budget(self, iterations: int) -> "WarmConfig":
         """A copy whose every warm frame runs ``iterations`` applications, whatever the motion (a
@@ -208,6 +216,8 @@ class WarmConfig:
         if self.region_delta_factor is not None and not (math.isfinite(self.region_delta_factor)
                                                          and self.region_delta_factor > 0):
             raise DadaInputError(f"region_delta_factor must be a finite number > 0, got {self.region_delta_factor}")
+        if self.overlap_prepare not in (None, True, False):
+            raise DadaInputError(f"overlap_prepare must be None, True or False, got {self.overlap_prepare!r}")
         if self.align is not None:
             self.align.validate()
         if self.accept is not None:
@@ -339,6 +349,7 @@ class FramePipeline:
         self.warm.validate()
         # out-of-local-range output pixels (core/output_range.py); None = not checked at all
         self.output_range = output_range
+        self._prepare_pool: ThreadPoolExecutor | None = None  # one worker, made on first use
         self.reset()
 
     def warm_up(self, guide_shape: tuple[int, int] = (48, 64), scale: int = 8) -> float:
@@ -500,6 +511,27 @@ class FramePipeline:
         self._region = region
         return acc.y0, info
 
+    def overlaps_prepare(self) -> bool:
+        """Whether a frame that aligns the previous one prepares its solve on a second thread
+        (``WarmConfig.overlap_prepare``; None: a CPU solver with >= 2 cores for this process)."""
+        if getattr(self.solver, "prepare", None) is None:  # e.g. the guard's pair of solvers
+            return False
+        flag = self.warm.overlap_prepare
+        if flag is not None:
+            return bool(flag)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return str(getattr(self.solver, "device", "cpu")).startswith("cpu") and cores >= 2
+
+    def _start_prepare(self, rgb: np.ndarray, source: np.ndarray) -> Future | None:
+        """The solver's preparation of this frame on the worker thread when this frame will do
+        warm-start work first (a previous frame, no backoff) and the overlap is on; else None."""
+        if (self.warm.mode == "off" or self._prev_depth is None or self._skip > 0
+                or not self.overlaps_prepare()):
+            return None
+        if self._prepare_pool is None:
+            self._prepare_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dada-prepare")
+        return self._prepare_pool.submit(self.solver.prepare, rgb, source)
+
     def _warm_budget(self, info: dict) -> int:
         """Applications of this warm frame: the slow-motion budget when the alignment measured a
         small motion, ``warm_iterations`` otherwise (``naive``: no flow, always the latter)."""
@@ -546,18 +578,30 @@ class FramePipeline:
             reset_reason = "time went backwards: warm-start state reset"
         else:
             reset_reason = ""
-        y0, info = self._warm_init(rgb, source, stamp)
+        pending = self._start_prepare(rgb, source)
+        try:
+            y0, info = self._warm_init(rgb, source, stamp)
+        except BaseException:
+            if pending is not None:  # never leave the worker running on this frame
+                wait([pending])
+            raise
         if reset_reason:
             info["cold_reason"] = reset_reason
+        prepared, wait_ms = None, 0.0
+        if pending is not None:
+            t_wait = time.perf_counter()
+            prepared = pending.result()  # a DadaInputError of the inputs surfaces here, as in solve
+            wait_ms = (time.perf_counter() - t_wait) * 1000
         refine_fraction, refine_ms, refine_its = 0.0, 0.0, 0
         region_fraction = 0.0
         if y0 is None:
-            res = self.solver.solve(rgb, source)
+            res = self.solver.solve(rgb, source, prepared=prepared) if prepared else self.solver.solve(rgb, source)
             # A cold frame is what the cold policy gives (even when capped): mature by definition.
             age = np.full(rgb.shape[:2], np.inf, np.float32)
         else:
             age = self._age
             warm_its = self._warm_budget(info)
+            solve_kw = {"prepared": prepared} if prepared is not None else {}
             if info["init_mode"] == "flow" and self.warm.refine_iterations > 0:
                 young = age < self.warm.mature_iterations
                 if young.any():
@@ -573,9 +617,9 @@ class FramePipeline:
             if self.warm.warm_schedule == "plain":
                 schedule = self._warm_schedule(warm_its, rgb.shape[0] / source.shape[0])
                 region_fraction = 0.0 if schedule.region is None else float(schedule.region.mean())
-                res = self.solver.solve(rgb, source, init=y0, schedule=schedule)
+                res = self.solver.solve(rgb, source, init=y0, schedule=schedule, **solve_kw)
             else:
-                res = self.solver.solve(rgb, source, init=y0, iterations=warm_its)
+                res = self.solver.solve(rgb, source, init=y0, iterations=warm_its, **solve_kw)
             age = age + float(res.stats.iterations)
         depth, range_stats = (apply_output_range(res.depth, source, self.output_range)
                               if self.output_range is not None else (res.depth, {}))
@@ -584,6 +628,11 @@ class FramePipeline:
         self._prev_stamp = stamp
         self._prev_age = age.astype(np.float32)
         stats = res.stats.as_dict()
+        # A preparation made beside the alignment counts in the solve's time only for the part the
+        # alignment did not hide (what this frame waited for it): frame = align + solve + other.
+        stats["seconds"] += wait_ms / 1000
+        stats["prepare_overlapped"] = prepared is not None
+        stats["prepare_wait_ms"] = wait_ms
         stats.update(range_stats)
         stats.update(info)
         stats["refine_iterations"] = refine_its
@@ -591,7 +640,7 @@ class FramePipeline:
         stats["refine_ms"] = refine_ms
         stats["warm_region_fraction"] = region_fraction
         # the cost split of a frame (flow_ms and accept_ms come from the warm-start decision)
-        stats["solve_ms"] = res.stats.seconds * 1000
+        stats["solve_ms"] = stats["seconds"] * 1000
         stats["effective_iterations"] = stats["iterations"] + refine_its * refine_fraction
         stats["frame_seconds"] = time.perf_counter() - t0
         return FrameResult(depth, stats)

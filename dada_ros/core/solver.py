@@ -149,7 +149,8 @@ class SolveStats:
     coarse_iterations: list[int] = field(default_factory=list)  # steps per coarse level, coarse first
     residual: float = float("nan")  # max relative change over the last check interval
     converged: bool = False
-    seconds: float = 0.0  # whole solve: checks, features, coefficients, loops
+    seconds: float = 0.0  # whole solve: checks, features, coefficients, loops (less a prepare made beforehand)
+    prepare_seconds: float = 0.0  # checks, cold Y0, features, coefficients (DadaSolver.prepare), wherever it ran
     loop_seconds: float = 0.0
     scale: float = 1.0
     integer_factor: int | None = None
@@ -163,6 +164,30 @@ class SolveStats:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class PreparedFrame:
+    """:meth:`DadaSolver.prepare`'s result: what a solve takes from (guide, source) alone.
+
+    ``guide`` / ``source`` are the very arrays it was made from (``solve`` checks identity, so a
+    prepared frame cannot be paired with other inputs); ``src`` / ``valid`` / ``part`` the checked
+    source; ``y_cold`` the cold Y0 and ``dist`` each cell's distance to a valid one; ``offset`` the
+    positivity shift; ``features`` / ``cv`` / ``ch`` the guide's features and coefficients.
+    """
+
+    guide: np.ndarray
+    source: np.ndarray
+    src: np.ndarray
+    valid: np.ndarray
+    part: Partition
+    y_cold: np.ndarray
+    dist: np.ndarray
+    offset: float
+    features: torch.Tensor
+    cv: torch.Tensor
+    ch: torch.Tensor
+    seconds: float
 
 
 @dataclass
@@ -215,9 +240,31 @@ class DadaSolver:
         self.guide_model = guide_model or FreeGuide()
         self.device = resolve_device(self.config.device)
 
+    def prepare(self, guide: np.ndarray, source: np.ndarray) -> PreparedFrame:
+        """The part of a solve that depends on (guide, source) alone: input checks, the cold Y0,
+        the guide's features and coefficients. A warm start does not change it, so a caller may
+        compute it while it aligns the previous frame (``FramePipeline``) and hand it to
+        :meth:`solve`. Thread-safe: it reads the solver's configuration only.
+
+        Raises:
+            DadaInputError: on malformed inputs (see :mod:`.inputs`).
+        """
+        t0 = time.perf_counter()
+        rgb, src, valid, part = check_pair(guide, source)
+        y_cold, dist = cold_start(src, valid, part, rgb, self.config.hole_fill, self.config.init)
+        # Positivity guard (authors' code): shift everything when a depth is near zero.
+        offset = POSITIVITY_FLOOR if float(src[valid].min()) <= POSITIVITY_FLOOR else 0.0
+        dev = self.device
+        with torch.no_grad():  # thread-local: set here, not only by the caller
+            feats = self.guide_model.features(_to_tensor(rgb, dev), _to_tensor(y_cold, dev), part.scale)
+            cv, ch = self.guide_model.coefficients(feats)
+        return PreparedFrame(guide, source, src, valid, part, y_cold, dist, offset, feats, cv, ch,
+                             time.perf_counter() - t0)
+
     def solve(self, guide: np.ndarray, source: np.ndarray, init: np.ndarray | None = None,
               iterations: int | None = None, schedule: Schedule | None = None,
-              observe: Callable[[int, np.ndarray], None] | None = None) -> SolveResult:
+              observe: Callable[[int, np.ndarray], None] | None = None,
+              prepared: PreparedFrame | None = None) -> SolveResult:
         """Upsample ``source`` (h, w, metres; 0/NaN/inf/<0 invalid) onto ``guide`` (H, W, 3).
 
         Args:
@@ -231,32 +278,34 @@ class DadaSolver:
             observe: ``observe(n, depth)`` at every check of the full-resolution loop with the
                 (H, W) metres the solve would return after n applications (before the NaN of
                 ``max_fill_distance``); benchmarks trace the error along the trajectory with it.
+            prepared: :meth:`prepare` of these very arrays (computed beforehand, e.g. beside the
+                warm-start alignment); its time is ``stats.prepare_seconds``, not in ``stats.seconds``.
         Returns:
             :class:`SolveResult` with the depth (H, W) float32 and :class:`SolveStats`.
         Raises:
-            DadaInputError: on malformed inputs (see :mod:`.inputs`).
+            DadaInputError: on malformed inputs (see :mod:`.inputs`), or ``prepared`` made from
+                other arrays.
         """
         t0 = time.perf_counter()
         cfg = self.config
         if iterations is not None:
             check_iterations(iterations)
-        rgb, src, valid, part = check_pair(guide, source)
+        if prepared is None:
+            prepared = self.prepare(guide, source)
+        elif prepared.guide is not guide or prepared.source is not source:
+            raise DadaInputError("prepared was made from other guide / source arrays than the ones given")
+        pre = prepared
+        part, src, valid, offset = pre.part, pre.src, pre.valid, pre.offset
         y0_warm = check_init(init, part.guide_shape)
         dev = self.device
-
-        y_cold, dist = cold_start(src, valid, part, rgb, cfg.hole_fill, cfg.init)
         warm = y0_warm is not None
         if warm:
             ok = np.isfinite(y0_warm) & (y0_warm > 0)
-            y0 = np.where(ok, y0_warm, y_cold).astype(np.float32)
+            y0 = np.where(ok, y0_warm, pre.y_cold).astype(np.float32)
         else:
-            y0 = y_cold
+            y0 = pre.y_cold
 
-        # Positivity guard (authors' code): shift everything when a depth is near zero.
-        offset = POSITIVITY_FLOOR if float(src[valid].min()) <= POSITIVITY_FLOOR else 0.0
         with torch.no_grad():
-            rgb_t = _to_tensor(rgb, dev)
-            feats = self.guide_model.features(rgb_t, _to_tensor(y_cold, dev), part.scale)
             src_t = _to_tensor(src + offset, dev)
             valid_t = torch.from_numpy(valid).to(dev)[None, None]
 
@@ -266,30 +315,30 @@ class DadaSolver:
                 warm_start=warm,
                 valid_source_fraction=float(valid.mean()),
                 device=str(dev),
+                prepare_seconds=pre.seconds,
             )
             y = _to_tensor(y0 + offset, dev)
             n_fixed = iterations if iterations is not None else cfg.iterations
             if cfg.coarse_to_fine and n_fixed is None and not warm:
-                y = self._coarse_start(y, feats, src_t, valid_t, part, stats)
-            cv, ch = self.guide_model.coefficients(feats)
+                y = self._coarse_start(y, pre.features, src_t, valid_t, part, stats)
             res = Resampler(part, dev)
             sched = schedule if schedule is not None else self.schedule_for(part.scale, n_fixed, not valid.all())
             stats.schedule = sched.kind
             watch = None if observe is None else (
                 lambda n, t: observe(n, (t[0, 0] - offset).float().cpu().numpy()))
-            loop = run_loop(y, src_t, valid_t, cv, ch, res, cfg.lam, schedule=sched, observe=watch)
+            loop = run_loop(y, src_t, valid_t, pre.cv, pre.ch, res, cfg.lam, schedule=sched, observe=watch)
             if loop.diverged:  # rare: the semi-iteration ran away on these coefficients
                 stats.fallback = f"diverged after {loop.iterations} applications: plain loop"
-                loop = run_loop(y, src_t, valid_t, cv, ch, res, cfg.lam, schedule=self._plain_policy(),
+                loop = run_loop(y, src_t, valid_t, pre.cv, pre.ch, res, cfg.lam, schedule=self._plain_policy(),
                                 observe=watch)
                 stats.schedule = "plain"
             self._record(stats, loop, final=True)
             out = (y[0, 0] - offset).float().cpu().numpy()
 
         # NaN where the nearest measurement is too far for the fill to mean anything.
-        out[part.expand(dist > cfg.max_fill_distance)] = np.nan
+        out[part.expand(pre.dist > cfg.max_fill_distance)] = np.nan
         stats.filled_fraction = float(np.isfinite(out).mean())
-        stats.seconds = time.perf_counter() - t0
+        stats.seconds = time.perf_counter() - t0  # a prepare made beforehand is not in it (prepare_seconds)
         return SolveResult(out, stats)
 
     def schedule_for(self, scale: float, iterations: int | None = None, holes: bool = False) -> Schedule:

@@ -185,7 +185,7 @@ def _least_squares(cols: np.ndarray, b: np.ndarray, keep: np.ndarray) -> np.ndar
 
 if HAVE_NUMBA:
 
-    @njit(cache=True)
+    @njit(cache=True, nogil=True)
     def _normal_equations_numba(cols, b, keep):
         n, m = cols.shape
         ata = np.zeros((n, n))
@@ -217,7 +217,7 @@ if HAVE_NUMBA:
     # 5-8 numpy passes (7-12 ms of a 640x480 warm frame in numpy, ~2 ms here). Serial: the
     # passes are memory-bound and the machine is shared. Cell sums in float64.
 
-    @njit(cache=True)
+    @njit(cache=True, nogil=True)
     def _prior_cells_numba(y, tracked, rows, cols, h, w):
         """Sum and count of the finite, positive pixels per cell; tracked pixels among them."""
         H, W = y.shape
@@ -235,7 +235,7 @@ if HAVE_NUMBA:
                         n_tracked += 1
         return total, count, n_tracked
 
-    @njit(cache=True)
+    @njit(cache=True, nogil=True)
     def _moved_cells_numba(y, a0, a1, a2, b, xs, ys, rows, cols, h, w, out):
         """``out`` = the depth-motion-corrected prior (float32 arithmetic in numpy's order, NaN
         where it is not finite and positive before and after), with its per-cell sum and count."""
@@ -257,7 +257,7 @@ if HAVE_NUMBA:
                     count[r, cols[j]] += 1.0
         return total, count
 
-    @njit(cache=True)
+    @njit(cache=True, nogil=True)
     def _keep_numba(y, bad, rows, cols, out, cold):
         """``out`` = ``y`` where it is finite and positive and its cell passed, NaN elsewhere;
         ``cold`` the complement. Returns (pixels in rejected cells, cold pixels)."""

@@ -273,7 +273,9 @@ def _select_numpy(prev_depth, prev_rgb, cur_rgb, flow, radius, beta, accept):
 if HAVE_NUMBA:
 
     # Serial: on 2 shared cores the OpenMP version was slower (16 ms vs 7.7 ms at 640x480, r = 2).
-    @njit(cache=True)
+    # nogil (here, in the fill and the acceptance): the solve's preparation runs on a second
+    # thread meanwhile (WarmConfig.overlap_prepare), which the GIL would otherwise serialise.
+    @njit(cache=True, nogil=True)
     def _select_numba(prev_depth, prev_rgb, cur_rgb, flow, offsets, beta, accept, out_y, out_score, out_idx):
         H, W = prev_depth.shape
         n_taps = offsets.shape[0]
@@ -324,7 +326,7 @@ if HAVE_NUMBA:
                         break  # the flow target's own pixel, good enough: no search
                 out_score[i, j] = best
 
-    @njit(cache=True)
+    @njit(cache=True, nogil=True)
     def _fill_numba(y, ok, rgb, tol, passes, hi, hj):
         """Jacobi passes over the holes (hi, hj) only; y / ok updated in place."""
         H, W = y.shape

@@ -528,7 +528,8 @@ class UpsampleNode(Node):
         frame = {k: stats.get(k) for k in ("init_mode", "cold_reason", "iterations", "residual", "converged",
                                            "flow_ms", "mean_flow_px", "warm_valid_fraction", "scale", "filled_fraction", "device",
                                            "range_outliers", "range_worst", "accept_ms", "warm_region_fraction",
-                                           "solve_ms", "warm_declined_in_row", "guard")}
+                                           "solve_ms", "warm_declined_in_row", "guard", "prepare_overlapped",
+                                           "prepare_wait_ms")}
         frame.update(method=s.method, frame_ms=1000 * (t_end - t0), numba_threads=numba_threads(), **stages)
         self.stats.published(latency, frame)
 
@@ -575,7 +576,7 @@ def latency_stages(stats: dict, waited_ms: float, decode_ms: float) -> dict[str,
     """Where a frame's time went before publishing (ms), from the pipeline's stats:
     ``t_input`` (stamp -> worker: transport, sync, queue; ``t_decode`` of it is decoding),
     ``t_align`` (warm-start optical flow + warp + acceptance test), ``t_features`` (guide features, coefficients,
-    initialisation), ``t_loop`` (the diffusion-adjustment iterations) and ``t_other`` (the rest of
+    initialisation; with ``overlap_prepare`` only the part the alignment did not hide), ``t_loop`` (the diffusion-adjustment iterations) and ``t_other`` (the rest of
     the pipeline's bookkeeping: the output range, the young-pixel crops when enabled). The node
     adds ``t_depth_out`` and ``t_cloud`` when publishing."""
     solve = 1000 * float(stats.get("seconds", 0.0))

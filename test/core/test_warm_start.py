@@ -611,3 +611,59 @@ def test_numba_and_numpy_acceptance_agree():
     assert wa.accept_prior(prior, src1, use_numba=True).rejected_fraction > 0.01
     with pytest.raises(DadaInputError, match="tracked"):
         wa.accept_prior(prior, src1, np.ones((3, 3), bool))
+
+
+def test_the_preparation_beside_the_alignment_gives_the_same_frames(quick):
+    """overlap_prepare computes the solve's preparation (checks, cold Y0, coefficients) on a second
+    thread while the previous frame is aligned: every frame, warm, declined (a cut) or cold, is
+    bit for bit the one of the serial pipeline, and the stats say which ran how."""
+    frames = translation_sequence(seed=2, n=3) + translation_sequence(seed=7, n=1)  # a cut at frame 4
+    pipes = {flag: FramePipeline(quick, WarmConfig(mode="flow", warm_iterations=20, overlap_prepare=flag))
+             for flag in (True, False)}
+    modes = []
+    for i, (rgb, _, src) in enumerate(frames):
+        a, b = (pipes[f].process(rgb, src, 0.1 * i) for f in (True, False))
+        np.testing.assert_array_equal(a.depth, b.depth)
+        assert a.stats["init_mode"] == b.stats["init_mode"]
+        assert a.stats["prepare_overlapped"] == (i > 0) and not b.stats["prepare_overlapped"]
+        assert b.stats["prepare_wait_ms"] == 0.0 and a.stats["prepare_seconds"] > 0
+        # the frame's time splits into alignment + solve (with what it waited for) + the rest
+        assert a.stats["seconds"] * 1000 <= a.stats["frame_seconds"] * 1000 + 1e-6
+        modes.append(a.stats["init_mode"])
+    assert modes == ["cold", "flow", "flow", "flow", "cold", "flow"]
+    assert pipes[True].overlaps_prepare() and not pipes[False].overlaps_prepare()
+    # off: nothing to overlap; a solver without prepare (the guard's pair) never overlaps
+    off = FramePipeline(quick, WarmConfig(mode="off", overlap_prepare=True))
+    assert not any(off.process(rgb, src, 0.1 * i).stats["prepare_overlapped"] for i, (rgb, _, src) in enumerate(frames[:2]))
+
+    class NoPrepare:
+        device = quick.device
+
+    assert not FramePipeline(NoPrepare(), WarmConfig(mode="flow", overlap_prepare=True)).overlaps_prepare()
+    with pytest.raises(DadaInputError):
+        WarmConfig(overlap_prepare="yes").validate()
+
+
+def test_bad_input_fails_the_same_with_the_preparation_beside_the_alignment(quick):
+    """A malformed source raises the solver's own error, and the worker is not left running."""
+    frames = translation_sequence(seed=2, n=1)
+    for flag in (True, False):
+        pipe = FramePipeline(quick, WarmConfig(mode="flow", warm_iterations=20, overlap_prepare=flag))
+        rgb, _, src = frames[0]
+        pipe.process(rgb, src, 0.0)
+        bad = np.full_like(frames[1][2], np.nan)  # no valid cell
+        with pytest.raises(DadaInputError):
+            pipe.process(frames[1][0], bad, 0.1)
+        ref = FramePipeline(quick, WarmConfig(mode="flow", warm_iterations=20, overlap_prepare=False))
+        ref.process(rgb, src, 0.0)  # the failed frame changed nothing: the next one warm-starts as usual
+        np.testing.assert_array_equal(pipe.process(frames[1][0], frames[1][2], 0.2).depth,
+                                      ref.process(frames[1][0], frames[1][2], 0.2).depth)
+
+
+def test_a_prepared_frame_belongs_to_its_own_inputs(quick):
+    """DadaSolver.solve(prepared=...) is solve() itself, and refuses a preparation of other arrays."""
+    rgb, _, src = translation_sequence(seed=2, n=1)[0]
+    pre = quick.prepare(rgb, src)
+    np.testing.assert_array_equal(quick.solve(rgb, src, prepared=pre).depth, quick.solve(rgb, src).depth)
+    with pytest.raises(DadaInputError, match="other guide"):
+        quick.solve(rgb, src.copy(), prepared=pre)
