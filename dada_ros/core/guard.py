@@ -26,7 +26,7 @@ import numpy as np
 from .cross_scale import CROSS_SCALE_MEASURES, CROSS_SCALE_MODES, cross_scale_measures
 from .errors import DadaInputError
 from .schedule import Schedule
-from .solver import DadaSolver, SolveResult
+from .solver import DadaSolver, PreparedFrame, SolveResult
 
 GUARD_MODES = ("cross_scale", "off")
 
@@ -103,6 +103,7 @@ class GuardedSolver:
         self._since = 0
         self._shape: tuple | None = None
         self._last: dict = {}
+        self._prepared: tuple[PreparedFrame, bool] | None = None  # prepare()'s frame and whether it was checked
 
     # --- what callers of a DadaSolver read -------------------------------------------------
     @property
@@ -148,9 +149,8 @@ class GuardedSolver:
         self._last = {"error_dada": a, "error_free": b, "reason": reason, "ms": 1000 * (time.perf_counter() - t0)}
         return self._pick
 
-    def solve(self, guide: np.ndarray, source: np.ndarray, init: np.ndarray | None = None,
-              iterations: int | None = None, schedule: Schedule | None = None, observe=None) -> SolveResult:
-        """:meth:`DadaSolver.solve` of the picked solver (checking first when due)."""
+    def _decide(self, guide: np.ndarray, source: np.ndarray) -> bool:
+        """Pick this frame's solver (running the check when due); True when this frame was checked."""
         shape = (np.shape(guide)[:2], np.shape(source))
         checked = self.config_guard.mode == "cross_scale" and self._due(shape)
         if self.config_guard.mode == "off":
@@ -159,7 +159,28 @@ class GuardedSolver:
             self.check(guide, source)
         self._shape = shape
         self._since += 1
-        res = self.current.solve(guide, source, init, iterations, schedule, observe)
+        return checked
+
+    def prepare(self, guide: np.ndarray, source: np.ndarray) -> PreparedFrame:
+        """Decide this frame (checking when due) and :meth:`DadaSolver.prepare` it with the picked
+        solver; ``solve(..., prepared=)`` then runs that solver without deciding again. The
+        pipeline calls it on its worker thread beside the warm-start alignment."""
+        checked = self._decide(guide, source)
+        pre = self.current.prepare(guide, source)
+        self._prepared = (pre, checked)
+        return pre
+
+    def solve(self, guide: np.ndarray, source: np.ndarray, init: np.ndarray | None = None,
+              iterations: int | None = None, schedule: Schedule | None = None, observe=None,
+              prepared: PreparedFrame | None = None) -> SolveResult:
+        """:meth:`DadaSolver.solve` of the picked solver (checking first when due; with
+        ``prepared`` from :meth:`prepare` the frame was decided there)."""
+        if prepared is not None and self._prepared is not None and self._prepared[0] is prepared:
+            checked = self._prepared[1]
+        else:  # a foreign preparation is refused by the picked solver's own identity check
+            checked = self._decide(guide, source)
+        self._prepared = None
+        res = self.current.solve(guide, source, init, iterations, schedule, observe, prepared=prepared)
         res.stats.guard = {"pick": "dada" if self.current is self.learned else "dada-free", "checked": checked,
                            **self._last, "ms": self._last.get("ms", 0.0) if checked else 0.0}
         return res

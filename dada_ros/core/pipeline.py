@@ -514,7 +514,7 @@ class FramePipeline:
     def overlaps_prepare(self) -> bool:
         """Whether a frame that aligns the previous one prepares its solve on a second thread
         (``WarmConfig.overlap_prepare``; None: a CPU solver with >= 2 cores for this process)."""
-        if getattr(self.solver, "prepare", None) is None:  # e.g. the guard's pair of solvers
+        if getattr(self.solver, "prepare", None) is None:  # a solver without a preparation step
             return False
         flag = self.warm.overlap_prepare
         if flag is not None:

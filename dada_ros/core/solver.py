@@ -170,12 +170,14 @@ class SolveStats:
 class PreparedFrame:
     """:meth:`DadaSolver.prepare`'s result: what a solve takes from (guide, source) alone.
 
-    ``guide`` / ``source`` are the very arrays it was made from (``solve`` checks identity, so a
-    prepared frame cannot be paired with other inputs); ``src`` / ``valid`` / ``part`` the checked
+    ``solver`` made it and ``guide`` / ``source`` are the very arrays it was made from (``solve``
+    checks both by identity, so a prepared frame cannot be paired with other inputs or another
+    solver's coefficients); ``src`` / ``valid`` / ``part`` the checked
     source; ``y_cold`` the cold Y0 and ``dist`` each cell's distance to a valid one; ``offset`` the
     positivity shift; ``features`` / ``cv`` / ``ch`` the guide's features and coefficients.
     """
 
+    solver: "DadaSolver"  # whose features and coefficients these are
     guide: np.ndarray
     source: np.ndarray
     src: np.ndarray
@@ -258,7 +260,7 @@ class DadaSolver:
         with torch.no_grad():  # thread-local: set here, not only by the caller
             feats = self.guide_model.features(_to_tensor(rgb, dev), _to_tensor(y_cold, dev), part.scale)
             cv, ch = self.guide_model.coefficients(feats)
-        return PreparedFrame(guide, source, src, valid, part, y_cold, dist, offset, feats, cv, ch,
+        return PreparedFrame(self, guide, source, src, valid, part, y_cold, dist, offset, feats, cv, ch,
                              time.perf_counter() - t0)
 
     def solve(self, guide: np.ndarray, source: np.ndarray, init: np.ndarray | None = None,
@@ -284,7 +286,7 @@ class DadaSolver:
             :class:`SolveResult` with the depth (H, W) float32 and :class:`SolveStats`.
         Raises:
             DadaInputError: on malformed inputs (see :mod:`.inputs`), or ``prepared`` made from
-                other arrays.
+                other arrays or by another solver.
         """
         t0 = time.perf_counter()
         cfg = self.config
@@ -294,6 +296,8 @@ class DadaSolver:
             prepared = self.prepare(guide, source)
         elif prepared.guide is not guide or prepared.source is not source:
             raise DadaInputError("prepared was made from other guide / source arrays than the ones given")
+        elif prepared.solver is not self:
+            raise DadaInputError("prepared was made by another solver (other features and coefficients)")
         pre = prepared
         part, src, valid, offset = pre.part, pre.src, pre.valid, pre.offset
         y0_warm = check_init(init, part.guide_shape)

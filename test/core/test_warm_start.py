@@ -12,7 +12,8 @@ from dada_ros.core.pipeline import FramePipeline, WarmConfig, refine_young
 from dada_ros.core.sequences import SequenceConfig, make_sequence
 from dada_ros.core.scenes import TofModel, block_average, intrinsics, random_scene, render, simulate_tof
 from dada_ros.core.schedule import Schedule
-from dada_ros.core.solver import DadaSolver, SolverConfig
+from dada_ros.core.guard import GuardConfig, GuardedSolver
+from dada_ros.core.solver import DadaSolver, FreeGuide, SolverConfig
 
 
 def translation_sequence(seed=2, size=(96, 128), scale=8, step=2, n=6, tof=None):
@@ -640,6 +641,17 @@ def test_the_preparation_beside_the_alignment_gives_the_same_frames(quick):
         device = quick.device
 
     assert not FramePipeline(NoPrepare(), WarmConfig(mode="flow", overlap_prepare=True)).overlaps_prepare()
+    # behind the guard: the worker decides (checking when due) and prepares with the picked solver
+    blurred = DadaSolver(SolverConfig(device="cpu", max_iterations=400), FreeGuide(kappa=100.0))
+    guarded = {flag: FramePipeline(GuardedSolver(quick, blurred, GuardConfig(every=2)),
+                                   WarmConfig(mode="flow", warm_iterations=20, overlap_prepare=flag))
+               for flag in (True, False)}
+    for i, (rgb, _, src) in enumerate(frames):
+        a, b = (guarded[f].process(rgb, src, 0.1 * i) for f in (True, False))
+        np.testing.assert_array_equal(a.depth, b.depth)
+        assert a.stats["guard"]["checked"] == b.stats["guard"]["checked"] == (i % 2 == 0)
+        assert a.stats["guard"]["pick"] == b.stats["guard"]["pick"]
+        assert a.stats["prepare_overlapped"] == (i > 0)
     with pytest.raises(DadaInputError):
         WarmConfig(overlap_prepare="yes").validate()
 
@@ -667,3 +679,6 @@ def test_a_prepared_frame_belongs_to_its_own_inputs(quick):
     np.testing.assert_array_equal(quick.solve(rgb, src, prepared=pre).depth, quick.solve(rgb, src).depth)
     with pytest.raises(DadaInputError, match="other guide"):
         quick.solve(rgb, src.copy(), prepared=pre)
+    other = DadaSolver(SolverConfig(device="cpu", max_iterations=400), FreeGuide(kappa=100.0))
+    with pytest.raises(DadaInputError, match="another solver"):
+        other.solve(rgb, src, prepared=pre)
