@@ -285,6 +285,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-backoff-frames", type=int, help="WarmConfig.max_backoff_frames")
     p.add_argument("--region-delta-factor", type=float, help="WarmConfig.region_delta_factor")
     p.add_argument("--dilate-cells", type=int, help="AcceptConfig.dilate_cells (default: its default)")
+    p.add_argument("--overlap-prepare", choices=("auto", "on", "off"), default="auto",
+                   help="WarmConfig.overlap_prepare: the solve's preparation beside the alignment (auto: >= 2 cores)")
     p.add_argument("--fill-passes", type=int,
                    help="AlignConfig.fill_passes (0: untracked pixels are not filled from tracked neighbours "
                         "but cold-initialised, and their cells join the warm run's Chebyshev region)")
@@ -310,6 +312,7 @@ def main(argv=None) -> int:
     if (a.reject_cell_error is not None or a.dilate_cells is not None) and not a.no_accept:
         warm.accept = AcceptConfig(**{k: v for k, v in (("reject_cell_error", a.reject_cell_error),
                                                          ("dilate_cells", a.dilate_cells)) if v is not None})
+    warm.overlap_prepare = {"auto": None, "on": True, "off": False}[a.overlap_prepare]
     if a.fill_passes is not None:
         warm.align = AlignConfig(fill_passes=a.fill_passes)
     if a.region_delta_factor is not None:
