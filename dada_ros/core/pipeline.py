@@ -25,7 +25,8 @@ young pixels ``refine_iterations`` extra steps on a crop around them (``refine_*
 Measured on a generated 2 px/frame pan at 320x240 x8 (300 extra steps): mean MSE 0.96 -> 0.94 of
 the cold equilibrium for about +25% work; at 640x480 the entering band is a smaller share of the
 image and it made no difference (within 0.1%) for ~11 ms a frame, so it is off by default
-(``refine_iterations=0``); the age map is kept either way (cheap).
+(``refine_iterations=0``), and then no age map is carried (it cost 5 ms of a 640x480 warm frame):
+pixels count as mature until the refinement is turned on.
 
 Acceptance (issue 19: a warm start must never cost accuracy). The warped Y0 is tested against
 the new source by :func:`~dada_ros.core.warm_accept.accept_prior`: motion-corrected, cell by cell.
@@ -441,11 +442,18 @@ class FramePipeline:
             self._skip -= 1
             info["cold_reason"] = f"warm start backing off after {self._declined} declined in a row"
             return None, info
-        prev_age = self._prev_age if self._prev_age is not None else np.full(rgb.shape[:2], np.inf, np.float32)
+        # The age map only serves the young-pixel refinement: without it (the default) it is not
+        # carried at all (5 ms of a 640x480 warm frame: a gather and three full-image passes).
+        track_age = self.warm.refine_iterations > 0
+        prev_age = None
+        if track_age:
+            prev_age = self._prev_age if self._prev_age is not None else np.full(rgb.shape[:2], np.inf, np.float32)
+        age = None
         if mode == "naive":
             y0 = self._prev_depth
             info["warm_valid_fraction"] = float(np.isfinite(y0).mean())
-            age = np.where(np.isfinite(y0), prev_age, 0.0).astype(np.float32)
+            if track_age:
+                age = np.where(np.isfinite(y0), prev_age, 0.0).astype(np.float32)
         else:
             if self._prev_guide is None:
                 info["cold_reason"] = "no previous guide to align with"
@@ -476,8 +484,9 @@ class FramePipeline:
                                        f"[{self.warm.min_exposure_gain}, {self.warm.max_exposure_gain}])")
                 info["declined"] = True
                 return None, info
-            age = np.where(al.source_index >= 0, prev_age.reshape(-1)[np.maximum(al.source_index, 0)], 0.0)
-            age = age.astype(np.float32)
+            if track_age:
+                age = np.where(al.source_index >= 0, prev_age.reshape(-1)[np.maximum(al.source_index, 0)], 0.0)
+                age = age.astype(np.float32)
         ratio_err = init_ratio_error(y0, source)
         info["init_ratio_error"] = ratio_err
         if ratio_err > self.warm.max_init_ratio_error:
@@ -507,7 +516,7 @@ class FramePipeline:
             info["declined"] = True
             return None, info
         info["init_mode"] = mode
-        self._age = np.where(acc.cold_pixels, 0.0, age).astype(np.float32)
+        self._age = None if age is None else np.where(acc.cold_pixels, 0.0, age).astype(np.float32)
         self._region = region
         return acc.y0, info
 
@@ -596,8 +605,9 @@ class FramePipeline:
         region_fraction = 0.0
         if y0 is None:
             res = self.solver.solve(rgb, source, prepared=prepared) if prepared else self.solver.solve(rgb, source)
-            # A cold frame is what the cold policy gives (even when capped): mature by definition.
-            age = np.full(rgb.shape[:2], np.inf, np.float32)
+            # A cold frame is what the cold policy gives (even when capped): mature by definition
+            # (None: every pixel mature).
+            age = None
         else:
             age = self._age
             warm_its = self._warm_budget(info)
@@ -620,13 +630,14 @@ class FramePipeline:
                 res = self.solver.solve(rgb, source, init=y0, schedule=schedule, **solve_kw)
             else:
                 res = self.solver.solve(rgb, source, init=y0, iterations=warm_its, **solve_kw)
-            age = age + float(res.stats.iterations)
+            if age is not None:
+                age = age + float(res.stats.iterations)
         depth, range_stats = (apply_output_range(res.depth, source, self.output_range)
                               if self.output_range is not None else (res.depth, {}))
         self._prev_depth = depth
         self._prev_guide = rgb
         self._prev_stamp = stamp
-        self._prev_age = age.astype(np.float32)
+        self._prev_age = None if age is None else age.astype(np.float32)
         stats = res.stats.as_dict()
         # A preparation made beside the alignment counts in the solve's time only for the part the
         # alignment did not hide (what this frame waited for it): frame = align + solve + other.
