@@ -13,6 +13,7 @@ part of an overlapped preparation the frame waited for).
 
     python benchmarks/warm_pipeline_timing.py                    # x4 and x8, 16 frames
     python benchmarks/warm_pipeline_timing.py --source 80x60 --threads 1
+    python benchmarks/warm_pipeline_timing.py --method dada --source 160x120   # learned, guarded
     (yes > /dev/null &); python benchmarks/warm_pipeline_timing.py; pkill yes   # loaded
 """
 
@@ -29,17 +30,21 @@ from dada_ros.core.device import set_cpu_threads
 from dada_ros.core.output_range import OutputRangeConfig
 from dada_ros.core.pipeline import FramePipeline, WarmConfig
 from dada_ros.core.sequences import SequenceConfig, make_sequence
-from dada_ros.core.solver import DadaSolver, SolverConfig
+from dada_ros.core.guard import GuardConfig
+from dada_ros.core.methods import make_solver
+from dada_ros.core.solver import SolverConfig
 
-def run(source: tuple[int, int], frames: int) -> list[str]:
-    """Median frame time and cost split of each pipeline on one generated pan (source (w, h))."""
+def run(source: tuple[int, int], frames: int, method: str = "dada-free") -> list[str]:
+    """Median frame time and cost split of each pipeline on one generated pan (source (w, h));
+    ``dada``: the shipped learned model behind its guard, frames the guard checked left out (the
+    check costs the same in every pipeline)."""
     seq = list(make_sequence(SequenceConfig(plan=(("pan", frames),), source_shape=source[::-1])))
     configs = {"cold": WarmConfig(mode="off"),
                "session-5 warm": WarmConfig(mode="flow", max_age=1e9, slow_motion_px=0.0, overlap_prepare=False),
                "warm, no overlap": WarmConfig(mode="flow", max_age=1e9, overlap_prepare=False),
                "warm": WarmConfig(mode="flow", max_age=1e9)}
-    pipes = {k: FramePipeline(DadaSolver(SolverConfig(device="cpu")), c, OutputRangeConfig())
-             for k, c in configs.items()}
+    pipes = {k: FramePipeline(make_solver(method, SolverConfig(device="cpu"), guard=GuardConfig()), c,
+                              OutputRangeConfig()) for k, c in configs.items()}
     for p in pipes.values():
         p.warm_up()
     times: dict[str, list[float]] = {k: [] for k in pipes}
@@ -49,7 +54,8 @@ def run(source: tuple[int, int], frames: int) -> list[str]:
         for k, p in pipes.items():
             t = time.perf_counter()
             st = p.process(f.rgb, src, f.stamp).stats
-            if i >= 2:  # the first frame has no previous one, the second warms the flow up
+            if i >= 2 and not st.get("guard", {}).get("checked"):  # the first frame has no previous
+                # one, the second warms the flow up
                 times[k].append((time.perf_counter() - t) * 1000)
                 split[k].append((st.get("flow_ms", 0.0), st.get("accept_ms", 0.0), st["solve_ms"],
                                  st["loop_seconds"] * 1000, st["init_mode"]))
@@ -69,13 +75,15 @@ def main(argv=None) -> int:
     ap.add_argument("--source", default="160x120,80x60", help="depth WxH, comma-separated (guide 640x480)")
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--method", choices=("dada-free", "dada"), default="dada-free",
+                    help="dada: the shipped learned model behind its cross-scale guard")
     args = ap.parse_args(argv)
     set_cpu_threads(args.threads)
     print("| source | pipeline | median frame ms | / cold | flow | acceptance | solve | loop | init modes |")
     print("|---|---|---|---|---|---|---|---|---|")
     for s in args.source.split(","):
         w, h = (int(x) for x in s.split("x"))
-        for line in run((w, h), args.frames):
+        for line in run((w, h), args.frames, args.method):
             print(line, flush=True)
     return 0
 

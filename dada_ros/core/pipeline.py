@@ -601,17 +601,18 @@ class FramePipeline:
             t_wait = time.perf_counter()
             prepared = pending.result()  # a DadaInputError of the inputs surfaces here, as in solve
             wait_ms = (time.perf_counter() - t_wait) * 1000
+        # passed only when made: a solver without a preparation step need not know the argument
+        solve_kw = {"prepared": prepared} if prepared is not None else {}
         refine_fraction, refine_ms, refine_its = 0.0, 0.0, 0
         region_fraction = 0.0
         if y0 is None:
-            res = self.solver.solve(rgb, source, prepared=prepared) if prepared else self.solver.solve(rgb, source)
+            res = self.solver.solve(rgb, source, **solve_kw)
             # A cold frame is what the cold policy gives (even when capped): mature by definition
             # (None: every pixel mature).
             age = None
         else:
             age = self._age
             warm_its = self._warm_budget(info)
-            solve_kw = {"prepared": prepared} if prepared is not None else {}
             if info["init_mode"] == "flow" and self.warm.refine_iterations > 0:
                 young = age < self.warm.mature_iterations
                 if young.any():

@@ -633,7 +633,7 @@ def test_the_preparation_beside_the_alignment_gives_the_same_frames(quick):
         modes.append(a.stats["init_mode"])
     assert modes == ["cold", "flow", "flow", "flow", "cold", "flow"]
     assert pipes[True].overlaps_prepare() and not pipes[False].overlaps_prepare()
-    # off: nothing to overlap; a solver without prepare (the guard's pair) never overlaps
+    # off: nothing to overlap; a solver without a preparation step never overlaps
     off = FramePipeline(quick, WarmConfig(mode="off", overlap_prepare=True))
     assert not any(off.process(rgb, src, 0.1 * i).stats["prepare_overlapped"] for i, (rgb, _, src) in enumerate(frames[:2]))
 
