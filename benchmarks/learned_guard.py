@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json")
     ap.add_argument("--timing", action="store_true",
                     help="only the cost at 640x480 (RealSense frames, x4 / x8, median of 3): DADA-free solve, "
-                         "learned solve, one guard check")
+                         "learned solve (also with the torch output stage of before session 8), one guard check")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from dada_ros.core.methods import load_learned_guide
@@ -142,17 +142,37 @@ def main(argv=None) -> int:
     return 0
 
 
+def _torch_output_stage(learned):
+    """``learned.solve`` with the network's output stage and the learned channels' coefficients
+    as torch expressions (the path before the fused kernels of session 8), for a side-by-side."""
+    from dada_ros.core import coefficients as coef
+    from dada_ros.learned import backbones
+
+    def solve(rgb, src):
+        saved = backbones.fused_head_applies, coef._fused_applies
+        backbones.fused_head_applies = lambda *a: False
+        coef._fused_applies = lambda f, kappa: saved[1](f, kappa) and f.shape[1] == 4 and not isinstance(
+            kappa, torch.Tensor)
+        try:
+            return learned.solve(rgb, src)
+        finally:
+            backbones.fused_head_applies, coef._fused_applies = saved
+    return solve
+
+
 def timing(learned, free, guards: dict, repeats: int = 3) -> int:
     import time
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)\n")
-    print("| frame | scale | DADA-free solve ms | learned solve ms | "
+    print("| frame | scale | DADA-free solve ms | learned solve ms | learned, torch output stage ms | "
           + " | ".join(f"check ({m}) ms | check ({m}) / learned frame" for m in guards) + " |")
-    print("|---|---|---|---|" + "---|---|" * len(guards))
+    print("|---|---|---|---|---|" + "---|---|" * len(guards))
+    torch_stage = _torch_output_stage(learned)
     for _, name, rgb, depth, _ in frames(["realsense"], 0, None):
         for s in (4, 8):
             src = np.nan_to_num(make_example(rgb, depth, s).source, nan=0.0)
-            fns = {"free": lambda: free.solve(rgb, src), "dada": lambda: learned.solve(rgb, src)}
+            fns = {"free": lambda: free.solve(rgb, src), "dada": lambda: learned.solve(rgb, src),
+                   "dada_torch": lambda: torch_stage(rgb, src)}
             fns.update({mode: (lambda g=g: g.check(rgb, src)) for mode, g in guards.items()})
             t: dict = {k: [] for k in fns}
             for _ in range(repeats + 1):  # the first round warms up
@@ -161,8 +181,8 @@ def timing(learned, free, guards: dict, repeats: int = 3) -> int:
                     fn()
                     t[key].append(1e3 * (time.perf_counter() - t0))
             m = {k: float(np.median(v[1:])) for k, v in t.items()}
-            print(f"| {name} | x{s} | {m['free']:.0f} | {m['dada']:.0f} | "
-                  + " | ".join(f"{m[g]:.0f} | {m[g] / m['dada']:.2f}" for g in guards) + " |")
+            print(f"| {name} | x{s} | {m['free']:.0f} | {m['dada']:.0f} | {m['dada_torch']:.0f} | "
+                  + " | ".join(f"{m[g]:.0f} | {m[g] / m['dada']:.2f}" for g in guards) + " |", flush=True)
     return 0
 
 

@@ -90,7 +90,7 @@ def coefficients_from_features(
     """
     check_kappa(kappa)
     if _fused_applies(features, kappa):
-        return _coefficients_fused(features, float(kappa))
+        return _coefficients_fused(features, float(kappa.detach() if isinstance(kappa, torch.Tensor) else kappa))
     xv = (features[:, :, 1:, :] - features[:, :, :-1, :]).abs().mean(dim=1, keepdim=True)
     xh = (features[:, :, :, 1:] - features[:, :, :, :-1]).abs().mean(dim=1, keepdim=True)
     k2 = kappa * kappa
@@ -113,12 +113,17 @@ def coefficients_paper(rgb01: torch.Tensor, kappa: float = DEFAULT_KAPPA) -> tup
 
 
 def _fused_applies(features: torch.Tensor, kappa) -> bool:
-    """The one-pass kernel serves DADA-free's features on the CPU (4 channels: bit-identical to the
-    torch expressions there), without a gradient, float32, a plain-number kappa; training, the
-    learned channels and the GPU keep the torch expressions."""
-    return (HAVE_NUMBA and not isinstance(kappa, torch.Tensor) and features.device.type == "cpu"
-            and features.dtype == torch.float32 and features.ndim == 4 and features.shape[1] == 4
-            and not (torch.is_grad_enabled() and features.requires_grad))
+    """The one-pass kernel serves features on the CPU without a gradient (float32, one kappa):
+    DADA-free's 4 channels bit-identical to the torch expressions (so a shut gate stays exactly
+    DADA-free), a learned model's C channels equal to them to float rounding (torch may sum the
+    channel mean in another order). Training (a gradient to the features or to a learned kappa)
+    and the GPU keep the torch expressions."""
+    if isinstance(kappa, torch.Tensor) and (kappa.numel() != 1 or kappa.device.type != "cpu"):
+        return False
+    wants_grad = torch.is_grad_enabled() and (
+        features.requires_grad or (isinstance(kappa, torch.Tensor) and kappa.requires_grad))
+    return (HAVE_NUMBA and features.device.type == "cpu" and features.dtype == torch.float32
+            and features.ndim == 4 and not wants_grad)
 
 
 def _coefficients_fused(features: torch.Tensor, kappa: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fused_head import full_res_output, fused_head_applies
+
 ARCHITECTURES = ("lite-unet", "lite-unet-fr", "resnet50-unet")
 
 
@@ -124,7 +126,11 @@ class LiteUNet(nn.Module):
             if self.scale_film:
                 gamma, beta = self.film[i](scale_code.to(d.dtype)).view(B, 2 * d.shape[1], 1, 1).chunk(2, dim=1)
                 d = d * (1 + gamma) + beta
-        gr = self._full_res(self.head(d).contiguous())[..., :H, :W]
+        hd = self.head(d).contiguous()
+        if self.input_pool == 2 and not self.refine_width and fused_head_applies(hd, x, base):
+            # inference on the CPU: the upsampling and the sums below in one pass (fused_head)
+            return full_res_output(hd, x, base, self.local.weight, self.local.bias)
+        gr = self._full_res(hd)[..., :H, :W]
         if self.refine_width:
             ctx = self._full_res(self.proj(d).contiguous())
             fine = self.refine(torch.cat([x, ctx[..., :H, :W]], dim=1))

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -298,8 +300,19 @@ def test_one_pass_coefficients_equal_the_torch_expressions(shape):
     for got, x in zip(tiny, (xv, xh)):
         torch.testing.assert_close(got, 1.0 / (1.0 + x * x / 1e-60), rtol=0, atol=0, equal_nan=True)
     g = f.clone().requires_grad_(True)
-    assert not coef._fused_applies(g, kappa) and not coef._fused_applies(f, torch.tensor(kappa))
-    assert not coef._fused_applies(torch.rand(1, 7, 8, 8), kappa)  # a learned guide's channels: torch
+    assert not coef._fused_applies(g, kappa)
+    # a learned kappa in training keeps the torch expressions; at inference (no gradient) the kernel
+    log_k = torch.tensor(math.log(kappa), requires_grad=True)
+    assert not coef._fused_applies(f, log_k.exp())
+    with torch.no_grad():
+        assert coef._fused_applies(f, log_k.exp())
+    # a learned guide's C channels at inference: the kernel, equal to torch to float rounding (the
+    # channel mean may be summed in another order there)
+    f7 = torch.rand(1, 7, 31, 45, generator=torch.Generator().manual_seed(2)) * 3
+    assert coef._fused_applies(f7, torch.tensor(kappa))
+    got7 = coef.coefficients_from_features(f7, torch.tensor(kappa))
+    xv7 = (f7[:, :, 1:, :] - f7[:, :, :-1, :]).abs().mean(dim=1, keepdim=True)
+    torch.testing.assert_close(got7[0], 1.0 / (1.0 + xv7 * xv7 / kappa ** 2), rtol=1e-5, atol=1e-6)
     cv, ch = coef.coefficients_from_features(g, kappa)
     (cv.sum() + ch.sum()).backward()
     assert g.grad is not None and torch.isfinite(g.grad).all()

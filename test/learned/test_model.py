@@ -42,6 +42,33 @@ def test_lite_unet_any_size(shape, arch):
     assert f.shape == (1, 12, *shape) and torch.isfinite(f).all()
 
 
+@pytest.mark.parametrize("shape", [(17, 29), (37, 53), (120, 160)])
+def test_fused_output_stage_equals_the_torch_path(shape, monkeypatch):
+    """At inference on the CPU the lite U-Net's full-resolution output stage (x2 upsampling of
+    the head, the 1x1 convolution, the sums) is one numba pass: equal to the torch expressions
+    (training's path) to float rounding, at odd sizes and batch 2; with a gradient the torch path
+    runs (a gradient reaches the head)."""
+    from dada_ros.learned import backbones, fused_head
+
+    if not fused_head.HAVE_NUMBA:
+        pytest.skip("numba not installed: the torch path is the only one")
+    net = M.GuideNet(M.GuideConfig(channels=12, scale_film=True)).eval()
+    for p in list(net.net.head.parameters()) + list(net.net.local.parameters()):
+        torch.nn.init.normal_(p, std=0.3)
+    rgb, d = _inputs(2, *shape)
+    with torch.no_grad():
+        fused = net(rgb, d, 4.0)
+        monkeypatch.setattr(backbones, "fused_head_applies", lambda *a: False)
+        ref = net(rgb, d, 4.0)
+    monkeypatch.undo()
+    assert fused.shape == ref.shape == (2, 12, *shape)
+    assert not torch.equal(ref, net.net.local(net.network_input(rgb, d)))  # the head matters here
+    torch.testing.assert_close(fused, ref, atol=1e-5, rtol=1e-5)
+    net.train()
+    net(rgb, d, 4.0).square().mean().backward()
+    assert net.net.head.weight.grad is not None and net.net.head.weight.grad.abs().sum() > 0
+
+
 def test_depth_normalisation_is_scale_invariant():
     """log-mean: the network input does not change when all depths are multiplied."""
     net = M.GuideNet()
