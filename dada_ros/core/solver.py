@@ -186,7 +186,7 @@ class PreparedFrame:
     y_cold: np.ndarray
     dist: np.ndarray
     offset: float
-    features: torch.Tensor
+    features: torch.Tensor | None  # None: not made (DADA-free on the CPU without coarse-to-fine)
     cv: torch.Tensor
     ch: torch.Tensor
     seconds: float
@@ -257,9 +257,15 @@ class DadaSolver:
         # Positivity guard (authors' code): shift everything when a depth is near zero.
         offset = POSITIVITY_FLOOR if float(src[valid].min()) <= POSITIVITY_FLOOR else 0.0
         dev = self.device
-        with torch.no_grad():  # thread-local: set here, not only by the caller
-            feats = self.guide_model.features(_to_tensor(rgb, dev), _to_tensor(y_cold, dev), part.scale)
-            cv, ch = self.guide_model.coefficients(feats)
+        gm = self.guide_model
+        fast = (type(gm) is FreeGuide and gm.form == "code" and dev.type == "cpu" and not self.config.coarse_to_fine
+                and coef.free_coefficients_from_inputs(rgb, y_cold, gm.kappa))
+        if fast:  # DADA-free on the CPU: the coefficients in one pass, no feature tensor (none needed)
+            feats, (cv, ch) = None, fast
+        else:
+            with torch.no_grad():  # thread-local: set here, not only by the caller
+                feats = gm.features(_to_tensor(rgb, dev), _to_tensor(y_cold, dev), part.scale)
+                cv, ch = gm.coefficients(feats)
         return PreparedFrame(self, guide, source, src, valid, part, y_cold, dist, offset, feats, cv, ch,
                              time.perf_counter() - t0)
 

@@ -279,6 +279,35 @@ def test_spin_setting_is_in_force_when_dada_ros_comes_first() -> None:
 
 
 @pytest.mark.skipif(not HAVE_NUMBA, reason="the one-pass coefficient kernel needs numba")
+@pytest.mark.skipif(not HAVE_NUMBA, reason="the one-pass kernels need numba")
+@pytest.mark.parametrize("shape", [(480, 640), (37, 53), (2, 2), (1, 5)])
+def test_free_coefficients_from_the_inputs_equal_features_then_coefficients(shape):
+    """DADA-free's CPU preparation makes the coefficients from the guide and Y0 in one pass, with no
+    feature tensor: bit-identical to free_features then coefficients_from_features (so every
+    DADA-free answer is unchanged), and the solver's preparation takes that path."""
+    from dada_ros.core import coefficients as coef
+
+    rng = np.random.default_rng(3)
+    guide8 = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    rgb = coef.guide_to_unit_float(guide8)
+    depth = (0.2 + 6 * rng.random(shape)).astype(np.float32)
+    for kappa in (0.03, 0.1):
+        want = coef.coefficients_from_features(
+            coef.free_features(torch.from_numpy(rgb).permute(2, 0, 1)[None], torch.from_numpy(depth)[None, None]), kappa)
+        got = coef.free_coefficients_from_inputs(rgb, depth, kappa)
+        for g, w in zip(got, want):
+            assert g.shape == w.shape and g.dtype == torch.float32 and torch.equal(g, w)
+    with pytest.raises(DadaInputError):
+        coef.free_coefficients_from_inputs(rgb[..., :2], depth)
+    if min(shape) >= 8:
+        src = (1 + rng.random((shape[0] // 4, shape[1] // 4))).astype(np.float32)
+        g8 = np.ascontiguousarray(guide8[: src.shape[0] * 4, : src.shape[1] * 4])
+        fast = DadaSolver(SolverConfig(device="cpu")).prepare(g8, src)
+        slow = DadaSolver(SolverConfig(device="cpu", coarse_to_fine=True)).prepare(g8, src)
+        assert fast.features is None and slow.features is not None  # coarse-to-fine needs the features
+        assert torch.equal(fast.cv, slow.cv) and torch.equal(fast.ch, slow.ch)
+
+
 @pytest.mark.parametrize("shape", [(1, 4, 37, 53), (2, 4, 2, 2), (1, 4, 480, 640)])
 def test_one_pass_coefficients_equal_the_torch_expressions(shape):
     """DADA-free's coefficients on the CPU come from one numba pass, bit-identical to the torch
