@@ -53,6 +53,9 @@ HELP = {
     "tof_prob": "fraction of training sources made ToF-like (noise, dropouts)",
     "hard_prob": "fraction of crops replayed from the pool of the highest-loss crops seen so far (0: off)",
     "hard_pool": "crops kept per scale in the hard pool",
+    "misregister_px": "misregistration augmentation: a crop's depth cut up to this many pixels away from its RGB "
+                      "(sensors register depth to colour to a pixel or a few; 0: off)",
+    "misregister_prob": "fraction of crops with --misregister-px applied",
     "real_scenes": "--dataset realdata: train on these files (e.g. baby1_view1 baby1_view5) instead of the fixed split",
     "real_val_scenes": "--dataset realdata: validate on these files instead of the fixed split",
     "val_mode": "ratios: whole val scenes, loss = geo-mean over scenes and scales of sqrt(depth x inverse-depth "

@@ -51,6 +51,9 @@ from .unroll import masked_mse_cm2, unrolled_solve
 LOSSES = ("l1", "l2", "log")
 VAL_MODES = ("crops", "scenes", "ratios")
 LOG_FIELDS = ["step", "seconds", "lr", "scale", "n_pre", "n_grad", "loss", "kappa", "val_loss", "val_mse_cm2"]
+# Steps in a row with a non-finite gradient after which training stops (a skipped step is a rare
+# crop whose solve ran away; a run of them is a model gone bad).
+MAX_SKIPPED_IN_ROW = 20
 
 
 @dataclass
@@ -135,6 +138,10 @@ class TrainConfig:
     # highest-loss crops seen so far at the batch's scale.
     hard_prob: float = 0.0
     hard_pool: int = 256
+    # Misregistration augmentation (CropSampler): this fraction of crops has its depth cut up to
+    # misregister_px pixels away from its RGB (0: off).
+    misregister_px: int = 0
+    misregister_prob: float = 0.5
     device: str = "auto"
     threads: int = 1
     seed: int = 0
@@ -167,7 +174,8 @@ class TrainConfig:
             raise DadaInputError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if not 0 <= self.n_pre_min <= 1:
             raise DadaInputError(f"n_pre_min must be a fraction in [0, 1], got {self.n_pre_min}")
-        problem = sampling_problem(self.scales, self.scale_weights or None, self.hard_prob, self.hard_pool)
+        problem = sampling_problem(self.scales, self.scale_weights or None, self.hard_prob, self.hard_pool,
+                                   self.misregister_px, self.misregister_prob)
         if problem:
             raise DadaInputError(problem)
         if self.val_mode not in VAL_MODES:
@@ -477,6 +485,8 @@ class Trainer:
         self.sampler: CropSampler | None = None
         self._hard_state: str | None = None
         self.best_val = math.inf
+        self.skipped_steps = 0  # steps whose gradient was not finite (not applied)
+        self.skipped_in_row = 0
         self.meta: dict = {"train_config": asdict(cfg)}
         self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"
         self.csv_path, self.png_path = self.out / "log.csv", self.out / "curve.png"
@@ -500,6 +510,7 @@ class Trainer:
         self.opt.load_state_dict(st["optimizer"])
         self.sched.load_state_dict(st["scheduler"])
         self.step, self.elapsed, self.best_val = int(st["step"]), float(st["elapsed"]), float(st["best_val"])
+        self.skipped_steps = int(st.get("skipped_steps", 0))
         self.rng.bit_generator.state = json.loads(st["numpy_rng"])
         self._hard_state = st.get("hard_pool")  # applied to the sampler when run() makes it
         torch.set_rng_state(st["torch_rng"])
@@ -508,7 +519,8 @@ class Trainer:
 
     def _meta(self) -> dict:
         m = dict(self.meta)
-        m.update(steps=self.step, train_seconds=round(self.elapsed, 1), best_val_loss=self.best_val,
+        m.update(steps=self.step, skipped_steps=self.skipped_steps, train_seconds=round(self.elapsed, 1),
+                 best_val_loss=self.best_val,
                  device=str(self.device), torch=str(torch.__version__),
                  date=time.strftime("%Y-%m-%d %H:%M:%S"))
         return m
@@ -518,7 +530,7 @@ class Trainer:
             return
         resume = {
             "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "step": self.step,
-            "elapsed": self.elapsed, "best_val": self.best_val,
+            "elapsed": self.elapsed, "best_val": self.best_val, "skipped_steps": self.skipped_steps,
             "numpy_rng": json.dumps(self.rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
             "hard_pool": self.sampler.pool_state() if self.sampler is not None else None,
         }
@@ -553,7 +565,8 @@ class Trainer:
         sampler = CropSampler(train_scenes, cfg.crop, cfg.scales, self.rng,
                               source_fn=lambda gt, rgb, s, rng: tof_source(gt, rgb, s, rng), source_prob=cfg.tof_prob,
                               hard_prob=cfg.hard_prob, hard_pool=cfg.hard_pool,
-                              scale_weights=cfg.scale_weights or None)
+                              scale_weights=cfg.scale_weights or None,
+                              misregister_px=cfg.misregister_px, misregister_prob=cfg.misregister_prob)
         if self._hard_state:
             sampler.load_pool_state(self._hard_state)
         self.sampler = sampler
@@ -622,9 +635,24 @@ class Trainer:
             loss.backward()
             if not math.isfinite(loss_value):
                 raise RuntimeError(f"loss became {loss_value} at step {self.step}; last good state is {self.last_path}")
-            if cfg.clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.clip)
-            self.opt.step()
+            # clip_grad_norm_ also measures the norm (max_norm inf: measured, not clipped)
+            norm = float(torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.clip if cfg.clip > 0 else math.inf))
+            if math.isfinite(norm):
+                self.opt.step()
+                self.skipped_in_row = 0
+            else:
+                # A rare crop whose weighted solve ran away (a finite loss of ~1e9, a gradient of inf):
+                # one step with it makes every weight NaN (a clipped inf is NaN). Skip it and say so;
+                # many in a row mean the model itself has gone bad.
+                self.skipped_steps += 1
+                self.skipped_in_row += 1
+                self.opt.zero_grad(set_to_none=True)
+                msg = (f"step {self.step}: gradient norm {norm} (loss {loss_value:.3g}, x{batch.scale}): "
+                       f"step skipped ({self.skipped_steps} so far)")
+                (bar.write(msg) if bar else print(msg))
+                if self.skipped_in_row >= MAX_SKIPPED_IN_ROW:
+                    raise RuntimeError(f"{self.skipped_in_row} steps in a row had a non-finite gradient (step "
+                                       f"{self.step}); last good state is {self.last_path}")
             self.sched.step()
             self.step += 1
             self.elapsed = time.perf_counter() - t_start
@@ -656,6 +684,7 @@ class Trainer:
         if self.world.is_main:
             plot_curve(self.csv_path, self.png_path, f"{cfg.loss_weight:g} x {unit}")
         self.world.barrier()  # every rank returns once rank 0's files are written
-        return {"steps": self.step, "seconds": self.elapsed, "best_val_loss": self.best_val,
+        return {"steps": self.step, "skipped_steps": self.skipped_steps, "seconds": self.elapsed,
+                "best_val_loss": self.best_val,
                 "val_free": self.meta.get("val_free"), "stopped": stop_reason,
                 "best": str(self.best_path), "last": str(self.last_path)}

@@ -90,6 +90,47 @@ def test_crop_sampler_hard_pool_replays_highest_loss_crops():
     assert u.hard[4] == []
 
 
+def test_crop_sampler_misregistration_offsets_depth_from_rgb():
+    """--misregister-px: a crop's depth (truth and source) is cut (dy, dx) away from its RGB, both
+    inside the scene, |dy|, |dx| <= px; the offset is in the key (a replay cuts the same crop) and
+    in the hard pool's saved state (an old five-field state still loads, as registered crops)."""
+    import json
+
+    rng = np.random.default_rng(1)
+    gt = np.arange(40 * 50, dtype=np.float32).reshape(40, 50) / 1000 + 1
+    rgb = _rgb(40, 50)
+    s = CropSampler([RGBDScene(rgb, gt, "a")], 16, [4], rng, misregister_px=3, misregister_prob=1.0,
+                    hard_prob=0.5, hard_pool=4)
+    offsets = set()
+    for _ in range(20):
+        b = s.batch(2)
+        for k, g, c in zip(s.last_keys, b.gt[:, 0].numpy(), b.rgb.numpy()):
+            assert abs(k.dy) <= 3 and abs(k.dx) <= 3
+            offsets.add((k.dy, k.dx))
+            want_gt = gt[k.i + k.dy:k.i + k.dy + 16, k.j + k.dx:k.j + k.dx + 16]
+            want_rgb = rgb[k.i:k.i + 16, k.j:k.j + 16]
+            if k.flip:
+                want_gt, want_rgb = want_gt[:, ::-1], want_rgb[:, ::-1]
+            np.testing.assert_array_equal(g, want_gt)
+            np.testing.assert_allclose(c.transpose(1, 2, 0), want_rgb / 255.0, atol=1e-6)
+        s.record(4, s.last_keys, [1.0, 2.0])
+    assert len(offsets) > 5 and any(o != (0, 0) for o in offsets)
+    t = CropSampler([RGBDScene(rgb, gt, "a")], 16, [4], rng, hard_prob=0.5, hard_pool=4)
+    t.load_pool_state(s.pool_state())
+    assert t.hard == s.hard
+    old = json.dumps({"4": [[1.0, [0, 2, 3, False, False]]]})
+    t.load_pool_state(old)
+    assert t.hard[4][0][1].dy == 0 and t.hard[4][0][1].dx == 0
+    # off by default: registered crops
+    u = CropSampler([RGBDScene(rgb, gt, "a")], 16, [4], rng)
+    u.batch(4)
+    assert all(k.dy == 0 and k.dx == 0 for k in u.last_keys)
+    with pytest.raises(ValueError, match="misregister"):
+        CropSampler([RGBDScene(rgb, gt, "a")], 16, [4], rng, misregister_px=-1)
+    with pytest.raises(ValueError, match="misregister"):
+        CropSampler([RGBDScene(rgb, gt, "a")], 16, [4], rng, misregister_px=2, misregister_prob=1.5)
+
+
 def test_procedural_cache_and_tof(tmp_path):
     a = ProceduralScenes([101, 102], [(24, 32)], cache_dir=tmp_path)
     assert len(list(tmp_path.glob("*.npz"))) == 2

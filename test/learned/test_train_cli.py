@@ -54,6 +54,40 @@ def test_resume_continues_from_last(trained):
     assert [int(r["step"]) for r in _rows(out)] == [0, 1, 2, 3, 4, 5]
 
 
+def test_a_step_with_a_non_finite_gradient_is_skipped_not_applied(trained, tmp_path, monkeypatch, capsys):
+    """A crop whose weighted solve runs away gives a finite loss and an infinite gradient: that step
+    is skipped (the weights are not touched, the count is in the summary, the checkpoint and the
+    resume state) and training goes on; 20 in a row stop it with the last good state named."""
+    _, cache, _ = trained
+    import torch
+
+    real = torch.nn.utils.clip_grad_norm_
+    calls = {"n": 0}
+
+    def inf_on_second(params, max_norm, *a, **k):
+        calls["n"] += 1
+        params = list(params)
+        out = real(params, max_norm, *a, **k)
+        return torch.tensor(float("inf")) if calls["n"] == 2 else out
+
+    cfg = TrainConfig(steps=3, out_dir=str(tmp_path / "a"), cache_dir=str(cache), **TINY)
+    t = Trainer(cfg, resume=False, progress=False)
+    seen = []
+    real_step = t.opt.step
+    monkeypatch.setattr(t.opt, "step", lambda *a, **k: (seen.append(1), real_step(*a, **k))[1])
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", inf_on_second)
+    summary = t.run()
+    assert summary["steps"] == 3 and summary["skipped_steps"] == 1 and len(seen) == 2
+    assert "step skipped (1 so far)" in capsys.readouterr().out
+    _, meta, data = load_checkpoint(tmp_path / "a" / "last.pt")
+    assert meta["skipped_steps"] == 1 and data["resume"]["skipped_steps"] == 1
+    assert all(torch.isfinite(p).all() for p in t.net.parameters())
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: torch.tensor(float("nan")))
+    cfg = TrainConfig(steps=25, out_dir=str(tmp_path / "b"), cache_dir=str(cache), **TINY)
+    with pytest.raises(RuntimeError, match="20 steps in a row"):
+        Trainer(cfg, resume=False, progress=False).run()
+
+
 def test_resume_with_other_model_refused(trained, tmp_path):
     out, cache, _ = trained
     import shutil
@@ -160,6 +194,8 @@ def test_l2_loss_is_the_masked_squared_error_and_bad_loss_refused():
     assert float(l1) == pytest.approx(2.0 * (0.1 + 0.2 + 0.3) / 3)
     with pytest.raises(DadaInputError, match="loss must be one of"):
         TrainConfig(loss="huber").validate()
+    with pytest.raises(DadaInputError, match="misregister"):  # the augmentation's settings, before any scene
+        TrainConfig(misregister_px=-2).validate()
 
 
 def test_log_loss_is_the_masked_squared_log_error():

@@ -110,17 +110,20 @@ def collate(examples: Sequence[Example]) -> Batch:
 @dataclass(frozen=True)
 class CropKey:
     """Where a training crop came from, enough to cut it again: scene, top-left corner, flip,
-    and whether its source was the alternative (e.g. ToF-like) one."""
+    whether its source was the alternative (e.g. ToF-like) one, and the offset (dy, dx) of the
+    depth crop against the RGB crop (misregistration augmentation; 0, 0: registered)."""
 
     scene: int
     i: int
     j: int
     flip: bool
     alt_source: bool
+    dy: int = 0
+    dx: int = 0
 
 
 def sampling_problem(scales: Sequence[int], scale_weights: Sequence[float] | None, hard_prob: float,
-                     hard_pool: int) -> str | None:
+                     hard_pool: int, misregister_px: int = 0, misregister_prob: float = 0.0) -> str | None:
     """Why these :class:`CropSampler` settings are invalid, or None (shared with the trainer's
     config check, which reports it before any scene is rendered)."""
     if not 0 <= hard_prob <= 1 or hard_pool < 1:
@@ -129,6 +132,9 @@ def sampling_problem(scales: Sequence[int], scale_weights: Sequence[float] | Non
                                       or sum(scale_weights) <= 0):
         return (f"scale_weights {list(scale_weights)} must be one non-negative weight per scale "
                 f"{list(scales)}, not all zero")
+    if int(misregister_px) != misregister_px or misregister_px < 0 or not 0 <= misregister_prob <= 1:
+        return (f"misregister_px must be an integer >= 0 and misregister_prob in [0, 1], got "
+                f"{misregister_px}, {misregister_prob}")
     return None
 
 
@@ -147,6 +153,11 @@ class CropSampler:
             seen so far at that scale (fed by :meth:`record`); 0 disables it.
         hard_pool: crops kept per scale in that pool.
         scale_weights: relative frequency of each scale (None: uniform).
+        misregister_px, misregister_prob: with probability ``misregister_prob`` a crop's depth
+            (truth and source) is cut ``dy, dx`` pixels away from its RGB, each drawn uniformly in
+            [-misregister_px, misregister_px]: a real sensor's depth is registered to its colour
+            camera to a pixel or a few, not exactly, and a model trained on exact registration
+            learns to put depth edges on colour edges (0: off).
 
     Why the replay: the metric that matters (MSE pooled over scenes) is dominated by a few rare
     configurations -- an object with the texture of the wall behind it, a thin object in front of
@@ -156,19 +167,21 @@ class CropSampler:
 
     def __init__(self, scenes: SceneSet, crop: int, scales: Sequence[int], rng: np.random.Generator,
                  source_fn=None, source_prob: float = 0.0, min_gt_valid: float = 0.8, min_src_valid: float = 0.9,
-                 hard_prob: float = 0.0, hard_pool: int = 256, scale_weights: Sequence[float] | None = None):
+                 hard_prob: float = 0.0, hard_pool: int = 256, scale_weights: Sequence[float] | None = None,
+                 misregister_px: int = 0, misregister_prob: float = 0.0):
         for s in scales:
             if crop % s:
                 raise ValueError(f"crop {crop} is not a multiple of scale {s}")
         if len(scenes) == 0:
             raise ValueError("no training scenes")
-        problem = sampling_problem(scales, scale_weights, hard_prob, hard_pool)
+        problem = sampling_problem(scales, scale_weights, hard_prob, hard_pool, misregister_px, misregister_prob)
         if problem:
             raise ValueError(problem)
         self.scenes, self.crop, self.scales, self.rng = scenes, crop, list(scales), rng
         self.source_fn, self.source_prob = source_fn, source_prob
         self.min_gt_valid, self.min_src_valid = min_gt_valid, min_src_valid
         self.hard_prob, self.hard_pool = hard_prob, hard_pool
+        self.misregister_px, self.misregister_prob = int(misregister_px), float(misregister_prob)
         w = np.asarray(scale_weights if scale_weights is not None else [1.0] * len(self.scales), float)
         self.scale_p = w / w.sum()
         self.hard: dict[int, list[tuple[float, CropKey]]] = {s: [] for s in self.scales}
@@ -178,7 +191,10 @@ class CropSampler:
         """The example for ``key`` at ``scale``; None if it has too little valid depth."""
         c = self.crop
         sc = self.scenes[key.scene]
-        rgb, gt = sc.rgb[key.i:key.i + c, key.j:key.j + c], sc.depth[key.i:key.i + c, key.j:key.j + c]
+        di, dj = key.i + key.dy, key.j + key.dx
+        rgb, gt = sc.rgb[key.i:key.i + c, key.j:key.j + c], sc.depth[di:di + c, dj:dj + c]
+        if gt.shape != (c, c) or min(di, dj) < 0:  # a shifted depth crop beyond the scene
+            return None
         if key.flip:
             rgb, gt = rgb[:, ::-1], gt[:, ::-1]
         rgb, gt = np.ascontiguousarray(rgb), np.ascontiguousarray(gt)
@@ -203,11 +219,16 @@ class CropSampler:
         for _ in range(tries):
             n = int(self.rng.integers(len(self.scenes)))
             H, W = self.scenes[n].depth.shape
-            if H < c or W < c:
+            dy = dx = 0
+            if self.misregister_px and self.rng.random() < self.misregister_prob:
+                dy, dx = (int(v) for v in self.rng.integers(-self.misregister_px, self.misregister_px + 1, 2))
+            if H < c + abs(dy) or W < c + abs(dx):
                 continue
-            key = CropKey(n, int(self.rng.integers(H - c + 1)), int(self.rng.integers(W - c + 1)),
+            # both the RGB crop at (i, j) and the depth crop at (i + dy, j + dx) inside the scene
+            key = CropKey(n, int(self.rng.integers(max(0, -dy), H - c - max(0, dy) + 1)),
+                          int(self.rng.integers(max(0, -dx), W - c - max(0, dx) + 1)),
                           bool(self.rng.random() < 0.5),
-                          self.source_fn is not None and bool(self.rng.random() < self.source_prob))
+                          self.source_fn is not None and bool(self.rng.random() < self.source_prob), dy, dx)
             ex = self.cut(key, scale)
             if ex is not None:
                 return ex, key
@@ -232,14 +253,16 @@ class CropSampler:
 
     def pool_state(self) -> str:
         """The hard pools as JSON (checkpoint resume state)."""
-        return json.dumps({str(s): [[v, [k.scene, k.i, k.j, k.flip, k.alt_source]] for v, k in pool]
+        return json.dumps({str(s): [[v, [k.scene, k.i, k.j, k.flip, k.alt_source, k.dy, k.dx]] for v, k in pool]
                            for s, pool in self.hard.items()})
 
     def load_pool_state(self, state: str) -> None:
         for s, pool in json.loads(state).items():
             if int(s) in self.hard:
-                self.hard[int(s)] = [(float(v), CropKey(int(a), int(b), int(c), bool(d), bool(e)))
-                                     for v, (a, b, c, d, e) in pool]
+                # 5 fields: a state saved before the misregistration offsets (registered crops)
+                self.hard[int(s)] = [(float(v), CropKey(int(k[0]), int(k[1]), int(k[2]), bool(k[3]), bool(k[4]),
+                                                        *(int(x) for x in k[5:7])))
+                                     for v, k in pool]
 
 
 def tiles(scene: RGBDScene, tile: int | None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
