@@ -1,7 +1,8 @@
 """Adapting the learned model to one camera without ground truth, scored on frames it never saw.
 
 Leave one frame out over the five RealSense-class frames of ``../shared/realdata``: for each
-held-out frame the shipped ``dada_lite_v6_mixed`` is adapted by cross-scale self-supervision on the
+held-out frame the shipped weights (``dada_lite_v6_mixed`` when doc/learned.md's table was measured;
+``dada_lite_v7`` since session 8) are adapted by cross-scale self-supervision on the
 other four (``dada-train --self-supervised --sensor-ratio K``: the sensor emulated at 1/K of the
 RGB resolution, the network predicting that depth from a coarser copy of it; the last checkpoint,
 nothing chosen on any frame), then serves the held-out frame at x K (full guide, block-average

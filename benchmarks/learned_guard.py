@@ -8,7 +8,8 @@ output-range clamp after the solve). Frames the model never trained or chose any
 * ``synthetic``: held-out generated scenes (seeds 0..N-1, 256x256; training uses seeds >=
   10,000,000), block-average sources, MSE in cm^2;
 * ``middlebury``: the Middlebury rows of ``../shared/realdata`` the weights did not use (for the
-  shipped ``dada_lite_v6_mixed``: the 18 out-of-sample rows of ``crossval.middlebury_rows()``;
+  shipped weights, and with ``--shipped-split`` for weights trained on the same split: the 18
+  out-of-sample rows of ``crossval.middlebury_rows()``;
   each view its own frame), solved on z and scored on disparity;
 * ``realsense``: the five RealSense-class frames (metric, their own valid depth as truth).
 

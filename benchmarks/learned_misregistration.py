@@ -1,0 +1,128 @@
+"""Learned models when the depth is not exactly registered to the RGB (issue #28, session 8).
+
+A real sensor's depth reaches its colour camera's grid through a calibration that is good to a
+pixel or a few; the generated and Middlebury training data are registered exactly. This
+benchmark shifts the depth (truth and source alike) by ``--shifts`` pixels to the right of the
+RGB and scores each model against DADA-free on the same frames (node output: the default
+output-range clamp after the solve), per ratio: MSE / DADA-free's, geo-mean and worst per group.
+
+Groups: ``synthetic`` = held-out generated scenes (seeds 0..N-1, 256x264; training uses seeds
+>= 10,000,000); ``realsense`` = the five RealSense-class frames (metric, their own valid depth as
+truth; ``../shared/realdata``); ``icl`` = six ICL-NUIM rendered frames (three of each sequence).
+None of them trained or chose anything of the shipped models.
+
+    python benchmarks/learned_misregistration.py --model v6_mixed=dada_ros/data/dada_lite_v6_mixed.pt \\
+        --model v7=dada_ros/data/dada_lite_v7.pt                    # ~15 min on one core
+    python benchmarks/learned_misregistration.py --groups icl --shifts 0 --model v7=dada_ros/data/dada_lite_v7.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+import dada_ros  # noqa: F401  (before torch: the CPU threads' spin setting)
+import numpy as np
+
+from dada_ros.core.device import set_cpu_threads
+from dada_ros.core.output_range import OutputRangeConfig, apply_output_range
+from dada_ros.core.solver import DadaSolver, FreeGuide, SolverConfig
+from dada_ros.learned import crossval as C
+from dada_ros.learned.datasets.base import make_example
+
+ICL_FILES = ([f"open3d_testdata_synthetic_iclnuim/livingroom_seq_{i:05d}.npz" for i in (0, 2, 4)]
+             + [f"slambook2_synthetic_iclnuim/dense_rgbd_seq_{i}.npz" for i in (1, 3, 5)])
+MARGIN = 4  # columns dropped at each side after the shift (the wrapped band)
+
+
+def frames(groups: list[str], seeds: int):
+    """(group, name, rgb, depth in metres, NaN = no truth)."""
+    if "synthetic" in groups:
+        from dada_ros.learned.evaluate import generated_scenes
+
+        for i, sc in enumerate(generated_scenes(range(seeds), (256, 256 + 2 * MARGIN))):
+            yield "synthetic", f"seed{i}", sc.rgb, sc.depth
+    if {"realsense", "icl"} & set(groups):
+        from dada_ros.learned.datasets.realdata import default_root, read_npz, scene_path
+
+        root = default_root()
+        if root is None:
+            print("no ../shared/realdata: real groups skipped", file=sys.stderr)
+            return
+        if "realsense" in groups:
+            for f in C.SENSOR:
+                sc, _ = read_npz(scene_path(root, f))
+                yield "realsense", f, sc.rgb, sc.depth
+        if "icl" in groups:
+            for f in ICL_FILES:
+                sc, _ = read_npz(root / f)
+                yield "icl", f.split("/")[-1][:-4], sc.rgb, sc.depth
+
+
+def shifted(rgb: np.ndarray, depth: np.ndarray, dx: int, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """The depth moved ``dx`` pixels to the right of the RGB, both cropped to a multiple of ``scale``
+    without the wrapped band."""
+    d = np.roll(depth, dx, axis=1)[:, MARGIN:-MARGIN]
+    r = rgb[:, MARGIN:-MARGIN]
+    H, W = d.shape
+    return np.ascontiguousarray(r[: H - H % scale, : W - W % scale]), np.ascontiguousarray(d[: H - H % scale, : W - W % scale])
+
+
+def mse_cm2(pred: np.ndarray, gt: np.ndarray) -> float:
+    m = np.isfinite(gt) & (gt > 0) & np.isfinite(pred)
+    return float(np.mean(((pred[m] - gt[m]) * 100.0) ** 2)) if m.any() else math.nan
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", action="append", required=True, metavar="LABEL=CKPT")
+    ap.add_argument("--groups", default="synthetic,realsense,icl")
+    ap.add_argument("--shifts", default="-3,0,3", help="depth shifts in pixels (to the right of the RGB)")
+    ap.add_argument("--scales", default="4,8,16")
+    ap.add_argument("--seeds", type=int, default=6)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    set_cpu_threads(args.threads)
+    from dada_ros.core.methods import load_learned_guide
+
+    cfg = SolverConfig(device="cpu")
+    free = DadaSolver(cfg, FreeGuide())
+    models = {k: DadaSolver(cfg, load_learned_guide(v, "cpu")) for k, v in (m.split("=", 1) for m in args.model)}
+    shifts = [int(v) for v in args.shifts.split(",")]
+    scales = [int(v) for v in args.scales.split(",")]
+    rng = OutputRangeConfig()
+    res: dict = {}
+    for g, name, rgb, depth in frames(args.groups.split(","), args.seeds):
+        for s in scales:
+            for dx in shifts:
+                r, d = shifted(rgb, depth, dx, s)
+                src = np.nan_to_num(make_example(r, d, s).source, nan=0.0)
+                ref = mse_cm2(apply_output_range(free.solve(r, src).depth, src, rng)[0], d)
+                for k, sv in models.items():
+                    v = mse_cm2(apply_output_range(sv.solve(r, src).depth, src, rng)[0], d) / ref
+                    res.setdefault(g, {}).setdefault(name, {})[f"{k}/{s}/{dx}"] = v
+        print(f"  {g} {name}: " + " ".join(f"{k} {v:.3f}" for k, v in res[g][name].items()), file=sys.stderr,
+              flush=True)
+    print("MSE / DADA-free's (node output), geo-mean (worst) over the group's frames; depth shifted dx px "
+          "to the right of the RGB\n")
+    print("| group | frames | model | dx | " + " | ".join(f"x{s}" for s in scales) + " |")
+    print("|---|---|---|---|" + "---|" * len(scales))
+    for g, per in res.items():
+        for k in models:
+            for dx in shifts:
+                cells = []
+                for s in scales:
+                    v = [x[f"{k}/{s}/{dx}"] for x in per.values()]
+                    cells.append(f"{C.geo_mean(v):.3f} ({max(v):.3f})")
+                print(f"| {g} | {len(per)} | {k} | {dx:+d} | " + " | ".join(cells) + " |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
