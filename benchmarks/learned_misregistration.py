@@ -8,8 +8,10 @@ output-range clamp after the solve), per ratio: MSE / DADA-free's, geo-mean and 
 
 Groups: ``synthetic`` = held-out generated scenes (seeds 0..N-1, 256x264; training uses seeds
 >= 10,000,000); ``realsense`` = the five RealSense-class frames (metric, their own valid depth as
-truth; ``../shared/realdata``); ``icl`` = six ICL-NUIM rendered frames (three of each sequence).
-None of them trained or chose anything of the shipped models.
+truth; ``../shared/realdata``); ``icl`` = six ICL-NUIM rendered frames (three of each sequence);
+``tum`` = frames 0, 8, 16 of the real tum2klg sequence, scored against their own stereo depth where
+valid (agreement with a poor sensor, not accuracy). None of them trained or chose anything of the
+shipped models.
 
     python benchmarks/learned_misregistration.py --model v6_mixed=dada_ros/data/dada_lite_v6_mixed.pt \\
         --model v7=dada_ros/data/dada_lite_v7.pt                    # ~15 min on one core
@@ -44,7 +46,7 @@ def frames(groups: list[str], seeds: int):
 
         for i, sc in enumerate(generated_scenes(range(seeds), (256, 256 + 2 * MARGIN))):
             yield "synthetic", f"seed{i}", sc.rgb, sc.depth
-    if {"realsense", "icl"} & set(groups):
+    if {"realsense", "icl", "tum"} & set(groups):
         from dada_ros.learned.datasets.realdata import default_root, read_npz, scene_path
 
         root = default_root()
@@ -59,6 +61,11 @@ def frames(groups: list[str], seeds: int):
             for f in ICL_FILES:
                 sc, _ = read_npz(root / f)
                 yield "icl", f.split("/")[-1][:-4], sc.rgb, sc.depth
+        if "tum" in groups:
+            with np.load(root / "tum2klg_sequence" / "tum2klg_xyz_seq.npz") as z:
+                rgb, depth, valid = z["rgb"], z["depth"], z["valid"]
+            for i in (0, 8, 16):
+                yield "tum", f"tum2klg_{i:02d}", rgb[i], np.where(valid[i] & (depth[i] > 0), depth[i], np.nan).astype(np.float32)
 
 
 def shifted(rgb: np.ndarray, depth: np.ndarray, dx: int, scale: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +85,7 @@ def mse_cm2(pred: np.ndarray, gt: np.ndarray) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", action="append", required=True, metavar="LABEL=CKPT")
-    ap.add_argument("--groups", default="synthetic,realsense,icl")
+    ap.add_argument("--groups", default="synthetic,realsense,icl,tum")
     ap.add_argument("--shifts", default="-3,0,3", help="depth shifts in pixels (to the right of the RGB)")
     ap.add_argument("--scales", default="4,8,16")
     ap.add_argument("--seeds", type=int, default=6)
