@@ -16,6 +16,10 @@ shipped models.
     python benchmarks/learned_misregistration.py --model v6_mixed=dada_ros/data/dada_lite_v6_mixed.pt \\
         --model v7=dada_ros/data/dada_lite_v7.pt                    # ~15 min on one core
     python benchmarks/learned_misregistration.py --groups icl --shifts 0 --model v7=dada_ros/data/dada_lite_v7.pt
+    python benchmarks/learned_misregistration.py --groups tum --shifts 0 --guard --model v7=dada_ros/data/dada_lite_v7.pt
+
+``--guard``: also each model behind the node's default guard (:class:`GuardedSolver`, checked on
+every frame) on the unshifted frames: the guarded ratio and how often the guard kept the model.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import dada_ros  # noqa: F401  (before torch: the CPU threads' spin setting)
 import numpy as np
 
 from dada_ros.core.device import set_cpu_threads
+from dada_ros.core.guard import GuardConfig, GuardedSolver
 from dada_ros.core.output_range import OutputRangeConfig, apply_output_range
 from dada_ros.core.solver import DadaSolver, FreeGuide, SolverConfig
 from dada_ros.learned import crossval as C
@@ -90,6 +95,7 @@ def main(argv=None) -> int:
     ap.add_argument("--scales", default="4,8,16")
     ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--guard", action="store_true", help="also behind the node's default guard (unshifted frames)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     set_cpu_threads(args.threads)
@@ -98,6 +104,7 @@ def main(argv=None) -> int:
     cfg = SolverConfig(device="cpu")
     free = DadaSolver(cfg, FreeGuide())
     models = {k: DadaSolver(cfg, load_learned_guide(v, "cpu")) for k, v in (m.split("=", 1) for m in args.model)}
+    guards = {k: GuardedSolver(sv, free, GuardConfig(every=1)) for k, sv in models.items()}
     shifts = [int(v) for v in args.shifts.split(",")]
     scales = [int(v) for v in args.scales.split(",")]
     rng = OutputRangeConfig()
@@ -111,19 +118,28 @@ def main(argv=None) -> int:
                 for k, sv in models.items():
                     v = mse_cm2(apply_output_range(sv.solve(r, src).depth, src, rng)[0], d) / ref
                     res.setdefault(g, {}).setdefault(name, {})[f"{k}/{s}/{dx}"] = v
+                    if args.guard and dx == 0:
+                        keep = guards[k].check(r, src) is sv
+                        res[g][name][f"{k}+guard/{s}/{dx}"] = v if keep else 1.0
+                        res[g][name][f"{k}+kept/{s}/{dx}"] = float(keep)
         print(f"  {g} {name}: " + " ".join(f"{k} {v:.3f}" for k, v in res[g][name].items()), file=sys.stderr,
               flush=True)
     print("MSE / DADA-free's (node output), geo-mean (worst) over the group's frames; depth shifted dx px "
           "to the right of the RGB\n")
     print("| group | frames | model | dx | " + " | ".join(f"x{s}" for s in scales) + " |")
     print("|---|---|---|---|" + "---|" * len(scales))
+    labels = [k for m in models for k in ((m, m + "+guard") if args.guard else (m,))]
     for g, per in res.items():
-        for k in models:
+        for k in labels:
             for dx in shifts:
+                if f"{k}/{scales[0]}/{dx}" not in next(iter(per.values())):
+                    continue
                 cells = []
                 for s in scales:
                     v = [x[f"{k}/{s}/{dx}"] for x in per.values()]
-                    cells.append(f"{C.geo_mean(v):.3f} ({max(v):.3f})")
+                    kept = (f", kept {sum(x[f'{k[:-6]}+kept/{s}/{dx}'] for x in per.values()):.0f}"
+                            if k.endswith("+guard") else "")
+                    cells.append(f"{C.geo_mean(v):.3f} ({max(v):.3f}{kept})")
                 print(f"| {g} | {len(per)} | {k} | {dx:+d} | " + " | ".join(cells) + " |")
     if args.json:
         with open(args.json, "w") as f:
