@@ -22,8 +22,8 @@ Recipes (fixed before any fold was scored; the recipe itself is chosen per fold 
 * ``lite``: the shipped 235k-parameter lite U-Net from ``dada_lite_v5``;
 * ``wide``: the lite U-Net at widths 32 48 80 128 128 (~4x the channels), from scratch (untrained it
   is DADA-free);
-* ``lite-misreg`` (added in session 8, after the other two were scored): ``lite`` with
-  ``--misregister-px 3`` (half the crops' depth up to 3 px off their RGB; doc/learned.md).
+* ``lite-misreg``, ``wide-misreg`` (added in session 8, after the other two were scored): ``lite`` /
+  ``wide`` with ``--misregister-px 3`` (half the crops' depth up to 3 px off their RGB; doc/learned.md).
 
 Both: ratio-conditioned decoder, gradient through the whole default solve, 96 px crops, batch 4,
 x4 / x8 / x16, lr 3e-4, squared log-depth loss, 20% ToF-like sources, one thread per process.
@@ -59,8 +59,9 @@ V5 = REPO / "dada_ros" / "data" / "dada_lite_v5.pt"
 RECIPES = {
     "lite": ["--init-from", str(V5), "--scale-film"],
     "wide": ["--widths", "32", "48", "80", "128", "128", "--scale-film"],
-    # session 8: lite with misregistration augmentation (half the crops' depth up to 3 px off the RGB)
+    # session 8: with misregistration augmentation (half the crops' depth up to 3 px off the RGB)
     "lite-misreg": ["--init-from", str(V5), "--scale-film", "--misregister-px", "3"],
+    "wide-misreg": ["--widths", "32", "48", "80", "128", "128", "--scale-film", "--misregister-px", "3"],
 }
 COMMON = ["--dataset", "realdata", "--solve", "full", "--scales", "4", "8", "16", "--crop", "96", "--batch", "4",
           "--lr", "3e-4", "--lr-step", "1000", "--loss", "log", "--tof-prob", "0.2", "--val-mode", "ratios",
