@@ -92,6 +92,15 @@ class FreeGuide:
             return coef.coefficients_paper(features, self.kappa)
         return coef.coefficients_from_features(features, self.kappa)
 
+    def coefficients_from_inputs(self, rgb: np.ndarray, depth_up: np.ndarray,
+                                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``coefficients(features(rgb, depth_up))`` in one pass without the feature tensor (bit-identical:
+        :func:`~.coefficients.free_coefficients_from_inputs`), or None where it does not apply (the
+        paper's form, a GPU, no numba): then the caller makes the features."""
+        if self.form != "code" or device.type != "cpu":
+            return None
+        return coef.free_coefficients_from_inputs(rgb, depth_up, self.kappa)
+
 
 @dataclass
 class SolverConfig:
@@ -258,9 +267,11 @@ class DadaSolver:
         offset = POSITIVITY_FLOOR if float(src[valid].min()) <= POSITIVITY_FLOOR else 0.0
         dev = self.device
         gm = self.guide_model
-        fast = (type(gm) is FreeGuide and gm.form == "code" and dev.type == "cpu" and not self.config.coarse_to_fine
-                and coef.free_coefficients_from_inputs(rgb, y_cold, gm.kappa))
-        if fast:  # DADA-free on the CPU: the coefficients in one pass, no feature tensor (none needed)
+        # DADA-free on the CPU: the coefficients in one pass, no feature tensor (coarse-to-fine needs
+        # it; the exact type: a subclass may change the features)
+        fast = (gm.coefficients_from_inputs(rgb, y_cold, dev)
+                if type(gm) is FreeGuide and not self.config.coarse_to_fine else None)
+        if fast is not None:
             feats, (cv, ch) = None, fast
         else:
             with torch.no_grad():  # thread-local: set here, not only by the caller
