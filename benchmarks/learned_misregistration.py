@@ -26,18 +26,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import os
 import sys
 
 import dada_ros  # noqa: F401  (before torch: the CPU threads' spin setting)
 import numpy as np
 
-from dada_ros.core.device import set_cpu_threads
-from dada_ros.core.guard import GuardConfig, GuardedSolver
-from dada_ros.core.output_range import OutputRangeConfig, apply_output_range
-from dada_ros.core.solver import DadaSolver, FreeGuide, SolverConfig
-from dada_ros.learned import crossval as C
-from dada_ros.learned.datasets.base import make_example
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from dada_ros.core.device import set_cpu_threads  # noqa: E402
+from dada_ros.core.guard import GuardConfig, GuardedSolver  # noqa: E402
+from dada_ros.core.output_range import OutputRangeConfig, apply_output_range  # noqa: E402
+from dada_ros.core.solver import DadaSolver, FreeGuide, SolverConfig  # noqa: E402
+from dada_ros.learned import crossval as C  # noqa: E402
+from dada_ros.learned.datasets.base import make_example  # noqa: E402
+from holes import load_cases  # noqa: E402  (the tum2klg frames, read as the hole benchmark reads them)
+from learned_guard import frames as guard_frames, mse  # noqa: E402  (the RealSense frames; MSE in cm^2)
 
 ICL_FILES = ([f"open3d_testdata_synthetic_iclnuim/livingroom_seq_{i:05d}.npz" for i in (0, 2, 4)]
              + [f"slambook2_synthetic_iclnuim/dense_rgbd_seq_{i}.npz" for i in (1, 3, 5)])
@@ -45,32 +49,26 @@ MARGIN = 4  # columns dropped at each side after the shift (the wrapped band)
 
 
 def frames(groups: list[str], seeds: int):
-    """(group, name, rgb, depth in metres, NaN = no truth)."""
+    """(group, name, rgb, depth in metres, NaN = no truth): the RealSense frames as
+    ``learned_guard.py`` reads them, the tum2klg frames as ``holes.py`` does."""
     if "synthetic" in groups:
         from dada_ros.learned.evaluate import generated_scenes
 
         for i, sc in enumerate(generated_scenes(range(seeds), (256, 256 + 2 * MARGIN))):
             yield "synthetic", f"seed{i}", sc.rgb, sc.depth
-    if {"realsense", "icl", "tum"} & set(groups):
-        from dada_ros.learned.datasets.realdata import default_root, read_npz, scene_path
+    if "realsense" in groups:
+        for g, name, rgb, depth, _ in guard_frames(["realsense"], 0, None):
+            yield g, name, rgb, depth
+    if "icl" in groups:
+        from dada_ros.learned.datasets.realdata import default_root, read_npz
 
         root = default_root()
-        if root is None:
-            print("no ../shared/realdata: real groups skipped", file=sys.stderr)
-            return
-        if "realsense" in groups:
-            for f in C.SENSOR:
-                sc, _ = read_npz(scene_path(root, f))
-                yield "realsense", f, sc.rgb, sc.depth
-        if "icl" in groups:
-            for f in ICL_FILES:
-                sc, _ = read_npz(root / f)
-                yield "icl", f.split("/")[-1][:-4], sc.rgb, sc.depth
-        if "tum" in groups:
-            with np.load(root / "tum2klg_sequence" / "tum2klg_xyz_seq.npz") as z:
-                rgb, depth, valid = z["rgb"], z["depth"], z["valid"]
-            for i in (0, 8, 16):
-                yield "tum", f"tum2klg_{i:02d}", rgb[i], np.where(valid[i] & (depth[i] > 0), depth[i], np.nan).astype(np.float32)
+        for f in ICL_FILES if root is not None else ():
+            sc, _ = read_npz(root / f)
+            yield "icl", f.split("/")[-1][:-4], sc.rgb, sc.depth
+    if "tum" in groups:
+        for case in load_cases(("tum",)):
+            yield "tum", case.name, case.rgb, case.truth
 
 
 def shifted(rgb: np.ndarray, depth: np.ndarray, dx: int, scale: int) -> tuple[np.ndarray, np.ndarray]:
@@ -80,11 +78,6 @@ def shifted(rgb: np.ndarray, depth: np.ndarray, dx: int, scale: int) -> tuple[np
     r = rgb[:, MARGIN:-MARGIN]
     H, W = d.shape
     return np.ascontiguousarray(r[: H - H % scale, : W - W % scale]), np.ascontiguousarray(d[: H - H % scale, : W - W % scale])
-
-
-def mse_cm2(pred: np.ndarray, gt: np.ndarray) -> float:
-    m = np.isfinite(gt) & (gt > 0) & np.isfinite(pred)
-    return float(np.mean(((pred[m] - gt[m]) * 100.0) ** 2)) if m.any() else math.nan
 
 
 def main(argv=None) -> int:
@@ -114,9 +107,9 @@ def main(argv=None) -> int:
             for dx in shifts:
                 r, d = shifted(rgb, depth, dx, s)
                 src = np.nan_to_num(make_example(r, d, s).source, nan=0.0)
-                ref = mse_cm2(apply_output_range(free.solve(r, src).depth, src, rng)[0], d)
+                ref = mse(apply_output_range(free.solve(r, src).depth, src, rng)[0], d, None)
                 for k, sv in models.items():
-                    v = mse_cm2(apply_output_range(sv.solve(r, src).depth, src, rng)[0], d) / ref
+                    v = mse(apply_output_range(sv.solve(r, src).depth, src, rng)[0], d, None) / ref
                     res.setdefault(g, {}).setdefault(name, {})[f"{k}/{s}/{dx}"] = v
                     if args.guard and dx == 0:
                         keep = guards[k].check(r, src) is sv
