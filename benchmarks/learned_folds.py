@@ -36,6 +36,8 @@ the training. ~0.3 s per training step and one process per core on this 2-core V
     python benchmarks/learned_folds.py --out runs/cv --report-only        # tables from what is there
     python benchmarks/learned_folds.py --out runs/cv4000 --recipes wide --steps 4000 --guard wide --final wide
         # + the per-frame guard, out of fold (guard.json per fold), and the model trained on all rows
+    python benchmarks/learned_folds.py --out runs/cv_fr --rescore-from runs/cv --recipes lite-misreg \
+        --learned-schedule per-ratio        # the same checkpoints scored again with another learned schedule
 """
 
 from __future__ import annotations
@@ -93,9 +95,12 @@ def run_jobs(jobs: list[tuple[list[str], Path]], parallel: int) -> None:
                     raise SystemExit(f"{' '.join(p.args)} failed; see {log}")
 
 
-def score_one(out: Path, recipe: str, fold: int, root: Path) -> None:
-    """Score the inner and test rows and the sensor frames with one fold's best checkpoint (cached)."""
+def score_one(out: Path, recipe: str, fold: int, root: Path, learned_schedule: str = "matching") -> None:
+    """Score the inner and test rows and the sensor frames with one fold's best checkpoint (cached;
+    ``learned_schedule``: :attr:`SolverConfig.learned_schedule` of the learned solves)."""
     import torch
+
+    from dada_ros.core.solver import SolverConfig
 
     torch.set_num_threads(1)
     rows = C.middlebury_rows()
@@ -103,7 +108,21 @@ def score_one(out: Path, recipe: str, fold: int, root: Path) -> None:
     d = out / recipe / f"fold{fold}"
     files = plan.files(plan.inner) + plan.files(plan.test) + C.FoldPlan.files(SENSORS)
     C.score_all(root, files, str(d / "best.pt"), d / "scores.json", grid=GRID, check_modes=(),
+                config=SolverConfig(learned_schedule=learned_schedule),
                 progress=lambda m: print(m, flush=True), output_range=OutputRangeConfig())
+
+
+def link_checkpoints(src: Path, out: Path, recipes: list[str], folds: list[int]) -> None:
+    """OUT/<recipe>/fold<f> takes SRC's trained checkpoints (symbolic links) to be scored again."""
+    for rcp in recipes:
+        for f in folds:
+            a, b = src / rcp / f"fold{f}", out / rcp / f"fold{f}"
+            if not (a / "best.pt").exists():
+                raise SystemExit(f"{a / 'best.pt'} missing: train that fold first")
+            b.mkdir(parents=True, exist_ok=True)
+            for name in ("best.pt", "last.pt", "log.csv"):
+                if (a / name).exists() and not (b / name).exists():
+                    (b / name).symlink_to(a / name)
 
 
 GUARD_MODES = (("guide", 2), ("source", 2), ("source", 4), ("half", 2))  # (cross-scale mode, extra factor)
@@ -430,6 +449,10 @@ def main() -> None:
                     "models: measured (resumable, guard.json) and reported out of fold")
     ap.add_argument("--final", metavar="RECIPE", help="also train this recipe on all 28 rows (OUT/final/RECIPE, "
                     "--steps) and score the RealSense frames without and with the default guard")
+    ap.add_argument("--rescore-from", metavar="DIR",
+                    help="no training: score DIR's fold checkpoints again into OUT (e.g. with --learned-schedule)")
+    ap.add_argument("--learned-schedule", choices=("matching", "per-ratio"), default="matching",
+                    help="the learned solves' schedule when scoring (SolverConfig.learned_schedule)")
     ap.add_argument("--score-one", nargs=2, metavar=("RECIPE", "FOLD"), help=argparse.SUPPRESS)
     ap.add_argument("--guard-one", nargs=2, metavar=("RECIPE", "FOLD"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -440,8 +463,12 @@ def main() -> None:
         raise SystemExit("no ../shared/realdata (pass --real-dir)")
     out = Path(args.out).resolve()
     if args.score_one:
-        score_one(out, args.score_one[0], int(args.score_one[1]), root)
+        score_one(out, args.score_one[0], int(args.score_one[1]), root, args.learned_schedule)
         return
+    if args.rescore_from:
+        if Path(args.rescore_from).resolve() == out:
+            raise SystemExit("--rescore-from needs another --out (its scores would replace the trained run's)")
+        link_checkpoints(Path(args.rescore_from).resolve(), out, args.recipes, args.folds)
     if args.guard_one:
         guard_one(out, args.guard_one[0], int(args.guard_one[1]), root)
         return
@@ -456,9 +483,11 @@ def main() -> None:
                 cmd = [sys.executable, "-m", "dada_ros.cli.train", *COMMON, *RECIPES[rcp], "--data-dir", str(root),
                        "--steps", str(args.steps), "--out", str(d), "--real-scenes", *plan.files(plan.train),
                        "--real-val-scenes", *plan.files(plan.inner)]
-                train.append((cmd, d / "train.log"))
+                if not args.rescore_from:
+                    train.append((cmd, d / "train.log"))
                 score.append(([sys.executable, str(Path(__file__).resolve()), "--out", str(out), "--real-dir",
-                               str(root), "--score-one", rcp, str(f)], d / "score.log"))
+                               str(root), "--learned-schedule", args.learned_schedule, "--score-one", rcp, str(f)],
+                              d / "score.log"))
         run_jobs(train, args.jobs)
         for _, log in score:  # a new checkpoint invalidates its scores
             sj, best = log.parent / "scores.json", log.parent / "best.pt"

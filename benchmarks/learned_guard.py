@@ -18,6 +18,7 @@ how often the guard kept the learned model and was right to (by the frame's own 
 
     python benchmarks/learned_guard.py                       # shipped weights, ~5 min on one core
     python benchmarks/learned_guard.py --weights runs/cv4000/final/wide/last.pt   # synthetic + RealSense
+    python benchmarks/learned_guard.py --learned-schedule per-ratio [--timing]      # the shorter learned solve
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--check-modes", default="guide",
                     help="the guard's check mode(s), comma-separated (GuardConfig.check_mode: guide, half, source)")
+    ap.add_argument("--learned-schedule", choices=("matching", "per-ratio"), default="matching",
+                    help="the learned solves' schedule (SolverConfig.learned_schedule); DADA-free is unchanged")
     ap.add_argument("--json")
     ap.add_argument("--timing", action="store_true",
                     help="only the cost at 640x480 (RealSense frames, x4 / x8, median of 3): DADA-free solve, "
@@ -93,14 +96,16 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from dada_ros.core.methods import load_learned_guide
 
-    cfg = SolverConfig(device="cpu")
+    cfg = SolverConfig(device="cpu", learned_schedule=args.learned_schedule)
     learned = DadaSolver(cfg, load_learned_guide(args.weights, "cpu"))
     free = DadaSolver(cfg, FreeGuide())
     modes = args.check_modes.split(",")
     guards = {m: GuardedSolver(learned, free, GuardConfig(every=1, check_mode=m)) for m in modes}
     rng = OutputRangeConfig()
     if args.timing:
-        return timing(learned, free, guards)
+        other = "per-ratio" if args.learned_schedule == "matching" else "matching"
+        alt = DadaSolver(SolverConfig(device="cpu", learned_schedule=other), learned.guide_model)
+        return timing(learned, free, guards, (other, alt))
     # which scenes the weights used: the shipped split for the shipped weights, none for others
     used = None if args.weights is None or args.shipped_split else {}
     groups = args.groups.split(",")
@@ -164,19 +169,24 @@ def _torch_output_stage(learned):
     return solve
 
 
-def timing(learned, free, guards: dict, repeats: int = 3) -> int:
+def timing(learned, free, guards: dict, alt: tuple[str, DadaSolver], repeats: int = 3) -> int:
+    """Median ms of each solve on the RealSense frames, interleaved; ``alt`` = (its learned
+    schedule, the learned solver on it) for a column beside the learned solve."""
     import time
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)\n")
-    print("| frame | scale | DADA-free solve ms | learned solve ms | learned, torch output stage ms | "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); learned schedule "
+          f"{learned.config.learned_schedule}\n")
+    print(f"| frame | scale | DADA-free solve ms | learned solve ms | learned, {alt[0]} schedule ms | "
+          "learned, torch output stage ms | "
           + " | ".join(f"check ({m}) ms | check ({m}) / learned frame" for m in guards) + " |")
-    print("|---|---|---|---|---|" + "---|---|" * len(guards))
+    print("|---|---|---|---|---|---|" + "---|---|" * len(guards))
     torch_stage = _torch_output_stage(learned)
+    ratios: dict[str, list[float]] = {"dada": [], "dada_alt": []}
     for _, name, rgb, depth, _ in frames(["realsense"], 0, None):
         for s in (4, 8):
             src = np.nan_to_num(make_example(rgb, depth, s).source, nan=0.0)
             fns = {"free": lambda: free.solve(rgb, src), "dada": lambda: learned.solve(rgb, src),
-                   "dada_torch": lambda: torch_stage(rgb, src)}
+                   "dada_alt": lambda: alt[1].solve(rgb, src), "dada_torch": lambda: torch_stage(rgb, src)}
             fns.update({mode: (lambda g=g: g.check(rgb, src)) for mode, g in guards.items()})
             t: dict = {k: [] for k in fns}
             for _ in range(repeats + 1):  # the first round warms up
@@ -185,8 +195,13 @@ def timing(learned, free, guards: dict, repeats: int = 3) -> int:
                     fn()
                     t[key].append(1e3 * (time.perf_counter() - t0))
             m = {k: float(np.median(v[1:])) for k, v in t.items()}
-            print(f"| {name} | x{s} | {m['free']:.0f} | {m['dada']:.0f} | {m['dada_torch']:.0f} | "
+            print(f"| {name} | x{s} | {m['free']:.0f} | {m['dada']:.0f} | {m['dada_alt']:.0f} | {m['dada_torch']:.0f} | "
                   + " | ".join(f"{m[g]:.0f} | {m[g] / m['dada']:.2f}" for g in guards) + " |", flush=True)
+            for k in ratios:
+                ratios[k].append(m[k] / m["free"])
+    print(f"\nlearned frame / DADA-free frame, median (range): {learned.config.learned_schedule} schedule "
+          f"{np.median(ratios['dada']):.2f} ({min(ratios['dada']):.2f}-{max(ratios['dada']):.2f}), {alt[0]} schedule "
+          f"{np.median(ratios['dada_alt']):.2f} ({min(ratios['dada_alt']):.2f}-{max(ratios['dada_alt']):.2f})")
     return 0
 
 

@@ -47,6 +47,8 @@ DEFAULT_MAX_ITERATIONS = 8000
 # steps is ~12x the paper's 8000 and already minutes on a CPU; beyond it a typo (1e6, 1e12)
 # would block a worker for hours, so it is refused with a reason instead.
 ITERATIONS_LIMIT = 100_000
+# SolverConfig.learned_schedule: which schedule a learned guide runs (see the field's comment)
+LEARNED_SCHEDULES = ("matching", "per-ratio")
 
 
 def check_iterations(n: float, name: str = "iterations") -> None:
@@ -126,6 +128,14 @@ class SolverConfig:
     # returned as NaN: diffusion would invent depth there (e.g. out-of-range sky in a ToF image).
     max_fill_distance: float = 8.0
     device: str = "auto"
+    # The schedule of a LEARNED guide (DADA-free always runs the per-ratio table):
+    # "matching": Schedule.matching_plain, 300 applications that follow 8000 plain steps (the
+    # default); "per-ratio": the per-ratio table DADA-free runs (150-200 applications), the
+    # schedule `dada-train --solve full` differentiates through. Measured in session 9
+    # (doc/learned.md, "The learned guide's schedule"): a learned frame ~0.8x, the same accuracy
+    # out of fold on real frames, 10% worse on synthetic scenes at x4, and one divergence (plain-loop
+    # fallback) in 147 solves; not the default.
+    learned_schedule: str = "matching"
 
     def validate(self) -> None:
         if not (isinstance(self.lam, (int, float)) and 0 < self.lam < 0.25):
@@ -145,6 +155,9 @@ class SolverConfig:
             raise DadaInputError(f"init must be bicubic, nearest or bilinear, got {self.init!r}")
         if not (self.max_fill_distance >= 0):
             raise DadaInputError(f"max_fill_distance must be >= 0 (inf = fill all), got {self.max_fill_distance}")
+        if self.learned_schedule not in LEARNED_SCHEDULES:
+            raise DadaInputError(f"learned_schedule must be one of {', '.join(LEARNED_SCHEDULES)}, "
+                                 f"got {self.learned_schedule!r}")
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             raise DadaInputError(f"unknown device {self.device!r}; expected one of {', '.join(DEVICES)}")
 
@@ -371,9 +384,10 @@ class DadaSolver:
                 return Schedule.plain(int(iterations), None, cfg.check_every)
             return self._plain_policy()
         tol = None if iterations is not None else cfg.tol
-        if not isinstance(self.guide_model, FreeGuide):
+        if not isinstance(self.guide_model, FreeGuide) and cfg.learned_schedule == "matching":
             # A learned guide was trained for the 8000-step state and diffuses more slowly than
-            # DADA-free: the schedule that follows 8000 plain steps at every ratio.
+            # DADA-free: the schedule that follows 8000 plain steps at every ratio ("per-ratio":
+            # the table below, as DADA-free and as `dada-train --solve full` trains through).
             n = int(iterations) if iterations is not None else min(LEARNED_APPLICATIONS, int(cfg.max_iterations))
             return Schedule.matching_plain(DEFAULT_MAX_ITERATIONS, n, tol, cfg.check_every)
         delta, budget = chebyshev_defaults(scale, holes)

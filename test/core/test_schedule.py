@@ -244,3 +244,26 @@ def test_a_learned_guide_gets_the_schedule_that_follows_8000_plain_steps():
     assert st.schedule == "chebyshev" and st.iterations == LEARNED_APPLICATIONS
     sched = Schedule.matching_plain(8000, 300)
     assert sched.delta == pytest.approx(300**2 / (2 * 8000**2))
+
+
+def test_learned_schedule_per_ratio_gives_a_learned_guide_the_dada_free_table():
+    """``learned_schedule="per-ratio"``: a learned guide runs DADA-free's per-ratio table (dense and
+    hole rows, fixed counts honoured), the schedule `dada-train --solve full` trains through;
+    DADA-free is the same under either value; an unknown value is refused with the choices."""
+    from dada_ros.core.schedule import LEARNED_APPLICATIONS
+
+    learned = DadaSolver(SolverConfig(device="cpu", learned_schedule="per-ratio"))
+    learned.guide_model = object()  # any guide that is not DADA-free
+    for scale, holes in ((4.0, False), (8.0, True), (16.0, False)):
+        delta, budget = chebyshev_defaults(scale, holes)
+        sched = learned.schedule_for(scale, holes=holes)
+        assert (len(sched), sched.delta) == (budget, pytest.approx(delta))
+    assert len(learned.schedule_for(8.0, 40)) == 40
+    matching = DadaSolver(SolverConfig(device="cpu"))
+    matching.guide_model = object()
+    assert len(matching.schedule_for(8.0)) == LEARNED_APPLICATIONS
+    free_a = DadaSolver(SolverConfig(device="cpu", learned_schedule="per-ratio")).schedule_for(8.0)
+    free_b = DadaSolver(SolverConfig(device="cpu")).schedule_for(8.0)
+    assert (len(free_a), free_a.delta) == (len(free_b), free_b.delta)
+    with pytest.raises(DadaInputError, match="learned_schedule must be one of matching, per-ratio"):
+        SolverConfig(learned_schedule="fast").validate()
