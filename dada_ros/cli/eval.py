@@ -27,7 +27,7 @@ import itertools
 import sys
 
 from ..core.methods import METHODS
-from ..core.solver import DEFAULT_MAX_ITERATIONS, SolverConfig
+from ..core.solver import DEFAULT_MAX_ITERATIONS, LEARNED_SCHEDULES, SolverConfig
 from ..learned.datasets import DATASETS, open_dataset
 from ..learned.evaluate import DEFAULT_METHODS, evaluate, format_table, generated_scenes, tof_source_fn
 from .common import run_cli, write_json
@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate at most this many scenes")
     p.add_argument("--iterations", type=int, help="fixed applications of the solver step (default: the solver's "
                    "per-ratio Chebyshev budget)")
+    p.add_argument("--learned-schedule", default="matching", choices=LEARNED_SCHEDULES,
+                   help="schedule of the learned solves: matching (default, 300 applications) or per-ratio "
+                        "(dada-free's 150-200, as --solve full trains; also for --select-gate)")
     p.add_argument("--tol", type=float, help="solver tolerance")
     p.add_argument("--max-iterations", type=int, default=DEFAULT_MAX_ITERATIONS)
     p.add_argument("--device", default="auto")
@@ -98,14 +101,15 @@ def select_gate(args) -> int:
     progress = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     scales = [int(s) for s in args.scales]
     alphas = args.gate_grid or G.DEFAULT_GRID
-    grid = G.gate_grid(net, data.scenes, scales, alphas, progress=progress)
+    config = SolverConfig(learned_schedule=args.learned_schedule)
+    grid = G.gate_grid(net, data.scenes, scales, alphas, config=config, progress=progress)
     also = None
     if args.gate_synthetic:
         from ..learned.datasets.procedural import VAL_SEED0, render_scene
 
         # Synthetic VALIDATION seeds (never the benchmark's held-out seeds 0..N).
         syn = [render_scene(VAL_SEED0 + 500 + i, (256, 256)) for i in range(args.gate_synthetic)]
-        sgrid = G.gate_grid(net, syn, scales, alphas, progress=progress)
+        sgrid = G.gate_grid(net, syn, scales, alphas, config=config, progress=progress)
         also = (sgrid, list(sgrid))
     gate = G.choose_gate(grid, chosen_on, args.max_ratio, also)
     loo = G.leave_one_out({n: grid[n] for n in SPLITS["all"] if n in grid}, args.max_ratio, also)
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
         set_cpu_threads(args.threads)
     config = SolverConfig(iterations=args.iterations, tol=args.tol, max_iterations=args.max_iterations,
-                          device=args.device)
+                          device=args.device, learned_schedule=args.learned_schedule)
     config.validate()
     if args.select_gate:
         return select_gate(args)

@@ -4,7 +4,7 @@ Contract (other tooling depends on it)::
 
     dada-upsample --guide RGB.png --source DEPTH.(npy|png|tiff) --out OUT.npy
         [--method dada-free|dada|bicubic|nearest|jbf|guided|fgs] [--schedule chebyshev|plain]
-        [--iterations N] [--tol T]
+        [--learned-schedule matching|per-ratio] [--iterations N] [--tol T]
         [--init PREV_OUT.npy [--init-guide PREV_RGB.png]] [--warm-mode cold|naive|flow]
         [--warm-iterations N] [--device auto|cpu|cuda] [--stats STATS.json]
         [--output-range clamp|invalid|off] [--guard cross_scale|off]
@@ -49,7 +49,7 @@ from ..core.output_range import OUTPUT_RANGE_MODES, OutputRangeConfig, apply_out
 from ..core.methods import DADA_METHODS, METHODS, make_solver, run_method
 from ..core.pipeline import FREE_SLOW_MOTION_PX, FramePipeline, WarmConfig
 from ..core.schedule import SCHEDULES
-from ..core.solver import DEFAULT_LAMBDA, DEFAULT_MAX_ITERATIONS, SolverConfig
+from ..core.solver import DEFAULT_LAMBDA, DEFAULT_MAX_ITERATIONS, LEARNED_SCHEDULES, SolverConfig
 from .common import run_cli, write_json
 
 WARM_MODE_CHOICES = ("cold", "naive", "flow")
@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", default="chebyshev", choices=SCHEDULES,
                    help="loop schedule: chebyshev (default: the semi-iteration, ~100-200 applications per "
                         "cold frame) or plain (the paper's loop; with --iterations 8000 the paper's method)")
+    p.add_argument("--learned-schedule", default="matching", choices=LEARNED_SCHEDULES,
+                   help="--method dada, chebyshev: matching (default: 300 applications that follow 8000 plain "
+                        "steps) or per-ratio (the 150-200 of dada-free, as the model is trained; ~0.8x the time: "
+                        "doc/learned.md)")
     p.add_argument("--iterations", type=int, help="fixed number of applications of the diffusion-adjustment step")
     p.add_argument("--tol", type=float, help="stop when the max relative change per check is below this")
     p.add_argument("--max-iterations", type=int, default=DEFAULT_MAX_ITERATIONS, help="cap with --tol / default")
@@ -158,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.warm_iterations is not None and args.warm_iterations < 1:
         raise DadaInputError(f"--warm-iterations must be >= 1, got {args.warm_iterations}")
     config = SolverConfig(
-        lam=args.lam, schedule=args.schedule, iterations=args.iterations, tol=args.tol,
+        lam=args.lam, schedule=args.schedule, learned_schedule=args.learned_schedule, iterations=args.iterations,
+        tol=args.tol,
         max_iterations=args.max_iterations, coarse_to_fine=args.coarse_to_fine, max_fill_distance=args.max_fill_distance, device=args.device,
     )
     config.validate()

@@ -172,3 +172,25 @@ def test_learned_method_runs_behind_the_guard_by_default(files):
     assert r.returncode == 0, r.stderr
     want = np.load(d / ("u.npy" if g["pick"] == "dada" else "f.npy"))
     np.testing.assert_allclose(np.load(d / "g.npy"), want, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+def test_learned_schedule_flag_picks_the_learned_solves_schedule(files):
+    """--learned-schedule per-ratio runs a learned frame on dada-free's per-ratio budget (the
+    schedule training differentiates through); the default keeps the 300 applications that follow
+    8000 plain steps; an unknown value is refused by the parser."""
+    pytest.importorskip("dada_ros.learned.model")
+    from dada_ros.core.schedule import LEARNED_APPLICATIONS, chebyshev_defaults
+
+    d, s = files
+    holes = not np.isfinite(s.source).all() or (s.source <= 0).any()
+    its = {}
+    for sched in ("matching", "per-ratio"):
+        r = run("--guide", d / "rgb.png", "--source", d / "src.npy", "--out", d / f"{sched}.npy", "--method", "dada",
+                "--guard", "off", "--learned-schedule", sched, "--stats", d / f"{sched}.json")
+        assert r.returncode == 0, r.stderr
+        its[sched] = json.loads((d / f"{sched}.json").read_text())["iterations"]
+        assert consistency_error(np.load(d / f"{sched}.npy"), s.source) < 1e-4
+    assert its == {"matching": LEARNED_APPLICATIONS, "per-ratio": chebyshev_defaults(8.0, holes)[1]}
+    r = run("--guide", d / "rgb.png", "--source", d / "src.npy", "--out", d / "x.npy", "--method", "dada",
+            "--learned-schedule", "fast")
+    assert r.returncode == 2 and "--learned-schedule" in r.stderr

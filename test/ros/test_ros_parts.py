@@ -46,6 +46,7 @@ def test_descriptors() -> None:
     ({"output_encoding": "16UC3"}, "output_encoding"), ({"slop": 0.0}, "slop"),
     ({"tolerance": 0.0}, "tol"), ({"warm_start_max_age": 0.0}, "warm_start_max_age"),
     ({"method": "bicubic"}, "method"), ({"tolerance": float("nan")}, "finite"),
+    ({"learned_schedule": "fast"}, "learned_schedule"),
 ])
 def test_invalid_values_are_refused_with_a_reason(change: dict, words: str) -> None:
     with pytest.raises(DadaInputError, match=words):
@@ -63,6 +64,10 @@ def test_valid_changes_and_what_needs_a_new_solver(tmp_path: Path) -> None:
     assert not base.updated({"warm_start": "naive", "slop": 0.1}).solver_changed(base)
     cfg = base.updated({"lambda": 0.2, "max_iterations": 50}).solver_config("cpu")
     assert (cfg.lam, cfg.max_iterations, cfg.device) == (0.2, 50, "cpu")
+    # the learned frame's schedule reaches the solver and, like the schedule, needs a new one
+    assert cfg.learned_schedule == "matching"
+    per = base.updated({"learned_schedule": "per-ratio"})
+    assert per.solver_changed(base) and per.solver_config("cpu").learned_schedule == "per-ratio"
 
 
 def test_frequency_window_follows_frequency_status() -> None:
