@@ -54,6 +54,7 @@ import numpy as np
 import dada_ros  # noqa: F401  (before torch, so that the loop's GOMP_SPINCOUNT takes effect)
 
 from dada_ros.core.output_range import OutputRangeConfig
+from dada_ros.core.solver import LEARNED_SCHEDULES
 from dada_ros.learned import crossval as C
 
 REPO = Path(__file__).resolve().parents[1]
@@ -451,7 +452,7 @@ def main() -> None:
                     "--steps) and score the RealSense frames without and with the default guard")
     ap.add_argument("--rescore-from", metavar="DIR",
                     help="no training: score DIR's fold checkpoints again into OUT (e.g. with --learned-schedule)")
-    ap.add_argument("--learned-schedule", choices=("matching", "per-ratio"), default="matching",
+    ap.add_argument("--learned-schedule", choices=LEARNED_SCHEDULES, default="matching",
                     help="the learned solves' schedule when scoring (SolverConfig.learned_schedule)")
     ap.add_argument("--score-one", nargs=2, metavar=("RECIPE", "FOLD"), help=argparse.SUPPRESS)
     ap.add_argument("--guard-one", nargs=2, metavar=("RECIPE", "FOLD"), help=argparse.SUPPRESS)

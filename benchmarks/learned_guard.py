@@ -34,7 +34,7 @@ import torch
 
 from dada_ros.core.guard import GuardConfig, GuardedSolver
 from dada_ros.core.output_range import OutputRangeConfig, apply_output_range
-from dada_ros.core.solver import DadaSolver, FreeGuide, SolverConfig
+from dada_ros.core.solver import LEARNED_SCHEDULES, DadaSolver, FreeGuide, SolverConfig
 from dada_ros.learned import crossval as C
 from dada_ros.learned.datasets.base import make_example
 
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--check-modes", default="guide",
                     help="the guard's check mode(s), comma-separated (GuardConfig.check_mode: guide, half, source)")
-    ap.add_argument("--learned-schedule", choices=("matching", "per-ratio"), default="matching",
+    ap.add_argument("--learned-schedule", choices=LEARNED_SCHEDULES, default="matching",
                     help="the learned solves' schedule (SolverConfig.learned_schedule); DADA-free is unchanged")
     ap.add_argument("--json")
     ap.add_argument("--timing", action="store_true",
