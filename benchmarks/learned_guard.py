@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     guards = {m: GuardedSolver(learned, free, GuardConfig(every=1, check_mode=m)) for m in modes}
     rng = OutputRangeConfig()
     if args.timing:
-        other = "per-ratio" if args.learned_schedule == "matching" else "matching"
+        other = next(s for s in LEARNED_SCHEDULES if s != args.learned_schedule)
         alt = DadaSolver(SolverConfig(device="cpu", learned_schedule=other), learned.guide_model)
         return timing(learned, free, guards, (other, alt))
     # which scenes the weights used: the shipped split for the shipped weights, none for others

@@ -163,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         raise DadaInputError(f"--warm-iterations must be >= 1, got {args.warm_iterations}")
     config = SolverConfig(
         lam=args.lam, schedule=args.schedule, learned_schedule=args.learned_schedule, iterations=args.iterations,
-        tol=args.tol,
-        max_iterations=args.max_iterations, coarse_to_fine=args.coarse_to_fine, max_fill_distance=args.max_fill_distance, device=args.device,
+        tol=args.tol, max_iterations=args.max_iterations, coarse_to_fine=args.coarse_to_fine,
+        max_fill_distance=args.max_fill_distance, device=args.device,
     )
     config.validate()
     if args.method in DADA_METHODS:

@@ -249,8 +249,7 @@ class NodeSettings:
 
     def solver_config(self, device: str | None = None) -> SolverConfig:
         return SolverConfig(lam=self.lam, schedule=self.schedule, learned_schedule=self.learned_schedule,
-                            tol=self.tolerance,
-                            max_iterations=self.max_iterations,
+                            tol=self.tolerance, max_iterations=self.max_iterations,
                             max_fill_distance=self.max_fill_distance, device=device or self.device)
 
     def guard_config(self) -> GuardConfig:
