@@ -6,11 +6,14 @@ import json
 import sys
 from typing import Callable
 
+from ..core.allocator import retain_freed_memory
 from ..core.errors import DadaInputError
 
 
 def run_cli(prog: str, main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Call ``main``; a :class:`DadaInputError` or I/O error becomes one line on stderr, exit 2."""
+    """Call ``main``; a :class:`DadaInputError` or I/O error becomes one line on stderr, exit 2.
+    The process keeps its freed frame buffers (:func:`~dada_ros.core.allocator.retain_freed_memory`)."""
+    retain_freed_memory()
     try:
         return main(argv)
     except (DadaInputError, OSError) as exc:

@@ -44,6 +44,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from dada_ros.core.allocator import retain_freed_memory
 from dada_ros.core.errors import DadaInputError
 from dada_ros.core.fused_cpu import numba_threads, set_numba_threads
 from dada_ros.core.methods import make_solver
@@ -142,6 +143,8 @@ class UpsampleNode(Node):
 
     def __init__(self, **kwargs: Any):
         super().__init__(NODE_NAME, **kwargs)
+        # the node owns its process: keep freed frame buffers mapped (core/allocator.py)
+        self._malloc = retain_freed_memory()
         self.stats = NodeStats()
         self._log_times: dict[str, float] = {}
         self._warned_once: set[str] = set()
@@ -224,7 +227,7 @@ class UpsampleNode(Node):
             f"sync {self.sync.backend} (queue {settings.queue_size}, slop {settings.slop} s), "
             f"diagnostics {self.diagnostics.backend}, images {self.images.name}, point clouds {self.clouds.name}, "
             f"input QoS {settings.qos_reliability}, output QoS {settings.output_qos_reliability}, "
-            f"kernels warmed up in {warm_s:.2f} s; "
+            f"kernels warmed up in {warm_s:.2f} s, malloc tuning {self._malloc}; "
             f"inputs {', '.join(self.resolve_topic_name(t) for t in INPUT_TOPICS.values())}")
         for kind, backend in (("images", self.images), ("point clouds", self.clouds)):
             if backend.note and backend.name == "dada_ros":
