@@ -14,6 +14,10 @@ the next frame "too old" for a warm start (the default 0.5 s assumes a faster de
 
     python benchmarks/node_latency.py                 # 50 frames, flow then cold (off)
     python benchmarks/node_latency.py --frames 10 --modes flow
+    python benchmarks/node_latency.py --modes off,off:method=dada,flow,flow:method=dada   # learned vs DADA-free
+
+A mode is a ``warm_start`` value, optionally followed by node parameters ``:name=value`` (ints,
+floats and true/false are converted), each mode its own node.
 """
 
 from __future__ import annotations
@@ -64,12 +68,38 @@ def messages(frame, stamp_ns: int) -> tuple[Image, CameraInfo, Image]:
     return rgb, info, depth
 
 
+def _param_value(text: str):
+    """'3' -> 3, '0.5' -> 0.5, 'true' -> True, anything else stays a string."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def mode_parameters(mode: str) -> dict:
+    """'flow:method=dada:learned_schedule=per-ratio' -> {'warm_start': 'flow', 'method': 'dada', ...}."""
+    warm, *extra = mode.split(":")
+    params = {"warm_start": warm}
+    for item in extra:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"mode {mode!r}: expected warm_start[:name=value...], got {item!r}")
+        params[name] = _param_value(value)
+    return params
+
+
 class Runner:
-    """One node (one warm_start mode) and its tester publishers/subscribers, on a shared executor."""
+    """One node (one mode: warm_start and node parameters) and its tester publishers/subscribers,
+    on a shared executor."""
 
     def __init__(self, ctx, ex: SingleThreadedExecutor, mode: str, args):
-        overrides = {"warm_start": mode, "warm_start_max_age": args.max_age, "torch_threads": args.threads,
-                     "device": "cpu", "qos_reliability": "reliable", "output_qos_reliability": "reliable"}
+        overrides = {"warm_start_max_age": args.max_age, "torch_threads": args.threads,
+                     "device": "cpu", "qos_reliability": "reliable", "output_qos_reliability": "reliable",
+                     **mode_parameters(mode)}
         ns = "/bench" + uuid.uuid4().hex[:8]
         self.mode, self.args = mode, args
         self.node = UpsampleNode(context=ctx, namespace=ns,
@@ -220,7 +250,8 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=50)
     ap.add_argument("--cold-frames", type=int, default=None,
                     help="frames for the cold (off) mode; default --frames (a cold VGA frame takes ~0.5 min on 2 cores)")
-    ap.add_argument("--modes", default="flow,off", help="comma-separated warm_start values")
+    ap.add_argument("--modes", default="flow,off",
+                    help="comma-separated warm_start values, each optionally with :name=value node parameters")
     ap.add_argument("--size", default="640x480", help="guide WxH")
     ap.add_argument("--source", default="160x120", help="depth WxH")
     ap.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)))
@@ -251,7 +282,8 @@ def main() -> int:
     ctx = rclpy.context.Context()
     rclpy.init(context=ctx, domain_id=int(os.environ.get("ROS_DOMAIN_ID", 0)) or (200 + os.getpid() % 30))
     modes = [m.strip() for m in args.modes.split(",")]
-    counts = {m: (args.cold_frames if (m == "off" and args.cold_frames) else len(frames)) for m in modes}
+    counts = {m: (args.cold_frames if (mode_parameters(m)["warm_start"] == "off" and args.cold_frames) else len(frames))
+              for m in modes}
     t0 = time.time()
     try:
         results = run_interleaved(ctx, frames, modes, counts, args)
@@ -261,6 +293,10 @@ def main() -> int:
         print(summarise(res))
     print(split_table(results))
     print(f"[{time.time() - t0:.0f} s wall; load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores]")
+    med = {r["mode"]: statistics.median(x["latency"] for x in r["frames"]) for r in results if r["frames"]}
+    if len(med) > 1:
+        first = next(iter(med))
+        print("median latency / " + first + "'s: " + ", ".join(f"{m} {v / med[first]:.2f}" for m, v in med.items()))
     by = {r["mode"]: r for r in results}
     if "flow" in by and "off" in by and by["flow"]["frames"] and by["off"]["frames"]:
         f = statistics.median(r["latency"] for r in by["flow"]["frames"])
