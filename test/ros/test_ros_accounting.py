@@ -55,9 +55,16 @@ def test_soak_1000_frames_no_uncounted_loss(ros_context, frames) -> None:
             assert b["published"] + b["dropped"] + b["pending"] == b["received"], (k, b)
             assert b["published"] >= 1
         dropped = h.node.stats.ledger.dropped
-        # a duplicate replaces its twin while that is queued; once the twin has left (matched or
-        # pushed out) it is an ordinary message that later leaves unmatched
-        assert 1 <= dropped["rgb"].get("duplicate_stamp", 0) <= 10
+        # The 10 duplicate rgb messages: one replaces its twin while that is queued
+        # (duplicate_stamp); once the twin has left (matched: the executor's callback order across
+        # topics is not fixed, so this happens too) it is an ordinary message that later leaves
+        # unmatched, stale or at shutdown. Either way exactly 10 more rgb than camera_info messages
+        # went unused, and no more than 10 were counted as duplicates. (The duplicate_stamp path
+        # itself: test_ros_sync_jitter.py, in a fixed order.)
+        rgb, info = bal["rgb"], bal["camera_info"]
+        assert rgb["published"] == info["published"], (rgb, info)
+        assert (rgb["dropped"] + rgb["pending"]) - (info["dropped"] + info["pending"]) == 10, (rgb, info)
+        assert dropped["rgb"].get("duplicate_stamp", 0) <= 10 and "duplicate_stamp" not in dropped["camera_info"]
         assert dropped["rgb"].get("unmatched", 0) >= 20 - 10  # 20 depth partners never sent
         assert dropped["depth"].get("stale", 0) >= 1
         # the same figures on /diagnostics
