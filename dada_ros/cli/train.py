@@ -34,7 +34,8 @@ from .common import run_cli
 HELP = {
     "dataset": "generated | middlebury | nyuv2 | diml",
     "data_dir": "dataset root (not needed for generated)",
-    "architecture": "lite-unet (ships, CPU real time) | resnet50-unet (the paper's)",
+    "architecture": "lite-unet (CPU real time; dada_lite_v5-v7) | lite-unet-q (its U-Net at quarter resolution; "
+                    "dada_lite_v8, the default) | lite-unet-fr (first level at full resolution) | resnet50-unet (the paper's)",
     "channels": "feature channels C (lite-unet: multiple of 4; paper: 64)",
     "normalisation": "depth input normalisation: log-mean | mean",
     "pretrained": "local torchvision ResNet-50 ImageNet state_dict (resnet50-unet); nothing is downloaded",

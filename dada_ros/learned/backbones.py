@@ -6,7 +6,7 @@ Two architectures (``ARCHITECTURES``):
   ResNet-50 encoder (torchvision layout, so ImageNet weights load from a local torchvision
   state_dict file) and decoder channels 256/128/64/32/16 with batch norm maps it to C features,
   a 3x3 head without activation, and a 2x2 average pool brings it back to (H, W).
-* ``lite-unet`` -- the small network that ships (real time on a CPU): a five-level U-Net that
+* ``lite-unet`` -- the small network (real time on a CPU; ``lite-unet-q`` below ships): a five-level U-Net that
   runs at HALF resolution and predicts, per feature channel, a gate g and a residual r; a cheap
   full-resolution branch adds pixel-sharp local terms. The features are
 
@@ -20,6 +20,10 @@ Two architectures (``ARCHITECTURES``):
   (FiLM: per-channel scale and shift from log2(ratio)), so one model can weigh colour and depth
   cues differently at x4 and x16; zero-initialised, it starts as the unconditioned model.
 
+``lite-unet-fr`` runs the first level at full resolution, ``lite-unet-q`` the whole U-Net at a
+quarter of it (its gates and residuals are upsampled x4: about a third of ``lite-unet``'s time at
+640x480, for coarser gates).
+
 Both pad the input to a multiple of their total stride (reflection) and crop the output back, so
 any H, W works.
 """
@@ -32,7 +36,7 @@ from torch import nn
 
 from .fused_head import full_res_output, fused_head_applies
 
-ARCHITECTURES = ("lite-unet", "lite-unet-fr", "resnet50-unet")
+ARCHITECTURES = ("lite-unet", "lite-unet-fr", "lite-unet-q", "resnet50-unet")
 
 
 def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -69,7 +73,10 @@ class LiteUNet(nn.Module):
                  refine_width: int = 0, input_pool: int = 2, scale_film: bool = False):
         super().__init__()
         # input_pool 2: the U-Net runs at half resolution and its gates/residuals are upsampled;
-        # 1: its first level is at full resolution (pixel-sharp gates, ~2x the cost).
+        # 1: its first level is at full resolution (pixel-sharp gates, ~2x the cost); 4: at a
+        # quarter (lite-unet-q, about a third of the half-resolution net's time at 640x480).
+        if input_pool not in (1, 2, 4):
+            raise ValueError(f"lite-unet input_pool must be 1, 2 or 4, got {input_pool}")
         self.input_pool = input_pool
         self.stride = input_pool * 2 ** (len(widths) - 1)
         if out_channels % 4:
@@ -127,9 +134,11 @@ class LiteUNet(nn.Module):
                 gamma, beta = self.film[i](scale_code.to(d.dtype)).view(B, 2 * d.shape[1], 1, 1).chunk(2, dim=1)
                 d = d * (1 + gamma) + beta
         hd = self.head(d).contiguous()
-        if self.input_pool == 2 and not self.refine_width and fused_head_applies(hd, x, base):
-            # inference on the CPU: the upsampling and the sums below in one pass (fused_head)
-            return full_res_output(hd, x, base, self.local.weight, self.local.bias)
+        if self.input_pool > 1 and not self.refine_width and fused_head_applies(hd, x, base):
+            # inference on the CPU: the last x2 upsampling and the sums below in one pass
+            # (fused_head); a quarter-resolution head is first brought to half resolution
+            half = self._upsample(hd, self.input_pool // 2).contiguous()
+            return full_res_output(half, x, base, self.local.weight, self.local.bias)
         gr = self._full_res(hd)[..., :H, :W]
         if self.refine_width:
             ctx = self._full_res(self.proj(d).contiguous())
@@ -144,9 +153,16 @@ class LiteUNet(nn.Module):
 
 
     def _full_res(self, t: torch.Tensor) -> torch.Tensor:
-        if self.input_pool == 1:
-            return t
-        return F.interpolate(t, scale_factor=self.input_pool, mode="bilinear", align_corners=False)
+        return self._upsample(t, self.input_pool)
+
+    @staticmethod
+    def _upsample(t: torch.Tensor, factor: int) -> torch.Tensor:
+        """Bilinear x``factor`` as repeated x2 steps (the fused output stage does the last x2, so
+        the torch path and it compose the same steps)."""
+        while factor > 1:
+            t = F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)
+            factor //= 2
+        return t
 
 
 # ----------------------------------------------------------------------------- resnet50-unet
@@ -304,6 +320,9 @@ def build_network(architecture: str, channels: int, refine_width: int = 0,
     if architecture == "lite-unet-fr":
         return LiteUNet(out_channels=channels, widths=tuple(widths) or FR_WIDTHS, refine_width=refine_width,
                         input_pool=1, scale_film=scale_film)
+    if architecture == "lite-unet-q":
+        return LiteUNet(out_channels=channels, widths=tuple(widths) or LITE_WIDTHS, refine_width=refine_width,
+                        input_pool=4, scale_film=scale_film)
     if scale_film:
         raise ValueError(f"scale_film applies to the lite U-Nets, not {architecture}")
     if architecture == "resnet50-unet":

@@ -187,7 +187,8 @@ class TrainConfig:
         GuideConfig(architecture=self.architecture, channels=self.channels, normalisation=self.normalisation,
                     refine_width=self.refine_width, widths=list(self.widths), scale_film=self.scale_film,
                     gate=self.gate).validate()
-        deepest = math.ceil(self.crop / (32 if self.architecture.startswith("lite-unet") else 16))
+        stride = 64 if self.architecture == "lite-unet-q" else 32 if self.architecture.startswith("lite-unet") else 16
+        deepest = math.ceil(self.crop / stride)
         if self.batch * deepest**2 < 2:
             raise DadaInputError(
                 f"batch {self.batch} of {self.crop}px crops leaves one value per channel at the deepest level "
@@ -278,10 +279,14 @@ def validation_batches(scenes, cfg: TrainConfig) -> list[Batch]:
 
 
 def init_from_checkpoint(net: GuideNet, path: str) -> list[str]:
-    """Copy the weights of a checkpoint into ``net`` (same architecture and channels); parameters
-    the checkpoint lacks (layers added since) keep their initialisation. Returns those keys."""
+    """Copy the weights of a checkpoint into ``net`` (same architecture and channels; a lite U-Net
+    may start another lite U-Net whose tensors all fit, e.g. ``lite-unet`` -> ``lite-unet-q``: the
+    same layers at another resolution); parameters the checkpoint lacks (layers added since) keep
+    their initialisation. Returns those keys."""
     src, _, _ = load_checkpoint(path)
-    if (src.config.architecture, src.config.channels) != (net.config.architecture, net.config.channels):
+    same = src.config.architecture == net.config.architecture or all(
+        a.startswith("lite-unet") for a in (src.config.architecture, net.config.architecture))
+    if not same or src.config.channels != net.config.channels:
         raise DadaInputError(f"{path}: {src.config.architecture} with {src.config.channels} channels cannot "
                              f"initialise {net.config.architecture} with {net.config.channels}")
     own = net.state_dict()

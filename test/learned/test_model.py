@@ -17,7 +17,7 @@ def _inputs(B=2, H=37, W=53, seed=0):
     return torch.rand(B, 3, H, W, generator=g), 1.0 + 3 * torch.rand(B, 1, H, W, generator=g)
 
 
-@pytest.mark.parametrize("arch", ["lite-unet", "lite-unet-fr"])
+@pytest.mark.parametrize("arch", ["lite-unet", "lite-unet-fr", "lite-unet-q"])
 def test_untrained_lite_unet_is_dada_free(arch):
     """Zero-initialised last layers: the untrained model reproduces DADA-free's coefficients."""
     net = M.GuideNet(M.GuideConfig(architecture=arch)).eval()
@@ -30,7 +30,7 @@ def test_untrained_lite_unet_is_dada_free(arch):
     torch.testing.assert_close(ch, fch, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["lite-unet", "lite-unet-fr"])
+@pytest.mark.parametrize("arch", ["lite-unet", "lite-unet-fr", "lite-unet-q"])
 @pytest.mark.parametrize("shape", [(17, 29), (64, 64), (40, 100)])
 def test_lite_unet_any_size(shape, arch):
     net = M.GuideNet(M.GuideConfig(architecture=arch, channels=12)).eval()
@@ -42,8 +42,9 @@ def test_lite_unet_any_size(shape, arch):
     assert f.shape == (1, 12, *shape) and torch.isfinite(f).all()
 
 
+@pytest.mark.parametrize("arch", ["lite-unet", "lite-unet-q"])
 @pytest.mark.parametrize("shape", [(17, 29), (37, 53), (120, 160)])
-def test_fused_output_stage_equals_the_torch_path(shape, monkeypatch):
+def test_fused_output_stage_equals_the_torch_path(shape, arch, monkeypatch):
     """At inference on the CPU the lite U-Net's full-resolution output stage (x2 upsampling of
     the head, the 1x1 convolution, the sums) is one numba pass: equal to the torch expressions
     (training's path) to float rounding, at odd sizes and batch 2; with a gradient the torch path
@@ -52,7 +53,7 @@ def test_fused_output_stage_equals_the_torch_path(shape, monkeypatch):
 
     if not fused_head.HAVE_NUMBA:
         pytest.skip("numba not installed: the torch path is the only one")
-    net = M.GuideNet(M.GuideConfig(channels=12, scale_film=True)).eval()
+    net = M.GuideNet(M.GuideConfig(architecture=arch, channels=12, scale_film=True)).eval()
     for p in list(net.net.head.parameters()) + list(net.net.local.parameters()):
         torch.nn.init.normal_(p, std=0.3)
     rgb, d = _inputs(2, *shape)
@@ -192,7 +193,7 @@ def test_shipped_checkpoint_loads_and_runs(sample_x8):
         pytest.skip("no shipped checkpoint in this checkout")
     guide = M.load_guide_model(None, device="cpu")
     cfg = guide.config
-    assert cfg.architecture == "lite-unet" and cfg.normalisation in M.NORMALISATIONS
+    assert cfg.architecture in ("lite-unet", "lite-unet-q") and cfg.normalisation in M.NORMALISATIONS
     assert M.SHIPPED_PATH.stat().st_size < 5 * 2**20
     from dada_ros.core.methods import run_method
 
@@ -308,3 +309,25 @@ def test_average_checkpoints_refuses_mixed_configs_and_bad_weights(tmp_path, mon
     with pytest.raises(SystemExit) as exc:
         average_cli.entry()
     assert exc.value.code == 2 and not (tmp_path / "o.pt").exists()
+
+
+def test_quarter_resolution_trunk_starts_from_a_half_resolution_checkpoint(tmp_path):
+    """lite-unet-q has lite-unet's layers: a lite-unet checkpoint initialises it (dada-train
+    --init-from), and both see the same input, the trunk at a quarter of the resolution instead of
+    a half, so their features differ once the head is trained; another channel count does not fit."""
+    from dada_ros.learned.train import init_from_checkpoint
+
+    half = M.GuideNet(M.GuideConfig(channels=8, scale_film=True))
+    for p in half.net.head.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    M.save_checkpoint(tmp_path / "half.pt", half)
+    quarter = M.GuideNet(M.GuideConfig(architecture="lite-unet-q", channels=8, scale_film=True))
+    assert init_from_checkpoint(quarter, str(tmp_path / "half.pt")) == []
+    torch.testing.assert_close(quarter.net.head.weight, half.net.head.weight)
+    assert quarter.net.input_pool == 4 and quarter.net.stride == 64
+    rgb, d = _inputs(1, 70, 90)
+    with torch.no_grad():
+        a, b = half.eval()(rgb, d, 8.0), quarter.eval()(rgb, d, 8.0)
+    assert a.shape == b.shape == (1, 8, 70, 90) and not torch.allclose(a, b)
+    with pytest.raises(DadaInputError):
+        init_from_checkpoint(M.GuideNet(M.GuideConfig(architecture="lite-unet-q", channels=12)), str(tmp_path / "half.pt"))
