@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dada_ros.core.device import set_cpu_threads  # noqa: E402
 from dada_ros.core.guard import GuardConfig, GuardedSolver  # noqa: E402
 from dada_ros.core.output_range import OutputRangeConfig, apply_output_range  # noqa: E402
-from dada_ros.core.solver import DadaSolver, FreeGuide, SolverConfig  # noqa: E402
+from dada_ros.core.solver import LEARNED_SCHEDULES, DadaSolver, FreeGuide, SolverConfig  # noqa: E402
 from dada_ros.learned import crossval as C  # noqa: E402
 from dada_ros.learned.datasets.base import make_example  # noqa: E402
 from holes import load_cases  # noqa: E402  (the tum2klg frames, read as the hole benchmark reads them)
@@ -89,12 +89,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--guard", action="store_true", help="also behind the node's default guard (unshifted frames)")
+    ap.add_argument("--learned-schedule", choices=LEARNED_SCHEDULES, default="matching",
+                    help="the learned solves' schedule (SolverConfig.learned_schedule); DADA-free is unchanged")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     set_cpu_threads(args.threads)
     from dada_ros.core.methods import load_learned_guide
 
-    cfg = SolverConfig(device="cpu")
+    cfg = SolverConfig(device="cpu", learned_schedule=args.learned_schedule)
     free = DadaSolver(cfg, FreeGuide())
     models = {k: DadaSolver(cfg, load_learned_guide(v, "cpu")) for k, v in (m.split("=", 1) for m in args.model)}
     guards = {k: GuardedSolver(sv, free, GuardConfig(every=1)) for k, sv in models.items()}
