@@ -57,7 +57,7 @@ from .backbones import ARCHITECTURES, ResNet50UNet, build_network, load_torchvis
 FORMAT = "dada_ros.guide"
 VERSION = 1
 NORMALISATIONS = ("log-mean", "mean")
-SHIPPED_NAME = "dada_lite_v7.pt"  # v6_mixed (the default before), v6 (real only), v5 (procedural only) stay in data/
+SHIPPED_NAME = "dada_lite_v8.pt"  # v7 (the default before), v6_mixed, v6 (real only), v5 (procedural only) stay in data/
 SHIPPED_PATH = Path(__file__).resolve().parent.parent / "data" / SHIPPED_NAME
 # Ratios at which a gated model's gate parameters sit (linear in log2 ratio between them).
 GATE_SCALES = (4, 8, 16)
