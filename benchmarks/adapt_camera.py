@@ -2,7 +2,7 @@
 
 Leave one frame out over the five RealSense-class frames of ``../shared/realdata``: for each
 held-out frame the shipped weights (``dada_lite_v6_mixed`` when doc/learned.md's table was measured;
-``dada_lite_v7`` since session 8) are adapted by cross-scale self-supervision on the
+``dada_lite_v7`` in sessions 8-9, ``dada_lite_v8`` since session 10) are adapted by cross-scale self-supervision on the
 other four (``dada-train --self-supervised --sensor-ratio K``: the sensor emulated at 1/K of the
 RGB resolution, the network predicting that depth from a coarser copy of it; the last checkpoint,
 nothing chosen on any frame), then serves the held-out frame at x K (full guide, block-average

@@ -35,7 +35,8 @@ HELP = {
     "dataset": "generated | middlebury | nyuv2 | diml",
     "data_dir": "dataset root (not needed for generated)",
     "architecture": "lite-unet (CPU real time; dada_lite_v5-v7) | lite-unet-q (its U-Net at quarter resolution; "
-                    "dada_lite_v8, the default) | lite-unet-fr (first level at full resolution) | resnet50-unet (the paper's)",
+                    "dada_lite_v8, the default) | lite-unet-fr (first level at full resolution) | resnet50-unet (the "
+                    "paper's); left out: the --init-from checkpoint's, else lite-unet",
     "channels": "feature channels C (lite-unet: multiple of 4; paper: 64)",
     "normalisation": "depth input normalisation: log-mean | mean",
     "pretrained": "local torchvision ResNet-50 ImageNet state_dict (resnet50-unet); nothing is downloaded",
@@ -110,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             kw.update(type=type(value))
         p.add_argument(flag, **kw)
+    # --arch left out: the --init-from checkpoint's architecture (resolve_architecture)
+    p.set_defaults(architecture=None)
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--dist-backend", choices=BACKENDS, default="auto",
@@ -120,8 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def resolve_architecture(args: dict) -> str:
+    """``--arch`` as given; without it the ``--init-from`` checkpoint's (fine-tuning or adapting a
+    shipped model keeps its architecture: ``dada_lite_v8`` is a ``lite-unet-q``), else the default."""
+    if args.get("architecture"):
+        return args["architecture"]
+    if args.get("init_from"):
+        from ..learned.model import load_checkpoint  # noqa: PLC0415
+
+        return load_checkpoint(args["init_from"])[0].config.architecture
+    return TrainConfig().architecture
+
+
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
+    args["architecture"] = resolve_architecture(args)
     no_resume, quiet = args.pop("no_resume"), args.pop("quiet")
     backend, bn = args.pop("dist_backend"), args.pop("dist_bn")
     cfg = TrainConfig(**args)

@@ -279,16 +279,16 @@ def validation_batches(scenes, cfg: TrainConfig) -> list[Batch]:
 
 
 def init_from_checkpoint(net: GuideNet, path: str) -> list[str]:
-    """Copy the weights of a checkpoint into ``net`` (same architecture and channels; a lite U-Net
-    may start another lite U-Net whose tensors all fit, e.g. ``lite-unet`` -> ``lite-unet-q``: the
-    same layers at another resolution); parameters the checkpoint lacks (layers added since) keep
-    their initialisation. Returns those keys."""
+    """Copy the weights of a checkpoint into ``net`` (same architecture and channels, or a
+    ``lite-unet`` checkpoint starting a ``lite-unet-q``: the same layers, run at a quarter of the
+    resolution instead of a half); parameters the checkpoint lacks (layers added since) keep their
+    initialisation. Returns those keys."""
     src, _, _ = load_checkpoint(path)
-    same = src.config.architecture == net.config.architecture or all(
-        a.startswith("lite-unet") for a in (src.config.architecture, net.config.architecture))
-    if not same or src.config.channels != net.config.channels:
+    pair = (src.config.architecture, net.config.architecture)
+    if (pair[0] != pair[1] and pair != ("lite-unet", "lite-unet-q")) or src.config.channels != net.config.channels:
         raise DadaInputError(f"{path}: {src.config.architecture} with {src.config.channels} channels cannot "
-                             f"initialise {net.config.architecture} with {net.config.channels}")
+                             f"initialise {net.config.architecture} with {net.config.channels} (dada-train: "
+                             f"--arch {src.config.architecture} --channels {src.config.channels} fine-tunes it)")
     own = net.state_dict()
     sd = src.state_dict()
     for k, v in sd.items():

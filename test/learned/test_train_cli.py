@@ -9,6 +9,7 @@ import pytest
 
 from dada_ros.cli import eval as eval_cli
 from dada_ros.cli import train as train_cli
+from dada_ros.core.errors import DadaInputError
 from dada_ros.learned.evaluate import evaluate, format_table, generated_scenes
 from dada_ros.learned.model import load_checkpoint
 from dada_ros.learned.train import TrainConfig, Trainer
@@ -300,3 +301,23 @@ def test_full_solve_training_differentiates_the_default_schedule(trained, tmp_pa
         assert np.isfinite(float(r["loss"]))
     with pytest.raises(DadaInputError, match="solve"):
         TrainConfig(solve="sometimes", **TINY).validate()
+
+
+def test_arch_left_out_is_the_init_checkpoints(tmp_path):
+    """Fine-tuning or adapting a shipped model without --arch keeps its architecture (dada_lite_v8
+    is a lite-unet-q); --arch given wins; no --init-from: the default. A lite-unet-q checkpoint
+    cannot start a lite-unet (its weights were trained at another resolution): refused, with the flag
+    to pass."""
+    from dada_ros.learned import model as M
+    from dada_ros.learned.train import init_from_checkpoint
+
+    q = tmp_path / "q.pt"
+    M.save_checkpoint(q, M.GuideNet(M.GuideConfig(architecture="lite-unet-q", scale_film=True)))
+    parse = lambda *a: vars(train_cli.build_parser().parse_args(list(a)))  # noqa: E731
+    assert train_cli.resolve_architecture(parse("--init-from", str(q))) == "lite-unet-q"
+    assert train_cli.resolve_architecture(parse("--init-from", str(q), "--arch", "lite-unet")) == "lite-unet"
+    assert train_cli.resolve_architecture(parse()) == TrainConfig().architecture == "lite-unet"
+    with pytest.raises(DadaInputError, match="lite-unet-q"):
+        init_from_checkpoint(M.GuideNet(M.GuideConfig(scale_film=True)), str(q))
+    with pytest.raises(DadaInputError, match="does not exist"):
+        train_cli.resolve_architecture(parse("--init-from", str(tmp_path / "missing.pt")))
