@@ -143,7 +143,7 @@ class UpsampleNode(Node):
 
     def __init__(self, **kwargs: Any):
         super().__init__(NODE_NAME, **kwargs)
-        # the node owns its process: keep freed frame buffers mapped (core/allocator.py)
+        # the node owns its process: it keeps freed frame buffers for the next frame (core/allocator.py)
         self._malloc = retain_freed_memory()
         self.stats = NodeStats()
         self._log_times: dict[str, float] = {}
