@@ -24,6 +24,8 @@ Recipes (fixed before any fold was scored; the recipe itself is chosen per fold 
   is DADA-free);
 * ``lite-misreg``, ``wide-misreg`` (added in session 8, after the other two were scored): ``lite`` /
   ``wide`` with ``--misregister-px 3`` (half the crops' depth up to 3 px off their RGB; doc/learned.md).
+* ``lite-q-misreg`` (added in session 10): ``lite-misreg`` with ``--arch lite-unet-q`` (the U-Net at a
+  quarter of the guide's resolution, ``dada_lite_v8``'s architecture).
 
 Both: ratio-conditioned decoder, gradient through the whole default solve, 96 px crops, batch 4,
 x4 / x8 / x16, lr 3e-4, squared log-depth loss, 20% ToF-like sources, one thread per process.
@@ -65,6 +67,8 @@ RECIPES = {
     # session 8: with misregistration augmentation (half the crops' depth up to 3 px off the RGB)
     "lite-misreg": ["--init-from", str(V5), "--scale-film", "--misregister-px", "3"],
     "wide-misreg": ["--widths", "32", "48", "80", "128", "128", "--scale-film", "--misregister-px", "3"],
+    # session 10: lite-misreg with the U-Net at quarter resolution (dada_lite_v8's architecture)
+    "lite-q-misreg": ["--init-from", str(V5), "--arch", "lite-unet-q", "--scale-film", "--misregister-px", "3"],
 }
 COMMON = ["--dataset", "realdata", "--solve", "full", "--scales", "4", "8", "16", "--crop", "96", "--batch", "4",
           "--lr", "3e-4", "--lr-step", "1000", "--loss", "log", "--tof-prob", "0.2", "--val-mode", "ratios",
