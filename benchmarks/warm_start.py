@@ -41,6 +41,7 @@ import time
 from dataclasses import fields
 
 import numpy as np
+import cv2
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -290,6 +291,10 @@ def main(argv=None) -> int:
     p.add_argument("--fill-passes", type=int,
                    help="AlignConfig.fill_passes (0: untracked pixels are not filled from tracked neighbours "
                         "but cold-initialised, and their cells join the warm run's Chebyshev region)")
+    p.add_argument("--flow-scale", type=float, help="AlignConfig.flow_scale (the flow's resolution, <= 1)")
+    p.add_argument("--flow-preset", choices=("ultrafast", "fast", "medium"),
+                   help="AlignConfig.preset (the DIS preset)")
+    p.add_argument("--search-radius", type=int, help="AlignConfig.search_radius (the colour-guided selection's window)")
     p.add_argument("--equilibrium", nargs="*", default=["pan", "shift", "rotate", "forward", "static"],
                    help="motions scored against the 8000-step single-frame equilibrium too (slow)")
     p.add_argument("--no-real", action="store_true", help="skip the REAL tum2klg sequence")
@@ -313,8 +318,12 @@ def main(argv=None) -> int:
         warm.accept = AcceptConfig(**{k: v for k, v in (("reject_cell_error", a.reject_cell_error),
                                                          ("dilate_cells", a.dilate_cells)) if v is not None})
     warm.overlap_prepare = {"auto": None, "on": True, "off": False}[a.overlap_prepare]
-    if a.fill_passes is not None:
-        warm.align = AlignConfig(fill_passes=a.fill_passes)
+    align = {k: v for k, v in (("fill_passes", a.fill_passes), ("flow_scale", a.flow_scale),
+                               ("search_radius", a.search_radius),
+                               ("preset", None if a.flow_preset is None else
+                                getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{a.flow_preset.upper()}"))) if v is not None}
+    if align:
+        warm.align = AlignConfig(**align)
     if a.region_delta_factor is not None:
         warm.region_delta_factor = a.region_delta_factor
     if a.max_backoff_frames is not None:

@@ -296,7 +296,7 @@ def run_loop(
     Returns:
         :class:`LoopStats`.
     """
-    from .fused_cpu import FusedLoop, fused_available  # fused_cpu imports this module
+    from .fused_cpu import FusedLoop, adjust_fused_, fused_available  # fused_cpu imports this module
 
     if backend not in ("auto", "torch", "fused", "triton"):
         raise ValueError(f"unknown loop backend {backend!r}")
@@ -309,8 +309,19 @@ def run_loop(
     src0 = torch.where(valid, source, torch.zeros_like(source))
     invalid = (~valid).to(y.dtype)
     y_start = y.clone() if semi else None  # restored if the weighted run diverges
+    use_fused = backend == "fused" or (backend == "auto" and fused_available(y))
+    if use_fused and not fused_available(y):
+        raise ValueError("the fused backend needs numba and a CPU float32 tensor")
+
+    def adjust(t: torch.Tensor) -> None:
+        """The masked adjustment of a weighted run's start and end (numba with the fused loop)."""
+        if use_fused:
+            adjust_fused_(t, source, valid, resampler)
+        else:
+            adjust_(t, src0, invalid, resampler)
+
     if semi:
-        adjust_(y, src0, invalid, resampler)
+        adjust(y)
     args = (y, source, valid, cv, ch, resampler, lam, semi)
     stats = None
     scratch = torch.empty_like(y) if (observe is not None or semi) else None
@@ -326,7 +337,7 @@ def run_loop(
         """``observe`` the result after n applications; the guard has just filled ``scratch``
         with the iterate of a weighted run, which only lacks the final adjustment."""
         if semi:
-            adjust_(scratch, src0, invalid, resampler)
+            adjust(scratch)
         else:
             impl.result(scratch)
         observe(n, scratch)
@@ -343,9 +354,7 @@ def run_loop(
         region = region.expand(y.shape[0], 1, *region.shape).contiguous()
         if backend == "triton" or (backend == "auto" and _auto_wants_triton(y)):
             backend = "torch"  # the Triton kernels have no region (CUDA runs the torch loop then)
-    if backend == "fused" or (backend == "auto" and fused_available(y)):
-        if not fused_available(y):
-            raise ValueError("the fused backend needs numba and a CPU float32 tensor")
+    if use_fused:
         impl = FusedLoop(*args, region=region)
     elif backend == "triton":
         from .triton_loop import TritonLoop, triton_available  # imports triton: only when asked for
@@ -375,7 +384,7 @@ def run_loop(
     else:
         impl.result(y)
         if semi:
-            adjust_(y, src0, invalid, resampler)
+            adjust(y)
     if y.is_cuda:
         torch.cuda.synchronize(y.device)
     stats.seconds = time.perf_counter() - t0

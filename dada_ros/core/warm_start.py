@@ -41,6 +41,7 @@ depth, per pixel, is :mod:`.warm_accept`'s job.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass
 
@@ -55,7 +56,7 @@ from .errors import DadaInputError
 from .fused_cpu import HAVE_NUMBA
 
 if HAVE_NUMBA:
-    from .fused_cpu import njit
+    from .fused_cpu import njit, prange
 
 WARPS = ("select", "nearest", "linear")
 MIN_FLOW_SIDE = 32
@@ -207,19 +208,28 @@ def _flow(a8: np.ndarray, b8: np.ndarray, cfg: AlignConfig) -> tuple[np.ndarray,
     refine = cfg.variational_iterations if min(ga.shape[:2]) >= MIN_UNREFINED_FLOW_SIDE else None
     small = dense_flow(ga, gb, cfg.preset, refine)
     h, w = small.shape[:2]
-    u, v = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    u, v = _pixel_grid(h, w)
     mx, my = u + small[:, :, 0], v + small[:, :, 1]
     inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
     warped = cv2.remap(gb, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     diff = np.abs(warped.astype(np.float32) - ga.astype(np.float32))
     photo = float(diff[inside].mean() / 255.0) if inside.any() else float("inf")
     fl = small
+    to_full = np.array([W / w, H / h], np.float32)  # vectors in small-image pixels -> full-resolution pixels
     if (h, w) != (H, W):
         fl = cv2.resize(small, (W, H), interpolation=cv2.INTER_LINEAR)
-        fl[:, :, 0] *= W / w  # vectors in small-image pixels -> full-resolution pixels
-        fl[:, :, 1] *= H / h
-    mean_px = float(np.hypot(small[:, :, 0] * (W / w), small[:, :, 1] * (H / h)).mean())
+        fl *= to_full
+    # float32 on the small flow: one pass (np.hypot in float64 cost 0.4 ms at 320x240)
+    mean_px = float(cv2.magnitude(small[:, :, 0] * to_full[0], small[:, :, 1] * to_full[1]).mean())
     return fl, photo, mean_px
+
+
+@functools.lru_cache(maxsize=4)
+def _pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column and row coordinates (h, w) float32 (cached per size, read-only)."""
+    u, v = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    u.flags.writeable = v.flags.writeable = False
+    return u, v
 
 
 # ----------------------------------------------------------------------------- colour-guided selection
@@ -272,14 +282,17 @@ def _select_numpy(prev_depth, prev_rgb, cur_rgb, flow, radius, beta, accept):
 
 if HAVE_NUMBA:
 
-    # Serial: on 2 shared cores the OpenMP version was slower (16 ms vs 7.7 ms at 640x480, r = 2).
-    # nogil (here, in the fill and the acceptance): the solve's preparation runs on a second
+    # Rows in parallel (session 11: 4.5 -> 2.3 ms at 640x480, r = 3, on 2 idle cores; an earlier
+    # OpenMP version was measured slower, 16 vs 7.7 ms, while the solve's preparation shared the
+    # cores). nogil (here, in the fill and the acceptance): the preparation runs on a second
     # thread meanwhile (WarmConfig.overlap_prepare), which the GIL would otherwise serialise.
-    @njit(cache=True, nogil=True)
-    def _select_numba(prev_depth, prev_rgb, cur_rgb, flow, offsets, beta, accept, out_y, out_score, out_idx):
+    # A best score above ``max_score`` leaves the pixel untracked (NaN, index -1).
+    @njit(parallel=True, cache=True, nogil=True)
+    def _select_numba(prev_depth, prev_rgb, cur_rgb, flow, offsets, beta, accept, max_score, out_y, out_score,
+                      out_idx):
         H, W = prev_depth.shape
         n_taps = offsets.shape[0]
-        for i in range(H):
+        for i in prange(H):
             for j in range(W):
                 mx = np.float32(j) + flow[i, j, 0]
                 my = np.float32(i) + flow[i, j, 1]
@@ -325,6 +338,9 @@ if HAVE_NUMBA:
                     if t == 0 and diff <= accept:
                         break  # the flow target's own pixel, good enough: no search
                 out_score[i, j] = best
+                if not best <= max_score:
+                    out_y[i, j] = np.nan
+                    out_idx[i, j] = -1
 
     @njit(cache=True, nogil=True)
     def _fill_numba(y, ok, rgb, tol, passes, hi, hj):
@@ -366,7 +382,7 @@ if HAVE_NUMBA:
 
 def select_warp(prev_depth: np.ndarray, prev_guide: np.ndarray, cur_guide: np.ndarray, flow: np.ndarray,
                 radius: int = 2, distance_weight: float = 0.005, accept_color_error: float = 0.0,
-                use_numba: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                use_numba: bool | None = None, max_score: float = np.inf) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Colour-guided backward warp (see the module docstring).
 
     Args:
@@ -378,6 +394,8 @@ def select_warp(prev_depth: np.ndarray, prev_guide: np.ndarray, cur_guide: np.nd
         accept_color_error: take the flow target's own pixel without searching when its colour
             error is at most this (0: always search the whole window).
         use_numba: force (True) or avoid (False) the numba kernel; None = when available.
+        max_score: a pixel whose best score is above this keeps no selection (NaN, index -1; its
+            score is still returned).
     Returns:
         (y, score, index): selected depth (NaN where none), best score (inf where none) and the
         flat index of the selected previous pixel (-1 where none), all (H, W).
@@ -395,9 +413,11 @@ def select_warp(prev_depth: np.ndarray, prev_guide: np.ndarray, cur_guide: np.nd
         score = np.empty(pd.shape, np.float32)
         idx = np.empty(pd.shape, np.int64)
         _select_numba(pd, pr, cr, fl, _window_offsets(int(radius)), np.float32(distance_weight),
-                      np.float32(accept_color_error), y, score, idx)
+                      np.float32(accept_color_error), np.float32(max_score), y, score, idx)
         return y, score, idx
-    return _select_numpy(pd, pr, cr, fl, int(radius), distance_weight, np.float32(accept_color_error))
+    y, score, idx = _select_numpy(pd, pr, cr, fl, int(radius), distance_weight, np.float32(accept_color_error))
+    far = ~(score <= np.float32(max_score))
+    return np.where(far, np.float32(np.nan), y), score, np.where(far, -1, idx)
 
 
 def guided_fill(depth: np.ndarray, ok: np.ndarray, guide: np.ndarray, tolerance: float = 0.06,
@@ -500,9 +520,10 @@ def align_frames(prev_depth: np.ndarray, prev_guide: np.ndarray, cur_guide: np.n
         return Alignment(np.full((H, W), np.nan, np.float32), np.zeros((H, W), bool),
                          np.full((H, W), -1, np.int64), info)
     if cfg.warp == "select":
-        y0, score, idx = select_warp(prev_depth, prev8, cur8, fwd, cfg.search_radius, cfg.distance_weight,
-                                    cfg.accept_color_error)
-        valid = (idx >= 0) & (score <= cfg.max_color_error)
+        # NaN and index -1 wherever nothing matched within max_color_error (y0 > 0 elsewhere)
+        y0, _, idx = select_warp(prev_depth, prev8, cur8, fwd, cfg.search_radius, cfg.distance_weight,
+                                 cfg.accept_color_error, max_score=cfg.max_color_error)
+        valid = idx >= 0
     else:
         y0, idx = _remap_warp(prev_depth, fwd, cfg.warp)
         valid = idx >= 0
@@ -513,14 +534,16 @@ def align_frames(prev_depth: np.ndarray, prev_guide: np.ndarray, cur_guide: np.n
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         fb_err = np.hypot(fwd[:, :, 0] + back[:, :, 0], fwd[:, :, 1] + back[:, :, 1])
         valid &= fb_err <= cfg.fb_abs_px + cfg.fb_rel * np.hypot(fwd[:, :, 0], fwd[:, :, 1])
-    valid &= np.isfinite(y0) & (y0 > 0)
-    idx = np.where(valid, idx, -1)
-    y0 = np.where(valid, y0, np.nan).astype(np.float32)
+        valid &= np.isfinite(y0) & (y0 > 0)
+        idx = np.where(valid, idx, -1)
+        y0 = np.where(valid, y0, np.nan).astype(np.float32)
+    elif cfg.warp != "select":
+        valid &= np.isfinite(y0) & (y0 > 0)  # the selection only picks finite, positive depths
+        y0 = np.where(valid, y0, np.nan).astype(np.float32)
     filled = 0.0
     if cfg.fill_passes > 0 and not valid.all() and valid.any():
-        y0, known = guided_fill(y0, valid, cur8, cfg.fill_color_tolerance, cfg.fill_passes)
-        y0 = np.where(known, y0, np.nan).astype(np.float32)
-        filled = float((known & ~valid).mean())
+        y0, known = guided_fill(y0, valid, cur8, cfg.fill_color_tolerance, cfg.fill_passes)  # NaN where not known
+        filled = float(np.count_nonzero(known) - np.count_nonzero(valid)) / known.size
 
     flow_ms = (time.perf_counter() - t0) * 1000
     # The cut test uses the flow's own photometric error (gray, at the flow resolution), not the

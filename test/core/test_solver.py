@@ -104,6 +104,27 @@ def test_fused_loop_same_answer_for_any_thread_count(threads, monkeypatch, loop_
     assert all(torch.equal(results[0], r) for r in results[1:])
 
 
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
+@pytest.mark.parametrize("size,source_shape", [((48, 64), (12, 16)), ((40, 56), (9, 13))])
+def test_numba_adjustment_equals_the_torch_one(size, source_shape):
+    """The weighted run's start / end adjustment in one numba kernel (any ratio, invalid cells,
+    batch 2) gives the torch expression's answer and down(y) = S on valid cells."""
+    from dada_ros.core.fused_cpu import adjust_fused_
+    from dada_ros.core.loop import adjust_
+
+    res = Resampler(Partition(size, source_shape), CPU)
+    g = torch.Generator().manual_seed(3)
+    y = torch.rand(2, 1, *size, generator=g) + 0.5
+    src = torch.rand(2, 1, *source_shape, generator=g) + 1
+    valid = torch.rand(2, 1, *source_shape, generator=g) > 0.2
+    want = adjust_(y.clone(), torch.where(valid, src, torch.zeros_like(src)), (~valid).float(), res)
+    got = adjust_fused_(y.clone(), src, valid, res)
+    assert torch.allclose(got, want, rtol=2e-6, atol=0)
+    assert torch.allclose(res.down(got)[valid], src[valid], rtol=2e-6, atol=0)
+    cells = res.down(y) / res.down(got)  # invalid cells: untouched (ratio 1)
+    assert torch.allclose(cells[~valid], torch.ones_like(cells[~valid]), rtol=1e-6, atol=0)
+
+
 @pytest.mark.parametrize("backend", ["torch", "fused"])
 def test_loop_batch_equals_individual_runs(backend):
     part = Partition((32, 32), (4, 4))

@@ -214,11 +214,16 @@ def test_numba_and_numpy_selection_and_fill_agree(noise):
     a = (rng.random((H, W, 3)) * 255).astype(np.uint8)
     b = np.clip(a + rng.normal(0, noise, a.shape), 0, 255).astype(np.uint8)
     flow = (rng.random((H, W, 2)) * 8 - 4).astype(np.float32)
-    for accept in (0.0, 0.02):
-        r_nb = ws.select_warp(depth, a, b, flow, 2, 0.005, accept, use_numba=True)
-        r_np = ws.select_warp(depth, a, b, flow, 2, 0.005, accept, use_numba=False)
+    for accept, max_score in ((0.0, np.inf), (0.02, np.inf), (0.02, 0.05)):
+        r_nb = ws.select_warp(depth, a, b, flow, 2, 0.005, accept, use_numba=True, max_score=max_score)
+        r_np = ws.select_warp(depth, a, b, flow, 2, 0.005, accept, use_numba=False, max_score=max_score)
         for x, y in zip(r_nb, r_np):
             np.testing.assert_array_equal(x, y)
+        far = ~(r_nb[1] <= max_score)  # above max_score: no selection, the score still reported
+        assert np.isnan(r_nb[0][far]).all() and (r_nb[2][far] == -1).all()
+        assert (r_nb[2][~far & np.isfinite(r_nb[1])] >= 0).all()
+    if noise == 64.0:
+        assert 0 < far.mean() < 1  # the threshold cut some pixels and kept others
     ok = rng.random((H, W)) > 0.3
     f_nb = ws.guided_fill(np.where(ok, depth, np.nan), ok, b, 0.1, 5, use_numba=True)
     f_np = ws.guided_fill(np.where(ok, depth, np.nan), ok, b, 0.1, 5, use_numba=False)
