@@ -88,6 +88,8 @@ def main(argv=None) -> int:
                     help="the guard's check mode(s), comma-separated (GuardConfig.check_mode: guide, half, source)")
     ap.add_argument("--learned-schedule", choices=LEARNED_SCHEDULES, default="matching",
                     help="the learned solves' schedule (SolverConfig.learned_schedule); DADA-free is unchanged")
+    ap.add_argument("--learned-applications", type=int, default=SolverConfig.learned_applications,
+                    help="the matching schedule's applications (SolverConfig.learned_applications)")
     ap.add_argument("--json")
     ap.add_argument("--timing", action="store_true",
                     help="only the cost at 640x480 (RealSense frames, x4 / x8, median of 3): DADA-free solve, "
@@ -96,7 +98,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from dada_ros.core.methods import load_learned_guide
 
-    cfg = SolverConfig(device="cpu", learned_schedule=args.learned_schedule)
+    cfg = SolverConfig(device="cpu", learned_schedule=args.learned_schedule,
+                       learned_applications=args.learned_applications)
     learned = DadaSolver(cfg, load_learned_guide(args.weights, "cpu"))
     free = DadaSolver(cfg, FreeGuide())
     modes = args.check_modes.split(",")
@@ -113,6 +116,7 @@ def main(argv=None) -> int:
         groups.remove("middlebury")
         print("middlebury skipped: --weights may have seen its rows (pass --middlebury-unseen if not)", file=sys.stderr)
     res: dict = {}
+    robust = {"solves": 0, "fallbacks": [], "negative": []}  # the learned solves, before the clamp
     for g, name, rgb, depth, fb in frames(groups, args.seeds, used):
         for s in SCALES:
             H, W = depth.shape
@@ -121,7 +125,13 @@ def main(argv=None) -> int:
             src = np.nan_to_num(make_example(rgb_c, gt, s).source, nan=0.0)
             out = {}
             for key, solver in (("free", free), ("dada", learned)):
-                out[key] = mse(apply_output_range(solver.solve(rgb_c, src).depth, src, rng)[0], gt, fb)
+                r = solver.solve(rgb_c, src)
+                out[key] = mse(apply_output_range(r.depth, src, rng)[0], gt, fb)
+            robust["solves"] += 1
+            if r.stats.fallback:
+                robust["fallbacks"].append(f"{name} x{s}: {r.stats.fallback}")
+            if np.nanmin(r.depth) < 0:
+                robust["negative"].append(f"{name} x{s} ({float(np.nanmin(r.depth)):.3g} m)")
             for m, guarded in guards.items():
                 out[f"keep_{m}"] = keep = guarded.check(rgb_c, src) is learned
                 out[f"guarded_{m}"] = out["dada"] if keep else out["free"]
@@ -145,9 +155,15 @@ def main(argv=None) -> int:
                               for s in SCALES)
             print(f"| {g} | {len(per)} | {m} | {col('dada', C.geo_mean)} | {col('dada', max)} | "
                   f"{col(f'guarded_{m}', C.geo_mean)} | {col(f'guarded_{m}', max)} | {kept} |")
+    print(f"\nlearned solves ({learned.config.learned_schedule}"
+          + (f", {learned.config.learned_applications} applications" if learned.config.learned_schedule == "matching"
+             else "") + f"): {robust['solves']}; runaway semi-iterations (rerun) {len(robust['fallbacks'])}"
+          + (f" ({', '.join(robust['fallbacks'])})" if robust["fallbacks"] else "")
+          + f"; negative depth before the clamp {len(robust['negative'])}"
+          + (f" ({', '.join(robust['negative'])})" if robust["negative"] else ""))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(res, f, indent=1)
+            json.dump(res | {"robustness": robust}, f, indent=1)
     return 0
 
 

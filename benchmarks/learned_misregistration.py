@@ -91,12 +91,15 @@ def main(argv=None) -> int:
     ap.add_argument("--guard", action="store_true", help="also behind the node's default guard (unshifted frames)")
     ap.add_argument("--learned-schedule", choices=LEARNED_SCHEDULES, default="matching",
                     help="the learned solves' schedule (SolverConfig.learned_schedule); DADA-free is unchanged")
+    ap.add_argument("--learned-applications", type=int, default=SolverConfig.learned_applications,
+                    help="the matching schedule's applications (SolverConfig.learned_applications)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     set_cpu_threads(args.threads)
     from dada_ros.core.methods import load_learned_guide
 
-    cfg = SolverConfig(device="cpu", learned_schedule=args.learned_schedule)
+    cfg = SolverConfig(device="cpu", learned_schedule=args.learned_schedule,
+                       learned_applications=args.learned_applications)
     free = DadaSolver(cfg, FreeGuide())
     models = {k: DadaSolver(cfg, load_learned_guide(v, "cpu")) for k, v in (m.split("=", 1) for m in args.model)}
     guards = {k: GuardedSolver(sv, free, GuardConfig(every=1)) for k, sv in models.items()}

@@ -63,8 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, help="fixed applications of the solver step (default: the solver's "
                    "per-ratio Chebyshev budget)")
     p.add_argument("--learned-schedule", default="matching", choices=LEARNED_SCHEDULES,
-                   help="schedule of the learned solves: matching (default, 300 applications) or per-ratio "
+                   help="schedule of the learned solves: matching (default: --learned-applications) or per-ratio "
                         "(dada-free's 150-200, as --solve full trains; also for --select-gate)")
+    p.add_argument("--learned-applications", type=int, default=SolverConfig.learned_applications,
+                   help="--learned-schedule matching: applications of the learned solve (default %(default)s)")
     p.add_argument("--tol", type=float, help="solver tolerance")
     p.add_argument("--max-iterations", type=int, default=DEFAULT_MAX_ITERATIONS)
     p.add_argument("--device", default="auto")
@@ -101,7 +103,7 @@ def select_gate(args) -> int:
     progress = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     scales = [int(s) for s in args.scales]
     alphas = args.gate_grid or G.DEFAULT_GRID
-    config = SolverConfig(learned_schedule=args.learned_schedule)
+    config = SolverConfig(learned_schedule=args.learned_schedule, learned_applications=args.learned_applications)
     grid = G.gate_grid(net, data.scenes, scales, alphas, config=config, progress=progress)
     also = None
     if args.gate_synthetic:
@@ -150,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
 
         set_cpu_threads(args.threads)
     config = SolverConfig(iterations=args.iterations, tol=args.tol, max_iterations=args.max_iterations,
-                          device=args.device, learned_schedule=args.learned_schedule)
+                          device=args.device, learned_schedule=args.learned_schedule,
+                          learned_applications=args.learned_applications)
     config.validate()
     if args.select_gate:
         return select_gate(args)

@@ -65,9 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="loop schedule: chebyshev (default: the semi-iteration, ~100-200 applications per "
                         "cold frame) or plain (the paper's loop; with --iterations 8000 the paper's method)")
     p.add_argument("--learned-schedule", default="matching", choices=LEARNED_SCHEDULES,
-                   help="--method dada, chebyshev: matching (default: 300 applications that follow 8000 plain "
+                   help="--method dada, chebyshev: matching (default: --learned-applications that follow 8000 plain "
                         "steps) or per-ratio (the 150-200 of dada-free, as the model is trained; ~0.8x the time: "
                         "doc/learned.md)")
+    p.add_argument("--learned-applications", type=int, default=SolverConfig.learned_applications,
+                   help="--learned-schedule matching: applications of the learned solve (default %(default)s)")
     p.add_argument("--iterations", type=int, help="fixed number of applications of the diffusion-adjustment step")
     p.add_argument("--tol", type=float, help="stop when the max relative change per check is below this")
     p.add_argument("--max-iterations", type=int, default=DEFAULT_MAX_ITERATIONS, help="cap with --tol / default")
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         raise DadaInputError(f"--warm-iterations must be >= 1, got {args.warm_iterations}")
     config = SolverConfig(
         lam=args.lam, schedule=args.schedule, learned_schedule=args.learned_schedule, iterations=args.iterations,
-        tol=args.tol, max_iterations=args.max_iterations, coarse_to_fine=args.coarse_to_fine,
+        learned_applications=args.learned_applications, tol=args.tol, max_iterations=args.max_iterations, coarse_to_fine=args.coarse_to_fine,
         max_fill_distance=args.max_fill_distance, device=args.device,
     )
     config.validate()

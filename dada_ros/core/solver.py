@@ -129,13 +129,16 @@ class SolverConfig:
     max_fill_distance: float = 8.0
     device: str = "auto"
     # The schedule of a LEARNED guide (DADA-free always runs the per-ratio table):
-    # "matching": Schedule.matching_plain, 300 applications that follow 8000 plain steps (the
+    # "matching": Schedule.matching_plain, learned_applications (225) that follow 8000 plain steps (the
     # default); "per-ratio": the per-ratio table DADA-free runs (150-200 applications), the
     # schedule `dada-train --solve full` differentiates through. Measured in session 9
     # (doc/learned.md, "The learned guide's schedule"): a learned frame ~0.8x, the same accuracy
     # out of fold on real frames, 10% worse on synthetic scenes at x4, and one divergence (plain-loop
     # fallback) in 147 solves; not the default.
     learned_schedule: str = "matching"
+    # Applications of the matching schedule (Schedule.matching_plain(8000, N)); 300 until session 11,
+    # 225 chosen then on validation only (doc/learned.md "The learned guide's budget").
+    learned_applications: int = LEARNED_APPLICATIONS
 
     def validate(self) -> None:
         if not (isinstance(self.lam, (int, float)) and 0 < self.lam < 0.25):
@@ -155,6 +158,7 @@ class SolverConfig:
             raise DadaInputError(f"init must be bicubic, nearest or bilinear, got {self.init!r}")
         if not (self.max_fill_distance >= 0):
             raise DadaInputError(f"max_fill_distance must be >= 0 (inf = fill all), got {self.max_fill_distance}")
+        check_iterations(self.learned_applications, "learned_applications")
         if self.learned_schedule not in LEARNED_SCHEDULES:
             raise DadaInputError(f"learned_schedule must be one of {', '.join(LEARNED_SCHEDULES)}, "
                                  f"got {self.learned_schedule!r}")
@@ -361,11 +365,23 @@ class DadaSolver:
             watch = None if observe is None else (
                 lambda n, t: observe(n, (t[0, 0] - offset).float().cpu().numpy()))
             loop = run_loop(y, src_t, valid_t, pre.cv, pre.ch, res, cfg.lam, schedule=sched, observe=watch)
-            if loop.diverged:  # rare: the semi-iteration ran away on these coefficients
-                stats.fallback = f"diverged after {loop.iterations} applications: plain loop"
-                loop = run_loop(y, src_t, valid_t, pre.cv, pre.ch, res, cfg.lam, schedule=self._plain_policy(),
+            if loop.diverged:  # rare: the semi-iteration ran away on these coefficients (y is Y0 again)
+                # First a semi-iteration with twice the applications (smaller weights: the schedule
+                # that follows 8000 plain steps), a few times a frame's cost; then the plain loop
+                # (8000 steps: ~40x). Session 11: dada_lite_v8 at 225 applications diverged on one
+                # held-out frame of 147 (flowerpots x4), which 250 or more did not.
+                n_retry = min(2 * len(sched), int(cfg.max_iterations))
+                why = f"diverged after {loop.iterations} applications"
+                loop = run_loop(y, src_t, valid_t, pre.cv, pre.ch, res, cfg.lam,
+                                schedule=Schedule.matching_plain(DEFAULT_MAX_ITERATIONS, n_retry, None, cfg.check_every),
                                 observe=watch)
-                stats.schedule = "plain"
+                stats.fallback = f"{why}: {n_retry} applications following 8000 plain steps"
+                stats.schedule = "chebyshev"
+                if loop.diverged:
+                    stats.fallback = f"{why}, and with {n_retry}: plain loop"
+                    loop = run_loop(y, src_t, valid_t, pre.cv, pre.ch, res, cfg.lam, schedule=self._plain_policy(),
+                                    observe=watch)
+                    stats.schedule = "plain"
             self._record(stats, loop, final=True)
             out = (y[0, 0] - offset).float().cpu().numpy()
 
@@ -388,7 +404,7 @@ class DadaSolver:
             # A learned guide was trained for the 8000-step state and diffuses more slowly than
             # DADA-free: the schedule that follows 8000 plain steps at every ratio ("per-ratio":
             # the table below, as DADA-free and as `dada-train --solve full` trains through).
-            n = int(iterations) if iterations is not None else min(LEARNED_APPLICATIONS, int(cfg.max_iterations))
+            n = int(iterations) if iterations is not None else min(int(cfg.learned_applications), int(cfg.max_iterations))
             return Schedule.matching_plain(DEFAULT_MAX_ITERATIONS, n, tol, cfg.check_every)
         delta, budget = chebyshev_defaults(scale, holes)
         n = int(iterations) if iterations is not None else min(budget, int(cfg.max_iterations))

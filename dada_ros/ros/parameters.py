@@ -98,10 +98,14 @@ PARAMS: tuple[ParamSpec, ...] = (
               "the paper's 8000 steps) or plain (the paper's loop, stopped by tolerance / max_iterations).",
               choices=SCHEDULES),
     ParamSpec("learned_schedule", "matching", "Schedule of a learned frame (method dada, chebyshev): "
-              "matching (300 applications that follow the paper's 8000 steps) or per-ratio (the 150-200 "
+              "matching (learned_applications that follow the paper's 8000 steps) or per-ratio (the 150-200 "
               "of a dada-free frame, the schedule the model is trained through: a learned frame ~0.8x "
               "the time, equal on real frames out of fold, 10% worse on synthetic scenes at x4, and a "
               "rare plain-loop fallback where the model fits worst).", choices=LEARNED_SCHEDULES),
+    ParamSpec("learned_applications", SolverConfig.learned_applications, "Applications of a learned "
+              "frame's matching schedule (method dada, learned_schedule matching); 300 before session 11, "
+              f"{SolverConfig.learned_applications} since (as accurate on validation, ~20% less loop); "
+              "capped by max_iterations.", int_range=(1, NODE_MAX_ITERATIONS)),
     ParamSpec("max_iterations", NODE_DEFAULT_MAX_ITERATIONS, "Cap on diffusion-adjustment steps of a "
               f"COLD frame (warm frames run warm_iterations); node maximum {NODE_MAX_ITERATIONS}.",
               int_range=(1, NODE_MAX_ITERATIONS)),
@@ -196,7 +200,8 @@ PARAMS: tuple[ParamSpec, ...] = (
 PARAMS_BY_NAME = {p.name: p for p in PARAMS}
 
 # Fields whose change needs a new solver (and a cold start); the rest apply in place.
-SOLVER_FIELDS = ("method", "kappa", "coefficient_form", "lam", "schedule", "learned_schedule", "max_iterations",
+SOLVER_FIELDS = ("method", "kappa", "coefficient_form", "lam", "schedule", "learned_schedule", "learned_applications",
+                 "max_iterations",
                  "tolerance", "max_fill_distance", "device", "weights", "learned_guard", "learned_guard_every")
 
 
@@ -210,6 +215,7 @@ class NodeSettings:
     lam: float
     schedule: str
     learned_schedule: str
+    learned_applications: int
     max_iterations: int
     tolerance: float
     max_fill_distance: float
@@ -249,7 +255,7 @@ class NodeSettings:
 
     def solver_config(self, device: str | None = None) -> SolverConfig:
         return SolverConfig(lam=self.lam, schedule=self.schedule, learned_schedule=self.learned_schedule,
-                            tol=self.tolerance, max_iterations=self.max_iterations,
+                            learned_applications=self.learned_applications, tol=self.tolerance, max_iterations=self.max_iterations,
                             max_fill_distance=self.max_fill_distance, device=device or self.device)
 
     def guard_config(self) -> GuardConfig:

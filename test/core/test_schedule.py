@@ -5,6 +5,7 @@ The Triton backend is pinned to the torch backend on the same schedules in test_
 """
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -204,9 +205,10 @@ def test_solver_default_is_consistent_with_holes_and_warm_start(with_holes):
     assert consistency_error(warm.depth, src) < 1e-5
 
 
-def test_a_runaway_recurrence_is_caught_and_the_solver_falls_back_to_the_plain_loop(loop_problem, monkeypatch):
+def test_a_runaway_recurrence_is_caught_and_the_solver_falls_back(loop_problem, monkeypatch):
     """Weights above 2 make the recurrence grow without bound: the guard stops it, y is the caller's
-    Y0 again, and the solver reruns the plain loop (said in the stats)."""
+    Y0 again, and the solver reruns a semi-iteration with twice the applications (capped by
+    max_iterations), then, if that runs away too, the plain loop (said in the stats)."""
     res, src, valid, y0, cv, ch = loop_problem(seed=3, size=(32, 40), source_shape=(8, 10))
     runaway = Schedule("chebyshev", np.full(200, 2.6), check_every=10)
     y = y0.clone()
@@ -219,7 +221,17 @@ def test_a_runaway_recurrence_is_caught_and_the_solver_falls_back_to_the_plain_l
     solver = DadaSolver(SolverConfig(max_iterations=400))
     monkeypatch.setattr(solver, "schedule_for", lambda *a, **k: runaway)
     out = solver.solve(s.rgb, s.source)
-    assert out.stats.fallback.startswith("diverged") and out.stats.schedule == "plain"
+    assert re.fullmatch(r"diverged after \d+ applications: 400 applications following 8000 plain steps",
+                        out.stats.fallback), out.stats.fallback
+    assert out.stats.schedule == "chebyshev" and out.stats.iterations == 400
+    assert np.isfinite(out.depth).all() and consistency_error(out.depth, s.source) < 1e-5
+    reference = DadaSolver(SolverConfig(max_iterations=400)).solve(
+        s.rgb, s.source, schedule=Schedule.matching_plain(8000, 400))
+    np.testing.assert_allclose(out.depth, reference.depth, rtol=1e-6)  # the retry started from Y0 again
+    monkeypatch.setattr(Schedule, "matching_plain", classmethod(lambda cls, *a, **k: runaway))
+    out = solver.solve(s.rgb, s.source)
+    assert re.fullmatch(r"diverged after \d+ applications, and with 400: plain loop", out.stats.fallback)
+    assert out.stats.schedule == "plain"
     assert np.isfinite(out.depth).all() and consistency_error(out.depth, s.source) < 1e-5
 
 
@@ -262,6 +274,14 @@ def test_learned_schedule_per_ratio_gives_a_learned_guide_the_dada_free_table():
     matching = DadaSolver(SolverConfig(device="cpu"))
     matching.guide_model = object()
     assert len(matching.schedule_for(8.0)) == LEARNED_APPLICATIONS
+    shorter = DadaSolver(SolverConfig(device="cpu", learned_applications=120, max_iterations=100))
+    shorter.guide_model = object()
+    assert len(shorter.schedule_for(8.0)) == 100  # learned_applications, capped by max_iterations
+    shorter.config.max_iterations = 8000
+    sched = shorter.schedule_for(8.0)
+    assert len(sched) == 120 and sched.delta == pytest.approx(120**2 / (2 * 8000**2))
+    with pytest.raises(DadaInputError, match="learned_applications must be an integer"):
+        SolverConfig(learned_applications=0).validate()
     free_a = DadaSolver(SolverConfig(device="cpu", learned_schedule="per-ratio")).schedule_for(8.0)
     free_b = DadaSolver(SolverConfig(device="cpu")).schedule_for(8.0)
     assert (len(free_a), free_a.delta) == (len(free_b), free_b.delta)

@@ -46,7 +46,7 @@ def test_descriptors() -> None:
     ({"output_encoding": "16UC3"}, "output_encoding"), ({"slop": 0.0}, "slop"),
     ({"tolerance": 0.0}, "tol"), ({"warm_start_max_age": 0.0}, "warm_start_max_age"),
     ({"method": "bicubic"}, "method"), ({"tolerance": float("nan")}, "finite"),
-    ({"learned_schedule": "fast"}, "learned_schedule"),
+    ({"learned_schedule": "fast"}, "learned_schedule"), ({"learned_applications": 0}, "learned_applications"),
 ])
 def test_invalid_values_are_refused_with_a_reason(change: dict, words: str) -> None:
     with pytest.raises(DadaInputError, match=words):
@@ -68,6 +68,9 @@ def test_valid_changes_and_what_needs_a_new_solver(tmp_path: Path) -> None:
     assert cfg.learned_schedule == "matching"
     per = base.updated({"learned_schedule": "per-ratio"})
     assert per.solver_changed(base) and per.solver_config("cpu").learned_schedule == "per-ratio"
+    assert cfg.learned_applications == 225
+    longer = base.updated({"learned_applications": 300})
+    assert longer.solver_changed(base) and longer.solver_config("cpu").learned_applications == 300
 
 
 def test_frequency_window_follows_frequency_status() -> None:
