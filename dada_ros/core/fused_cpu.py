@@ -149,6 +149,20 @@ if HAVE_NUMBA:
             for j in range(u.shape[0]):
                 dst[j + off] = u[j] * r[j]
 
+    @njit(cache=True, inline="always")
+    def _cell_ratios(ro, acc_row, cols, src_row, valid_row, inv_row):
+        """One cell row's adjustment ratios: ``ro[c] = S / (mean of the row's column sums
+        ``acc_row`` over cell c + EPS)`` on valid cells, 1 on invalid ones."""
+        for cc in range(ro.shape[0]):
+            ro[cc] = 0.0
+        for j in range(acc_row.shape[0]):
+            ro[cols[j]] += acc_row[j]
+        for cc in range(ro.shape[0]):
+            if valid_row[cc]:
+                ro[cc] = src_row[cc] / (ro[cc] * inv_row[cc] + EPS)
+            else:
+                ro[cc] = 1.0
+
     @njit(parallel=True, cache=True, fastmath=False, error_model="numpy")
     def _sweep(u_in, rx_in, z, wa, wb, semi, y_out, u_out, r_out, rx_out, lcv_p, lch_p, cols, row_start,
                src, valid, inv_count, chunks, region, masked):
@@ -217,15 +231,7 @@ if HAVE_NUMBA:
                     ka = kb
                     kb = kc
                 ro = r_out[cr]
-                for cc in range(w):
-                    ro[cc] = 0.0
-                for j in range(W):
-                    ro[cols[j]] += acc_row[j]
-                for cc in range(w):
-                    if valid[cr, cc]:
-                        ro[cc] = src[cr, cc] / (ro[cc] * inv_count[cr, cc] + EPS)
-                    else:
-                        ro[cc] = 1.0
+                _cell_ratios(ro, acc_row, cols, src[cr], valid[cr], inv_count[cr])
                 rxo = rx_out[cr]
                 for j in range(W):
                     rxo[j] = ro[cols[j]]
@@ -287,15 +293,7 @@ if HAVE_NUMBA:
                     yi = y[i]
                     for j in range(W):
                         acc_row[j] += yi[j]
-                for cc in range(w):
-                    ratio[cc] = 0.0
-                for j in range(W):
-                    ratio[cols[j]] += acc_row[j]
-                for cc in range(w):
-                    if valid[cr, cc]:
-                        ratio[cc] = src[cr, cc] / (ratio[cc] * inv_count[cr, cc] + EPS)
-                    else:
-                        ratio[cc] = 1.0
+                _cell_ratios(ratio, acc_row, cols, src[cr], valid[cr], inv_count[cr])
                 for i in range(i0, i1):
                     yi = y[i]
                     for j in range(W):

@@ -27,7 +27,7 @@ import pytest
 pytest.importorskip("numba", reason="numba not installed: the torch loop runs, nothing is cached")
 
 REPO = Path(__file__).resolve().parents[2]
-KERNELS = ("_form_row", "_sweep", "_materialise", "_check_change", "_adjust_kernel")
+KERNELS = ("_form_row", "_cell_ratios", "_sweep", "_materialise", "_check_change", "_adjust_kernel")
 
 # Run in a fresh interpreter: argv[1] = the folder holding the package copy, argv[2] = "numba-first"
 # to import numba and compile a function before dada_ros (the config is already read then), argv[3]
