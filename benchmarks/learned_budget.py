@@ -15,7 +15,6 @@ all rows with no row more than 3% worse than with it.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 
@@ -26,8 +25,10 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from dada_ros.core.device import set_cpu_threads  # noqa: E402
+from dada_ros.core.metrics import depth_errors  # noqa: E402
 from dada_ros.core.schedule import Schedule  # noqa: E402
 from dada_ros.core.solver import DEFAULT_MAX_ITERATIONS, DadaSolver, FreeGuide, SolverConfig  # noqa: E402
+from dada_ros.learned.crossval import geo_mean as geo  # noqa: E402
 from dada_ros.learned.datasets import open_dataset  # noqa: E402
 from dada_ros.learned.datasets.base import make_example  # noqa: E402
 from dada_ros.learned.datasets.procedural import VAL_SEED0, render_scene  # noqa: E402
@@ -36,12 +37,7 @@ from dada_ros.learned.model import SHIPPED_PATH, LearnedGuide, load_checkpoint  
 
 
 def mse(pred: np.ndarray, gt: np.ndarray) -> float:
-    ok = np.isfinite(gt) & np.isfinite(pred)
-    return float(np.mean((pred[ok] - gt[ok]) ** 2))
-
-
-def geo(values: list[float]) -> float:
-    return math.exp(sum(math.log(v) for v in values) / len(values))
+    return depth_errors(pred, gt).mse_cm2
 
 
 def main(argv=None) -> int:

@@ -300,16 +300,21 @@ if HAVE_NUMBA:
                         yi[j] *= ratio[cols[j]]
 
 
+def _cell_arrays(resampler: Resampler) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """What the kernels read of a partition: the first guide row of each cell row (h + 1,), the
+    cell column of each guide column (W,), 1 / pixels per cell (h, w) float64, and the chunks (one
+    per numba thread of the calling thread, at most one per cell row)."""
+    h = resampler.partition.source_shape[0]
+    return (resampler.partition.cell_starts()[0].astype(np.int64), resampler.cols.cpu().numpy().astype(np.int64),
+            resampler.inv_counts.cpu().numpy().astype(np.float64), min(h, max(1, numba.get_num_threads())))
+
+
 def adjust_fused_(y: torch.Tensor, source: torch.Tensor, valid: torch.Tensor, resampler: Resampler) -> torch.Tensor:
     """In-place masked adjustment ``y *= up(S / down(y))`` of a CPU float32 (B, 1, H, W) tensor in one
     numba kernel: what :func:`dada_ros.core.loop.adjust_` does in torch (two reshaped means and a
     broadcast product cost ~0.9 ms at 640x480 x4 on two threads; this ~0.2 ms). A weighted run pays
     it twice per solve (Y0 and the end), warm frames included."""
-    h, w = resampler.partition.source_shape
-    row_start = resampler.partition.cell_starts()[0].astype(np.int64)
-    cols = resampler.cols.cpu().numpy().astype(np.int64)
-    inv = resampler.inv_counts.cpu().numpy().astype(np.float64)
-    chunks = min(h, max(1, numba.get_num_threads()))
+    row_start, cols, inv, chunks = _cell_arrays(resampler)
     for b in range(y.shape[0]):
         _adjust_kernel(y[b, 0].numpy(), np.ascontiguousarray(source[b, 0].numpy(), dtype=np.float32),
                        np.ascontiguousarray(valid[b, 0].numpy()), row_start, cols, inv, chunks)
@@ -350,11 +355,8 @@ class FusedLoop:
         # Region schedule (Schedule.region): weights only where it is 1; plain: never masked.
         self.masked = bool(semi and region is not None)
         self.rows = resampler.rows.cpu().numpy().astype(np.int64)
-        self.cols = resampler.cols.cpu().numpy().astype(np.int64)
         h, w = resampler.partition.source_shape
-        self.row_start = resampler.partition.cell_starts()[0].astype(np.int64)
-        self.inv_count = resampler.inv_counts.cpu().numpy().astype(np.float64)
-        self.chunks = min(h, max(1, numba.get_num_threads()))
+        self.row_start, self.cols, self.inv_count, self.chunks = _cell_arrays(resampler)
         self.items = []
         self.w_last = 1.0  # weight of the last application: how the current iterate is formed
         for b in range(y.shape[0]):

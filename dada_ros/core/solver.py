@@ -372,11 +372,10 @@ class DadaSolver:
                 # held-out frame of 147 (flowerpots x4), which 250 or more did not.
                 n_retry = min(2 * len(sched), int(cfg.max_iterations))
                 why = f"diverged after {loop.iterations} applications"
-                loop = run_loop(y, src_t, valid_t, pre.cv, pre.ch, res, cfg.lam,
-                                schedule=Schedule.matching_plain(DEFAULT_MAX_ITERATIONS, n_retry, None, cfg.check_every),
-                                observe=watch)
+                retry = Schedule.matching_plain(DEFAULT_MAX_ITERATIONS, n_retry, None, cfg.check_every)
+                loop = run_loop(y, src_t, valid_t, pre.cv, pre.ch, res, cfg.lam, schedule=retry, observe=watch)
                 stats.fallback = f"{why}: {n_retry} applications following 8000 plain steps"
-                stats.schedule = "chebyshev"
+                stats.schedule = retry.kind
                 if loop.diverged:
                     stats.fallback = f"{why}, and with {n_retry}: plain loop"
                     loop = run_loop(y, src_t, valid_t, pre.cv, pre.ch, res, cfg.lam, schedule=self._plain_policy(),

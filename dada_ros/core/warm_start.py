@@ -534,11 +534,8 @@ def align_frames(prev_depth: np.ndarray, prev_guide: np.ndarray, cur_guide: np.n
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         fb_err = np.hypot(fwd[:, :, 0] + back[:, :, 0], fwd[:, :, 1] + back[:, :, 1])
         valid &= fb_err <= cfg.fb_abs_px + cfg.fb_rel * np.hypot(fwd[:, :, 0], fwd[:, :, 1])
-        valid &= np.isfinite(y0) & (y0 > 0)
         idx = np.where(valid, idx, -1)
-        y0 = np.where(valid, y0, np.nan).astype(np.float32)
-    elif cfg.warp != "select":
-        valid &= np.isfinite(y0) & (y0 > 0)  # the selection only picks finite, positive depths
+    if cfg.forward_backward or cfg.warp != "select":  # both warps index finite, positive depths only
         y0 = np.where(valid, y0, np.nan).astype(np.float32)
     filled = 0.0
     if cfg.fill_passes > 0 and not valid.all() and valid.any():
