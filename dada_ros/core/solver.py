@@ -94,8 +94,8 @@ class FreeGuide:
             return coef.coefficients_paper(features, self.kappa)
         return coef.coefficients_from_features(features, self.kappa)
 
-    def coefficients_from_inputs(self, rgb: np.ndarray, depth_up: np.ndarray,
-                                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def coefficients_from_inputs(self, rgb: np.ndarray, depth_up: np.ndarray, device: torch.device,
+                                 scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``coefficients(features(rgb, depth_up))`` in one pass without the feature tensor (bit-identical:
         :func:`~.coefficients.free_coefficients_from_inputs`), or None where it does not apply (the
         paper's form, a GPU, no numba): then the caller makes the features."""
@@ -212,7 +212,7 @@ class PreparedFrame:
     y_cold: np.ndarray
     dist: np.ndarray
     offset: float
-    features: torch.Tensor | None  # None: not made (DADA-free on the CPU without coarse-to-fine)
+    features: torch.Tensor | None  # None: not made (on the CPU without coarse-to-fine)
     cv: torch.Tensor
     ch: torch.Tensor
     seconds: float
@@ -284,10 +284,12 @@ class DadaSolver:
         offset = POSITIVITY_FLOOR if float(src[valid].min()) <= POSITIVITY_FLOOR else 0.0
         dev = self.device
         gm = self.guide_model
-        # DADA-free on the CPU: the coefficients in one pass, no feature tensor (coarse-to-fine needs
-        # it; the exact type: a subclass may change the features)
-        fast = (gm.coefficients_from_inputs(rgb, y_cold, dev)
-                if type(gm) is FreeGuide and not self.config.coarse_to_fine else None)
+        # On the CPU the coefficients straight from the inputs, no feature tensor (DADA-free in one
+        # pass, a learned lite U-Net in two: coarse-to-fine needs the features). A guide that
+        # offers it must give what coefficients(features(...)) would, to float rounding.
+        from_inputs = getattr(gm, "coefficients_from_inputs", None)
+        fast = (from_inputs(rgb, y_cold, dev, part.scale)
+                if from_inputs is not None and not self.config.coarse_to_fine else None)
         if fast is not None:
             feats, (cv, ch) = None, fast
         else:

@@ -117,23 +117,9 @@ class LiteUNet(nn.Module):
         """x: (B, 4, H, W) network input; base: (B, 4, H, W) learning-free features;
         scale_code: (B, 1) log2(ratio) - 3, needed with ``scale_film`` -> (B, C, H, W)."""
         B, _, H, W = x.shape
-        if self.scale_film and (scale_code is None or scale_code.shape != (B, 1)):
-            raise ValueError(f"this lite-unet is conditioned on the resolution ratio: pass scale_code of shape ({B}, 1)")
         xp, _ = _pad_to(x, self.stride)
         h = F.avg_pool2d(xp, self.input_pool) if self.input_pool > 1 else xp
-        h = h.contiguous(memory_format=torch.channels_last)
-        skips = []
-        for enc in self.enc:
-            h = enc(h)
-            skips.append(h)
-        d = skips[-1]
-        for i in range(len(self.dec) - 1, -1, -1):
-            up = F.interpolate(self.lat[i](d), size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
-            d = self.dec[i](up + skips[i])
-            if self.scale_film:
-                gamma, beta = self.film[i](scale_code.to(d.dtype)).view(B, 2 * d.shape[1], 1, 1).chunk(2, dim=1)
-                d = d * (1 + gamma) + beta
-        hd = self.head(d).contiguous()
+        hd, d = self.trunk(h, scale_code)
         if self.input_pool > 1 and not self.refine_width and fused_head_applies(hd, x, base):
             # inference on the CPU: the last x2 upsampling and the sums below in one pass
             # (fused_head); a quarter-resolution head is first brought to half resolution
@@ -151,6 +137,25 @@ class LiteUNet(nn.Module):
         out = (out + b * g).reshape(B, self.out_channels, H, W)
         return out + fine if self.refine_width else out
 
+    def trunk(self, h: torch.Tensor, scale_code: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The U-Net on the pooled, padded input h (B, 4, H / pool, W / pool) -> (head output
+        (B, 2C, ...): gates then residuals at the pooled resolution, the last decoder level)."""
+        B = h.shape[0]
+        if self.scale_film and (scale_code is None or scale_code.shape != (B, 1)):
+            raise ValueError(f"this lite-unet is conditioned on the resolution ratio: pass scale_code of shape ({B}, 1)")
+        h = h.contiguous(memory_format=torch.channels_last)
+        skips = []
+        for enc in self.enc:
+            h = enc(h)
+            skips.append(h)
+        d = skips[-1]
+        for i in range(len(self.dec) - 1, -1, -1):
+            up = F.interpolate(self.lat[i](d), size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
+            d = self.dec[i](up + skips[i])
+            if self.scale_film:
+                gamma, beta = self.film[i](scale_code.to(d.dtype)).view(B, 2 * d.shape[1], 1, 1).chunk(2, dim=1)
+                d = d * (1 + gamma) + beta
+        return self.head(d).contiguous(), d
 
     def _full_res(self, t: torch.Tensor) -> torch.Tensor:
         return self._upsample(t, self.input_pool)

@@ -258,9 +258,14 @@ def test_scale_film_checkpoint_and_solver_pass_the_ratio(sample_x8, tmp_path):
     seen = []
     original = guide.net.forward
     guide.net.forward = lambda rgb, d, scale=None: seen.append(scale) or original(rgb, d, scale)
+    from_inputs = guide.coefficients_from_inputs  # the CPU's path (no feature tensor)
+    guide.coefficients_from_inputs = lambda rgb, d, dev, scale=None: seen.append(scale) or from_inputs(rgb, d, dev, scale)
     res = DadaSolver(SolverConfig(iterations=50), guide).solve(sample_x8.rgb, sample_x8.source)
     assert seen == [pytest.approx(8.0)] and np.isfinite(res.depth).all()
     assert consistency_error(res.depth, sample_x8.source) < 1e-4
+    seen.clear()
+    DadaSolver(SolverConfig(iterations=50, coarse_to_fine=True), guide).solve(sample_x8.rgb, sample_x8.source)
+    assert seen and all(s == pytest.approx(8.0) for s in seen)  # the torch path (features) too
 
 
 def _perturbed(seed, **config):
