@@ -36,6 +36,8 @@ if HAVE_NUMBA:
     from dada_ros.core.coefficients import _coef_rows, _free_row
     from dada_ros.core.fused_cpu import njit
 
+    from .fused_head import up2_blend_row
+
 
 def fused_inputs_apply(net) -> bool:
     """True when :func:`learned_coefficients_from_inputs` serves ``net`` (a :class:`GuideNet`):
@@ -151,26 +153,6 @@ if HAVE_NUMBA:
                 for b in range(wp):
                     out[0, c, a, b] = acc[c, b] * inv
 
-    @njit(cache=True, fastmath=False, error_model="numpy", nogil=True, inline="always")
-    def _up2_row(src, c, m, rowbuf, out):  # pragma: no cover - compiled
-        # Row m of the bilinear x2 upsampling (align_corners=False, edges clamped) of src[0, c]:
-        # output row / column 2k reads source k (3/4) and k - 1 (1/4), 2k + 1 reads k (3/4) and
-        # k + 1 (1/4); vertical blend first, then horizontal (fused_head's order).
-        h, w = src.shape[2], src.shape[3]
-        q1 = np.float32(0.75)
-        q2 = np.float32(0.25)
-        k = m // 2
-        m1 = max(k - 1, 0) if m % 2 == 0 else min(k + 1, h - 1)
-        ra = src[0, c, k]
-        rb = src[0, c, m1]
-        for jj in range(w):
-            rowbuf[jj + 1] = q1 * ra[jj] + q2 * rb[jj]
-        rowbuf[0] = rowbuf[1]
-        rowbuf[w + 1] = rowbuf[w]
-        for jj in range(w):
-            out[2 * jj] = q1 * rowbuf[jj + 1] + q2 * rowbuf[jj]
-            out[2 * jj + 1] = q1 * rowbuf[jj + 1] + q2 * rowbuf[jj + 2]
-
     @njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
     def _feature_row(hd, two_steps, g, d, z, i, mean, std, dscale, lw, lb, half, half_row, up, rowbuf, ringf, ringb,
                      slot):  # pragma: no cover - compiled
@@ -188,25 +170,21 @@ if HAVE_NUMBA:
         h2 = 2 * hd.shape[2] if two_steps else hd.shape[2]
         i1 = max(k - 1, 0) if i % 2 == 0 else min(k + 1, h2 - 1)
         if two_steps:
+            h4, w4 = hd.shape[2], hd.shape[3]
             for m in (k, i1):
                 if half_row[m % 3] != m:
+                    m0 = m // 2
+                    m1 = max(m0 - 1, 0) if m % 2 == 0 else min(m0 + 1, h4 - 1)
                     for c in range(C2):
-                        _up2_row(hd, c, m, rowbuf, half[c, m % 3])
+                        up2_blend_row(hd[0, c, m0], hd[0, c, m1], w4, rowbuf, half[c, m % 3])
                     half_row[m % 3] = m
-        q1 = np.float32(0.75)
-        q2 = np.float32(0.25)
-        w = half.shape[2] if two_steps else hd.shape[3]
-        for c in range(C2):
-            ra = half[c, k % 3] if two_steps else hd[0, c, k]
-            rb = half[c, i1 % 3] if two_steps else hd[0, c, i1]
-            for jj in range(w):
-                rowbuf[jj + 1] = q1 * ra[jj] + q2 * rb[jj]
-            rowbuf[0] = rowbuf[1]
-            rowbuf[w + 1] = rowbuf[w]
-            u = up[c]
-            for jj in range(w):
-                u[2 * jj] = q1 * rowbuf[jj + 1] + q2 * rowbuf[jj]
-                u[2 * jj + 1] = q1 * rowbuf[jj + 1] + q2 * rowbuf[jj + 2]
+            w = half.shape[2]
+            for c in range(C2):
+                up2_blend_row(half[c, k % 3], half[c, i1 % 3], w, rowbuf, up[c])
+        else:
+            w = hd.shape[3]
+            for c in range(C2):
+                up2_blend_row(hd[0, c, k], hd[0, c, i1], w, rowbuf, up[c])
         for c in range(C):
             o = ringf[0, c, slot]
             for j in range(W):

@@ -55,6 +55,21 @@ def full_res_output(head_out: torch.Tensor, x: torch.Tensor, base: torch.Tensor,
 
 if HAVE_NUMBA:
 
+    @njit(cache=True, fastmath=False, error_model="numpy", nogil=True, inline="always")
+    def up2_blend_row(ra, rb, w, row, out):  # pragma: no cover - compiled
+        # One output row of a bilinear x2 upsampling (align_corners=False): the source rows ra
+        # (3/4) and rb (1/4) blended vertically into row[1:w + 1] (edge-padded), then output
+        # column 2k reads source k (3/4) and k - 1 (1/4), 2k + 1 reads k (3/4) and k + 1 (1/4).
+        q1 = np.float32(0.75)
+        q2 = np.float32(0.25)
+        for jj in range(w):
+            row[jj + 1] = q1 * ra[jj] + q2 * rb[jj]
+        row[0] = row[1]
+        row[w + 1] = row[w]
+        for jj in range(w):
+            out[2 * jj] = q1 * row[jj + 1] + q2 * row[jj]
+            out[2 * jj + 1] = q1 * row[jj + 1] + q2 * row[jj + 2]
+
     # Single-threaded, like the coefficient kernel: a few ms, and a parallel region would add a
     # barrier that stalls on a shared CPU. nogil: it runs beside the warm-start alignment.
     @njit(cache=True, fastmath=False, error_model="numpy", nogil=True)
@@ -67,8 +82,6 @@ if HAVE_NUMBA:
         H, W = x.shape[2], x.shape[3]
         C = C2 // 2
         nb = base.shape[1]
-        q1 = np.float32(0.75)
-        q2 = np.float32(0.25)
         row = np.empty(w + 2, np.float32)  # one channel's source row, blended vertically, edge-padded
         up = np.empty((C2, 2 * w), np.float32)
         acc = np.empty(W, np.float32)
@@ -77,16 +90,7 @@ if HAVE_NUMBA:
                 k = i // 2
                 i1 = max(k - 1, 0) if i % 2 == 0 else min(k + 1, h - 1)
                 for c in range(C2):
-                    ra = hd[b, c, k]
-                    rb = hd[b, c, i1]
-                    for jj in range(w):
-                        row[jj + 1] = q1 * ra[jj] + q2 * rb[jj]
-                    row[0] = row[1]
-                    row[w + 1] = row[w]
-                    u = up[c]
-                    for jj in range(w):
-                        u[2 * jj] = q1 * row[jj + 1] + q2 * row[jj]
-                        u[2 * jj + 1] = q1 * row[jj + 1] + q2 * row[jj + 2]
+                    up2_blend_row(hd[b, c, k], hd[b, c, i1], w, row, up[c])
                 for c in range(C):
                     for j in range(W):
                         acc[j] = lb[c]
