@@ -19,18 +19,14 @@ cover keep the torch path (the function returns None).
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
-from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from dada_ros.core import coefficients as coef
 from dada_ros.core.errors import DadaInputError
 from dada_ros.core.fused_cpu import HAVE_NUMBA
 
-from .backbones import ConvBNReLU, LiteUNet
+from .backbones import LiteUNet
 
 if HAVE_NUMBA:
     from dada_ros.core.coefficients import _coef_rows, _free_row
@@ -108,18 +104,6 @@ def learned_coefficients_from_inputs(net, rgb: np.ndarray, depth_up: np.ndarray,
                          np.float32(k_learned * k_learned), np.float32(coef.DEFAULT_KAPPA * coef.DEFAULT_KAPPA),
                          np.float32(alpha), cfg.gate, cv, ch)
     return torch.from_numpy(cv), torch.from_numpy(ch)
-
-
-def inference_copy(net):
-    """A copy of ``net`` (a :class:`GuideNet`) for inference with each convolution's batch norm
-    folded into its weights (torch's ``fuse_conv_bn_eval``): one pass less per layer, the same
-    answer to float rounding. Eval mode; the original is untouched (training keeps it)."""
-    folded = copy.deepcopy(net).eval()
-    for m in folded.modules():
-        if isinstance(m, ConvBNReLU) and isinstance(m[1], nn.BatchNorm2d):
-            m[0] = fuse_conv_bn_eval(m[0], m[1])
-            m[1] = nn.Identity()
-    return folded
 
 
 def _pad_index(n: int, n_padded: int, reflect: bool) -> np.ndarray:

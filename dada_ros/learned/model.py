@@ -54,7 +54,7 @@ from ..core.atomic_file import atomic_path
 from ..core.device import resolve_device
 from ..core.errors import DadaInputError
 from .backbones import ARCHITECTURES, ResNet50UNet, build_network, load_torchvision_resnet50
-from .fused_coefficients import fused_inputs_apply, inference_copy, learned_coefficients_from_inputs
+from .fused_coefficients import learned_coefficients_from_inputs
 
 FORMAT = "dada_ros.guide"
 VERSION = 1
@@ -230,7 +230,6 @@ class LearnedGuide:
         self.device = device
         self.meta = meta or {}
         self.path = path
-        self._inference_net: GuideNet | None = None  # made on first use (coefficients_from_inputs)
 
     @property
     def config(self) -> GuideConfig:
@@ -253,11 +252,9 @@ class LearnedGuide:
         """``coefficients(features(rgb, depth_up, scale))`` without the full-resolution feature
         tensors (:func:`~.fused_coefficients.learned_coefficients_from_inputs`: equal to float
         rounding), or None where it does not apply (a GPU, no numba, another architecture)."""
-        if device.type != "cpu" or self.device.type != "cpu" or not fused_inputs_apply(self.net):
+        if device.type != "cpu" or self.device.type != "cpu":
             return None
-        if self._inference_net is None:  # batch norm folded into the convolutions
-            self._inference_net = inference_copy(self.net)
-        return learned_coefficients_from_inputs(self._inference_net, rgb, depth_up, scale)
+        return learned_coefficients_from_inputs(self.net, rgb, depth_up, scale)
 
 
 # ----------------------------------------------------------------------------- checkpoints
