@@ -10,8 +10,10 @@ Groups: ``synthetic`` = held-out generated scenes (seeds 0..N-1, 256x264; traini
 >= 10,000,000); ``realsense`` = the five RealSense-class frames (metric, their own valid depth as
 truth; ``../shared/realdata``); ``icl`` = six ICL-NUIM rendered frames (three of each sequence);
 ``tum`` = frames 0, 8, 16 of the real tum2klg sequence, scored against their own stereo depth where
-valid (agreement with a poor sensor, not accuracy). None of them trained or chose anything of the
-shipped models.
+valid (agreement with a poor sensor, not accuracy); ``nyu`` (session 12) = the raw NYU Depth v2
+Kinect frame registered to its RGB camera with the NYU toolbox's calibration
+(:mod:`dada_ros.learned.datasets.nyu_raw`), scored against its own registered depth where valid.
+None of them trained or chose anything of the shipped models.
 
     python benchmarks/learned_misregistration.py --model v6_mixed=dada_ros/data/dada_lite_v6_mixed.pt \\
         --model v7=dada_ros/data/dada_lite_v7.pt                    # ~15 min on one core
@@ -69,6 +71,14 @@ def frames(groups: list[str], seeds: int):
     if "tum" in groups:
         for case in load_cases(("tum",)):
             yield "tum", case.name, case.rgb, case.truth
+    if "nyu" in groups:
+        from dada_ros.learned.datasets import nyu_raw
+        from dada_ros.learned.datasets.realdata import default_root
+
+        root = default_root()
+        if root is not None and (root / nyu_raw.SOURCE_FILE).is_file():
+            sc = nyu_raw.read_registered(root)
+            yield "nyu", sc.name, sc.rgb, sc.depth
 
 
 def shifted(rgb: np.ndarray, depth: np.ndarray, dx: int, scale: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +93,7 @@ def shifted(rgb: np.ndarray, depth: np.ndarray, dx: int, scale: int) -> tuple[np
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", action="append", required=True, metavar="LABEL=CKPT")
-    ap.add_argument("--groups", default="synthetic,realsense,icl,tum")
+    ap.add_argument("--groups", default="synthetic,realsense,icl,tum,nyu")
     ap.add_argument("--shifts", default="-3,0,3", help="depth shifts in pixels (to the right of the RGB)")
     ap.add_argument("--scales", default="4,8,16")
     ap.add_argument("--seeds", type=int, default=6)
