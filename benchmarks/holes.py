@@ -9,7 +9,9 @@ with the project's solver (the default Chebyshev schedule) and with the authors'
 Frames (../shared/realdata; skipped when absent), by source group:
 
 * ``realsense``: the five posecnn_realsense frames (RealSense-class, projector shadows left of
-  objects). ``nyu``: the raw NYU Kinect v1 frame (depth NOT registered to the RGB). ``tum``:
+  objects). ``nyu``: the raw NYU Kinect v1 frame (depth NOT registered to the RGB); ``nyu_reg``
+  (not in the default groups, session 12): the same frame registered to its RGB camera
+  (``learned/datasets/nyu_raw.py``: the infrared camera's shadows become holes). ``tum``:
   frames 0, 8, 16 of tum2klg_sequence (stereo-matcher holes; depth quality poor). Their holes are
   the sensor's own; there is no truth inside a fully empty hole, so the truth is the raw depth where
   it is valid: "inside" = the valid raw pixels of the invalid source cells (cells with fewer than
@@ -137,6 +139,11 @@ def load_cases(groups=GROUPS, quick: bool = False, tum_frames=(0, 8, 16)) -> lis
         if "nyu" in groups:
             sc, _ = read_npz(root / "open3d_testdata_unregistered" / "nyu_raw_sample.npz")
             cases.append(Case("nyu", sc.name, sc.rgb, sc.depth, sc.depth))
+        if "nyu_reg" in groups:  # session 12: the same frame registered to its RGB (Kinect shadows)
+            from dada_ros.learned.datasets import nyu_raw
+
+            sc = nyu_raw.read_registered(root)
+            cases.append(Case("nyu_reg", sc.name, sc.rgb, sc.depth, sc.depth))
         if "tum" in groups:
             with np.load(root / "tum2klg_sequence" / "tum2klg_xyz_seq.npz") as z:
                 rgb, depth, valid = z["rgb"], z["depth"], z["valid"]
@@ -243,7 +250,8 @@ def main(argv=None) -> int:
     variants = args.variants.split(",")
     cases = load_cases(tuple(args.groups.split(",")), args.quick)
     res = run(cases, scales, variants, not args.no_plain)
-    groups = sorted({k[0] for k in res}, key=GROUPS.index)
+    order = GROUPS + ("nyu_reg",)
+    groups = sorted({k[0] for k in res}, key=order.index)
     # leave one group out
     chosen = {}
     for g in groups:
