@@ -1,4 +1,4 @@
-"""A gated lite U-Net's coefficients straight from the guide and Y0, for CPU inference.
+"""A lite U-Net's coefficients straight from the guide and Y0, for CPU inference.
 
 The torch path of a learned frame (``GuideNet.forward`` then ``GuideNet.coefficients``) walks
 full-resolution tensors many times: the normalised network input (a concatenation), the
@@ -70,6 +70,9 @@ def learned_coefficients_from_inputs(net, rgb: np.ndarray, depth_up: np.ndarray,
     if cfg.gate and alpha == 0.0:  # shut at this ratio: exactly DADA-free, F is not run (as forward)
         return coef.free_coefficients_from_inputs(g, d)
     unet: LiteUNet = net.net
+    pool, stride = unet.input_pool, unet.stride
+    if pool not in (2, 4):  # fused_inputs_apply admits pooled nets; the kernel does one or two x2 steps
+        raise AssertionError(f"a pooled lite U-Net pools by 2 or 4, not {pool}")
     H, W = d.shape
     # the network input's depth channel, centred on its image mean (GuideNet.network_input)
     if cfg.normalisation == "log-mean":
@@ -79,7 +82,6 @@ def learned_coefficients_from_inputs(net, rgb: np.ndarray, depth_up: np.ndarray,
         z = d * np.float32(cfg.depth_scale)
     z -= np.float32(z.mean(dtype=np.float64))
     # the U-Net's input: the network input padded to its stride (as backbones._pad_to) and pooled
-    pool, stride = unet.input_pool, unet.stride
     Hp, Wp = H + (-H) % stride, W + (-W) % stride
     reflect = (Hp - H) < H and (Wp - W) < W
     rows = _pad_index(H, Hp, reflect)
@@ -91,8 +93,6 @@ def learned_coefficients_from_inputs(net, rgb: np.ndarray, depth_up: np.ndarray,
     from .model import scale_code
     code = scale_code(scale, 1, torch.device("cpu")) if cfg.scale_film else None
     hd, _ = unet.trunk(torch.from_numpy(pooled), code)
-    if pool not in (2, 4):
-        raise AssertionError(f"a pooled lite U-Net pools by 2 or 4, not {pool}")  # fused_inputs_apply
     C = unet.out_channels
     cv = np.empty((1, 1, H - 1, W), np.float32)
     ch = np.empty((1, 1, H, W - 1), np.float32)
