@@ -106,9 +106,11 @@ def test_real_sensor_holes_never_worse_than_averaging(scale):
 def test_real_sensor_frames_within_one_percent_of_the_authors_reference():
     """Whole-frame MSE of the default solve <= 1.01 x that of the authors' reference (averaging
     fill + 8000 plain steps) on the real sensor frames at x8, where the dense table's schedule was
-    1.155x on a RealSense frame (its hole interiors left short of the reference's state)."""
+    1.155x on a RealSense frame (its hole interiors left short of the reference's state); also the
+    NYU Kinect frame registered to its RGB (its infrared shadows as holes; session 12: 0.995x)."""
     worse = []
-    for case in bench.load_cases(("realsense",)) + bench.load_cases(("tum",), tum_frames=(0,)):
+    cases = bench.load_cases(("realsense",)) + bench.load_cases(("tum",), tum_frames=(0,))
+    for case in cases + bench.load_cases(("nyu_reg",)):
         src = case.source(8)
         if (src > 0).all():
             continue
