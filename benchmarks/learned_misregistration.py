@@ -52,7 +52,7 @@ MARGIN = 4  # columns dropped at each side after the shift (the wrapped band)
 
 def frames(groups: list[str], seeds: int):
     """(group, name, rgb, depth in metres, NaN = no truth): the RealSense frames as
-    ``learned_guard.py`` reads them, the tum2klg frames as ``holes.py`` does."""
+    ``learned_guard.py`` reads them, the tum2klg and registered NYU frames as ``holes.py`` does."""
     if "synthetic" in groups:
         from dada_ros.learned.evaluate import generated_scenes
 
@@ -72,13 +72,8 @@ def frames(groups: list[str], seeds: int):
         for case in load_cases(("tum",)):
             yield "tum", case.name, case.rgb, case.truth
     if "nyu" in groups:
-        from dada_ros.learned.datasets import nyu_raw
-        from dada_ros.learned.datasets.realdata import default_root
-
-        root = default_root()
-        if root is not None and (root / nyu_raw.SOURCE_FILE).is_file():
-            sc = nyu_raw.read_registered(root)
-            yield "nyu", sc.name, sc.rgb, sc.depth
+        for case in load_cases(("nyu_reg",)):  # registered to its RGB, as holes.py reads it
+            yield "nyu", case.name, case.rgb, case.truth
 
 
 def shifted(rgb: np.ndarray, depth: np.ndarray, dx: int, scale: int) -> tuple[np.ndarray, np.ndarray]:

@@ -39,11 +39,17 @@ from .fused_head import full_res_output, fused_head_applies
 ARCHITECTURES = ("lite-unet", "lite-unet-fr", "lite-unet-q", "resnet50-unet")
 
 
+def pad_plan(H: int, W: int, multiple: int) -> tuple[int, int, str]:
+    """Rows and columns appended (at the bottom and right) to reach a multiple of ``multiple``, and
+    the padding mode: reflection where the image is larger than the padding, else replication."""
+    ph, pw = (-H) % multiple, (-W) % multiple
+    return ph, pw, "reflect" if (ph < H and pw < W) else "replicate"
+
+
 def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     H, W = x.shape[-2:]
-    ph, pw = (-H) % multiple, (-W) % multiple
+    ph, pw, mode = pad_plan(H, W, multiple)
     if ph or pw:
-        mode = "reflect" if (ph < H and pw < W) else "replicate"
         x = F.pad(x, (0, pw, 0, ph), mode=mode)
     return x, (H, W)
 

@@ -26,7 +26,7 @@ from dada_ros.core import coefficients as coef
 from dada_ros.core.errors import DadaInputError
 from dada_ros.core.fused_cpu import HAVE_NUMBA
 
-from .backbones import LiteUNet
+from .backbones import LiteUNet, pad_plan
 
 if HAVE_NUMBA:
     from dada_ros.core.coefficients import _coef_rows, _free_row
@@ -81,14 +81,13 @@ def learned_coefficients_from_inputs(net, rgb: np.ndarray, depth_up: np.ndarray,
     else:
         z = d * np.float32(cfg.depth_scale)
     z -= np.float32(z.mean(dtype=np.float64))
-    # the U-Net's input: the network input padded to its stride (as backbones._pad_to) and pooled
-    Hp, Wp = H + (-H) % stride, W + (-W) % stride
-    reflect = (Hp - H) < H and (Wp - W) < W
-    rows = _pad_index(H, Hp, reflect)
-    cols = _pad_index(W, Wp, reflect)
+    # the U-Net's input: the network input padded to its stride (backbones.pad_plan) and pooled
+    ph, pw, mode = pad_plan(H, W, stride)
+    rows = _pad_index(H, H + ph, mode == "reflect")
+    cols = _pad_index(W, W + pw, mode == "reflect")
     mean = np.asarray(coef.IMAGENET_MEAN, np.float32)
     std = np.asarray(coef.IMAGENET_STD, np.float32)
-    pooled = np.empty((1, 4, Hp // pool, Wp // pool), np.float32)
+    pooled = np.empty((1, 4, (H + ph) // pool, (W + pw) // pool), np.float32)
     _pooled_input_kernel(g, z, mean, std, rows, cols, pool, pooled)
     from .model import scale_code
     code = scale_code(scale, 1, torch.device("cpu")) if cfg.scale_film else None
