@@ -294,6 +294,9 @@ def main(argv=None) -> int:
     p.add_argument("--flow-scale", type=float, help="AlignConfig.flow_scale (the flow's resolution, <= 1)")
     p.add_argument("--flow-preset", choices=("ultrafast", "fast", "medium"),
                    help="AlignConfig.preset (the DIS preset)")
+    p.add_argument("--cheap-flow", choices=("ultrafast", "fast", "medium", "none"),
+                   help="AlignConfig.cheap_preset (the first tier of the flow; none: always --flow-preset)")
+    p.add_argument("--cheap-max-px", type=float, help="AlignConfig.cheap_max_px (motion up to which the first tier is kept)")
     p.add_argument("--search-radius", type=int, help="AlignConfig.search_radius (the colour-guided selection's window)")
     p.add_argument("--equilibrium", nargs="*", default=["pan", "shift", "rotate", "forward", "static"],
                    help="motions scored against the 8000-step single-frame equilibrium too (slow)")
@@ -318,10 +321,15 @@ def main(argv=None) -> int:
         warm.accept = AcceptConfig(**{k: v for k, v in (("reject_cell_error", a.reject_cell_error),
                                                          ("dilate_cells", a.dilate_cells)) if v is not None})
     warm.overlap_prepare = {"auto": None, "on": True, "off": False}[a.overlap_prepare]
+
+    def preset(name: str) -> int:
+        return getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{name.upper()}")
+
     align = {k: v for k, v in (("fill_passes", a.fill_passes), ("flow_scale", a.flow_scale),
-                               ("search_radius", a.search_radius),
-                               ("preset", None if a.flow_preset is None else
-                                getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{a.flow_preset.upper()}"))) if v is not None}
+                               ("search_radius", a.search_radius), ("cheap_max_px", a.cheap_max_px),
+                               ("preset", None if a.flow_preset is None else preset(a.flow_preset))) if v is not None}
+    if a.cheap_flow is not None:
+        align["cheap_preset"] = None if a.cheap_flow == "none" else preset(a.cheap_flow)
     if align:
         warm.align = AlignConfig(**align)
     if a.region_delta_factor is not None:

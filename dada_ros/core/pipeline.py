@@ -231,22 +231,6 @@ class FrameResult:
     stats: dict
 
 
-def init_ratio_error(y0: np.ndarray, source: np.ndarray) -> float:
-    """Median over valid, covered source cells of |down(Y0) / S - 1| (NaN in Y0 = not covered)."""
-    y0 = np.asarray(y0, dtype=np.float32)
-    src = np.asarray(source, dtype=np.float32)
-    if y0.ndim != 2 or src.ndim != 2:
-        raise DadaInputError(f"prior and source must be 2-D, got {y0.shape} and {src.shape}")
-    part = Partition(y0.shape, src.shape)
-    fin = np.isfinite(y0)
-    # A cell is covered when every pixel is finite: its share of non-finite pixels is exactly 0.
-    down = part.cell_means(np.where(fin, y0, np.float32(0)))
-    ok = valid_source_mask(src) & (part.cell_means(~fin) == 0)
-    if not ok.any():
-        return float("inf")
-    return float(np.median(np.abs(down[ok] / src[ok] - 1.0)))
-
-
 def _pixel_ranges(fine: int, coarse: int) -> np.ndarray:
     """start[k] = first fine pixel of coarse cell k (k = 0..coarse; start[coarse] = fine)."""
     return np.searchsorted(cell_index(fine, coarse), np.arange(coarse + 1)).astype(np.int64)
@@ -461,13 +445,14 @@ class FramePipeline:
             if self._prev_guide.shape[:2] != rgb.shape[:2]:
                 info["cold_reason"] = "image size changed"
                 return None, info
-            al = align_frames(self._prev_depth, self._prev_guide, rgb, self.warm.align)
+            al = align_frames(self._prev_depth, self._prev_guide, rgb, self._align_config())
             y0 = al.y0
             info["flow_ms"] = al.info.flow_ms
             info["warm_valid_fraction"] = al.info.valid_fraction
             info["warm_filled_fraction"] = al.info.filled_fraction
             info["photometric_error"] = al.info.photometric_error
             info["mean_flow_px"] = al.info.mean_flow_px
+            info["flow_tier"] = al.info.flow_tier
             if al.info.cut:
                 info["cold_reason"] = f"scene cut: {al.info.reason}"
                 info["declined"] = True
@@ -487,17 +472,16 @@ class FramePipeline:
             if track_age:
                 age = np.where(al.source_index >= 0, prev_age.reshape(-1)[np.maximum(al.source_index, 0)], 0.0)
                 age = age.astype(np.float32)
-        ratio_err = init_ratio_error(y0, source)
-        info["init_ratio_error"] = ratio_err
-        if ratio_err > self.warm.max_init_ratio_error:
-            info["cold_reason"] = f"previous output disagrees with the new depth (median ratio error {ratio_err:.2f})"
-            info["declined"] = True
-            return None, info
         tracked = al.valid if mode == "flow" else None
         t_acc = time.perf_counter()
         acc = accept_prior(y0, source, tracked, self.warm.accept)
         info["accept_ms"] = (time.perf_counter() - t_acc) * 1000
-        info.update({"accept_" + k: v for k, v in acc.stats().items() if k not in ("accepted", "reason")})
+        info["init_ratio_error"] = acc.ratio_error
+        if acc.ratio_error > self.warm.max_init_ratio_error:
+            info["cold_reason"] = f"previous output disagrees with the new depth (median ratio error {acc.ratio_error:.2f})"
+            info["declined"] = True
+            return None, info
+        info.update({"accept_" + k: v for k, v in acc.stats().items() if k not in ("accepted", "reason", "ratio_error")})
         if not acc.accepted:
             info["cold_reason"] = acc.reason
             info["declined"] = True
@@ -541,13 +525,24 @@ class FramePipeline:
             self._prepare_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dada-prepare")
         return self._prepare_pool.submit(self.solver.prepare, rgb, source)
 
+    def _slow_motion_px(self) -> float:
+        """WarmConfig.slow_motion_px, resolved (None: 5 px with DADA-free, 0 = off with a learned guide)."""
+        px = self.warm.slow_motion_px
+        if px is None:
+            px = FREE_SLOW_MOTION_PX if isinstance(self.solver.guide_model, FreeGuide) else 0.0
+        return float(px)
+
+    def _align_config(self) -> AlignConfig:
+        """The alignment's settings; its cheap flow tier (AlignConfig.cheap_max_px None) serves the
+        frames of the slow-motion budget, so it follows the slow-motion threshold."""
+        cfg = self.warm.align or AlignConfig()
+        return replace(cfg, cheap_max_px=self._slow_motion_px()) if cfg.cheap_max_px is None else cfg
+
     def _warm_budget(self, info: dict) -> int:
         """Applications of this warm frame: the slow-motion budget when the alignment measured a
         small motion, ``warm_iterations`` otherwise (``naive``: no flow, always the latter)."""
         its = int(self.warm.warm_iterations)
-        px = self.warm.slow_motion_px
-        if px is None:
-            px = FREE_SLOW_MOTION_PX if isinstance(self.solver.guide_model, FreeGuide) else 0.0
+        px = self._slow_motion_px()
         flow = info.get("mean_flow_px", float("nan"))
         if px > 0 and flow <= px:  # NaN (no flow: naive) compares False
             return min(its, int(self.warm.slow_motion_iterations))

@@ -103,6 +103,10 @@ class Acceptance:
     rejected_fraction: float  # pixels cold-initialised because their cell failed the test
     cold_fraction: float  # all pixels that start cold (rejected + no prior)
     motion: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)  # a0, a1, a2, b
+    # Median over valid source cells wholly covered by the prior of |down(Y0) / S - 1|, before the
+    # motion correction (inf: no such cell): the coarse test the pipeline applies first
+    # (WarmConfig.max_init_ratio_error), from the cell sums this test makes anyway.
+    ratio_error: float = float("inf")
 
     def stats(self) -> dict:
         """JSON-friendly summary (no arrays)."""
@@ -136,31 +140,42 @@ def _coords(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_depth_motion(prior_means: np.ndarray, source: np.ndarray, ok: np.ndarray,
-                     rounds: int = 3) -> tuple[float, float, float, float]:
+                     rounds: int = 3, use_numba: bool | None = None) -> tuple[float, float, float, float]:
     """Robust least squares of  S = d * (a0 + a1 x + a2 y) + b  over the cells ``ok``.
 
     ``prior_means`` (h, w): the prior's cell means d; ``source`` (h, w) S. Each round refits on
     the cells whose relative residual is below max(3 x median, 1%) (outliers: moving objects,
     misaligned edges). Returns (a0, a1, a2, b); the identity (1, 0, 0, 0) with fewer than 8 cells.
+    ``use_numba``: the gather and the residual rounds in numba (None: when installed); the same
+    arithmetic in the same order as numpy, so the same fit (a test holds it).
     """
     h, w = source.shape
     x, y = _coords(h, w)
-    d, s = prior_means[ok].astype(np.float64), source[ok].astype(np.float64)
-    if d.size < 8:
+    use_numba = HAVE_NUMBA if use_numba is None else use_numba
+    if use_numba:
+        # 2 ms of a 640x480 warm frame in numpy (a gather and, per round, five passes and a median
+        # over ~19k cells); one pass per round here
+        cols, s = _design_numba(prior_means, source, np.ascontiguousarray(ok, dtype=np.bool_), x, y)
+    else:
+        d, s = prior_means[ok].astype(np.float64), source[ok].astype(np.float64)
+        cols = np.stack([d, d * x[ok], d * y[ok], np.ones_like(d)])  # (4, n): the design matrix, transposed
+    if s.size < 8:
         return 1.0, 0.0, 0.0, 0.0
-    cols = np.stack([d, d * x[ok], d * y[ok], np.ones_like(d)])  # (4, n): the design matrix, transposed
-    keep = np.ones(d.size, bool)
+    keep = np.ones(s.size, bool)
     p = np.array([1.0, 0.0, 0.0, 0.0])
     for _ in range(rounds):
-        if keep.sum() < 8:
+        if np.count_nonzero(keep) < 8:
             break
-        p = _least_squares(cols, s, keep)
-        r = np.abs(p[0] * cols[0] + p[1] * cols[1] + p[2] * cols[2] + p[3] - s) / s
-        keep = r <= max(3.0 * float(np.median(r)), 0.01)
+        p = _least_squares(cols, s, keep, use_numba)
+        if use_numba:
+            keep = _inliers_numba(cols, s, p[0], p[1], p[2], p[3])
+        else:
+            r = np.abs(p[0] * cols[0] + p[1] * cols[1] + p[2] * cols[2] + p[3] - s) / s
+            keep = r <= max(3.0 * float(np.median(r)), 0.01)
     return float(p[0]), float(p[1]), float(p[2]), float(p[3])
 
 
-def _least_squares(cols: np.ndarray, b: np.ndarray, keep: np.ndarray) -> np.ndarray:
+def _least_squares(cols: np.ndarray, b: np.ndarray, keep: np.ndarray, use_numba: bool = HAVE_NUMBA) -> np.ndarray:
     """argmin |cols.T p - b| over the columns ``keep`` of a (4, n) float64 ``cols``: the normal
     equations (a 4x4 solve), the SVD where they are ill-conditioned (a degenerate cell set).
 
@@ -168,7 +183,7 @@ def _least_squares(cols: np.ndarray, b: np.ndarray, keep: np.ndarray) -> np.ndar
     process busy on a 2-core machine each call waited for a time slice (a round took 1-13 ms with
     ``np.linalg.lstsq``; a ``np.dot`` of two such columns up to 100 ms). One numba pass, or
     elementwise numpy sums without numba."""
-    if HAVE_NUMBA:
+    if use_numba:
         ata, atb = _normal_equations_numba(cols, b, keep)
     else:
         ck, bk = cols[:, keep], b[keep]
@@ -187,21 +202,67 @@ if HAVE_NUMBA:
 
     @njit(cache=True, nogil=True)
     def _normal_equations_numba(cols, b, keep):
-        n, m = cols.shape
-        ata = np.zeros((n, n))
-        atb = np.zeros(n)
-        for k in range(m):
+        """A^T A and A^T b of the (4, n) design columns over ``keep``: each entry summed over the
+        cells in order, in scalars (array accumulators kept it ~3x slower: 0.35 ms a round)."""
+        s00 = s01 = s02 = s03 = s11 = s12 = s13 = s22 = s23 = s33 = 0.0
+        t0 = t1 = t2 = t3 = 0.0
+        for k in range(cols.shape[1]):
             if not keep[k]:
                 continue
-            for i in range(n):
-                ci = cols[i, k]
-                atb[i] += ci * b[k]
-                for j in range(i, n):
-                    ata[i, j] += ci * cols[j, k]
-        for i in range(n):
-            for j in range(i):
-                ata[i, j] = ata[j, i]
-        return ata, atb
+            c0, c1, c2, c3, bk = cols[0, k], cols[1, k], cols[2, k], cols[3, k], b[k]
+            t0 += c0 * bk
+            t1 += c1 * bk
+            t2 += c2 * bk
+            t3 += c3 * bk
+            s00 += c0 * c0
+            s01 += c0 * c1
+            s02 += c0 * c2
+            s03 += c0 * c3
+            s11 += c1 * c1
+            s12 += c1 * c2
+            s13 += c1 * c3
+            s22 += c2 * c2
+            s23 += c2 * c3
+            s33 += c3 * c3
+        ata = np.array([[s00, s01, s02, s03], [s01, s11, s12, s13], [s02, s12, s22, s23], [s03, s13, s23, s33]])
+        return ata, np.array([t0, t1, t2, t3])
+
+    @njit(cache=True, nogil=True)
+    def _design_numba(mean, src, ok, x, y):
+        """The fit's (4, n) design columns (d, d x, d y, 1) and S over the cells ``ok``, float64,
+        in numpy's boolean-indexing order (row-major)."""
+        h, w = src.shape
+        n = 0
+        for i in range(h):
+            for j in range(w):
+                n += ok[i, j]
+        cols = np.empty((4, n))
+        s = np.empty(n)
+        k = 0
+        for i in range(h):
+            for j in range(w):
+                if ok[i, j]:
+                    d = np.float64(mean[i, j])
+                    cols[0, k] = d
+                    cols[1, k] = d * np.float64(x[i, j])
+                    cols[2, k] = d * np.float64(y[i, j])
+                    cols[3, k] = 1.0
+                    s[k] = np.float64(src[i, j])
+                    k += 1
+        return cols, s
+
+    @njit(cache=True, nogil=True)
+    def _inliers_numba(cols, s, p0, p1, p2, p3):
+        """Cells whose relative residual |fit - S| / S is at most max(3 x its median, 1%)."""
+        n = s.shape[0]
+        r = np.empty(n)
+        for k in range(n):
+            r[k] = abs(p0 * cols[0, k] + p1 * cols[1, k] + p2 * cols[2, k] + p3 - s[k]) / s[k]
+        limit = max(3.0 * np.median(r), 0.01)
+        keep = np.empty(n, np.bool_)
+        for k in range(n):
+            keep[k] = r[k] <= limit
+        return keep
 
 
 def apply_depth_motion(y: np.ndarray, motion: tuple[float, float, float, float]) -> np.ndarray:
@@ -322,7 +383,7 @@ def accept_prior(y0: np.ndarray, source: np.ndarray, tracked: np.ndarray | None 
         cold = ~finite
         return Acceptance(np.where(finite, y0, np.nan).astype(np.float32), cold,
                           np.full((h, w), np.nan, np.float32), False, reason, float("nan"), 0.0,
-                          float(cold.mean()), motion)
+                          float(cold.mean()), motion, ratio_error)
 
     if use_numba:
         trk = np.ones(y0.shape, bool) if tracked is None else np.ascontiguousarray(tracked, dtype=np.bool_)
@@ -335,6 +396,8 @@ def accept_prior(y0: np.ndarray, source: np.ndarray, tracked: np.ndarray | None 
         y0 = np.where(finite, y0, np.nan).astype(np.float32)
         tracked_frac = float((finite if tracked is None else (np.asarray(tracked, bool) & finite)).mean())
         mean, cov = cell_means(y0, part)
+    whole = valid & (cov >= 1.0 - 1e-6)  # every pixel of the cell has a prior (float32 area sums: not exactly 1)
+    ratio_error = float(np.median(np.abs(mean[whole] / src[whole] - 1.0))) if whole.any() else float("inf")
     if tracked_frac < cfg.min_tracked_fraction:
         return declined(f"only {tracked_frac:.0%} of pixels tracked (< {cfg.min_tracked_fraction:.0%})")
     tested = valid & (cov >= cfg.cell_coverage) & np.isfinite(mean)
@@ -342,7 +405,7 @@ def accept_prior(y0: np.ndarray, source: np.ndarray, tracked: np.ndarray | None 
         return declined("no source cell covered by the previous output")
     motion = (1.0, 0.0, 0.0, 0.0)
     if cfg.motion_model:
-        motion = fit_depth_motion(mean, src, tested & (cov >= 0.99))
+        motion = fit_depth_motion(mean, src, tested & (cov >= 0.99), use_numba=use_numba)
         if abs(motion[0] - 1.0) > cfg.max_scale_change or abs(motion[3]) > cfg.max_offset:
             return declined(f"previous output does not follow a rigid motion (fit a0={motion[0]:.2f}, "
                             f"b={motion[3]:.2f} m)", motion)
@@ -381,4 +444,4 @@ def accept_prior(y0: np.ndarray, source: np.ndarray, tracked: np.ndarray | None 
     elif cold_frac > cfg.max_reject_fraction:
         reason = (f"previous output disagrees with the new depth on {cold_frac:.0%} of the image "
                   f"(> {cfg.max_reject_fraction:.0%})")
-    return Acceptance(y_keep, cold, err, not reason, reason, med, rej_frac, cold_frac, motion)
+    return Acceptance(y_keep, cold, err, not reason, reason, med, rej_frac, cold_frac, motion, ratio_error)

@@ -60,10 +60,12 @@ if HAVE_NUMBA:
 
 WARPS = ("select", "nearest", "linear")
 MIN_FLOW_SIDE = 32
-# AlignConfig.variational_iterations applies when the flow image's shorter side is at least this;
+# AlignConfig.variational_iterations and its cheap flow tier apply when the flow image's shorter side is at least this;
 # a smaller flow image keeps the preset's refinement (its patches are coarse against the image: on
 # a 128x96 pan the unrefined flow left 5.5-6.3% of the image cold against 2.7-5.6%, at < 1 ms).
 MIN_UNREFINED_FLOW_SIDE = 100
+# AlignConfig.cheap_max_px when None outside a FramePipeline (see AlignConfig)
+CHEAP_FLOW_MAX_PX = 5.0
 
 
 @dataclass
@@ -88,6 +90,17 @@ class AlignConfig:
     # selection already does the sub-pixel placement the refinement would. Flow images under
     # MIN_UNREFINED_FLOW_SIDE keep the preset's refinement.
     variational_iterations: int | None = 0
+    # Two tiers (session 13): the flow is first computed with ``cheap_preset`` (0.5 ms at 320x240
+    # against 3 ms); when the view moved at most ``cheap_max_px`` (mean |flow|, full-resolution
+    # pixels) that flow is kept, otherwise the ``preset`` flow is computed and used. The cheaper
+    # flows lost where the view moved far (a frame drop's 8 px with parallax: edges 2-8 px off,
+    # beyond the selection's window); on slow motion the selection absorbs most of their error.
+    # None for cheap_max_px: CHEAP_FLOW_MAX_PX here, and in FramePipeline its slow-motion
+    # threshold (5 px with DADA-free, off with a learned guide): the cheap flow serves the frames
+    # whose warm start is cheap (40 applications), where 3 ms is a tenth of the frame.
+    # cheap_preset None: always ``preset``. Measured in doc/warm_start.md (session 13).
+    cheap_preset: int | None = cv2.DISOPTICAL_FLOW_PRESET_FAST
+    cheap_max_px: float | None = None
     warp: str = "select"  # select | nearest | linear (see the module docstring)
     search_radius: int = 3  # select: window (2r+1)^2 around the rounded flow target
     distance_weight: float = 0.005  # select: score = mean |dRGB| (0..1) + this * distance^2 (px^2)
@@ -123,6 +136,8 @@ class AlignConfig:
         if self.variational_iterations is not None and (
                 int(self.variational_iterations) != self.variational_iterations or self.variational_iterations < 0):
             raise DadaInputError(f"variational_iterations must be None or an integer >= 0, got {self.variational_iterations}")
+        if self.cheap_max_px is not None and not (np.isfinite(self.cheap_max_px) and self.cheap_max_px >= 0):
+            raise DadaInputError(f"cheap_max_px must be None or a finite number >= 0, got {self.cheap_max_px}")
         for name in ("distance_weight", "accept_color_error", "max_color_error", "fill_color_tolerance", "fb_abs_px", "fb_rel",
                      "cut_photometric", "min_valid_fraction"):
             v = getattr(self, name)
@@ -142,6 +157,7 @@ class AlignInfo:
     filled_fraction: float = 0.0  # untracked pixels given a depth by the colour-guided fill
     exposure_gain: tuple[float, float, float] = (1.0, 1.0, 1.0)  # applied to the previous guide
     mean_flow_px: float = float("nan")  # mean |flow| over the image, guide pixels (how far the view moved)
+    flow_tier: str = ""  # which flow was used: "cheap" or "precise" (AlignConfig.cheap_preset)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -195,41 +211,56 @@ def dense_flow(src_gray: np.ndarray, dst_gray: np.ndarray, preset: int,
     return dis.calc(src_gray, dst_gray, None)
 
 
-def _flow(a8: np.ndarray, b8: np.ndarray, cfg: AlignConfig) -> tuple[np.ndarray, float, float]:
+def _flow(a8: np.ndarray, b8: np.ndarray, cfg: AlignConfig) -> tuple[np.ndarray, float, float, str]:
     """Flow from guide ``a`` to guide ``b`` at full resolution (computed at ``flow_scale``).
 
     Returns (flow (H, W, 2), photometric error of ``b`` warped onto ``a`` by the flow at the flow
-    resolution (mean |d gray| in [0, 1] over in-frame pixels), mean |flow| in full-resolution pixels).
+    resolution (mean |d gray| in [0, 1] over in-frame pixels), mean |flow| in full-resolution pixels,
+    the tier that gave it: "cheap" (``cheap_preset``) or "precise" (``preset``)).
     """
     H, W = a8.shape[:2]
     # Tiny images: no downscaling below MIN_FLOW_SIDE pixels (DIS needs a few patches per side).
     scale = cfg.flow_scale if min(H, W) * cfg.flow_scale >= MIN_FLOW_SIDE else 1.0
     ga, gb = _gray_u8(a8, scale), _gray_u8(b8, scale)
     refine = cfg.variational_iterations if min(ga.shape[:2]) >= MIN_UNREFINED_FLOW_SIDE else None
-    small = dense_flow(ga, gb, cfg.preset, refine)
-    h, w = small.shape[:2]
-    u, v = _pixel_grid(h, w)
-    mx, my = u + small[:, :, 0], v + small[:, :, 1]
-    inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
-    warped = cv2.remap(gb, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    diff = np.abs(warped.astype(np.float32) - ga.astype(np.float32))
-    photo = float(diff[inside].mean() / 255.0) if inside.any() else float("inf")
-    fl = small
+    h, w = ga.shape[:2]
     to_full = np.array([W / w, H / h], np.float32)  # vectors in small-image pixels -> full-resolution pixels
-    if (h, w) != (H, W):
-        fl = cv2.resize(small, (W, H), interpolation=cv2.INTER_LINEAR)
-        fl *= to_full
-    # float32 on the small flow: one pass (np.hypot in float64 cost 0.4 ms at 320x240)
-    mean_px = float(cv2.magnitude(small[:, :, 0] * to_full[0], small[:, :, 1] * to_full[1]).mean())
-    return fl, photo, mean_px
+    small, tier = None, "cheap"
+    limit = CHEAP_FLOW_MAX_PX if cfg.cheap_max_px is None else cfg.cheap_max_px
+    # Below MIN_UNREFINED_FLOW_SIDE the flow is cheap anyway and the cheap preset's coarser patches
+    # fail: on a 128x96 pan (a 64x48 flow image) it left 5-7% of the image cold, every warm start declined.
+    if (cfg.cheap_preset is not None and cfg.cheap_preset != cfg.preset and limit > 0
+            and min(h, w) >= MIN_UNREFINED_FLOW_SIDE):
+        small = dense_flow(ga, gb, cfg.cheap_preset, refine)
+        if not _mean_magnitude(small, to_full) <= limit:
+            small = None  # the view moved far: the precise flow
+    if small is None:
+        small, tier = dense_flow(ga, gb, cfg.preset, refine), "precise"
+    # OpenCV passes on the flow image (0.5 ms at 320x240 against 2 ms of numpy temporaries):
+    # absolute sampling positions, the in-frame mask, the warp and the mean difference inside.
+    maps = cv2.add(_pixel_grid(h, w), small)
+    inside = cv2.inRange(maps, (0.0, 0.0), (w - 1.0, h - 1.0))
+    warped = cv2.remap(gb, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    photo = cv2.mean(cv2.absdiff(warped, ga), mask=inside)[0] / 255.0 if cv2.countNonZero(inside) else float("inf")
+    fl = small
+    if (h, w) != (H, W):  # scaled on the small image (a quarter of the pixels), then resized
+        fl = cv2.resize(small * to_full, (W, H), interpolation=cv2.INTER_LINEAR)
+    return fl, photo, _mean_magnitude(small, to_full), tier
+
+
+def _mean_magnitude(small: np.ndarray, to_full: np.ndarray) -> float:
+    """Mean |flow| of a flow image in full-resolution pixels (float32 on the small flow: one pass;
+    np.hypot in float64 cost 0.4 ms at 320x240)."""
+    return float(cv2.magnitude(small[:, :, 0] * to_full[0], small[:, :, 1] * to_full[1]).mean())
 
 
 @functools.lru_cache(maxsize=4)
-def _pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column and row coordinates (h, w) float32 (cached per size, read-only)."""
+def _pixel_grid(h: int, w: int) -> np.ndarray:
+    """(column, row) coordinates of every pixel, (h, w, 2) float32 (cached per size, read-only)."""
     u, v = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    u.flags.writeable = v.flags.writeable = False
-    return u, v
+    grid = np.ascontiguousarray(np.stack([u, v], axis=2))
+    grid.flags.writeable = False
+    return grid
 
 
 # ----------------------------------------------------------------------------- colour-guided selection
@@ -513,7 +544,7 @@ def align_frames(prev_depth: np.ndarray, prev_guide: np.ndarray, cur_guide: np.n
             gain = g
             prev8 = np.clip(prev8.astype(np.float32) * gain + 0.5, 0, 255).astype(np.uint8)
     try:
-        fwd, photo, mean_px = _flow(cur8, prev8, cfg)  # current -> previous
+        fwd, photo, mean_px, tier = _flow(cur8, prev8, cfg)  # current -> previous
     except cv2.error as exc:  # e.g. an image too small for the flow's pyramid: start cold
         info = AlignInfo((time.perf_counter() - t0) * 1000, 0.0, float("inf"), True,
                          f"optical flow failed: {' '.join(str(exc).split('error:')[-1].split())}")
@@ -528,7 +559,7 @@ def align_frames(prev_depth: np.ndarray, prev_guide: np.ndarray, cur_guide: np.n
         y0, idx = _remap_warp(prev_depth, fwd, cfg.warp)
         valid = idx >= 0
     if cfg.forward_backward:
-        bwd, _, _ = _flow(prev8, cur8, cfg)  # previous -> current
+        bwd = _flow(prev8, cur8, cfg)[0]  # previous -> current
         u, v = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
         back = cv2.remap(bwd, u + fwd[:, :, 0], v + fwd[:, :, 1], cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
@@ -551,7 +582,7 @@ def align_frames(prev_depth: np.ndarray, prev_guide: np.ndarray, cur_guide: np.n
         reason = f"photometric error {photo:.3f} > {cfg.cut_photometric}"
     elif frac < cfg.min_valid_fraction:
         reason = f"only {frac:.0%} of pixels tracked (< {cfg.min_valid_fraction:.0%})"
-    info = AlignInfo(flow_ms, frac, photo, bool(reason), reason, filled, tuple(float(x) for x in gain), mean_px)
+    info = AlignInfo(flow_ms, frac, photo, bool(reason), reason, filled, tuple(float(x) for x in gain), mean_px, tier)
     return Alignment(y0, valid, idx, info)
 
 

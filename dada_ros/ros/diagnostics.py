@@ -329,7 +329,7 @@ class Diagnostics:
                 msg += "; " + "; ".join(notes.values())
             stat.summary(WARN if notes else OK, msg)
         for k in ("method", "device", "init_mode", "cold_reason", "iterations", "residual", "converged",
-                  "flow_ms", "mean_flow_px", "accept_ms", "warm_region_fraction", "warm_valid_fraction", "warm_declined_in_row", "solve_ms",
+                  "flow_ms", "mean_flow_px", "flow_tier", "accept_ms", "warm_region_fraction", "warm_valid_fraction", "warm_declined_in_row", "solve_ms",
                   "prepare_overlapped", "prepare_wait_ms", "frame_ms", "scale", "filled_fraction",
                   "range_outliers", "range_worst",
                   *LATENCY_STAGES):

@@ -529,7 +529,7 @@ class UpsampleNode(Node):
         # The cloud goes out after the depth image: its time is not in the depth's latency.
         stages.update(t_depth_out_ms=1000 * (t_cloud - t_out), t_cloud_ms=1000 * (t_end - t_cloud))
         frame = {k: stats.get(k) for k in ("init_mode", "cold_reason", "iterations", "residual", "converged",
-                                           "flow_ms", "mean_flow_px", "warm_valid_fraction", "scale", "filled_fraction", "device",
+                                           "flow_ms", "mean_flow_px", "flow_tier", "warm_valid_fraction", "scale", "filled_fraction", "device",
                                            "range_outliers", "range_worst", "accept_ms", "warm_region_fraction",
                                            "solve_ms", "warm_declined_in_row", "guard", "prepare_overlapped",
                                            "prepare_wait_ms")}

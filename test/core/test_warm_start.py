@@ -9,6 +9,7 @@ from dada_ros.core import warm_start as ws
 from dada_ros.core.errors import DadaInputError
 from dada_ros.core.metrics import consistency_error, depth_errors
 from dada_ros.core.pipeline import FramePipeline, WarmConfig, refine_young
+from dada_ros.core.resample import Partition, valid_source_mask
 from dada_ros.core.sequences import SequenceConfig, make_sequence
 from dada_ros.core.scenes import TofModel, block_average, intrinsics, random_scene, render, simulate_tof
 from dada_ros.core.schedule import Schedule
@@ -585,6 +586,8 @@ def test_the_depth_motion_fit_solves_the_least_squares_problem():
     for src in (s, s_out):
         fit = wa.fit_depth_motion(d, src, ok)
         assert np.allclose(fit, truth, atol=2e-4), fit
+        if wa.HAVE_NUMBA:  # the numba rounds: the same robust fit (normal equations summed in another order)
+            np.testing.assert_allclose(wa.fit_depth_motion(d, src, ok, use_numba=False), fit, rtol=1e-9, atol=1e-12)
     # degenerate: every cell the same depth at the same place -> the SVD path, no exception
     flat = np.zeros((h, w), bool)
     flat[5, 5:20] = True
@@ -614,7 +617,18 @@ def test_numba_and_numpy_acceptance_agree():
         assert a.rejected_fraction == pytest.approx(b.rejected_fraction, abs=1e-9)
         assert a.cold_fraction == pytest.approx(b.cold_fraction, abs=1e-9)
         assert np.allclose(a.motion, b.motion, atol=1e-4)
+        # the coarse ratio test: median |down(Y0) / S - 1| over valid cells wholly covered
+        fin = np.isfinite(y0) & (y0 > 0)
+        part = Partition(y0.shape, src.shape)
+        whole = valid_source_mask(src) & (part.cell_sums(~fin) == 0)
+        with np.errstate(divide="ignore", invalid="ignore"):  # invalid source cells (0): not in ``whole``
+            ref = np.median(np.abs(part.cell_sums(np.where(fin, y0, 0.0)) / part.cell_sizes() / src - 1.0)[whole])
+        assert a.ratio_error == pytest.approx(ref, rel=1e-5)
+        assert b.ratio_error == pytest.approx(ref, rel=1e-5)
     assert wa.accept_prior(prior, src1, use_numba=True).rejected_fraction > 0.01
+    no_cover = np.full_like(prior, np.nan)
+    no_cover[:, ::2] = 2.0  # no cell wholly covered: no ratio to test
+    assert wa.accept_prior(no_cover, src1).ratio_error == np.inf
     with pytest.raises(DadaInputError, match="tracked"):
         wa.accept_prior(prior, src1, np.ones((3, 3), bool))
 
@@ -704,3 +718,38 @@ def test_the_age_map_is_carried_only_for_the_young_pixel_refinement(quick):
             assert a.stats["init_mode"] == b.stats["init_mode"] == "flow"
             age = on.previous()[3]
             assert age.shape == rgb.shape[:2] and (age >= 20).all() and np.isinf(age).any()
+
+
+def test_the_flow_is_cheap_on_slow_motion_and_precise_beyond():
+    """AlignConfig's two tiers: the cheap preset's flow is kept when the view moved at most
+    cheap_max_px, else the precise preset's flow is used (and the alignment says which)."""
+    from dataclasses import replace
+
+    f0, f1 = list(make_sequence(SequenceConfig(seed=2, size=(240, 320), source_shape=(30, 40),
+                                               plan=(("static", 1), ("pan", 1)))))
+    a8, b8 = ws._rgb8(f1.rgb), ws._rgb8(f0.rgb)
+    cfg = ws.AlignConfig()
+    cheap = ws._flow(a8, b8, replace(cfg, preset=cfg.cheap_preset, cheap_preset=None))
+    precise = ws._flow(a8, b8, replace(cfg, cheap_preset=None))
+    assert (cheap[3], precise[3]) == ("precise", "precise")  # one tier only: "precise" names the preset used
+    assert 0.5 < cheap[2] <= ws.CHEAP_FLOW_MAX_PX  # cheap_max_px None: this limit outside a pipeline
+    fl, photo, moved, tier = ws._flow(a8, b8, cfg)
+    assert tier == "cheap" and moved == cheap[2] and photo == cheap[1]
+    np.testing.assert_array_equal(fl, cheap[0])
+    far = replace(cfg, cheap_max_px=0.5 * cheap[2])  # the same pair counts as a far move
+    fl, photo, moved, tier = ws._flow(a8, b8, far)
+    assert tier == "precise" and moved == precise[2]
+    np.testing.assert_array_equal(fl, precise[0])
+    assert not np.array_equal(cheap[0], precise[0])  # two different flows: the test can tell them apart
+    prev = np.full((240, 320), 2.0, np.float32)
+    assert ws.align_frames(prev, f0.rgb, f1.rgb, far).info.flow_tier == "precise"
+    assert ws.align_frames(prev, f0.rgb, f1.rgb).info.flow_tier == "cheap"
+    # In the pipeline the cheap tier follows the slow-motion threshold (DADA-free: 5 px; 0 = off,
+    # as with a learned guide): the frames of the slow-motion budget get the cheap flow.
+    src = np.full((30, 40), 2.0, np.float32)
+    for px, want in ((None, "cheap"), (0.0, "precise")):
+        pipe = FramePipeline(DadaSolver(SolverConfig(device="cpu", max_iterations=5)),
+                             WarmConfig(mode="flow", slow_motion_px=px, max_age=10.0))
+        pipe.set_previous(prev, f0.rgb, 0.0)
+        assert pipe.process(f1.rgb, src, 0.1).stats["flow_tier"] == want
+
