@@ -246,33 +246,42 @@ if HAVE_NUMBA:
     @njit(parallel=True, cache=True, error_model="numpy")
     def _check_change(u, rx, z, a, b, semi, rows, prev, chunks, region, masked):
         """Convergence check in one pass: max |Y - prev| / |Y| with Y the iterate (U * up(R), or
-        a*U*up(R) + b*Z with ``semi``), then prev <- Y.
+        a*U*up(R) + b*Z with ``semi``), then prev <- Y. Returns (that max, max |Y|) as float32:
+        the second is the divergence guard's range test without another pass over the image.
 
         Written for the vector units: ``error_model="numpy"`` makes the division plain IEEE (numba's
-        default tests every divisor for zero, which stops vectorisation: 5x slower), and the max
-        is taken over the int32 bit patterns of the non-negative ratios, which order like the
-        floats (numba's float max reduction does not vectorise). A NaN ratio wins the max, so a
-        NaN never passes the tolerance."""
+        default tests every divisor for zero, which stops vectorisation: 5x slower), and the maxima
+        are taken over the int32 bit patterns of the non-negative values, which order like the
+        floats (numba's float max reduction does not vectorise). A NaN wins both maxima (its bit
+        pattern is above +inf's), so a NaN never passes the tolerance nor the guard."""
         H, W = u.shape
         chunk_max = np.zeros(chunks, dtype=np.int32)
+        chunk_abs = np.zeros(chunks, dtype=np.int32)
         for ck in prange(chunks):
             d = np.empty(W, np.float32)
             di = d.view(np.int32)
+            e = np.empty(W, np.float32)
+            ei = e.view(np.int32)
             yrow = np.empty(W, np.float32)
             m = np.int32(0)
+            ma = np.int32(0)
             for i in range(ck * H // chunks, (ck + 1) * H // chunks):
                 _form_row(yrow, 0, u[i], rx[rows[i]], z[i], a, b, semi, region[i], masked)
                 pi = prev[i]
                 for j in range(W):
                     y = yrow[j]
                     d[j] = abs(y - pi[j]) / (abs(y) + EPS32)
+                    e[j] = abs(y)
                     pi[j] = y
                 for j in range(W):
                     m = max(m, di[j])
+                    ma = max(ma, ei[j])
             chunk_max[ck] = m
-        out = np.empty(1, np.int32)
+            chunk_abs[ck] = ma
+        out = np.empty(2, np.int32)
         out[0] = chunk_max.max()
-        return out.view(np.float32)[0]
+        out[1] = chunk_abs.max()
+        return out.view(np.float32)
 
 
     @njit(parallel=True, cache=True, error_model="numpy")
@@ -359,6 +368,7 @@ class FusedLoop:
         self.row_start, self.cols, self.inv_count, self.chunks = _cell_arrays(resampler)
         self.items = []
         self.w_last = 1.0  # weight of the last application: how the current iterate is formed
+        self.abs_max: float | None = None  # max |iterate| at the last change() (the divergence guard's test)
         for b in range(y.shape[0]):
             yb = y[b, 0].numpy()
             H, W = yb.shape
@@ -398,11 +408,16 @@ class FusedLoop:
                 self.w_last = float(w)
 
     def change(self) -> float:
-        changes = []
+        """Max relative change since the last check; also sets ``abs_max`` (max |iterate| over the
+        batch, NaN if any is NaN), which the loop's divergence guard reads instead of a pass of its own."""
+        changes, abs_max = [], []
         for it, *_ in self.items:
             z, a, b = self._form(it)
-            changes.append(float(_check_change(it.u[it.k], it.rx[it.k], z, a, b, self.semi, self.rows, it.ref,
-                                               self.chunks, it.region, self.masked)))
+            c, m = _check_change(it.u[it.k], it.rx[it.k], z, a, b, self.semi, self.rows, it.ref, self.chunks,
+                                 it.region, self.masked)
+            changes.append(float(c))
+            abs_max.append(float(m))
+        self.abs_max = float(np.max(abs_max))  # a NaN wins
         return float(np.max(changes))  # a NaN wins: never "converged"
 
     def result(self, y: torch.Tensor) -> None:

@@ -261,26 +261,30 @@ def test_fused_convergence_check_value_and_nan():
     a, b = np.float32(1.7), np.float32(-0.7)
     y = u * rx[rows]
     want = float((np.abs(y - prev) / y).max())
-    got = float(_check_change(u, rx, z, a, b, False, rows, prev.copy(), 3, u, False))
-    assert got == pytest.approx(want, rel=1e-6)
+    got, abs_max = _check_change(u, rx, z, a, b, False, rows, prev.copy(), 3, u, False)
+    assert float(got) == pytest.approx(want, rel=1e-6)
+    assert float(abs_max) == float(np.abs(y).max())  # the divergence guard's range, same pass
     p = prev.copy()
     _check_change(u, rx, z, a, b, False, rows, p, 2, u, False)
     np.testing.assert_array_equal(p, y)
     # The weighted recurrence's iterate a*U*R + b*Z.
     y_semi = a * y + b * z
     p = prev.copy()
-    got = float(_check_change(u, rx, z, a, b, True, rows, p, 2, u, False))
-    assert got == pytest.approx(float((np.abs(y_semi - prev) / np.abs(y_semi)).max()), rel=1e-5)
+    got, abs_max = _check_change(u, rx, z, a, b, True, rows, p, 2, u, False)
+    assert float(got) == pytest.approx(float((np.abs(y_semi - prev) / np.abs(y_semi)).max()), rel=1e-5)
+    assert float(abs_max) == pytest.approx(float(np.abs(y_semi).max()), rel=1e-6)
     np.testing.assert_allclose(p, y_semi, rtol=1e-6)
     # ... only inside a region (Schedule.region): U*R + b*m*(Z - U*R), plain where m = 0.
     m = (rng.random((10, 12)) > 0.5).astype(np.float32)
     y_region = y + b * m * (z - y)
     p = prev.copy()
-    got = float(_check_change(u, rx, z, a, b, True, rows, p, 2, m, True))
+    got = float(_check_change(u, rx, z, a, b, True, rows, p, 2, m, True)[0])
     assert got == pytest.approx(float((np.abs(y_region - prev) / np.abs(y_region)).max()), rel=1e-5)
     np.testing.assert_allclose(p, y_region, rtol=1e-6)
     u[4, 5] = np.nan
-    assert np.isnan(_check_change(u, rx, z, a, b, False, rows, prev.copy(), 1, u, False))
+    assert np.isnan(_check_change(u, rx, z, a, b, False, rows, prev.copy(), 1, u, False)).all()
+    u[4, 5] = -np.inf
+    assert _check_change(u, rx, z, a, b, False, rows, prev.copy(), 2, u, False)[1] == np.inf
 
 
 def test_spin_setting_is_in_force_when_dada_ros_comes_first() -> None:

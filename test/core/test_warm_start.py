@@ -230,6 +230,16 @@ def test_numba_and_numpy_selection_and_fill_agree(noise):
     f_np = ws.guided_fill(np.where(ok, depth, np.nan), ok, b, 0.1, 5, use_numba=False)
     for x, y in zip(f_nb, f_np):
         np.testing.assert_array_equal(x, y)
+    for i, j in zip(ws._holes_numba(ok), np.nonzero(~ok)):
+        np.testing.assert_array_equal(i, j)
+    # in place: the caller's own arrays are filled (and only when asked)
+    y_own, ok_own = np.where(ok, depth, np.nan).astype(np.float32), ok.copy()
+    ws.guided_fill(y_own, ok_own, b, 0.1, 5)
+    np.testing.assert_array_equal(ok_own, ok)
+    f_in = ws.guided_fill(y_own, ok_own, b, 0.1, 5, in_place=True)
+    assert f_in[0] is y_own and f_in[1] is ok_own
+    np.testing.assert_array_equal(y_own, f_nb[0])
+    np.testing.assert_array_equal(ok_own, f_nb[1])
 
 
 def test_selection_picks_the_colour_matching_side_of_an_edge():
