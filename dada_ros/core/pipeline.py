@@ -75,7 +75,7 @@ from .output_range import OutputRangeConfig, apply_output_range
 from .resample import Partition, cell_index, valid_source_mask
 from .schedule import Schedule, chebyshev_defaults
 from .solver import DadaSolver, FreeGuide
-from .warm_accept import AcceptConfig, accept_prior
+from .warm_accept import LEARNED_DILATE_CELLS, AcceptConfig, accept_prior
 from .warm_start import AlignConfig, align_frames
 
 WARM_MODES = ("off", "naive", "flow")
@@ -474,7 +474,7 @@ class FramePipeline:
                 age = age.astype(np.float32)
         tracked = al.valid if mode == "flow" else None
         t_acc = time.perf_counter()
-        acc = accept_prior(y0, source, tracked, self.warm.accept)
+        acc = accept_prior(y0, source, tracked, self._accept_config())
         info["accept_ms"] = (time.perf_counter() - t_acc) * 1000
         info["init_ratio_error"] = acc.ratio_error
         if acc.ratio_error > self.warm.max_init_ratio_error:
@@ -537,6 +537,14 @@ class FramePipeline:
         frames of the slow-motion budget, so it follows the slow-motion threshold."""
         cfg = self.warm.align or AlignConfig()
         return replace(cfg, cheap_max_px=self._slow_motion_px()) if cfg.cheap_max_px is None else cfg
+
+    def _accept_config(self) -> AcceptConfig:
+        """The acceptance's settings; ``dilate_cells`` None: 2 with a learned guide (warm_accept's
+        LEARNED_DILATE_CELLS), the acceptance's own default (1) with DADA-free."""
+        cfg = self.warm.accept or AcceptConfig()
+        if cfg.dilate_cells is None and not isinstance(self.solver.guide_model, FreeGuide):
+            return replace(cfg, dilate_cells=LEARNED_DILATE_CELLS)
+        return cfg
 
     def _warm_budget(self, info: dict) -> int:
         """Applications of this warm frame: the slow-motion budget when the alignment measured a

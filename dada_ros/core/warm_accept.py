@@ -57,6 +57,15 @@ if HAVE_NUMBA:
     from .fused_cpu import njit
 
 
+# AcceptConfig.dilate_cells when None: 1 (issue 19, generated sequences); a FramePipeline with a
+# learned guide uses 2 (session 13, chosen on the pan and drop sequences: with 1 a frame-drop frame of
+# the learned warm start was 1.045x the cold solve; with 2 three of the five drop frames start cold
+# and no warm frame of any benchmark motion is above 0.956x cold, for ~1% of the smooth motions'
+# gain and the ICL living room's warm starts, now declined; doc/warm_start.md).
+FREE_DILATE_CELLS = 1
+LEARNED_DILATE_CELLS = 2
+
+
 @dataclass
 class AcceptConfig:
     """Settings of :func:`accept_prior` (see the module docstring)."""
@@ -64,7 +73,9 @@ class AcceptConfig:
     motion_model: bool = True  # correct Y0 by the fitted z change before testing (and solving)
     cell_coverage: float = 0.5  # a cell is tested when at least this fraction of it has a prior
     reject_cell_error: float = 0.08  # cell error above this: cold-initialise the cell
-    dilate_cells: int = 1  # ... and its neighbours up to this many cells away
+    # ... and its neighbours up to this many cells away. None: FREE_DILATE_CELLS, and in
+    # FramePipeline LEARNED_DILATE_CELLS with a learned guide (see there).
+    dilate_cells: int | None = None
     max_median_error: float = 0.02  # frame: median cell error above this = start cold
     min_tracked_fraction: float = 0.8  # frame: fewer tracked pixels than this = start cold
     max_reject_fraction: float = 0.3  # frame: more cold-initialised pixels than this = start cold
@@ -81,7 +92,8 @@ class AcceptConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
                 raise DadaInputError(f"{name} must be a finite number > 0, got {v}")
-        if int(self.dilate_cells) != self.dilate_cells or not 0 <= self.dilate_cells <= 8:
+        if self.dilate_cells is not None and (int(self.dilate_cells) != self.dilate_cells
+                                              or not 0 <= self.dilate_cells <= 8):
             raise DadaInputError(f"dilate_cells must be an integer in 0..8, got {self.dilate_cells}")
 
 
@@ -426,8 +438,9 @@ def accept_prior(y0: np.ndarray, source: np.ndarray, tracked: np.ndarray | None 
         err[tested] = np.abs(src[tested] - mean[tested]) / src[tested]
     med = float(np.median(err[tested]))
     bad = tested & (err > cfg.reject_cell_error)
-    if cfg.dilate_cells > 0 and bad.any():
-        k = 2 * int(cfg.dilate_cells) + 1
+    dilate = FREE_DILATE_CELLS if cfg.dilate_cells is None else int(cfg.dilate_cells)
+    if dilate > 0 and bad.any():
+        k = 2 * dilate + 1
         bad = cv2.dilate(bad.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
     if use_numba:
         y_keep, cold = np.empty_like(y0), np.empty(y0.shape, np.bool_)

@@ -763,3 +763,33 @@ def test_the_flow_is_cheap_on_slow_motion_and_precise_beyond():
         pipe.set_previous(prev, f0.rgb, 0.0)
         assert pipe.process(f1.rgb, src, 0.1).stats["flow_tier"] == want
 
+
+
+def test_the_acceptance_dilates_two_cells_with_a_learned_guide_and_one_with_dada_free():
+    """AcceptConfig.dilate_cells None: 1 with DADA-free, 2 with any other guide (a frame drop's
+    learned warm start kept a prior 1.045x cold with 1); a value the user gives is kept."""
+
+    class Learned:  # any guide that is not DADA-free's own (features and coefficients: DADA-free's)
+        def __init__(self):
+            self.free = FreeGuide()
+
+        def features(self, rgb, depth, scale=None):
+            return self.free.features(rgb, depth, scale)
+
+        def coefficients(self, feats):
+            return self.free.coefficients(feats)
+
+    free = FramePipeline(DadaSolver(SolverConfig(device="cpu")), WarmConfig(mode="flow"))
+    learned = FramePipeline(DadaSolver(SolverConfig(device="cpu"), guide_model=Learned()), WarmConfig(mode="flow"))
+    assert free._accept_config().dilate_cells is None  # accept_prior's own default: FREE_DILATE_CELLS
+    assert learned._accept_config().dilate_cells == wa.LEARNED_DILATE_CELLS == 2
+    mine = FramePipeline(DadaSolver(SolverConfig(device="cpu"), guide_model=Learned()),
+                         WarmConfig(mode="flow", accept=wa.AcceptConfig(dilate_cells=0)))
+    assert mine._accept_config().dilate_cells == 0
+    # the dilation the default gives: one bad cell rejects its 3x3 (1) or 5x5 (2) neighbourhood
+    src = np.full((12, 12), 2.0, np.float32)
+    prior = np.full((96, 96), 2.0, np.float32)
+    prior[48:56, 48:56] = 3.0  # cell (6, 6) disagrees with the source
+    for dilate, cells in ((None, 9), (1, 9), (2, 25)):
+        acc = wa.accept_prior(prior, src, config=wa.AcceptConfig(dilate_cells=dilate, motion_model=False))
+        assert acc.rejected_fraction == pytest.approx(cells / 144)
