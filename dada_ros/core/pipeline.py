@@ -474,11 +474,13 @@ class FramePipeline:
                 age = age.astype(np.float32)
         tracked = al.valid if mode == "flow" else None
         t_acc = time.perf_counter()
-        acc = accept_prior(y0, source, tracked, self._accept_config())
+        # the coarse ratio test first (it stops the acceptance before its motion fit and cell tests)
+        acc = accept_prior(y0, source, tracked, self._accept_config(),
+                           max_ratio_error=self.warm.max_init_ratio_error)
         info["accept_ms"] = (time.perf_counter() - t_acc) * 1000
         info["init_ratio_error"] = acc.ratio_error
         if acc.ratio_error > self.warm.max_init_ratio_error:
-            info["cold_reason"] = f"previous output disagrees with the new depth (median ratio error {acc.ratio_error:.2f})"
+            info["cold_reason"] = acc.reason
             info["declined"] = True
             return None, info
         info.update({"accept_" + k: v for k, v in acc.stats().items() if k not in ("accepted", "reason", "ratio_error")})

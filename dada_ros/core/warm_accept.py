@@ -361,7 +361,8 @@ def _means(total: np.ndarray, count: np.ndarray, part: Partition) -> tuple[np.nd
 
 
 def accept_prior(y0: np.ndarray, source: np.ndarray, tracked: np.ndarray | None = None,
-                 config: AcceptConfig | None = None, use_numba: bool | None = None) -> Acceptance:
+                 config: AcceptConfig | None = None, use_numba: bool | None = None,
+                 max_ratio_error: float | None = None) -> Acceptance:
     """Decide per pixel where the warped previous output ``y0`` is kept; see the module docstring.
 
     Args:
@@ -371,6 +372,8 @@ def accept_prior(y0: np.ndarray, source: np.ndarray, tracked: np.ndarray | None 
         config: :class:`AcceptConfig`.
         use_numba: force (True) or avoid (False) the numba passes; None = when available. Both
             give the same decisions (cell sums in float64 there, OpenCV's float32 area sums here).
+        max_ratio_error: decline at once, before the motion fit and the cell tests, when
+            ``ratio_error`` (see :class:`Acceptance`) is above this (None: no such test).
     Returns:
         :class:`Acceptance`; when ``accepted`` is False the frame should start cold (``reason``).
     """
@@ -410,6 +413,8 @@ def accept_prior(y0: np.ndarray, source: np.ndarray, tracked: np.ndarray | None 
         mean, cov = cell_means(y0, part)
     whole = valid & (cov >= 1.0 - 1e-6)  # every pixel of the cell has a prior (float32 area sums: not exactly 1)
     ratio_error = float(np.median(np.abs(mean[whole] / src[whole] - 1.0))) if whole.any() else float("inf")
+    if max_ratio_error is not None and ratio_error > max_ratio_error:
+        return declined(f"previous output disagrees with the new depth (median ratio error {ratio_error:.2f})")
     if tracked_frac < cfg.min_tracked_fraction:
         return declined(f"only {tracked_frac:.0%} of pixels tracked (< {cfg.min_tracked_fraction:.0%})")
     tested = valid & (cov >= cfg.cell_coverage) & np.isfinite(mean)

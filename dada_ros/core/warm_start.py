@@ -225,17 +225,19 @@ def _flow(a8: np.ndarray, b8: np.ndarray, cfg: AlignConfig) -> tuple[np.ndarray,
     refine = cfg.variational_iterations if min(ga.shape[:2]) >= MIN_UNREFINED_FLOW_SIDE else None
     h, w = ga.shape[:2]
     to_full = np.array([W / w, H / h], np.float32)  # vectors in small-image pixels -> full-resolution pixels
-    small, tier = None, "cheap"
+    small, tier, moved = None, "cheap", float("nan")
     limit = CHEAP_FLOW_MAX_PX if cfg.cheap_max_px is None else cfg.cheap_max_px
     # Below MIN_UNREFINED_FLOW_SIDE the flow is cheap anyway and the cheap preset's coarser patches
     # fail: on a 128x96 pan (a 64x48 flow image) it left 5-7% of the image cold, every warm start declined.
     if (cfg.cheap_preset is not None and cfg.cheap_preset != cfg.preset and limit > 0
             and min(h, w) >= MIN_UNREFINED_FLOW_SIDE):
         small = dense_flow(ga, gb, cfg.cheap_preset, refine)
-        if not _mean_magnitude(small, to_full) <= limit:
+        moved = _mean_magnitude(small, to_full)
+        if not moved <= limit:
             small = None  # the view moved far: the precise flow
     if small is None:
         small, tier = dense_flow(ga, gb, cfg.preset, refine), "precise"
+        moved = _mean_magnitude(small, to_full)
     # OpenCV passes on the flow image (0.5 ms at 320x240 against 2 ms of numpy temporaries):
     # absolute sampling positions, the in-frame mask, the warp and the mean difference inside.
     maps = cv2.add(_pixel_grid(h, w), small)
@@ -245,7 +247,7 @@ def _flow(a8: np.ndarray, b8: np.ndarray, cfg: AlignConfig) -> tuple[np.ndarray,
     fl = small
     if (h, w) != (H, W):  # scaled on the small image (a quarter of the pixels), then resized
         fl = cv2.resize(small * to_full, (W, H), interpolation=cv2.INTER_LINEAR)
-    return fl, photo, _mean_magnitude(small, to_full), tier
+    return fl, photo, moved, tier
 
 
 def _mean_magnitude(small: np.ndarray, to_full: np.ndarray) -> float:

@@ -639,6 +639,12 @@ def test_numba_and_numpy_acceptance_agree():
     no_cover = np.full_like(prior, np.nan)
     no_cover[:, ::2] = 2.0  # no cell wholly covered: no ratio to test
     assert wa.accept_prior(no_cover, src1).ratio_error == np.inf
+    # max_ratio_error: a prior off by 50% everywhere is declined by the coarse test, before the fit
+    off = wa.accept_prior(prior * 1.5, src1, max_ratio_error=0.1)
+    assert not off.accepted and "median ratio error" in off.reason and off.ratio_error > 0.1
+    assert off.motion == (1.0, 0.0, 0.0, 0.0) and np.isnan(off.cell_error).all()
+    fits = wa.accept_prior(prior, src1, max_ratio_error=0.1)
+    assert fits.ratio_error <= 0.1 and fits.accepted == wa.accept_prior(prior, src1).accepted
     with pytest.raises(DadaInputError, match="tracked"):
         wa.accept_prior(prior, src1, np.ones((3, 3), bool))
 
