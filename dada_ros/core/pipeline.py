@@ -317,13 +317,6 @@ def refine_young(solver: DadaSolver, rgb: np.ndarray, source: np.ndarray, y0: np
     return y, refined, solved, work
 
 
-def cold_cells(cold_pixels: np.ndarray, source_shape: tuple[int, int]) -> np.ndarray:
-    """(H, W) bool: the pixels of every source cell that holds a cold-initialised pixel (the
-    adjustment works per cell: a cell is either in the warm run's Chebyshev region or not)."""
-    part = Partition(cold_pixels.shape, source_shape)
-    return part.expand(part.cell_means(cold_pixels) > 0)
-
-
 class FramePipeline:
     """Holds the previous frame and applies the warm-start policy; see the module docstring."""
 
@@ -493,8 +486,10 @@ class FramePipeline:
                                    f"> {self.warm.naive_max_rejected:.0%}): naive needs a static view")
             info["declined"] = True
             return None, info
-        region = cold_cells(acc.cold_pixels, source.shape)
-        area = float(region.mean())
+        # the cells that hold a cold pixel, marked by the acceptance while it kept the prior
+        part = Partition(acc.cold_pixels.shape, source.shape)
+        region = part.expand(acc.cold_cells)
+        area = float((part.cell_sizes() * acc.cold_cells).sum()) / region.size
         info["warm_region_fraction"] = area
         if area > self.warm.max_cold_area:
             info["cold_reason"] = (f"cold-initialised cells cover {area:.0%} of the image "

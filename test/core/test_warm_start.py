@@ -616,12 +616,22 @@ def test_numba_and_numpy_acceptance_agree():
     prior[:5] = -1.0  # non-positive prior pixels: cold
     cases = [(prior, src1, al.valid, None), (prior * 1.05 + 0.1, src1, None, None),  # a depth motion to fit
              (prior, src1, None, wa.AcceptConfig(motion_model=False)),
-             (np.where(np.arange(128) < 40, np.nan, prior), src1, None, None)]  # too few pixels tracked
+             (np.where(np.arange(128) < 40, np.nan, prior), src1, None, None),  # too few pixels tracked
+             # a depth offset to fit (b < 0) and a few near-zero prior pixels: the motion could make a
+             # pixel <= 0, so the moved prior gets a pass of its own (the numba path's fallback)
+             (np.where((np.arange(128) % 31 == 0) & (np.arange(96)[:, None] % 29 == 0), 1e-3, prior + 0.05),
+              src1, None, None)]
+    n_accepted = 0
     for y0, src, tracked, cfg in cases:
         a = wa.accept_prior(y0, src, tracked, cfg, use_numba=True)
+        n_accepted += a.accepted
         b = wa.accept_prior(y0, src, tracked, cfg, use_numba=False)
         assert (a.accepted, a.reason[:40]) == (b.accepted, b.reason[:40])
         np.testing.assert_array_equal(a.cold_pixels, b.cold_pixels)
+        if a.accepted:  # the warm run's region: every cell that holds a cold pixel
+            cells = Partition(y0.shape, src.shape).cell_sums(a.cold_pixels) > 0
+            np.testing.assert_array_equal(a.cold_cells, cells)
+            np.testing.assert_array_equal(b.cold_cells, cells)
         np.testing.assert_allclose(a.y0, b.y0, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(a.cell_error, b.cell_error, atol=1e-5)
         assert a.rejected_fraction == pytest.approx(b.rejected_fraction, abs=1e-9)
@@ -635,6 +645,7 @@ def test_numba_and_numpy_acceptance_agree():
             ref = np.median(np.abs(part.cell_sums(np.where(fin, y0, 0.0)) / part.cell_sizes() / src - 1.0)[whole])
         assert a.ratio_error == pytest.approx(ref, rel=1e-5)
         assert b.ratio_error == pytest.approx(ref, rel=1e-5)
+    assert n_accepted >= 2
     assert wa.accept_prior(prior, src1, use_numba=True).rejected_fraction > 0.01
     no_cover = np.full_like(prior, np.nan)
     no_cover[:, ::2] = 2.0  # no cell wholly covered: no ratio to test
