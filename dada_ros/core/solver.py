@@ -386,8 +386,11 @@ class DadaSolver:
             self._record(stats, loop, final=True)
             out = (y[0, 0] - offset).float().cpu().numpy()
 
-        # NaN where the nearest measurement is too far for the fill to mean anything.
-        out[part.expand(pre.dist > cfg.max_fill_distance)] = np.nan
+        # NaN where the nearest measurement is too far for the fill to mean anything (a dense
+        # source, the common case, has no such cell: no full-resolution mask then).
+        far = pre.dist > cfg.max_fill_distance
+        if far.any():
+            out[part.expand(far)] = np.nan
         stats.filled_fraction = float(np.isfinite(out).mean())
         stats.seconds = time.perf_counter() - t0  # a prepare made beforehand is not in it (prepare_seconds)
         return SolveResult(out, stats)
