@@ -108,10 +108,12 @@ class Runner:
         self.pubs = [self.tester.create_publisher(Image if k != "camera_info" else CameraInfo, t, RELIABLE)
                      for k, t in INPUT_TOPICS.items()]
         self.received: list[int] = []
+        self.clouds: list[int] = []
         self.tester.create_subscription(Image, OUTPUT_TOPICS["depth"],
                                         lambda m: self.received.append(cv.stamp_to_nanoseconds(m.header.stamp)), RELIABLE)
         # a cloud subscriber, so the node packs and publishes the cloud as it would for a real user
-        self.tester.create_subscription(PointCloud2, OUTPUT_TOPICS["points"], lambda m: None, RELIABLE)
+        self.tester.create_subscription(PointCloud2, OUTPUT_TOPICS["points"],
+                                        lambda m: self.clouds.append(cv.stamp_to_nanoseconds(m.header.stamp)), RELIABLE)
         ex.add_node(self.node)
         ex.add_node(self.tester)
         self.rows: list[dict] = []
@@ -134,6 +136,11 @@ class Runner:
         if stamp not in self.received:
             print(f"  {self.mode} frame {i}: no output within {self.args.frame_timeout} s", flush=True)
             return
+        # The frame is over when its cloud is out too: the next triple (to this node or to the
+        # other mode's node in the same process) must not be solved while this cloud is packed,
+        # as a camera's next frame is not while the node keeps up with it.
+        while self.args.wait_cloud and time.monotonic() < deadline and stamp not in self.clouds:
+            time.sleep(0.002)
         last = dict(node.stats.last_frame)
         row = {"latency": node.stats.latencies[-1], "init_mode": last.get("init_mode"),
                "iterations": last.get("iterations"), "flow_ms": last.get("flow_ms") or 0.0,
@@ -258,6 +265,9 @@ def main() -> int:
     ap.add_argument("--max-age", type=float, default=60.0, help="warm_start_max_age for the run (s)")
     ap.add_argument("--frame-timeout", type=float, default=600.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-wait-cloud", dest="wait_cloud", action="store_false",
+                    help="send the next triple as soon as the depth is out (the frame's cloud, or the other "
+                         "mode's, is then packed while the next frame is solved)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
     W, H = (int(v) for v in args.size.split("x"))
