@@ -28,7 +28,7 @@ def test_a_warm_method_runs_the_nodes_budgets_or_the_count_it_names():
     cfg = flow.warm_config(node)
     assert (cfg.mode, cfg.warm_iterations, cfg.slow_motion_px) == ("flow", node.warm_iterations, None)
     assert cfg.slow_motion_iterations == node.warm_slow_iterations
-    assert "40 it/warm frame when the view moved <= 5 px, else 75" in flow.label(node)
+    assert f"{node.warm_slow_iterations} it/warm frame when the view moved <= 5 px, else 75" in flow.label(node)
     fixed = parse_method("dada-free:flow:60")
     cfg = fixed.warm_config(node)
     assert (cfg.warm_iterations, cfg.slow_motion_px) == (60, 0.0) and "60 it/warm frame" in fixed.label(node)

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from dada_ros.core.pipeline import WarmConfig
 from dada_ros.cli.common import run_cli
 from dada_ros.cli.replay import main
 from dada_ros.replay.bag import BagReader
@@ -36,12 +37,13 @@ def test_metrics_summary(result):
     assert s["dada-free:cold"]["frames_in"] == 3 and s["dada-free:cold"]["frames_skipped"] == 3
     assert s["dada-free:flow"]["mse_cm2"] < s["bicubic"]["mse_cm2"]
     assert s["dada-free:flow"]["consistency_max"] < 1e-4 < s["bicubic"]["consistency_max"]
-    # warm frames run the warm budget (60) or the slow-motion one (warm_slow_iterations, 40), the
+    # warm frames run the warm budget (60) or the slow-motion one (warm_slow_iterations, 30), the
     # first frame the cold equilibrium (on this 128x96 pan a few frames leave more than
     # max_cold_area of the image cold and start cold too)
     modes = s["dada-free:flow"]["init_modes"]
     assert set(modes) == {"cold", "flow"} and sum(modes.values()) == 6 and modes["flow"] >= 2, modes
-    assert 40 <= s["dada-free:flow"]["mean_iterations_warm"] <= 60 and s["dada-free:flow"]["mean_iterations_cold"] > 60
+    slow = WarmConfig().slow_motion_iterations
+    assert slow <= s["dada-free:flow"]["mean_iterations_warm"] <= 60 and s["dada-free:flow"]["mean_iterations_cold"] > 60
     assert metrics["input"]["synchronised_sets"] == 6 and metrics["input"]["without_partner"] == {}
 
 
@@ -75,7 +77,7 @@ def test_per_frame_entries_and_jsonl(result):
     assert len(lines) == 6 and json.loads(lines[2])["index"] == 2
     warm = [f["methods"]["dada-free:flow"] for f in frames if f["methods"]["dada-free:flow"]["init_mode"] == "flow"]
     for rec in warm:  # the budget follows the measured motion
-        assert rec["iterations"] == (40 if rec["mean_flow_px"] <= 5.0 else 60), rec
+        assert rec["iterations"] == (WarmConfig().slow_motion_iterations if rec["mean_flow_px"] <= 5.0 else 60), rec
         assert rec["ms"] > 0 and rec["mse_cm2"] > 0
     assert frames[2]["methods"]["dada-free:cold"] == {"skipped": True} and "mse_cm2" in frames[3]["methods"]["dada-free:cold"]
 
