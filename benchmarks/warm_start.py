@@ -298,6 +298,8 @@ def main(argv=None) -> int:
                    help="AlignConfig.cheap_preset (the first tier of the flow; none: always --flow-preset)")
     p.add_argument("--cheap-max-px", type=float, help="AlignConfig.cheap_max_px (motion up to which the first tier is kept)")
     p.add_argument("--search-radius", type=int, help="AlignConfig.search_radius (the colour-guided selection's window)")
+    p.add_argument("--no-warm-depth-feature", action="store_true",
+                   help="SolverConfig.warm_depth_feature off: warm frames keep the cold Y0 as DADA-free's depth feature")
     p.add_argument("--equilibrium", nargs="*", default=["pan", "shift", "rotate", "forward", "static"],
                    help="motions scored against the 8000-step single-frame equilibrium too (slow)")
     p.add_argument("--no-real", action="store_true", help="skip the REAL tum2klg sequence")
@@ -340,6 +342,7 @@ def main(argv=None) -> int:
         warm.max_photometric_error = a.max_photometric_error
     warm.validate()
     cfg = _solver_config(a.schedule)
+    cfg.warm_depth_feature = not a.no_warm_depth_feature
     print(f"# warm start benchmark: generated {size[1]}x{size[0]} x{a.scale}, {n} scored frames per motion; "
           f"ICL-NUIM renders 640x480 x{a.scale}, 4 scored frames each; source {a.noise}; {a.warm_iterations} warm "
           f"iterations ({a.warm_schedule}); schedule {a.schedule or 'solver default'}; CPU, {a.threads or 'default'} thread(s)", flush=True)

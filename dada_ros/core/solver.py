@@ -139,6 +139,14 @@ class SolverConfig:
     # Applications of the matching schedule (Schedule.matching_plain(8000, N)); 300 until session 11,
     # 225 chosen then on validation only (doc/learned.md "The learned guide's budget").
     learned_applications: int = LEARNED_APPLICATIONS
+    # A warm start's Y0 (the motion-compensated previous output where it was kept, the cold Y0
+    # elsewhere) is also DADA-free's depth feature, in place of the cold Y0 (up(S)): its depth
+    # edges are the fused ones of earlier frames, so the coefficients place the diffusion barriers
+    # there. Session 14 (doc/warm_start.md, "The warm start's depth feature"): warm / cold MSE
+    # over every benchmark warm frame 0.941 -> 0.758, pan / the 8000-step equilibrium 0.960 ->
+    # 0.783; one more coefficient pass (~1.5 ms at 640x480). DADA-free's code form only (a learned
+    # guide would run its network again; the paper's form has no depth feature).
+    warm_depth_feature: bool = True
 
     def validate(self) -> None:
         if not (isinstance(self.lam, (int, float)) and 0 < self.lam < 0.25):
@@ -182,6 +190,7 @@ class SolveStats:
     integer_factor: int | None = None
     fallback: str = ""  # why the default schedule was replaced (e.g. the semi-iteration diverged)
     warm_start: bool = False
+    warm_depth_feature: bool = False  # the coefficients' depth feature came from the warm Y0
     valid_source_fraction: float = 1.0
     filled_fraction: float = 1.0  # fraction of output pixels that are finite
     device: str = "cpu"
@@ -216,6 +225,7 @@ class PreparedFrame:
     cv: torch.Tensor
     ch: torch.Tensor
     seconds: float
+    rgb: np.ndarray | None = None  # the guide as float32 in [0, 1] (a warm solve's depth feature reuses it)
 
 
 @dataclass
@@ -297,7 +307,22 @@ class DadaSolver:
                 feats = gm.features(_to_tensor(rgb, dev), _to_tensor(y_cold, dev), part.scale)
                 cv, ch = gm.coefficients(feats)
         return PreparedFrame(self, guide, source, src, valid, part, y_cold, dist, offset, feats, cv, ch,
-                             time.perf_counter() - t0)
+                             time.perf_counter() - t0, rgb)
+
+    def _warm_coefficients(self, pre: PreparedFrame, y0: np.ndarray) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """DADA-free's coefficients with the warm Y0 as the depth feature (``SolverConfig.
+        warm_depth_feature``), or None where it does not apply (off, a learned guide, the paper's
+        form, a coarse-to-fine solve)."""
+        gm = self.guide_model
+        if (not self.config.warm_depth_feature or not isinstance(gm, FreeGuide) or gm.form != "code"
+                or self.config.coarse_to_fine):
+            return None
+        rgb = pre.rgb if pre.rgb is not None else check_pair(pre.guide, pre.source)[0]
+        fast = gm.coefficients_from_inputs(rgb, y0, self.device, pre.part.scale)
+        if fast is not None:
+            return fast
+        with torch.no_grad():
+            return gm.coefficients(gm.features(_to_tensor(rgb, self.device), _to_tensor(y0, self.device), pre.part.scale))
 
     def solve(self, guide: np.ndarray, source: np.ndarray, init: np.ndarray | None = None,
               iterations: int | None = None, schedule: Schedule | None = None,
@@ -339,9 +364,14 @@ class DadaSolver:
         y0_warm = check_init(init, part.guide_shape)
         dev = self.device
         warm = y0_warm is not None
+        cv, ch = pre.cv, pre.ch
+        warm_coef = None
         if warm:
             ok = np.isfinite(y0_warm) & (y0_warm > 0)
             y0 = np.where(ok, y0_warm, pre.y_cold).astype(np.float32)
+            warm_coef = self._warm_coefficients(pre, y0)
+            if warm_coef is not None:
+                cv, ch = warm_coef
         else:
             y0 = pre.y_cold
 
@@ -353,6 +383,7 @@ class DadaSolver:
                 scale=part.scale,
                 integer_factor=part.integer_factor,
                 warm_start=warm,
+                warm_depth_feature=warm_coef is not None,
                 valid_source_fraction=float(valid.mean()),
                 device=str(dev),
                 prepare_seconds=pre.seconds,
@@ -366,7 +397,7 @@ class DadaSolver:
             stats.schedule = sched.kind
             watch = None if observe is None else (
                 lambda n, t: observe(n, (t[0, 0] - offset).float().cpu().numpy()))
-            loop = run_loop(y, src_t, valid_t, pre.cv, pre.ch, res, cfg.lam, schedule=sched, observe=watch)
+            loop = run_loop(y, src_t, valid_t, cv, ch, res, cfg.lam, schedule=sched, observe=watch)
             if loop.diverged:  # rare: the semi-iteration ran away on these coefficients (y is Y0 again)
                 # First a semi-iteration with twice the applications (smaller weights: the schedule
                 # that follows 8000 plain steps), a few times a frame's cost; then the plain loop
@@ -375,12 +406,12 @@ class DadaSolver:
                 n_retry = min(2 * len(sched), int(cfg.max_iterations))
                 why = f"diverged after {loop.iterations} applications"
                 retry = Schedule.matching_plain(DEFAULT_MAX_ITERATIONS, n_retry, None, cfg.check_every)
-                loop = run_loop(y, src_t, valid_t, pre.cv, pre.ch, res, cfg.lam, schedule=retry, observe=watch)
+                loop = run_loop(y, src_t, valid_t, cv, ch, res, cfg.lam, schedule=retry, observe=watch)
                 stats.fallback = f"{why}: {n_retry} applications following 8000 plain steps"
                 stats.schedule = retry.kind
                 if loop.diverged:
                     stats.fallback = f"{why}, and with {n_retry}: plain loop"
-                    loop = run_loop(y, src_t, valid_t, pre.cv, pre.ch, res, cfg.lam, schedule=self._plain_policy(),
+                    loop = run_loop(y, src_t, valid_t, cv, ch, res, cfg.lam, schedule=self._plain_policy(),
                                     observe=watch)
                     stats.schedule = "plain"
             self._record(stats, loop, final=True)

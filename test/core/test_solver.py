@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -56,12 +57,39 @@ def test_step_edge_aligned_with_colour_edge_stays_sharp(step_edge_pair):
 
 def test_warm_start_from_converged_answer_is_much_faster():
     s = make_sample(seed=3, scale=8, size=(96, 96))
-    solver = DadaSolver(SolverConfig(schedule="plain", tol=1e-4))
+    # the loop from its own fixed point: with the cold coefficients (a warm depth feature would
+    # move the fixed point, tested below)
+    solver = DadaSolver(SolverConfig(schedule="plain", tol=1e-4, warm_depth_feature=False))
     cold = solver.solve(s.rgb, s.source)
     warm = solver.solve(s.rgb, s.source, init=cold.depth)
     assert cold.stats.converged and warm.stats.converged
     assert warm.stats.iterations * 10 <= cold.stats.iterations
     assert np.nanmax(np.abs(warm.depth - cold.depth)) < 0.01
+
+
+def test_warm_start_takes_dada_free_depth_feature_from_its_y0():
+    s = make_sample(seed=3, scale=8, size=(96, 96))
+    solver = DadaSolver(SolverConfig())
+    y0 = np.nan_to_num(s.gt, nan=np.nanmedian(s.gt)).astype(np.float32)  # a prior with the true edges
+    y0[:16] = np.nan  # no prior there: the cold Y0 fills it, in the solve and in the feature
+    warm = solver.solve(s.rgb, s.source, init=y0, iterations=40)
+    assert warm.stats.warm_start and warm.stats.warm_depth_feature
+    # the same solve as one whose coefficients were made from (guide, Y0 filled with the cold Y0)
+    off = DadaSolver(SolverConfig(warm_depth_feature=False))
+    pre = off.prepare(s.rgb, s.source)
+    filled = np.where(np.isfinite(y0), y0, pre.y_cold).astype(np.float32)
+    cv, ch = FreeGuide().coefficients_from_inputs(pre.rgb, filled, torch.device("cpu"))
+    ref = off.solve(s.rgb, s.source, init=y0, iterations=40, prepared=dataclasses.replace(pre, cv=cv, ch=ch))
+    np.testing.assert_array_equal(warm.depth, ref.depth)
+    # what it is for: the prior's depth edges, which up(S) blurs, hold the diffusion back there
+    plain = off.solve(s.rgb, s.source, init=y0, iterations=40)
+    assert not plain.stats.warm_depth_feature
+    assert depth_errors(warm.depth, s.gt).mse_cm2 < depth_errors(plain.depth, s.gt).mse_cm2
+    assert consistency_error(warm.depth, s.source) < 1e-4
+    # the paper's form has no depth feature; a cold solve keeps the cold one
+    paper = DadaSolver(SolverConfig(), FreeGuide(form="paper"))
+    assert not paper.solve(s.rgb, s.source, init=y0, iterations=5).stats.warm_depth_feature
+    assert not solver.solve(s.rgb, s.source).stats.warm_depth_feature
 
 
 @pytest.mark.parametrize("backend", ["torch", "fused"])
