@@ -49,6 +49,7 @@ def score_frame(pred: np.ndarray, gt: np.ndarray | None, source: np.ndarray) -> 
 
 # Per-frame stats worth keeping from the solver / pipeline (the rest is noise in the file).
 _KEEP = ("iterations", "residual", "converged", "init_mode", "cold_reason", "flow_ms", "mean_flow_px", "flow_tier",
+         "warm_depth_feature",
          "warm_valid_fraction", "photometric_error", "init_ratio_error", "filled_fraction", "seconds", "loop_seconds", "guard",
          "prepare_overlapped", "prepare_wait_ms")
 

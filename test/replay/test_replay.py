@@ -76,8 +76,9 @@ def test_per_frame_entries_and_jsonl(result):
     lines = (out / "frames.jsonl").read_text().splitlines()
     assert len(lines) == 6 and json.loads(lines[2])["index"] == 2
     warm = [f["methods"]["dada-free:flow"] for f in frames if f["methods"]["dada-free:flow"]["init_mode"] == "flow"]
-    for rec in warm:  # the budget follows the measured motion
+    for rec in warm:  # the budget follows the measured motion; the warm Y0 is DADA-free's depth feature
         assert rec["iterations"] == (WarmConfig().slow_motion_iterations if rec["mean_flow_px"] <= 5.0 else 60), rec
+        assert rec["warm_depth_feature"] is True, rec
         assert rec["ms"] > 0 and rec["mse_cm2"] > 0
     assert frames[2]["methods"]["dada-free:cold"] == {"skipped": True} and "mse_cm2" in frames[3]["methods"]["dada-free:cold"]
 
