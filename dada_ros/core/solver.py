@@ -225,7 +225,7 @@ class PreparedFrame:
     cv: torch.Tensor
     ch: torch.Tensor
     seconds: float
-    rgb: np.ndarray | None = None  # the guide as float32 in [0, 1] (a warm solve's depth feature reuses it)
+    rgb: np.ndarray  # the guide as float32 in [0, 1] (a warm solve's depth feature reuses it)
 
 
 @dataclass
@@ -292,22 +292,25 @@ class DadaSolver:
         y_cold, dist = cold_start(src, valid, part, rgb, self.config.hole_fill, self.config.init)
         # Positivity guard (authors' code): shift everything when a depth is near zero.
         offset = POSITIVITY_FLOOR if float(src[valid].min()) <= POSITIVITY_FLOOR else 0.0
-        dev = self.device
-        gm = self.guide_model
-        # On the CPU the coefficients straight from the inputs, no feature tensor (DADA-free in one
-        # pass, a learned lite U-Net in two: coarse-to-fine needs the features). A guide that
-        # offers it must give what coefficients(features(...)) would, to float rounding.
-        from_inputs = getattr(gm, "coefficients_from_inputs", None)
-        fast = (from_inputs(rgb, y_cold, dev, part.scale)
-                if from_inputs is not None and not self.config.coarse_to_fine else None)
-        if fast is not None:
-            feats, (cv, ch) = None, fast
-        else:
-            with torch.no_grad():  # thread-local: set here, not only by the caller
-                feats = gm.features(_to_tensor(rgb, dev), _to_tensor(y_cold, dev), part.scale)
-                cv, ch = gm.coefficients(feats)
+        feats, cv, ch = self._coefficients(rgb, y_cold, part.scale, from_inputs=not self.config.coarse_to_fine)
         return PreparedFrame(self, guide, source, src, valid, part, y_cold, dist, offset, feats, cv, ch,
                              time.perf_counter() - t0, rgb)
+
+    def _coefficients(self, rgb: np.ndarray, depth: np.ndarray, scale: float, from_inputs: bool = True
+                      ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """(features or None, cv, ch) of the guide ``rgb`` (float32 in [0, 1]) with ``depth`` as
+        the depth input. On the CPU the coefficients straight from the inputs, no feature tensor
+        (DADA-free in one pass, a learned lite U-Net in two; ``from_inputs`` False: the features
+        are made, coarse-to-fine needs them). A guide that offers it must give what
+        coefficients(features(...)) would, to float rounding."""
+        gm, dev = self.guide_model, self.device
+        fast_path = getattr(gm, "coefficients_from_inputs", None) if from_inputs else None
+        fast = fast_path(rgb, depth, dev, scale) if fast_path is not None else None
+        if fast is not None:
+            return None, *fast
+        with torch.no_grad():  # thread-local: set here, not only by the caller
+            feats = gm.features(_to_tensor(rgb, dev), _to_tensor(depth, dev), scale)
+            return feats, *gm.coefficients(feats)
 
     def _warm_coefficients(self, pre: PreparedFrame, y0: np.ndarray) -> tuple[torch.Tensor, torch.Tensor] | None:
         """DADA-free's coefficients with the warm Y0 as the depth feature (``SolverConfig.
@@ -317,12 +320,7 @@ class DadaSolver:
         if (not self.config.warm_depth_feature or not isinstance(gm, FreeGuide) or gm.form != "code"
                 or self.config.coarse_to_fine):
             return None
-        rgb = pre.rgb if pre.rgb is not None else check_pair(pre.guide, pre.source)[0]
-        fast = gm.coefficients_from_inputs(rgb, y0, self.device, pre.part.scale)
-        if fast is not None:
-            return fast
-        with torch.no_grad():
-            return gm.coefficients(gm.features(_to_tensor(rgb, self.device), _to_tensor(y0, self.device), pre.part.scale))
+        return self._coefficients(pre.rgb, y0, pre.part.scale)[1:]
 
     def solve(self, guide: np.ndarray, source: np.ndarray, init: np.ndarray | None = None,
               iterations: int | None = None, schedule: Schedule | None = None,

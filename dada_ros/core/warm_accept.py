@@ -324,6 +324,12 @@ if HAVE_NUMBA:
                         n_tracked += 1
         return total, count, n_tracked, sum_x, sum_y, v_min
 
+    @njit(cache=True, nogil=True, inline="always")
+    def _moved(v, a0, a1, xj, ty, b):
+        """One prior pixel moved by the depth motion (float32 arithmetic in numpy's order; ``ty`` =
+        a2 * y of its row): the moved pass and the keep pass share it, so their values agree bit for bit."""
+        return v * ((a0 + a1 * xj) + ty) + b
+
     @njit(cache=True, nogil=True)
     def _moved_cells_numba(y, a0, a1, a2, b, xs, ys, rows, cols, h, w, out):
         """``out`` = the depth-motion-corrected prior (float32 arithmetic in numpy's order, NaN
@@ -339,7 +345,7 @@ if HAVE_NUMBA:
                 out[i, j] = np.nan
                 if not (np.isfinite(v) and v > 0):
                     continue
-                m = v * ((a0 + a1 * xs[j]) + ty) + b
+                m = _moved(v, a0, a1, xs[j], ty, b)
                 if m > 0:
                     out[i, j] = m
                     total[r, cols[j]] += m
@@ -348,8 +354,8 @@ if HAVE_NUMBA:
 
     @njit(cache=True, nogil=True)
     def _keep_numba(y, bad, rows, cols, out, cold, cell_cold, a0, a1, a2, b, xs, ys):
-        """``out`` = ``y`` moved by the depth motion (a0, a1, a2, b; the arithmetic of
-        ``_moved_cells_numba``; identity: 1, 0, 0, 0) where ``y`` is finite and positive, the
+        """``out`` = ``y`` moved by the depth motion (a0, a1, a2, b: ``_moved``; identity: 1, 0,
+        0, 0) where ``y`` is finite and positive, the
         moved value positive and its cell passed, NaN elsewhere; ``cold`` the complement,
         ``cell_cold`` (zeroed by the caller) the cells holding a cold pixel. Returns (pixels in
         rejected cells, cold pixels)."""
@@ -366,7 +372,7 @@ if HAVE_NUMBA:
                 n_rejected += rej
                 m = v
                 if not identity and np.isfinite(v) and v > 0:
-                    m = v * ((a0 + a1 * xs[j]) + ty) + b
+                    m = _moved(v, a0, a1, xs[j], ty, b)
                 if rej or not (np.isfinite(v) and v > 0 and m > 0):
                     out[i, j] = np.nan
                     cold[i, j] = True
