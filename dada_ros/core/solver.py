@@ -167,6 +167,8 @@ class SolverConfig:
         if not (self.max_fill_distance >= 0):
             raise DadaInputError(f"max_fill_distance must be >= 0 (inf = fill all), got {self.max_fill_distance}")
         check_iterations(self.learned_applications, "learned_applications")
+        if not isinstance(self.warm_depth_feature, (bool, np.bool_)):
+            raise DadaInputError(f"warm_depth_feature must be true or false, got {self.warm_depth_feature!r}")
         if self.learned_schedule not in LEARNED_SCHEDULES:
             raise DadaInputError(f"learned_schedule must be one of {', '.join(LEARNED_SCHEDULES)}, "
                                  f"got {self.learned_schedule!r}")

@@ -229,6 +229,7 @@ def test_noisy_tof_source_still_consistent_and_better_than_bicubic():
     ({"lam": 0.25}, "lambda"), ({"lam": 0.0}, "lambda"), ({"iterations": 0}, "iterations"),
     ({"tol": -1.0}, "tol"), ({"tol": float("nan")}, "tol"), ({"device": "tpu"}, "device"),
     ({"init": "magic"}, "init"), ({"check_every": 0}, "check_every"),
+    ({"warm_depth_feature": "no"}, "warm_depth_feature"), ({"warm_depth_feature": None}, "warm_depth_feature"),
 ])
 def test_bad_config_rejected(kwargs, match):
     with pytest.raises(DadaInputError, match=match):
