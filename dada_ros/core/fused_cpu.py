@@ -134,14 +134,25 @@ if HAVE_NUMBA:
     EPS32 = np.float32(EPS)
 
     @njit(cache=True, inline="always")
-    def _form_row(dst, off, u, r, z, a, b, semi, m, masked):
-        """dst[off:off+W] = the iterate's row: U*R (plain) or a*U*R + b*Z (weighted recurrence);
-        with ``masked`` the weights apply where the region row ``m`` is 1 and the row is plain
-        (U*R) where it is 0: U*R + b*m*(Z - U*R), the same as a*U*R + b*Z where m = 1 (a + b = 1)."""
+    def _form_row(dst, off, u, r, z, a, b, semi, m, masked, spans, span_off, s0, s1):
+        """dst[off:off+W] = the iterate's row: U*R (plain) or a*U*R + b*Z (weighted recurrence, Z
+        and ``m`` rows of the image); with ``masked`` the weights apply in the region only:
+        U*R + b*m*(Z - U*R) there (the same as a*U*R + b*Z where m = 1, as a + b = 1), U*R elsewhere.
+        A masked row's region lies in its spans ``spans[s0:s1]`` ((k, 2) column ranges; bounds, not
+        a slice: a slice is a new array whose reference count the threads would update), and Z and
+        ``m`` are then PACKED: the span pixels of the whole image one after another, span s from
+        ``span_off[s]`` on. The warm start's region is a few thin strips of cold cells; read in
+        place, its Z and region pixels were one or two cache lines per row of three full images
+        (misses the prefetcher does not foresee), which cost ~40% of a step."""
         if semi and masked:
             for j in range(u.shape[0]):
-                ur = u[j] * r[j]
-                dst[j + off] = ur + b * m[j] * (z[j] - ur)
+                dst[j + off] = u[j] * r[j]
+            for s in range(s0, s1):
+                j0 = spans[s, 0]
+                base = span_off[s] - j0
+                for j in range(j0, spans[s, 1]):
+                    ur = u[j] * r[j]
+                    dst[j + off] = ur + b * m[base + j] * (z[base + j] - ur)
         elif semi:
             for j in range(u.shape[0]):
                 dst[j + off] = a * (u[j] * r[j]) + b * z[j]
@@ -165,7 +176,7 @@ if HAVE_NUMBA:
 
     @njit(parallel=True, cache=True, fastmath=False, error_model="numpy")
     def _sweep(u_in, rx_in, z, wa, wb, semi, y_out, u_out, r_out, rx_out, lcv_p, lch_p, cols, row_start,
-               src, valid, inv_count, chunks, region, masked):
+               src, valid, inv_count, chunks, region, masked, spans, span_off, row_spans):
         """One application. ``rx_in`` (h, W) are the ratios R_{t-1} already expanded to pixel
         columns (each cell row's ratios repeated over its columns), so the inner loops read them
         without a gather; the sweep writes R_t both per cell (``r_out``, h x w) and expanded
@@ -176,6 +187,8 @@ if HAVE_NUMBA:
         Z = the iterate two applications back): it is formed row by row on the fly, diffused,
         and also written to ``y_out`` (each row once, by the chunk that owns its cell row), which
         the recurrence needs two applications later. Without ``semi`` it is U*R (the plain loop).
+        With ``masked`` (a region schedule) Z, ``y_out`` and ``region`` are the packed (1, P)
+        buffers of the region's spans (``spans``, ``span_off``, ``row_spans``: see _form_row).
 
         Cell rows are split into ``chunks`` contiguous ranges, one per thread: each chunk
         allocates its scratch rows once (a per-cell-row allocation cost ~10% of a step at x4).
@@ -201,18 +214,32 @@ if HAVE_NUMBA:
                 ka = 0
                 kb = 1
                 ia = max(i0 - 1, 0)
-                _form_row(buf[ka], 1, u_in[ia], r_up, z[ia], wa, wb, semi, region[ia], masked)
-                _form_row(buf[kb], 1, u_in[i0], r_cur, z[i0], wa, wb, semi, region[i0], masked)
+                p = 0 if masked else ia  # the packed buffers' one row, or the image row
+                _form_row(buf[ka], 1, u_in[ia], r_up, z[p], wa, wb, semi, region[p], masked, spans, span_off,
+                          row_spans[ia], row_spans[ia + 1])
+                p = 0 if masked else i0  # the packed buffers' one row, or the image row
+                _form_row(buf[kb], 1, u_in[i0], r_cur, z[p], wa, wb, semi, region[p], masked, spans, span_off,
+                          row_spans[i0], row_spans[i0 + 1])
                 for i in range(i0, i1):
                     kc = 3 - ka - kb
                     rc = r_dn if i == i1 - 1 else r_cur
                     ic = min(i + 1, H - 1)
-                    _form_row(buf[kc], 1, u_in[ic], rc, z[ic], wa, wb, semi, region[ic], masked)
-                    if semi:  # row i of the input iterate, kept for the recurrence
-                        yo = y_out[i]
+                    p = 0 if masked else ic
+                    _form_row(buf[kc], 1, u_in[ic], rc, z[p], wa, wb, semi, region[p], masked, spans, span_off,
+                              row_spans[ic], row_spans[ic + 1])
+                    if semi:  # row i of the input iterate, kept for the recurrence (where it is read)
                         bb = buf[kb]
-                        for j in range(W):
-                            yo[j] = bb[j + 1]
+                        if masked:  # packed, as Z (see _form_row)
+                            yo = y_out[0]
+                            for sp in range(row_spans[i], row_spans[i + 1]):
+                                j0 = spans[sp, 0]
+                                base = span_off[sp] - j0
+                                for j in range(j0, spans[sp, 1]):
+                                    yo[base + j] = bb[j + 1]
+                        else:
+                            yo = y_out[i]
+                            for j in range(W):
+                                yo[j] = bb[j + 1]
                     buf[kb, 0] = buf[kb, 1]
                     buf[kb, W + 1] = buf[kb, W]
                     a = buf[ka]
@@ -237,14 +264,16 @@ if HAVE_NUMBA:
                     rxo[j] = ro[cols[j]]
 
     @njit(parallel=True, cache=True)
-    def _materialise(u, rx, z, a, b, semi, rows, out, region, masked):
+    def _materialise(u, rx, z, a, b, semi, rows, out, region, masked, spans, span_off, row_spans):
         """out = the iterate: U * up(R), or a*U*up(R) + b*Z with ``semi`` (see :func:`_form_row`)."""
         H, W = u.shape
         for i in prange(H):
-            _form_row(out[i], 0, u[i], rx[rows[i]], z[i], a, b, semi, region[i], masked)
+            p = np.int64(0) if masked else np.int64(i)  # the packed buffers' one row, or row i
+            _form_row(out[i], 0, u[i], rx[rows[i]], z[p], a, b, semi, region[p], masked,
+                      spans, span_off, row_spans[i], row_spans[i + 1])
 
     @njit(parallel=True, cache=True, error_model="numpy")
-    def _check_change(u, rx, z, a, b, semi, rows, prev, chunks, region, masked):
+    def _check_change(u, rx, z, a, b, semi, rows, prev, chunks, region, masked, spans, span_off, row_spans):
         """Convergence check in one pass: max |Y - prev| / |Y| with Y the iterate (U * up(R), or
         a*U*up(R) + b*Z with ``semi``), then prev <- Y. Returns (that max, max |Y|) as float32:
         the second is the divergence guard's range test without another pass over the image.
@@ -266,7 +295,9 @@ if HAVE_NUMBA:
             m = np.int32(0)
             ma = np.int32(0)
             for i in range(ck * H // chunks, (ck + 1) * H // chunks):
-                _form_row(yrow, 0, u[i], rx[rows[i]], z[i], a, b, semi, region[i], masked)
+                p = 0 if masked else i  # the packed buffers' one row, or row i
+                _form_row(yrow, 0, u[i], rx[rows[i]], z[p], a, b, semi, region[p], masked, spans, span_off,
+                          row_spans[i], row_spans[i + 1])
                 pi = prev[i]
                 for j in range(W):
                     y = yrow[j]
@@ -335,19 +366,78 @@ def fused_available(y: torch.Tensor) -> bool:
     return HAVE_NUMBA and y.device.type == "cpu" and y.dtype == torch.float32 and not y.requires_grad
 
 
+if HAVE_NUMBA:
+
+    @njit(cache=True)
+    def _spans_kernel(region, merge_gap, spans, row_spans):
+        """Fill ``spans`` / ``row_spans`` (see :func:`region_spans`); returns the span count (with
+        ``spans`` too short: the count it needs, nothing written past its end)."""
+        H, W = region.shape
+        n = spans.shape[0]
+        k = 0
+        for i in range(H):
+            row_spans[i] = k
+            stop = 0  # end of this row's last span
+            j = 0
+            while j < W:
+                if region[i, j] == 0:
+                    j += 1
+                    continue
+                start = j
+                while j < W and region[i, j] != 0:
+                    j += 1
+                if k > row_spans[i] and start - stop < merge_gap:
+                    if k - 1 < n:
+                        spans[k - 1, 1] = j  # close to the previous span of this row: one span
+                else:
+                    if k < n:
+                        spans[k, 0] = start
+                        spans[k, 1] = j
+                    k += 1
+                stop = j
+        row_spans[H] = k
+        return k
+
+
+def region_spans(region: np.ndarray, merge_gap: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where a region schedule's weights apply, as the fused sweep reads it: ``spans`` (k, 2)
+    [start, stop) column ranges, row i's being ``spans[row_spans[i]:row_spans[i + 1]]``
+    (``row_spans`` (H + 1,)), that hold every nonzero pixel of ``region`` (H, W); ``span_off``
+    (k + 1,) where each span starts in the packed buffers (see ``_form_row``) and ``pixels`` (P,)
+    the flat image index of every packed position. Runs of a row closer than ``merge_gap``
+    columns are one span (a span costs a loop start; the pixels between keep their weight 0)."""
+    H, W = region.shape
+    row_spans = np.zeros(H + 1, np.int64)
+    spans = np.zeros((max(H, 1), 2), np.int64)  # one span a row is the common case (a strip)
+    k = _spans_kernel(region, merge_gap, spans, row_spans)
+    if k > spans.shape[0]:
+        spans = np.zeros((k, 2), np.int64)
+        _spans_kernel(region, merge_gap, spans, row_spans)
+    spans = spans[:k]
+    lengths = spans[:, 1] - spans[:, 0]
+    span_off = np.zeros(k + 1, np.int64)
+    np.cumsum(lengths, out=span_off[1:])
+    rows = np.repeat(np.arange(H, dtype=np.int64), np.diff(row_spans))
+    pixels = np.arange(span_off[-1], dtype=np.int64) + np.repeat(rows * W + spans[:, 0] - span_off[:-1], lengths)
+    return spans, row_spans, span_off, pixels
+
+
 class _FusedItem:
     """The buffers of one batch item: the factored iterate (U, R) and, for a weighted schedule,
     the materialised iterates the recurrence needs (three, rotating: the one a sweep writes, the
     one it reads as Z, and the one the next sweep reads)."""
 
-    def __init__(self, yb: np.ndarray, h: int, w: int, semi: bool) -> None:
+    def __init__(self, yb: np.ndarray, h: int, w: int, semi: bool, pixels: np.ndarray | None = None) -> None:
         H, W = yb.shape
         self.u = [yb.copy(), np.empty_like(yb)]
         self.r = np.ones((h, w), np.float32)  # R_t per cell (written by the sweep, read only there)
         self.rx = [np.ones((h, W), np.float32), np.ones((h, W), np.float32)]  # R expanded to columns
         # Z starts as Y0 everywhere: its weight is 0 until it holds a real iterate, but 0 * garbage
-        # could be NaN.
-        self.ys = [yb.copy() for _ in range(3)] if semi else [np.empty((1, 1), np.float32)] * 3
+        # could be NaN. A region schedule keeps them packed (``pixels``: see region_spans).
+        if semi and pixels is not None:
+            self.ys = [yb.reshape(-1)[pixels][None] for _ in range(3)]
+        else:
+            self.ys = [yb.copy() for _ in range(3)] if semi else [np.empty((1, 1), np.float32)] * 3
         self.ref = yb.copy()
         self.k = 0  # index of the current U / rx
         self.sweeps = 0
@@ -372,16 +462,27 @@ class FusedLoop:
         for b in range(y.shape[0]):
             yb = y[b, 0].numpy()
             H, W = yb.shape
-            lcv = np.zeros((H + 1, W), np.float32)  # zero links above row 0 and below row H-1
-            lcv[1:H] = (cv[b if cv.shape[0] > 1 else 0, 0] * lam).numpy()
-            lch = np.zeros((H, W + 1), np.float32)
-            lch[:, 1:W] = (ch[b if ch.shape[0] > 1 else 0, 0] * lam).numpy()
+            # lambda * c written straight into the padded arrays (a torch product and np.zeros
+            # first cost ~0.5 ms a solve at 640x480: a tenth of a warm frame's loop set-up)
+            lam32 = np.float32(lam)
+            lcv = np.empty((H + 1, W), np.float32)
+            lcv[0] = lcv[H] = 0.0  # zero links above row 0 and below row H-1
+            np.multiply(cv[b if cv.shape[0] > 1 else 0, 0].detach().numpy(), lam32, out=lcv[1:H])
+            lch = np.empty((H, W + 1), np.float32)
+            lch[:, 0] = lch[:, W] = 0.0
+            np.multiply(ch[b if ch.shape[0] > 1 else 0, 0].detach().numpy(), lam32, out=lch[:, 1:W])
             src = np.ascontiguousarray(source[b, 0].numpy(), dtype=np.float32)
             vb = np.ascontiguousarray(valid[b, 0].numpy())
-            it = _FusedItem(yb, h, w, semi)
-            # unmasked: U stands in for the region (same shape, never read)
-            it.region = (np.ascontiguousarray(region[b if region.shape[0] > 1 else 0, 0].cpu().numpy(),
-                                              dtype=np.float32) if self.masked else it.u[0])
+            if self.masked:  # the region's spans; its values, Z and the iterates packed (_form_row)
+                reg = region[b if region.shape[0] > 1 else 0, 0].cpu().numpy()
+                spans, row_spans, span_off, pixels = region_spans(reg)
+                it = _FusedItem(yb, h, w, semi, pixels)
+                it.region = np.ascontiguousarray(reg.reshape(-1)[pixels], dtype=np.float32)[None]
+            else:  # U stands in for the region (same shape, never read); no row has spans
+                spans, row_spans, span_off = np.zeros((0, 2), np.int64), np.zeros(H + 1, np.int64), np.zeros(1, np.int64)
+                it = _FusedItem(yb, h, w, semi)
+                it.region = it.u[0]
+            it.spans, it.span_off, it.row_spans = spans, span_off, row_spans
             self.items.append((it, lcv, lch, src, vb))
 
     def _form(self, it: _FusedItem) -> tuple[np.ndarray, np.float32, np.float32]:
@@ -403,7 +504,7 @@ class FusedLoop:
                 a = np.float32(self.w_last)
                 _sweep(it.u[k], it.rx[k], z, a, np.float32(1.0 - self.w_last), self.semi, y_out,
                        it.u[1 - k], it.r, it.rx[1 - k], lcv, lch, self.cols, self.row_start, src, vb,
-                       self.inv_count, self.chunks, it.region, self.masked)
+                       self.inv_count, self.chunks, it.region, self.masked, it.spans, it.span_off, it.row_spans)
                 it.k = 1 - k
                 self.w_last = float(w)
 
@@ -414,7 +515,7 @@ class FusedLoop:
         for it, *_ in self.items:
             z, a, b = self._form(it)
             c, m = _check_change(it.u[it.k], it.rx[it.k], z, a, b, self.semi, self.rows, it.ref, self.chunks,
-                                 it.region, self.masked)
+                                 it.region, self.masked, it.spans, it.span_off, it.row_spans)
             changes.append(float(c))
             abs_max.append(float(m))
         self.abs_max = float(np.max(abs_max))  # a NaN wins
@@ -424,7 +525,7 @@ class FusedLoop:
         for b, (it, *_) in enumerate(self.items):
             z, a, bb = self._form(it)
             _materialise(it.u[it.k], it.rx[it.k], z, a, bb, self.semi, self.rows, y[b, 0].numpy(), it.region,
-                         self.masked)
+                         self.masked, it.spans, it.span_off, it.row_spans)
 
 
 def spin_setting_problem() -> str | None:

@@ -161,12 +161,12 @@ class GuardedSolver:
         self._since += 1
         return checked
 
-    def prepare(self, guide: np.ndarray, source: np.ndarray) -> PreparedFrame:
+    def prepare(self, guide: np.ndarray, source: np.ndarray, warm: bool = False) -> PreparedFrame:
         """Decide this frame (checking when due) and :meth:`DadaSolver.prepare` it with the picked
-        solver; ``solve(..., prepared=)`` then runs that solver without deciding again. The
-        pipeline calls it on its worker thread beside the warm-start alignment."""
+        solver (``warm``: as there); ``solve(..., prepared=)`` then runs that solver without
+        deciding again. The pipeline calls it on its worker thread beside the warm-start alignment."""
         checked = self._decide(guide, source)
-        pre = self.current.prepare(guide, source)
+        pre = self.current.prepare(guide, source, warm)
         self._prepared = (pre, checked)
         return pre
 

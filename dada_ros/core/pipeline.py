@@ -526,7 +526,8 @@ class FramePipeline:
             return None
         if self._prepare_pool is None:
             self._prepare_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dada-prepare")
-        return self._prepare_pool.submit(self.solver.prepare, rgb, source)
+        # warm=True: a warm solve that makes its own coefficients leaves the cold ones out
+        return self._prepare_pool.submit(self.solver.prepare, rgb, source, warm=True)
 
     def _slow_motion_px(self) -> float:
         """WarmConfig.slow_motion_px, resolved (None: 5 px with DADA-free, 0 = off with a learned guide)."""

@@ -224,8 +224,8 @@ class PreparedFrame:
     dist: np.ndarray
     offset: float
     features: torch.Tensor | None  # None: not made (on the CPU without coarse-to-fine)
-    cv: torch.Tensor
-    ch: torch.Tensor
+    cv: torch.Tensor | None  # None: left to the solve (prepared with warm=True)
+    ch: torch.Tensor | None
     seconds: float
     rgb: np.ndarray  # the guide as float32 in [0, 1] (a warm solve's depth feature reuses it)
 
@@ -280,11 +280,16 @@ class DadaSolver:
         self.guide_model = guide_model or FreeGuide()
         self.device = resolve_device(self.config.device)
 
-    def prepare(self, guide: np.ndarray, source: np.ndarray) -> PreparedFrame:
+    def prepare(self, guide: np.ndarray, source: np.ndarray, warm: bool = False) -> PreparedFrame:
         """The part of a solve that depends on (guide, source) alone: input checks, the cold Y0,
-        the guide's features and coefficients. A warm start does not change it, so a caller may
-        compute it while it aligns the previous frame (``FramePipeline``) and hand it to
-        :meth:`solve`. Thread-safe: it reads the solver's configuration only.
+        the guide's features and coefficients. A caller may compute it while it aligns the
+        previous frame (``FramePipeline``) and hand it to :meth:`solve`. Thread-safe: it reads the
+        solver's configuration only.
+
+        ``warm``: the frame will probably be solved warm. Where a warm solve makes coefficients of
+        its own (:attr:`SolverConfig.warm_depth_feature`), the cold ones are then left to
+        :meth:`solve`, which makes them only if the frame starts cold after all (1.5-2 ms at
+        640x480 that would otherwise compete with the alignment for the cores, for nothing).
 
         Raises:
             DadaInputError: on malformed inputs (see :mod:`.inputs`).
@@ -294,7 +299,9 @@ class DadaSolver:
         y_cold, dist = cold_start(src, valid, part, rgb, self.config.hole_fill, self.config.init)
         # Positivity guard (authors' code): shift everything when a depth is near zero.
         offset = POSITIVITY_FLOOR if float(src[valid].min()) <= POSITIVITY_FLOOR else 0.0
-        feats, cv, ch = self._coefficients(rgb, y_cold, part.scale, from_inputs=not self.config.coarse_to_fine)
+        feats = cv = ch = None
+        if not (warm and self._warm_feature_applies()):
+            feats, cv, ch = self._coefficients(rgb, y_cold, part.scale, from_inputs=not self.config.coarse_to_fine)
         return PreparedFrame(self, guide, source, src, valid, part, y_cold, dist, offset, feats, cv, ch,
                              time.perf_counter() - t0, rgb)
 
@@ -314,13 +321,18 @@ class DadaSolver:
             feats = gm.features(_to_tensor(rgb, dev), _to_tensor(depth, dev), scale)
             return feats, *gm.coefficients(feats)
 
-    def _warm_coefficients(self, pre: PreparedFrame, y0: np.ndarray) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """DADA-free's coefficients with the warm Y0 as the depth feature (``SolverConfig.
-        warm_depth_feature``), or None where it does not apply (off, a learned guide, the paper's
-        form, a coarse-to-fine solve)."""
+    def _warm_feature_applies(self) -> bool:
+        """Whether a warm solve makes DADA-free's coefficients with the warm Y0 as the depth feature
+        (``SolverConfig.warm_depth_feature``; not with a learned guide, the paper's form or a
+        coarse-to-fine solve)."""
         gm = self.guide_model
-        if (not self.config.warm_depth_feature or not isinstance(gm, FreeGuide) or gm.form != "code"
-                or self.config.coarse_to_fine):
+        return (bool(self.config.warm_depth_feature) and isinstance(gm, FreeGuide) and gm.form == "code"
+                and not self.config.coarse_to_fine)
+
+    def _warm_coefficients(self, pre: PreparedFrame, y0: np.ndarray) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The coefficients of a warm solve with the warm Y0 as the depth feature, or None where
+        that does not apply (see :meth:`_warm_feature_applies`)."""
+        if not self._warm_feature_applies():
             return None
         return self._coefficients(pre.rgb, y0, pre.part.scale)[1:]
 
@@ -368,12 +380,16 @@ class DadaSolver:
         warm_coef = None
         if warm:
             ok = np.isfinite(y0_warm) & (y0_warm > 0)
-            y0 = np.where(ok, y0_warm, pre.y_cold).astype(np.float32)
+            y0 = np.where(ok, y0_warm, pre.y_cold).astype(np.float32, copy=False)
             warm_coef = self._warm_coefficients(pre, y0)
             if warm_coef is not None:
                 cv, ch = warm_coef
         else:
             y0 = pre.y_cold
+        if cv is None:  # prepared for a warm solve that did not happen: the cold coefficients now
+            pre.features, pre.cv, pre.ch = self._coefficients(pre.rgb, pre.y_cold, part.scale,
+                                                              from_inputs=not cfg.coarse_to_fine)
+            cv, ch = pre.cv, pre.ch
 
         with torch.no_grad():
             src_t = _to_tensor(src + offset, dev)

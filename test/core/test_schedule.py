@@ -287,3 +287,27 @@ def test_learned_schedule_per_ratio_gives_a_learned_guide_the_dada_free_table():
     assert (len(free_a), free_a.delta) == (len(free_b), free_b.delta)
     with pytest.raises(DadaInputError, match="learned_schedule must be one of matching, per-ratio"):
         SolverConfig(learned_schedule="fast").validate()
+
+
+def test_region_spans_hold_every_region_pixel_and_pack_them_row_by_row():
+    """The fused sweep's view of a region (fused_cpu.region_spans): each row's spans cover its
+    region pixels and nothing of other rows, runs closer than the gap are merged, the packed
+    order is row-major, and many spans a row (more spans than rows) are all kept."""
+    from dada_ros.core.fused_cpu import region_spans
+
+    rng = np.random.default_rng(3)
+    for region in (rng.random((30, 50)) > 0.8, np.zeros((6, 9), bool), np.tile(np.arange(100) % 10 == 0, (4, 1))):
+        spans, row_spans, span_off, pixels = region_spans(region, merge_gap=4)
+        H, W = region.shape
+        assert row_spans[0] == 0 and row_spans[-1] == len(spans) == len(span_off) - 1
+        covered = np.zeros_like(region)
+        for i in range(H):
+            for a, b in spans[row_spans[i]:row_spans[i + 1]]:
+                assert 0 <= a < b <= W and region[i, a] and region[i, b - 1]  # a span starts and ends on the region
+                covered[i, a:b] = True
+            row = spans[row_spans[i]:row_spans[i + 1]]
+            assert np.all(row[1:, 0] - row[:-1, 1] >= 4)  # closer runs were merged
+        assert np.all(covered[region])
+        np.testing.assert_array_equal(pixels, np.flatnonzero(covered))  # packed row by row, span by span
+        np.testing.assert_array_equal(np.diff(span_off), spans[:, 1] - spans[:, 0])
+    assert len(region_spans(np.tile(np.arange(100) % 10 == 0, (4, 1)))[0]) == 40  # 10 a row, gap 9 >= 8

@@ -279,7 +279,17 @@ def test_block_average_any_ratio_ignores_invalid():
 def test_fused_convergence_check_value_and_nan():
     """The vectorised check (integer max over the bits of non-negative ratios) returns the float
     max relative change, copies Y into prev, and lets a NaN win (it must never pass a tolerance)."""
-    from dada_ros.core.fused_cpu import _check_change
+    from dada_ros.core.fused_cpu import _check_change, region_spans
+
+    def check(u, rx, z, a, b, semi, rows, prev, chunks, region=None):
+        """_check_change unmasked, or with ``region`` (H, W) through its packed spans"""
+        if region is None:
+            none = (np.zeros((0, 2), np.int64), np.zeros(1, np.int64), np.zeros(u.shape[0] + 1, np.int64))
+            return _check_change(u, rx, z, a, b, semi, rows, prev, chunks, u, False, *none)
+        spans, row_spans, span_off, pixels = region_spans(region)
+        packed = lambda img: np.ascontiguousarray(img.reshape(-1)[pixels])[None]  # noqa: E731
+        return _check_change(u, rx, packed(z), a, b, semi, rows, prev, chunks, packed(region), True,
+                             spans, span_off, row_spans)
 
     rng = np.random.default_rng(0)
     u = (rng.random((10, 12)) + 1).astype(np.float32)
@@ -290,16 +300,16 @@ def test_fused_convergence_check_value_and_nan():
     a, b = np.float32(1.7), np.float32(-0.7)
     y = u * rx[rows]
     want = float((np.abs(y - prev) / y).max())
-    got, abs_max = _check_change(u, rx, z, a, b, False, rows, prev.copy(), 3, u, False)
+    got, abs_max = check(u, rx, z, a, b, False, rows, prev.copy(), 3)
     assert float(got) == pytest.approx(want, rel=1e-6)
     assert float(abs_max) == float(np.abs(y).max())  # the divergence guard's range, same pass
     p = prev.copy()
-    _check_change(u, rx, z, a, b, False, rows, p, 2, u, False)
+    check(u, rx, z, a, b, False, rows, p, 2)
     np.testing.assert_array_equal(p, y)
     # The weighted recurrence's iterate a*U*R + b*Z.
     y_semi = a * y + b * z
     p = prev.copy()
-    got, abs_max = _check_change(u, rx, z, a, b, True, rows, p, 2, u, False)
+    got, abs_max = check(u, rx, z, a, b, True, rows, p, 2)
     assert float(got) == pytest.approx(float((np.abs(y_semi - prev) / np.abs(y_semi)).max()), rel=1e-5)
     assert float(abs_max) == pytest.approx(float(np.abs(y_semi).max()), rel=1e-6)
     np.testing.assert_allclose(p, y_semi, rtol=1e-6)
@@ -307,13 +317,13 @@ def test_fused_convergence_check_value_and_nan():
     m = (rng.random((10, 12)) > 0.5).astype(np.float32)
     y_region = y + b * m * (z - y)
     p = prev.copy()
-    got = float(_check_change(u, rx, z, a, b, True, rows, p, 2, m, True)[0])
+    got = float(check(u, rx, z, a, b, True, rows, p, 2, m)[0])
     assert got == pytest.approx(float((np.abs(y_region - prev) / np.abs(y_region)).max()), rel=1e-5)
     np.testing.assert_allclose(p, y_region, rtol=1e-6)
     u[4, 5] = np.nan
-    assert np.isnan(_check_change(u, rx, z, a, b, False, rows, prev.copy(), 1, u, False)).all()
+    assert np.isnan(check(u, rx, z, a, b, False, rows, prev.copy(), 1)).all()
     u[4, 5] = -np.inf
-    assert _check_change(u, rx, z, a, b, False, rows, prev.copy(), 2, u, False)[1] == np.inf
+    assert check(u, rx, z, a, b, False, rows, prev.copy(), 2)[1] == np.inf
 
 
 def test_spin_setting_is_in_force_when_dada_ros_comes_first() -> None:

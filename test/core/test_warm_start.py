@@ -723,6 +723,13 @@ def test_a_prepared_frame_belongs_to_its_own_inputs(quick):
     rgb, _, src = translation_sequence(seed=2, n=1)[0]
     pre = quick.prepare(rgb, src)
     np.testing.assert_array_equal(quick.solve(rgb, src, prepared=pre).depth, quick.solve(rgb, src).depth)
+    # prepared for a warm solve: the cold coefficients are left out (the warm depth feature makes
+    # its own) and made by the solve when the frame starts cold after all, the same frame
+    warm_pre = quick.prepare(rgb, src, warm=True)
+    assert warm_pre.cv is None and warm_pre.ch is None and pre.cv is not None
+    np.testing.assert_array_equal(quick.solve(rgb, src, prepared=warm_pre).depth, quick.solve(rgb, src).depth)
+    no_feature = DadaSolver(SolverConfig(device="cpu", max_iterations=400, warm_depth_feature=False))
+    assert no_feature.prepare(rgb, src, warm=True).cv is not None  # its warm solve uses the cold ones
     with pytest.raises(DadaInputError, match="other guide"):
         quick.solve(rgb, src.copy(), prepared=pre)
     other = DadaSolver(SolverConfig(device="cpu", max_iterations=400), FreeGuide(kappa=100.0))
