@@ -448,11 +448,15 @@ class FusedLoop:
     :class:`dada_ros.core.loop.TorchLoop`. Batch items run one after another."""
 
     def __init__(self, y, source, valid, cv, ch, resampler: Resampler, lam: float, semi: bool,
-                 region: torch.Tensor | None = None) -> None:
+                 region: np.ndarray | None = None) -> None:
         warn_spin_setting_once()
         self.semi = semi
-        # Region schedule (Schedule.region): weights only where it is 1; plain: never masked.
+        # Region schedule (Schedule.region, (H, W), the same for every batch item): weights only
+        # where it is nonzero; plain: never masked.
         self.masked = bool(semi and region is not None)
+        if self.masked:
+            region = np.asarray(region)
+            masked = region_spans(region)
         self.rows = resampler.rows.cpu().numpy().astype(np.int64)
         h, w = resampler.partition.source_shape
         self.row_start, self.cols, self.inv_count, self.chunks = _cell_arrays(resampler)
@@ -474,10 +478,9 @@ class FusedLoop:
             src = np.ascontiguousarray(source[b, 0].numpy(), dtype=np.float32)
             vb = np.ascontiguousarray(valid[b, 0].numpy())
             if self.masked:  # the region's spans; its values, Z and the iterates packed (_form_row)
-                reg = region[b if region.shape[0] > 1 else 0, 0].cpu().numpy()
-                spans, row_spans, span_off, pixels = region_spans(reg)
+                spans, row_spans, span_off, pixels = masked
                 it = _FusedItem(yb, h, w, semi, pixels)
-                it.region = np.ascontiguousarray(reg.reshape(-1)[pixels], dtype=np.float32)[None]
+                it.region = np.ascontiguousarray(region.reshape(-1)[pixels], dtype=np.float32)[None]
             else:  # U stands in for the region (same shape, never read); no row has spans
                 spans, row_spans, span_off = np.zeros((0, 2), np.int64), np.zeros(H + 1, np.int64), np.zeros(1, np.int64)
                 it = _FusedItem(yb, h, w, semi)

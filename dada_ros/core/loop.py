@@ -349,13 +349,12 @@ def run_loop(
     guard = check_range if semi else None
     watch = report if observe is not None else None
 
-    region = None  # Schedule.region as a (B, 1, H, W) 0/1 map (a plain schedule needs none)
+    region = None  # Schedule.region (H, W) bool (a plain schedule needs none)
     if schedule.region is not None and semi:
         if tuple(np.shape(schedule.region)) != tuple(y.shape[-2:]):
             raise ValueError(f"schedule region {np.shape(schedule.region)} does not match the image "
                              f"{tuple(y.shape[-2:])}")
-        region = torch.from_numpy(np.ascontiguousarray(schedule.region, dtype=np.float32)).to(y.device)
-        region = region.expand(y.shape[0], 1, *region.shape).contiguous()
+        region = schedule.region
         if backend == "triton" or (backend == "auto" and _auto_wants_triton(y)):
             backend = "torch"  # the Triton kernels have no region (CUDA runs the torch loop then)
     if use_fused:
@@ -380,7 +379,11 @@ def run_loop(
             warn_once("triton-loop", f"triton loop failed ({exc!r}); using the torch loop from now on")
             impl, stats = TorchLoop(*args), None
     else:
-        impl = TorchLoop(*args, region=region)
+        wmask = None  # the torch loop's region: a (B, 1, H, W) 0/1 map (the fused loop reads the bool map's spans)
+        if region is not None:
+            wmask = torch.from_numpy(np.ascontiguousarray(region, dtype=np.float32)).to(y.device)
+            wmask = wmask.expand(y.shape[0], 1, *region.shape).contiguous()
+        impl = TorchLoop(*args, region=wmask)
     if stats is None:
         stats = drive(impl, schedule, watch, guard)
     if stats.diverged:
