@@ -54,4 +54,4 @@ def check_init(init: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | 
         raise DadaInputError(f"initial depth has shape {y0.shape}, expected the guide size {tuple(shape)}")
     if not np.issubdtype(y0.dtype, np.number):
         raise DadaInputError(f"initial depth must be numeric, got dtype {y0.dtype}")
-    return y0.astype(np.float32)
+    return y0.astype(np.float32, copy=False)  # the solver reads it (its Y0 is a new array)

@@ -404,7 +404,9 @@ class DadaSolver:
                 device=str(dev),
                 prepare_seconds=pre.seconds,
             )
-            y = _to_tensor(y0 + offset, dev)
+            # the loop works in place: a warm Y0 is this solve's own array (no copy when there is no
+            # offset), the cold one belongs to the prepared frame
+            y = _to_tensor(y0 + offset if offset or not warm else y0, dev)
             n_fixed = iterations if iterations is not None else cfg.iterations
             if cfg.coarse_to_fine and n_fixed is None and not warm:
                 y = self._coarse_start(y, pre.features, src_t, valid_t, part, stats)
