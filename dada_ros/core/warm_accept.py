@@ -54,6 +54,8 @@ from .fused_cpu import HAVE_NUMBA
 from .resample import Partition, cell_index, valid_source_mask
 
 if HAVE_NUMBA:
+    from numba import prange
+
     from .fused_cpu import njit
 
 
@@ -292,37 +294,45 @@ def apply_depth_motion(y: np.ndarray, motion: tuple[float, float, float, float])
 
 if HAVE_NUMBA:
     # The acceptance's three passes over the full-resolution prior, one loop each instead of
-    # 5-8 numpy passes (7-12 ms of a 640x480 warm frame in numpy, ~2 ms here). Serial: the
-    # passes are memory-bound and the machine is shared. Cell sums in float64.
+    # 5-8 numpy passes (7-12 ms of a 640x480 warm frame in numpy, ~2 ms here). Cell sums in
+    # float64. The two that every warm frame runs take the cell rows in parallel (session 15:
+    # serial, they left the second core idle while the main thread waited for them; the solve's
+    # preparation beside the alignment is done by then); the fallback moved pass stays serial.
 
-    @njit(cache=True, nogil=True)
-    def _prior_cells_numba(y, tracked, rows, cols, h, w, xs, ys):
+    @njit(cache=True, nogil=True, parallel=True)
+    def _prior_cells_numba(y, tracked, row_start, cols, h, w, xs, ys):
         """Sum and count of the finite, positive pixels per cell; tracked pixels among them; per
         cell the sums of v * x and v * y (normalised coordinates ``xs``, ``ys``), so the cell sums
-        of the motion-corrected prior follow without a pass of their own; the smallest such pixel."""
+        of the motion-corrected prior follow without a pass of their own; the smallest such pixel.
+        Cell rows in parallel (pixel rows ``row_start[r]`` to ``row_start[r + 1]``): each thread
+        owns its cells and sums them in the serial order, so the sums do not depend on the threads."""
         H, W = y.shape
         total = np.zeros((h, w))
         count = np.zeros((h, w))
         sum_x = np.zeros((h, w))
         sum_y = np.zeros((h, w))
-        n_tracked = 0
-        v_min = np.inf
-        for i in range(H):
-            r = rows[i]
-            yi = np.float64(ys[i])
-            for j in range(W):
-                v = y[i, j]
-                if np.isfinite(v) and v > 0:
-                    c = cols[j]
-                    vd = np.float64(v)
-                    total[r, c] += vd
-                    count[r, c] += 1.0
-                    sum_x[r, c] += vd * xs[j]
-                    sum_y[r, c] += vd * yi
-                    v_min = min(v_min, vd)
-                    if tracked[i, j]:
-                        n_tracked += 1
-        return total, count, n_tracked, sum_x, sum_y, v_min
+        row_tracked = np.zeros(h, np.int64)
+        row_min = np.full(h, np.inf)
+        for r in prange(h):
+            n_tracked = 0
+            v_min = np.inf
+            for i in range(row_start[r], row_start[r + 1]):
+                yi = np.float64(ys[i])
+                for j in range(W):
+                    v = y[i, j]
+                    if np.isfinite(v) and v > 0:
+                        c = cols[j]
+                        vd = np.float64(v)
+                        total[r, c] += vd
+                        count[r, c] += 1.0
+                        sum_x[r, c] += vd * xs[j]
+                        sum_y[r, c] += vd * yi
+                        v_min = min(v_min, vd)
+                        if tracked[i, j]:
+                            n_tracked += 1
+            row_tracked[r] = n_tracked
+            row_min[r] = v_min
+        return total, count, row_tracked.sum(), sum_x, sum_y, row_min.min()
 
     @njit(cache=True, nogil=True, inline="always")
     def _moved(v, a0, a1, xj, ty, b):
@@ -352,36 +362,41 @@ if HAVE_NUMBA:
                     count[r, cols[j]] += 1.0
         return total, count
 
-    @njit(cache=True, nogil=True)
-    def _keep_numba(y, bad, rows, cols, out, cold, cell_cold, a0, a1, a2, b, xs, ys):
+    @njit(cache=True, nogil=True, parallel=True)
+    def _keep_numba(y, bad, row_start, cols, out, cold, cell_cold, a0, a1, a2, b, xs, ys):
         """``out`` = ``y`` moved by the depth motion (a0, a1, a2, b: ``_moved``; identity: 1, 0,
         0, 0) where ``y`` is finite and positive, the
         moved value positive and its cell passed, NaN elsewhere; ``cold`` the complement,
         ``cell_cold`` (zeroed by the caller) the cells holding a cold pixel. Returns (pixels in
-        rejected cells, cold pixels)."""
+        rejected cells, cold pixels). Cell rows in parallel, as :func:`_prior_cells_numba`."""
         H, W = y.shape
-        n_rejected = 0
-        n_cold = 0
+        h = row_start.shape[0] - 1
+        row_rejected = np.zeros(h, np.int64)
+        row_cold = np.zeros(h, np.int64)
         identity = a0 == 1 and a1 == 0 and a2 == 0 and b == 0
-        for i in range(H):
-            r = rows[i]
-            ty = a2 * ys[i]
-            for j in range(W):
-                v = y[i, j]
-                rej = bad[r, cols[j]]
-                n_rejected += rej
-                m = v
-                if not identity and np.isfinite(v) and v > 0:
-                    m = _moved(v, a0, a1, xs[j], ty, b)
-                if rej or not (np.isfinite(v) and v > 0 and m > 0):
-                    out[i, j] = np.nan
-                    cold[i, j] = True
-                    cell_cold[r, cols[j]] = True
-                    n_cold += 1
-                else:
-                    out[i, j] = m
-                    cold[i, j] = False
-        return n_rejected, n_cold
+        for r in prange(h):
+            n_rejected = 0
+            n_cold = 0
+            for i in range(row_start[r], row_start[r + 1]):
+                ty = a2 * ys[i]
+                for j in range(W):
+                    v = y[i, j]
+                    rej = bad[r, cols[j]]
+                    n_rejected += rej
+                    m = v
+                    if not identity and np.isfinite(v) and v > 0:
+                        m = _moved(v, a0, a1, xs[j], ty, b)
+                    if rej or not (np.isfinite(v) and v > 0 and m > 0):
+                        out[i, j] = np.nan
+                        cold[i, j] = True
+                        cell_cold[r, cols[j]] = True
+                        n_cold += 1
+                    else:
+                        out[i, j] = m
+                        cold[i, j] = False
+            row_rejected[r] = n_rejected
+            row_cold[r] = n_cold
+        return row_rejected.sum(), row_cold.sum()
 
 
 def _means(total: np.ndarray, count: np.ndarray, part: Partition) -> tuple[np.ndarray, np.ndarray]:
@@ -436,7 +451,8 @@ def accept_prior(y0: np.ndarray, source: np.ndarray, tracked: np.ndarray | None 
         y0 = np.ascontiguousarray(y0)
         xg, yg = _coords(*y0.shape)
         xs, ys = xg[0], yg[:, 0]
-        total, count, n_tracked, sum_x, sum_y, v_min = _prior_cells_numba(y0, trk, rows, cols, h, w, xs, ys)
+        row_start = part.cell_starts()[0]
+        total, count, n_tracked, sum_x, sum_y, v_min = _prior_cells_numba(y0, trk, row_start, cols, h, w, xs, ys)
         tracked_frac = n_tracked / y0.size
         mean, cov = _means(total, count, part)
     else:
@@ -495,7 +511,7 @@ def accept_prior(y0: np.ndarray, source: np.ndarray, tracked: np.ndarray | None 
     if use_numba:
         y_keep, cold = np.empty_like(y0), np.empty(y0.shape, np.bool_)
         cell_cold = np.zeros((h, w), np.bool_)
-        n_rej, n_cold = _keep_numba(y0, np.ascontiguousarray(bad, dtype=np.bool_), rows, cols, y_keep, cold,
+        n_rej, n_cold = _keep_numba(y0, np.ascontiguousarray(bad, dtype=np.bool_), row_start, cols, y_keep, cold,
                                     cell_cold, *keep_motion, xs, ys)
         rej_frac, cold_frac = n_rej / y0.size, n_cold / y0.size
     else:
