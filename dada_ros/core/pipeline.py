@@ -495,7 +495,7 @@ class FramePipeline:
         # the cells that hold a cold pixel, marked by the acceptance while it kept the prior
         part = Partition(acc.cold_pixels.shape, source.shape)
         region = part.expand(acc.cold_cells)
-        area = float((part.cell_sizes() * acc.cold_cells).sum()) / region.size
+        area = np.count_nonzero(region) / region.size
         info["warm_region_fraction"] = area
         if area > self.warm.max_cold_area:
             info["cold_reason"] = (f"cold-initialised cells cover {area:.0%} of the image "
@@ -634,7 +634,7 @@ class FramePipeline:
                         age = np.where(refined, age + refine_its, age)
             if self.warm.warm_schedule == "plain":
                 schedule = self._warm_schedule(warm_its, rgb.shape[0] / source.shape[0])
-                region_fraction = 0.0 if schedule.region is None else float(schedule.region.mean())
+                region_fraction = 0.0 if schedule.region is None else info["warm_region_fraction"]  # its mean
                 res = self.solver.solve(rgb, source, init=y0, schedule=schedule, **solve_kw)
             else:
                 res = self.solver.solve(rgb, source, init=y0, iterations=warm_its, **solve_kw)
