@@ -134,7 +134,7 @@ if HAVE_NUMBA:
     EPS32 = np.float32(EPS)
 
     @njit(cache=True, inline="always")
-    def _form_row(dst, off, u, r, z, a, b, semi, m, masked, spans, span_off, s0, s1):
+    def _form_row(dst, off, u, r, z, a, b, semi, m, masked, packed, spans, span_off, s0, s1):
         """dst[off:off+W] = the iterate's row: U*R (plain) or a*U*R + b*Z (weighted recurrence, Z
         and ``m`` rows of the image); with ``masked`` the weights apply in the region only:
         U*R + b*m*(Z - U*R) there (the same as a*U*R + b*Z where m = 1, as a + b = 1), U*R elsewhere.
@@ -143,8 +143,14 @@ if HAVE_NUMBA:
         ``m`` are then PACKED: the span pixels of the whole image one after another, span s from
         ``span_off[s]`` on. The warm start's region is a few thin strips of cold cells; read in
         place, its Z and region pixels were one or two cache lines per row of three full images
-        (misses the prefetcher does not foresee), which cost ~40% of a step."""
-        if semi and masked:
+        (misses the prefetcher does not foresee), which cost ~40% of a step. A region of more than
+        PACKED_MAX_FRACTION of the image is not ``packed``: the weights at every pixel of the row
+        (the span loop does not vectorise; over half an image it cost 2.3x a plain step)."""
+        if semi and masked and not packed:  # a large region: Z and m are image rows
+            for j in range(u.shape[0]):
+                ur = u[j] * r[j]
+                dst[j + off] = ur + b * m[j] * (z[j] - ur)
+        elif semi and masked:
             for j in range(u.shape[0]):
                 dst[j + off] = u[j] * r[j]
             for s in range(s0, s1):
@@ -176,7 +182,7 @@ if HAVE_NUMBA:
 
     @njit(parallel=True, cache=True, fastmath=False, error_model="numpy")
     def _sweep(u_in, rx_in, z, wa, wb, semi, y_out, u_out, r_out, rx_out, lcv_p, lch_p, cols, row_start,
-               src, valid, inv_count, chunks, region, masked, spans, span_off, row_spans):
+               src, valid, inv_count, chunks, region, masked, packed, spans, span_off, row_spans):
         """One application. ``rx_in`` (h, W) are the ratios R_{t-1} already expanded to pixel
         columns (each cell row's ratios repeated over its columns), so the inner loops read them
         without a gather; the sweep writes R_t both per cell (``r_out``, h x w) and expanded
@@ -187,8 +193,8 @@ if HAVE_NUMBA:
         Z = the iterate two applications back): it is formed row by row on the fly, diffused,
         and also written to ``y_out`` (each row once, by the chunk that owns its cell row), which
         the recurrence needs two applications later. Without ``semi`` it is U*R (the plain loop).
-        With ``masked`` (a region schedule) Z, ``y_out`` and ``region`` are the packed (1, P)
-        buffers of the region's spans (``spans``, ``span_off``, ``row_spans``: see _form_row).
+        With ``masked`` (a region schedule) and ``packed``, Z, ``y_out`` and ``region`` are the packed
+        (1, P) buffers of the region's spans (``spans``, ``span_off``, ``row_spans``: see _form_row).
 
         Cell rows are split into ``chunks`` contiguous ranges, one per thread: each chunk
         allocates its scratch rows once (a per-cell-row allocation cost ~10% of a step at x4).
@@ -214,22 +220,22 @@ if HAVE_NUMBA:
                 ka = 0
                 kb = 1
                 ia = max(i0 - 1, 0)
-                p = 0 if masked else ia  # the packed buffers' one row, or the image row
-                _form_row(buf[ka], 1, u_in[ia], r_up, z[p], wa, wb, semi, region[p], masked, spans, span_off,
-                          row_spans[ia], row_spans[ia + 1])
-                p = 0 if masked else i0  # the packed buffers' one row, or the image row
-                _form_row(buf[kb], 1, u_in[i0], r_cur, z[p], wa, wb, semi, region[p], masked, spans, span_off,
-                          row_spans[i0], row_spans[i0 + 1])
+                p = 0 if packed else ia  # the packed buffers' one row, or the image row
+                _form_row(buf[ka], 1, u_in[ia], r_up, z[p], wa, wb, semi, region[p], masked, packed,
+                          spans, span_off, row_spans[ia], row_spans[ia + 1])
+                p = 0 if packed else i0  # the packed buffers' one row, or the image row
+                _form_row(buf[kb], 1, u_in[i0], r_cur, z[p], wa, wb, semi, region[p], masked, packed,
+                          spans, span_off, row_spans[i0], row_spans[i0 + 1])
                 for i in range(i0, i1):
                     kc = 3 - ka - kb
                     rc = r_dn if i == i1 - 1 else r_cur
                     ic = min(i + 1, H - 1)
-                    p = 0 if masked else ic
-                    _form_row(buf[kc], 1, u_in[ic], rc, z[p], wa, wb, semi, region[p], masked, spans, span_off,
-                              row_spans[ic], row_spans[ic + 1])
+                    p = 0 if packed else ic
+                    _form_row(buf[kc], 1, u_in[ic], rc, z[p], wa, wb, semi, region[p], masked, packed,
+                              spans, span_off, row_spans[ic], row_spans[ic + 1])
                     if semi:  # row i of the input iterate, kept for the recurrence (where it is read)
                         bb = buf[kb]
-                        if masked:  # packed, as Z (see _form_row)
+                        if packed:  # as Z (see _form_row)
                             yo = y_out[0]
                             for sp in range(row_spans[i], row_spans[i + 1]):
                                 j0 = spans[sp, 0]
@@ -264,16 +270,16 @@ if HAVE_NUMBA:
                     rxo[j] = ro[cols[j]]
 
     @njit(parallel=True, cache=True)
-    def _materialise(u, rx, z, a, b, semi, rows, out, region, masked, spans, span_off, row_spans):
+    def _materialise(u, rx, z, a, b, semi, rows, out, region, masked, packed, spans, span_off, row_spans):
         """out = the iterate: U * up(R), or a*U*up(R) + b*Z with ``semi`` (see :func:`_form_row`)."""
         H, W = u.shape
         for i in prange(H):
-            p = np.int64(0) if masked else np.int64(i)  # the packed buffers' one row, or row i
-            _form_row(out[i], 0, u[i], rx[rows[i]], z[p], a, b, semi, region[p], masked,
+            p = np.int64(0) if packed else np.int64(i)  # the packed buffers' one row, or row i
+            _form_row(out[i], 0, u[i], rx[rows[i]], z[p], a, b, semi, region[p], masked, packed,
                       spans, span_off, row_spans[i], row_spans[i + 1])
 
     @njit(parallel=True, cache=True, error_model="numpy")
-    def _check_change(u, rx, z, a, b, semi, rows, prev, chunks, region, masked, spans, span_off, row_spans):
+    def _check_change(u, rx, z, a, b, semi, rows, prev, chunks, region, masked, packed, spans, span_off, row_spans):
         """Convergence check in one pass: max |Y - prev| / |Y| with Y the iterate (U * up(R), or
         a*U*up(R) + b*Z with ``semi``), then prev <- Y. Returns (that max, max |Y|) as float32:
         the second is the divergence guard's range test without another pass over the image.
@@ -295,9 +301,9 @@ if HAVE_NUMBA:
             m = np.int32(0)
             ma = np.int32(0)
             for i in range(ck * H // chunks, (ck + 1) * H // chunks):
-                p = 0 if masked else i  # the packed buffers' one row, or row i
-                _form_row(yrow, 0, u[i], rx[rows[i]], z[p], a, b, semi, region[p], masked, spans, span_off,
-                          row_spans[i], row_spans[i + 1])
+                p = 0 if packed else i  # the packed buffers' one row, or row i
+                _form_row(yrow, 0, u[i], rx[rows[i]], z[p], a, b, semi, region[p], masked, packed,
+                          spans, span_off, row_spans[i], row_spans[i + 1])
                 pi = prev[i]
                 for j in range(W):
                     y = yrow[j]
@@ -399,6 +405,11 @@ if HAVE_NUMBA:
         return k
 
 
+# A region schedule's weights are applied in packed spans when the region covers at most this
+# share of the image (the warm start's cold cells: ~1%), else at every pixel (see _form_row).
+PACKED_MAX_FRACTION = 0.25
+
+
 def region_spans(region: np.ndarray, merge_gap: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Where a region schedule's weights apply, as the fused sweep reads it: ``spans`` (k, 2)
     [start, stop) column ranges, row i's being ``spans[row_spans[i]:row_spans[i + 1]]``
@@ -454,9 +465,14 @@ class FusedLoop:
         # Region schedule (Schedule.region, (H, W), the same for every batch item): weights only
         # where it is nonzero; plain: never masked.
         self.masked = bool(semi and region is not None)
+        self.packed = False
         if self.masked:
             region = np.asarray(region)
             masked = region_spans(region)
+            # a region of every pixel is the unmasked schedule; a large one is not packed (_form_row)
+            if len(masked[3]) == region.size and np.count_nonzero(region) == region.size:
+                self.masked = False
+            self.packed = self.masked and len(masked[3]) <= PACKED_MAX_FRACTION * region.size
         self.rows = resampler.rows.cpu().numpy().astype(np.int64)
         h, w = resampler.partition.source_shape
         self.row_start, self.cols, self.inv_count, self.chunks = _cell_arrays(resampler)
@@ -477,12 +493,17 @@ class FusedLoop:
             np.multiply(ch[b if ch.shape[0] > 1 else 0, 0].detach().numpy(), lam32, out=lch[:, 1:W])
             src = np.ascontiguousarray(source[b, 0].numpy(), dtype=np.float32)
             vb = np.ascontiguousarray(valid[b, 0].numpy())
-            if self.masked:  # the region's spans; its values, Z and the iterates packed (_form_row)
+            if self.packed:  # the region's spans; its values, Z and the iterates packed (_form_row)
                 spans, row_spans, span_off, pixels = masked
                 it = _FusedItem(yb, h, w, semi, pixels)
                 it.region = np.ascontiguousarray(region.reshape(-1)[pixels], dtype=np.float32)[None]
+            elif self.masked:  # a large region: read at every pixel
+                spans, row_spans, span_off = masked[:3]
+                it = _FusedItem(yb, h, w, semi)
+                it.region = np.ascontiguousarray(region, dtype=np.float32)
             else:  # U stands in for the region (same shape, never read); no row has spans
-                spans, row_spans, span_off = np.zeros((0, 2), np.int64), np.zeros(H + 1, np.int64), np.zeros(1, np.int64)
+                spans, span_off = np.zeros((0, 2), np.int64), np.zeros(1, np.int64)
+                row_spans = np.zeros(H + 1, np.int64)
                 it = _FusedItem(yb, h, w, semi)
                 it.region = it.u[0]
             it.spans, it.span_off, it.row_spans = spans, span_off, row_spans
@@ -507,7 +528,8 @@ class FusedLoop:
                 a = np.float32(self.w_last)
                 _sweep(it.u[k], it.rx[k], z, a, np.float32(1.0 - self.w_last), self.semi, y_out,
                        it.u[1 - k], it.r, it.rx[1 - k], lcv, lch, self.cols, self.row_start, src, vb,
-                       self.inv_count, self.chunks, it.region, self.masked, it.spans, it.span_off, it.row_spans)
+                       self.inv_count, self.chunks, it.region, self.masked, self.packed, it.spans, it.span_off,
+                       it.row_spans)
                 it.k = 1 - k
                 self.w_last = float(w)
 
@@ -518,7 +540,7 @@ class FusedLoop:
         for it, *_ in self.items:
             z, a, b = self._form(it)
             c, m = _check_change(it.u[it.k], it.rx[it.k], z, a, b, self.semi, self.rows, it.ref, self.chunks,
-                                 it.region, self.masked, it.spans, it.span_off, it.row_spans)
+                                 it.region, self.masked, self.packed, it.spans, it.span_off, it.row_spans)
             changes.append(float(c))
             abs_max.append(float(m))
         self.abs_max = float(np.max(abs_max))  # a NaN wins
@@ -528,7 +550,7 @@ class FusedLoop:
         for b, (it, *_) in enumerate(self.items):
             z, a, bb = self._form(it)
             _materialise(it.u[it.k], it.rx[it.k], z, a, bb, self.semi, self.rows, y[b, 0].numpy(), it.region,
-                         self.masked, it.spans, it.span_off, it.row_spans)
+                         self.masked, self.packed, it.spans, it.span_off, it.row_spans)
 
 
 def spin_setting_problem() -> str | None:

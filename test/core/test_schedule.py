@@ -131,11 +131,15 @@ def reference_recurrence(y0, src, valid, cv, ch, res, lam, weights, region=None)
 
 REGION = np.zeros((40, 52), bool)
 REGION[5:23, 9:40] = True  # not aligned with the cells: the adjustment mixes both kinds of pixel
-REGION[30:, :7] = True
+REGION[30:, :7] = True  # 30% of the image: the fused loop reads it at every pixel
+SMALL_REGION = np.zeros((40, 52), bool)  # 5%: the fused loop packs its spans (fused_cpu._form_row)
+SMALL_REGION[5:9, 9:20] = True
+SMALL_REGION[30:, :3] = True
+SMALL_REGION[12, 30:33] = SMALL_REGION[12, 37] = True  # two runs of a row, merged into one span
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("kind", ["chebyshev", "plain", "region"])
+@pytest.mark.parametrize("kind", ["chebyshev", "plain", "region", "small-region"])
 def test_backends_follow_the_reference_recurrence(backend, kind, loop_problem):
     """Holes, a non-integer ratio and a batch of two with different coefficients; ``region``:
     the Chebyshev weights in part of the image, plain steps elsewhere (Schedule.region)."""
@@ -144,12 +148,13 @@ def test_backends_follow_the_reference_recurrence(backend, kind, loop_problem):
     src, valid, y0 = torch.cat([src, src2]), torch.cat([valid, valid2]), torch.cat([y0, y02])
     cv, ch = torch.cat([cv, cv2]), torch.cat([ch, ch2])
     schedule = {"chebyshev": Schedule.chebyshev(45, 2e-3, check_every=10), "plain": Schedule.plain(45, None, 10),
-                "region": Schedule.chebyshev(45, 2e-3, check_every=10, region=REGION)}[kind]
+                "region": Schedule.chebyshev(45, 2e-3, check_every=10, region=REGION),
+                "small-region": Schedule.chebyshev(45, 2e-3, check_every=10, region=SMALL_REGION)}[kind]
     want = reference_recurrence(y0, src, valid, cv, ch, res, 0.24, schedule.weights, schedule.region)
-    if kind == "region":  # the region matters: inside it differs from plain steps, outside from Chebyshev
+    if kind.endswith("region"):  # the region matters: inside it differs from plain steps, outside from Chebyshev
         plain = reference_recurrence(y0, src, valid, cv, ch, res, 0.24, np.ones(45))
         cheb = reference_recurrence(y0, src, valid, cv, ch, res, 0.24, schedule.weights)
-        inside = torch.from_numpy(REGION)
+        inside = torch.from_numpy(schedule.region)
         assert float((want - plain).abs()[:, :, inside].max()) > 1e-3
         assert float((want - cheb).abs()[:, :, ~inside].max()) > 1e-3
     y = y0.clone()

@@ -281,14 +281,15 @@ def test_fused_convergence_check_value_and_nan():
     max relative change, copies Y into prev, and lets a NaN win (it must never pass a tolerance)."""
     from dada_ros.core.fused_cpu import _check_change, region_spans
 
-    def check(u, rx, z, a, b, semi, rows, prev, chunks, region=None):
-        """_check_change unmasked, or with ``region`` (H, W) through its packed spans"""
+    def check(u, rx, z, a, b, semi, rows, prev, chunks, region=None, pack=True):
+        """_check_change unmasked, or with ``region`` (H, W): through its packed spans, or read at
+        every pixel (``pack`` False: a large region)"""
         if region is None:
             none = (np.zeros((0, 2), np.int64), np.zeros(1, np.int64), np.zeros(u.shape[0] + 1, np.int64))
-            return _check_change(u, rx, z, a, b, semi, rows, prev, chunks, u, False, *none)
+            return _check_change(u, rx, z, a, b, semi, rows, prev, chunks, u, False, False, *none)
         spans, row_spans, span_off, pixels = region_spans(region)
-        packed = lambda img: np.ascontiguousarray(img.reshape(-1)[pixels])[None]  # noqa: E731
-        return _check_change(u, rx, packed(z), a, b, semi, rows, prev, chunks, packed(region), True,
+        packed = (lambda img: np.ascontiguousarray(img.reshape(-1)[pixels])[None]) if pack else (lambda img: img)
+        return _check_change(u, rx, packed(z), a, b, semi, rows, prev, chunks, packed(region), True, pack,
                              spans, span_off, row_spans)
 
     rng = np.random.default_rng(0)
@@ -320,6 +321,9 @@ def test_fused_convergence_check_value_and_nan():
     got = float(check(u, rx, z, a, b, True, rows, p, 2, m)[0])
     assert got == pytest.approx(float((np.abs(y_region - prev) / np.abs(y_region)).max()), rel=1e-5)
     np.testing.assert_allclose(p, y_region, rtol=1e-6)
+    q = prev.copy()  # the same region read at every pixel (not packed) gives the same iterate
+    assert float(check(u, rx, z, a, b, True, rows, q, 2, m, pack=False)[0]) == got
+    np.testing.assert_array_equal(q, p)
     u[4, 5] = np.nan
     assert np.isnan(check(u, rx, z, a, b, False, rows, prev.copy(), 1)).all()
     u[4, 5] = -np.inf
