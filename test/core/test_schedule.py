@@ -294,6 +294,7 @@ def test_learned_schedule_per_ratio_gives_a_learned_guide_the_dada_free_table():
         SolverConfig(learned_schedule="fast").validate()
 
 
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed (the spans serve the fused loop only)")
 def test_region_spans_hold_every_region_pixel_and_pack_them_row_by_row():
     """The fused sweep's view of a region (fused_cpu.region_spans): each row's spans cover its
     region pixels and nothing of other rows, runs closer than the gap are merged, the packed
