@@ -466,13 +466,15 @@ class FusedLoop:
         # where it is nonzero; plain: never masked.
         self.masked = bool(semi and region is not None)
         self.packed = False
+        spans = None  # (spans, row_spans, span_off, pixels) of a packed region (region_spans)
         if self.masked:
+            # a region of every pixel is the unmasked schedule; only a small one is packed (_form_row)
             region = np.asarray(region)
-            masked = region_spans(region)
-            # a region of every pixel is the unmasked schedule; a large one is not packed (_form_row)
-            if len(masked[3]) == region.size and np.count_nonzero(region) == region.size:
-                self.masked = False
-            self.packed = self.masked and len(masked[3]) <= PACKED_MAX_FRACTION * region.size
+            n_region = np.count_nonzero(region)
+            self.masked = n_region < region.size
+            self.packed = self.masked and n_region <= PACKED_MAX_FRACTION * region.size
+            if self.packed:
+                spans = region_spans(region)
         self.rows = resampler.rows.cpu().numpy().astype(np.int64)
         h, w = resampler.partition.source_shape
         self.row_start, self.cols, self.inv_count, self.chunks = _cell_arrays(resampler)
@@ -494,19 +496,14 @@ class FusedLoop:
             src = np.ascontiguousarray(source[b, 0].numpy(), dtype=np.float32)
             vb = np.ascontiguousarray(valid[b, 0].numpy())
             if self.packed:  # the region's spans; its values, Z and the iterates packed (_form_row)
-                spans, row_spans, span_off, pixels = masked
-                it = _FusedItem(yb, h, w, semi, pixels)
-                it.region = np.ascontiguousarray(region.reshape(-1)[pixels], dtype=np.float32)[None]
-            elif self.masked:  # a large region: read at every pixel
-                spans, row_spans, span_off = masked[:3]
+                it = _FusedItem(yb, h, w, semi, spans[3])
+                it.region = np.ascontiguousarray(region.reshape(-1)[spans[3]], dtype=np.float32)[None]
+                it.spans, it.row_spans, it.span_off = spans[:3]
+            else:  # no row has spans; a large region is read at every pixel, else U stands in (never read)
                 it = _FusedItem(yb, h, w, semi)
-                it.region = np.ascontiguousarray(region, dtype=np.float32)
-            else:  # U stands in for the region (same shape, never read); no row has spans
-                spans, span_off = np.zeros((0, 2), np.int64), np.zeros(1, np.int64)
-                row_spans = np.zeros(H + 1, np.int64)
-                it = _FusedItem(yb, h, w, semi)
-                it.region = it.u[0]
-            it.spans, it.span_off, it.row_spans = spans, span_off, row_spans
+                it.region = np.ascontiguousarray(region, dtype=np.float32) if self.masked else it.u[0]
+                it.spans, it.span_off = np.zeros((0, 2), np.int64), np.zeros(1, np.int64)
+                it.row_spans = np.zeros(H + 1, np.int64)
             self.items.append((it, lcv, lch, src, vb))
 
     def _form(self, it: _FusedItem) -> tuple[np.ndarray, np.float32, np.float32]:

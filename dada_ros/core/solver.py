@@ -306,19 +306,19 @@ class DadaSolver:
         offset = POSITIVITY_FLOOR if float(src[valid].min()) <= POSITIVITY_FLOOR else 0.0
         feats = cv = ch = None
         if not (warm and self._warm_feature_applies()):
-            feats, cv, ch = self._coefficients(rgb, y_cold, part.scale, from_inputs=not self.config.coarse_to_fine)
+            feats, cv, ch = self._coefficients(rgb, y_cold, part.scale)
         return PreparedFrame(self, guide, source, src, valid, part, y_cold, dist, offset, feats, cv, ch,
                              time.perf_counter() - t0, rgb)
 
-    def _coefficients(self, rgb: np.ndarray, depth: np.ndarray, scale: float, from_inputs: bool = True
+    def _coefficients(self, rgb: np.ndarray, depth: np.ndarray, scale: float
                       ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """(features or None, cv, ch) of the guide ``rgb`` (float32 in [0, 1]) with ``depth`` as
         the depth input. On the CPU the coefficients straight from the inputs, no feature tensor
-        (DADA-free in one pass, a learned lite U-Net in two; ``from_inputs`` False: the features
-        are made, coarse-to-fine needs them). A guide that offers it must give what
-        coefficients(features(...)) would, to float rounding."""
+        (DADA-free in one pass, a learned lite U-Net in two), except for coarse-to-fine, which needs
+        the features. A guide that offers it must give what coefficients(features(...)) would, to
+        float rounding."""
         gm, dev = self.guide_model, self.device
-        fast_path = getattr(gm, "coefficients_from_inputs", None) if from_inputs else None
+        fast_path = None if self.config.coarse_to_fine else getattr(gm, "coefficients_from_inputs", None)
         fast = fast_path(rgb, depth, dev, scale) if fast_path is not None else None
         if fast is not None:
             return None, *fast
@@ -392,8 +392,7 @@ class DadaSolver:
         else:
             y0 = pre.y_cold
         if cv is None:  # prepared for a warm solve that did not happen: the cold coefficients now
-            pre.features, pre.cv, pre.ch = self._coefficients(pre.rgb, pre.y_cold, part.scale,
-                                                              from_inputs=not cfg.coarse_to_fine)
+            pre.features, pre.cv, pre.ch = self._coefficients(pre.rgb, pre.y_cold, part.scale)
             cv, ch = pre.cv, pre.ch
 
         with torch.no_grad():
