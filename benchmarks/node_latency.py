@@ -14,6 +14,7 @@ the next frame "too old" for a warm start (the default 0.5 s assumes a faster de
 
     python benchmarks/node_latency.py                 # 50 frames, flow then cold (off)
     python benchmarks/node_latency.py --frames 10 --modes flow
+    python benchmarks/node_latency.py --block 10        # each node its own stream (alternating every 10 frames)
     python benchmarks/node_latency.py --modes off,off:method=dada,flow,flow:method=dada   # learned vs DADA-free
 
 A mode is a ``warm_start`` value, optionally followed by node parameters ``:name=value`` (ints,
@@ -186,9 +187,13 @@ def running_node(mode: str, args, domain_id: int):
 
 
 def run_interleaved(ctx, frames, modes: list[str], counts: dict[str, int], args) -> list[dict]:
-    """Frame i goes to every mode's node in turn, so the modes are measured under the same load
+    """Frames go to every mode's node in turn, so the modes are measured under the same load
     (the machine may be shared); each node processes its frames in order, so its warm start
-    sees a proper sequence."""
+    sees a proper sequence. ``args.block`` frames at a time: 1 (the default) = frame i to every
+    node, then frame i + 1: each warm frame then follows another node's (cold) frame on the same
+    cores, which evicts the previous frame's guide and depth from the caches (two nodes sharing
+    a CPU); a block of N = frames i..i+N-1 to one node, then the same frames to the next: one
+    node's stream as a robot runs it, the load still alternating every N frames."""
     ex = SingleThreadedExecutor(context=ctx)
     runners = [Runner(ctx, ex, m, args) for m in modes]
     spinning = threading.Event()
@@ -204,10 +209,11 @@ def run_interleaved(ctx, frames, modes: list[str], counts: dict[str, int], args)
         end = time.monotonic() + 30
         while time.monotonic() < end and not all(r.connected() for r in runners):
             time.sleep(0.05)
-        for i, f in enumerate(frames):
+        block = max(1, int(args.block))
+        for start in range(0, len(frames), block):
             for r in runners:
-                if i < counts[r.mode]:
-                    r.frame(i, f)
+                for i in range(start, min(start + block, counts[r.mode])):
+                    r.frame(i, frames[i])
         return [r.result() for r in runners]
     finally:
         # Stop spinning, destroy the nodes (which detaches them from the executor), then shut the
@@ -265,6 +271,9 @@ def main() -> int:
     ap.add_argument("--max-age", type=float, default=60.0, help="warm_start_max_age for the run (s)")
     ap.add_argument("--frame-timeout", type=float, default=600.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--block", type=int, default=1,
+                    help="frames sent to one node before the next mode's node gets the same frames (1: frame by "
+                         "frame, two nodes sharing the cores; 10: each node's own stream, alternating every 10)")
     ap.add_argument("--no-wait-cloud", dest="wait_cloud", action="store_false",
                     help="send the next triple as soon as the depth is out (the frame's cloud, or the other "
                          "mode's, is then packed while the next frame is solved)")

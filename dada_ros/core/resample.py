@@ -17,6 +17,7 @@ Shapes: tensors are (B, 1, H, W) on the guide grid and (B, 1, h, w) on the sourc
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -26,10 +27,16 @@ import torch
 from .errors import DadaInputError
 
 
+@functools.lru_cache(maxsize=64)
 def cell_index(fine: int, coarse: int) -> np.ndarray:
-    """Index of the coarse cell that contains the centre of each fine pixel, shape (fine,)."""
+    """Index of the coarse cell that contains the centre of each fine pixel, shape (fine,).
+
+    Cached per (fine, coarse) and read-only (a frame asks for the same few a dozen times: 0.3 ms
+    of a 640x480 warm frame); copy it before writing to it."""
     centres = (np.arange(fine, dtype=np.float64) + 0.5) * coarse / fine
-    return np.minimum(np.floor(centres).astype(np.int64), coarse - 1)
+    idx = np.minimum(np.floor(centres).astype(np.int64), coarse - 1)
+    idx.flags.writeable = False
+    return idx
 
 
 @dataclass(frozen=True)
@@ -64,10 +71,10 @@ class Partition:
         return float(np.sqrt((H / h) * (W / w)))
 
     def rows(self, device: torch.device) -> torch.Tensor:
-        return torch.as_tensor(cell_index(self.guide_shape[0], self.source_shape[0]), device=device)
+        return torch.tensor(cell_index(self.guide_shape[0], self.source_shape[0]), device=device)  # a copy: the index is shared
 
     def cols(self, device: torch.device) -> torch.Tensor:
-        return torch.as_tensor(cell_index(self.guide_shape[1], self.source_shape[1]), device=device)
+        return torch.tensor(cell_index(self.guide_shape[1], self.source_shape[1]), device=device)
 
     def expand(self, cells: np.ndarray) -> np.ndarray:
         """numpy ``up``: copy each value of an (h, w) cell array to its guide pixels -> (H, W)."""

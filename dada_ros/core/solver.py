@@ -370,8 +370,8 @@ class DadaSolver:
         cfg = self.config
         if iterations is not None:
             check_iterations(iterations)
-        if prepared is None:
-            prepared = self.prepare(guide, source)
+        if prepared is None:  # a warm solve makes its own coefficients where it can (prepare's warm)
+            prepared = self.prepare(guide, source, warm=init is not None)
         elif prepared.guide is not guide or prepared.source is not source:
             raise DadaInputError("prepared was made from other guide / source arrays than the ones given")
         elif prepared.solver is not self:

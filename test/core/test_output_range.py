@@ -178,3 +178,22 @@ def test_pipeline_applies_it() -> None:
     b = FramePipeline(solver, output_range=OutputRangeConfig("invalid", margin=0.0)).process(s.rgb, s.source, 0.0)
     assert "range_outliers" not in a.stats and b.stats["range_outliers"] >= 0
     assert np.isnan(b.depth).sum() - np.isnan(a.depth).sum() == b.stats["range_outliers"]
+
+
+@pytest.mark.parametrize("guide, source", [((48, 64), (6, 8)), ((50, 70), (7, 9))])
+def test_cell_extrema_pass_matches_the_partition(guide, source) -> None:
+    """The one-pass per-cell min / max (numba when installed) gives Partition.cell_extrema's
+    answer, NaN ignored and NaN for a cell of NaN only, at integer and non-integer ratios."""
+    from dada_ros.core.output_range import cell_extrema
+
+    rng = np.random.default_rng(3)
+    y = rng.uniform(0.5, 5.0, guide).astype(np.float32)
+    y[rng.random(guide) < 0.2] = np.nan
+    part = Partition(guide, source)
+    rs, cs = part.cell_starts()
+    y[: rs[1], : cs[1]] = np.nan  # cell (0, 0) all NaN
+    got, want = cell_extrema(part, y), part.cell_extrema(y)
+    for g, wv in zip(got, want):
+        assert g.dtype == np.float32 and g.shape == source
+        np.testing.assert_array_equal(g, wv)
+    assert np.isnan(got[0][0, 0]) and np.isnan(got[1][0, 0])
