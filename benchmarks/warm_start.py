@@ -47,7 +47,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from dada_ros.core.methods import make_solver  # noqa: E402
 from dada_ros.core.metrics import consistency_error, depth_errors  # noqa: E402
-from dada_ros.core.pipeline import FramePipeline, WarmConfig  # noqa: E402
+from dada_ros.core.pipeline import WARM_SCHEDULES, FramePipeline, WarmConfig  # noqa: E402
 from dada_ros.core.scenes import (TofModel, block_average, intrinsics, random_scene, render,  # noqa: E402
                                   simulate_tof)
 from dada_ros.core.sequences import Frame, SequenceConfig, make_sequence  # noqa: E402
@@ -165,6 +165,7 @@ def mean_flow_px(frames: list[Frame]) -> float:
 def run_sequence(frames: list[Frame], solver: DadaSolver, warm: WarmConfig, equilibrium: bool = False) -> list[dict]:
     """Per scored frame: cold, pipeline and forced-warm MSE, iterations and the pipeline's decision."""
     probe_cfg = WarmConfig(mode="flow", warm_iterations=warm.warm_iterations, warm_schedule=warm.warm_schedule,
+                           warm_delta=warm.warm_delta,
                            max_age=1e9, max_init_ratio_error=1e9, max_photometric_error=1.0, max_exposure_gain=1e9,
                            min_exposure_gain=1e-9, align=PROBE_ALIGN, accept=PROBE_ACCEPT)
     pipe = FramePipeline(solver, warm)
@@ -277,8 +278,12 @@ def main(argv=None) -> int:
                    help="WarmConfig.slow_motion_px: mean |flow| at or under which a warm frame runs the slow-motion "
                    "budget (default: the guide's own, 5 px with DADA-free; 0: off)")
     p.add_argument("--slow-motion-iterations", type=int, default=WarmConfig().slow_motion_iterations)
-    p.add_argument("--warm-schedule", choices=("plain", "solver"), default=WarmConfig().warm_schedule,
-                   help="loop of a warm frame: plain steps, or the solver's schedule restarted from Y0")
+    p.add_argument("--warm-schedule", choices=WARM_SCHEDULES, default=WarmConfig().warm_schedule,
+                   help="loop of a warm frame: the semi-iteration with --warm-delta (DADA-free's default), plain "
+                   "steps with the weights in the cold cells only (a learned guide's), or the solver's schedule "
+                   "restarted from Y0")
+    p.add_argument("--warm-delta", type=float, default=WarmConfig().warm_delta,
+                   help="WarmConfig.warm_delta: delta of the chebyshev warm schedule")
     p.add_argument("--schedule", help="solver schedule (when the solver has one), e.g. chebyshev | plain")
     p.add_argument("--no-accept", action="store_true", help="the pipeline without the acceptance test (comparison)")
     p.add_argument("--reject-cell-error", type=float, help="AcceptConfig.reject_cell_error (default: its default)")
@@ -316,7 +321,8 @@ def main(argv=None) -> int:
         from dada_ros.core.device import set_cpu_threads
 
         set_cpu_threads(a.threads)
-    warm = WarmConfig(mode="flow", warm_iterations=a.warm_iterations, warm_schedule=a.warm_schedule, max_age=1e9,
+    warm = WarmConfig(mode="flow", warm_iterations=a.warm_iterations, warm_schedule=a.warm_schedule,
+                      warm_delta=a.warm_delta, max_age=1e9,
                       slow_motion_px=a.slow_motion_px, slow_motion_iterations=a.slow_motion_iterations,
                       accept=PROBE_ACCEPT if a.no_accept else None)
     if (a.reject_cell_error is not None or a.dilate_cells is not None) and not a.no_accept:
@@ -344,8 +350,9 @@ def main(argv=None) -> int:
     cfg = _solver_config(a.schedule)
     cfg.warm_depth_feature = not a.no_warm_depth_feature
     print(f"# warm start benchmark: generated {size[1]}x{size[0]} x{a.scale}, {n} scored frames per motion; "
-          f"ICL-NUIM renders 640x480 x{a.scale}, 4 scored frames each; source {a.noise}; {a.warm_iterations} warm "
-          f"iterations ({a.warm_schedule}); schedule {a.schedule or 'solver default'}; CPU, {a.threads or 'default'} thread(s)", flush=True)
+          f"ICL-NUIM renders 640x480 x{a.scale}, 4 scored frames each; source {a.noise}; warm budget "
+          f"{a.warm_iterations or 'default'} / slow {a.slow_motion_iterations or 'default'} ({a.warm_schedule or 'default'} "
+          f"schedule, delta {a.warm_delta:g}); schedule {a.schedule or 'solver default'}; CPU, {a.threads or 'default'} thread(s)", flush=True)
     t_all = time.perf_counter()
     rows, records = [], {}
     seqs: list[tuple[str, str, object]] = [("generated", m, None) for m in a.motions]

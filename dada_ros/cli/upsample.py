@@ -47,7 +47,7 @@ from ..core.guard import GUARD_MODES, GuardConfig
 from ..core.image_io import read_depth, read_guide, write_depth_npy
 from ..core.output_range import OUTPUT_RANGE_MODES, OutputRangeConfig, apply_output_range
 from ..core.methods import DADA_METHODS, METHODS, make_solver, run_method
-from ..core.pipeline import FREE_SLOW_MOTION_PX, FramePipeline, WarmConfig
+from ..core.pipeline import FREE_SLOW_MOTION_PX, WARM_BUDGETS, FramePipeline, WarmConfig
 from ..core.schedule import SCHEDULES
 from ..core.solver import DEFAULT_LAMBDA, DEFAULT_MAX_ITERATIONS, LEARNED_SCHEDULES, SolverConfig
 from .common import run_cli, write_json
@@ -80,8 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the warm start: cold (ignore --init), naive (--init as is), flow (align; "
                    "needs --init-guide). Default: flow with --init-guide, naive with --init alone")
     p.add_argument("--warm-iterations", type=int,
-                   help=f"steps of a warm frame (default: --iterations if given, else {WarmConfig().warm_iterations}, "
-                   f"{WarmConfig().slow_motion_iterations} with DADA-free when the view moved <= {FREE_SLOW_MOTION_PX:g} px)")
+                   help="steps of a warm frame (default: --iterations if given, else the warm schedule's own: with "
+                   f"DADA-free {WARM_BUDGETS['chebyshev'][0]} semi-iteration applications, "
+                   f"{WARM_BUDGETS['chebyshev'][1]} when the view moved <= {FREE_SLOW_MOTION_PX:g} px; with a "
+                   f"learned guide {WARM_BUDGETS['plain'][0]} plain steps)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--stats", help="write solver statistics as JSON here")
     p.add_argument("--kappa", type=float, help="edge sensitivity of the coefficients (dada-free)")

@@ -126,6 +126,9 @@ class GuardedSolver:
     def schedule_for(self, scale: float, iterations: int | None = None, holes: bool = False) -> Schedule:
         return self.current.schedule_for(scale, iterations, holes)
 
+    def warm_feature_applies(self) -> bool:
+        return self.current.warm_feature_applies()
+
     # --- the guard ---------------------------------------------------------------------------
     def _due(self, shape: tuple) -> bool:
         every = self.config_guard.every

@@ -8,12 +8,14 @@ in seconds) and decides how to initialise the solver:
 * ``naive``: Y0 = previous output as is, ``warm_iterations`` steps;
 * ``flow``  (opt-in): Y0 = previous output warped onto the current frame
   (:func:`~dada_ros.core.warm_start.align_frames`: DIS flow + colour-guided selection + fill),
-  ``warm_iterations`` steps. A short fixed budget on purpose: a tolerance would walk the warm
-  answer back to the single-frame equilibrium and throw away the fused detail. For the same
-  reason warm frames run plain steps on the kept prior (``warm_schedule="plain"``) while cold
-  frames use the solver's schedule (the Chebyshev semi-iteration): restarted from the warped Y0 it converges
-  to the single-frame answer within the warm budget (measured 1.00-1.01 x cold, against
-  0.92-0.97 with plain steps; ``benchmarks/warm_start.py --warm-schedule``).
+  ``warm_iterations`` applications. A short fixed budget on purpose: with the cold coefficients
+  a tolerance (or the solver's own schedule, ``warm_schedule="solver"``) walks the warm answer
+  back to the single-frame equilibrium and throws away the fused detail (measured 1.00-1.01 x
+  cold, against 0.92-0.97 with plain steps). With DADA-free a warm solve makes its coefficients
+  from the warm Y0 (``SolverConfig.warm_depth_feature``, session 14), so ITS equilibrium carries
+  the fused detail, and since session 16 the warm run is a semi-iteration toward it
+  (``warm_schedule="chebyshev"``, ``warm_delta``: 30 applications, pan 0.41x cold against 0.70x
+  with the 40 plain steps before); a learned guide keeps plain steps (``"plain"``).
 
 Young pixels. A pixel that entered the view a few frames ago (at the image border, or behind a
 moving object) started from the cold initialisation (inside a warm frame: a cold frame's answer
@@ -37,10 +39,9 @@ One solve per frame (issue 26). The warm run is ONE solve of ``warm_iterations``
 whose schedule has a region (:attr:`~dada_ros.core.schedule.Schedule.region`): in the source
 cells that hold a cold-initialised pixel the applications follow the Chebyshev semi-iteration
 (the solver's own schedule, ``delta`` x ``region_delta_factor``: 4 with DADA-free, 1 with a learned
-guide), everywhere else they are plain
-steps. A cold region is bounded by converged pixels, so it converges like a small domain within
-the budget, while the kept prior keeps its fused detail (plain steps leave it near the previous
-answer; the semi-iteration would walk it back to the single-frame equilibrium). Until issue 26
+guide), everywhere else the semi-iteration with ``warm_delta`` (``"chebyshev"``,
+:attr:`~dada_ros.core.schedule.Schedule.outside`) or plain steps (``"plain"``). A cold region is
+bounded by converged pixels, so it converges like a small domain within the budget. Until issue 26
 the cold pixels were first solved on crops with the cold policy, one solve per crop: slower, and
 not better (doc/warm_start.md). When the prior does not fit the frame as a whole (median cell
 error, too few tracked pixels, cold cells over ``max_cold_area`` of the image) the frame starts
@@ -82,7 +83,13 @@ WARM_MODES = ("off", "naive", "flow")
 # WarmConfig.slow_motion_px when None with DADA-free (a learned guide: off); chosen in session 6
 # (see WarmConfig and doc/warm_start.md).
 FREE_SLOW_MOTION_PX = 5.0
-WARM_SCHEDULES = ("plain", "solver")
+WARM_SCHEDULES = ("chebyshev", "plain", "solver")
+# A warm frame's budgets (warm_iterations, slow_motion_iterations) per warm schedule, where WarmConfig
+# leaves them None: a semi-iteration gets further per application than plain steps (session 16).
+WARM_BUDGETS = {"chebyshev": (30, 30), "plain": (75, 40), "solver": (75, 40)}
+# WarmConfig.warm_delta: chosen in session 16 on the pan, drop, ICL living-room and 20-frame moving
+# sphere sequences (doc/warm_start.md "A warm frame that converges (session 16)").
+FREE_WARM_DELTA = 0.002
 
 
 @dataclass
@@ -90,10 +97,11 @@ class WarmConfig:
     # "off" by default since issue #26: on the CPU a warm frame was never faster than a cold one at
     # equal accuracy (doc/warm_start.md "Default: off"); "flow" is opt-in.
     mode: str = "off"
-    # 75 (session 5, with the medium-preset flow): the fewest of 50 / 60 / 75 / 100 that keep every
+    # None: the warm schedule's own budget (WARM_BUDGETS): 30 semi-iteration applications (session
+    # 16), 75 plain steps. 75 (session 5, with the medium-preset flow): the fewest of 50 / 60 / 75 / 100 that keep every
     # frame of the pan and frame-drop sequences within 1.02x the cold solve (640x480 x8; 50: drop
     # up to 1.067x, the cold-initialised cells are not converged). See doc/warm_start.md.
-    warm_iterations: int = 75
+    warm_iterations: int | None = None
     # A warm frame whose view moved little (mean |flow| of the alignment at most ``slow_motion_px``
     # guide pixels) runs min(slow_motion_iterations, warm_iterations) applications: its warped prior
     # needs less repair than a frame drop's. None: 5 px with DADA-free, 0 (off: always
@@ -110,12 +118,25 @@ class WarmConfig:
     # cold 0.769 / 0.727 / 0.703 with 30 / 35 / 40), and the rule stated for it (the fewest
     # applications whose pan and living-room means stay within +0.5% of 40's) picks 40.
     # doc/warm_start.md, "A smaller slow-motion budget and a cheaper acceptance (session 14)".
-    slow_motion_iterations: int = 40
+    # Those were plain budgets (WARM_BUDGETS "plain": 40); the semi-iteration's (session 16): 30,
+    # the same as beyond 5 px (with 20 a moving object lost up to 1.32x cold over 20 frames; 20 is the
+    # user's trade for speed, doc/warm_start.md). None: the warm schedule's own.
+    slow_motion_iterations: int | None = None
     slow_motion_px: float | None = None
-    # Loop of a warm frame: "plain" = warm_iterations plain steps from the warped Y0 (a short fixed
-    # run keeps the fused detail); "solver" = the solver's own schedule (the Chebyshev
-    # semi-iteration by default) restarted from Y0 with warm_iterations applications.
-    warm_schedule: str = "plain"
+    # Loop of a warm frame: "chebyshev" = the semi-iteration over the whole image with
+    # ``warm_delta`` (session 16: a warm solve with DADA-free makes its coefficients from the warm
+    # Y0, so its equilibrium carries the fused detail and converging toward it wins: pan warm / cold
+    # 0.405 against 0.703); "plain" = plain steps, the Chebyshev weights only in the cold-initialised
+    # cells (the design of issue 26 until session 15: a short run keeps the prior's detail where the
+    # equilibrium would not); "solver" = the solver's own schedule restarted from Y0 with
+    # warm_iterations applications. None: "chebyshev" where the solver makes a warm frame's
+    # coefficients from its Y0 (DADA-free; SolverConfig.warm_depth_feature), "plain" otherwise (a
+    # learned guide: measured with plain steps only).
+    warm_schedule: str | None = None
+    # delta of the "chebyshev" warm schedule on the kept prior (the cold-initialised cells take the
+    # solver's, x region_delta_factor): small = the slow modes too (0.001: the ICL living room up to
+    # 1.008x cold), large = closer to plain steps (pan 0.446 at 0.0075 against 0.405); doc/warm_start.md.
+    warm_delta: float = FREE_WARM_DELTA
     max_age: float = 0.5  # seconds between frames beyond which the previous output is stale
     # Median |down(Y0) / S - 1| over valid cells above this means the previous output does not fit
     # the new measurement (a cut, a 1-frame glitch): start cold rather than leave a ghost. Tested
@@ -189,15 +210,19 @@ class WarmConfig:
     def validate(self) -> None:
         if self.mode not in WARM_MODES:
             raise DadaInputError(f"warm start mode must be one of {', '.join(WARM_MODES)}, got {self.mode!r}")
-        if self.warm_schedule not in WARM_SCHEDULES:
+        if self.warm_schedule is not None and self.warm_schedule not in WARM_SCHEDULES:
             raise DadaInputError(f"warm_schedule must be one of {', '.join(WARM_SCHEDULES)}, got {self.warm_schedule!r}")
-        if int(self.warm_iterations) != self.warm_iterations or self.warm_iterations < 1:
+        if self.warm_iterations is not None and (int(self.warm_iterations) != self.warm_iterations
+                                                 or self.warm_iterations < 1):
             raise DadaInputError(f"warm_iterations must be an integer >= 1, got {self.warm_iterations}")
+        if not (isinstance(self.warm_delta, (int, float)) and 0 < self.warm_delta < 1):
+            raise DadaInputError(f"warm_delta must be in (0, 1), got {self.warm_delta}")
         if not self.max_age > 0:
             raise DadaInputError(f"warm_start_max_age must be > 0 seconds, got {self.max_age}")
         if not self.max_init_ratio_error > 0:
             raise DadaInputError(f"max_init_ratio_error must be > 0, got {self.max_init_ratio_error}")
-        if int(self.slow_motion_iterations) != self.slow_motion_iterations or self.slow_motion_iterations < 1:
+        if self.slow_motion_iterations is not None and (int(self.slow_motion_iterations) != self.slow_motion_iterations
+                                                        or self.slow_motion_iterations < 1):
             raise DadaInputError(f"slow_motion_iterations must be an integer >= 1, got {self.slow_motion_iterations}")
         if self.slow_motion_px is not None and not (math.isfinite(self.slow_motion_px) and self.slow_motion_px >= 0):
             raise DadaInputError(f"slow_motion_px must be a finite number >= 0, got {self.slow_motion_px}")
@@ -229,6 +254,18 @@ class WarmConfig:
             self.align.validate()
         if self.accept is not None:
             self.accept.validate()
+
+
+def resolve_warm_schedule(warm: WarmConfig, warm_feature: bool) -> tuple[str, int, int]:
+    """(warm schedule, warm_iterations, slow_motion_iterations) of ``warm`` with its None filled in:
+    the schedule "chebyshev" where the solver makes a warm frame's coefficients from its Y0
+    (``warm_feature``: DADA-free, ``SolverConfig.warm_depth_feature``), else "plain"; the budgets
+    the schedule's own (WARM_BUDGETS); the slow-motion budget at most warm_iterations."""
+    kind = warm.warm_schedule or ("chebyshev" if warm_feature else "plain")
+    fast, slow = WARM_BUDGETS[kind]
+    fast = int(warm.warm_iterations) if warm.warm_iterations is not None else fast
+    slow = int(warm.slow_motion_iterations) if warm.slow_motion_iterations is not None else slow
+    return kind, fast, min(slow, fast)
 
 
 @dataclass
@@ -344,15 +381,17 @@ class FramePipeline:
         (0.5-10 s on a busy 2-core CPU), and torch's first calls allocate and dispatch: a node
         that says "ready" before paying that answers its first real frame seconds late. The cold
         solve with the configured schedule (its kernels also serve the plain loop: the weighting
-        is a run-time argument) and, with a warm start, two frames through :meth:`process` cover
-        every path a frame can take."""
+        is a run-time argument), the output range and, with a warm start, two frames through
+        :meth:`process` cover every path a frame can take."""
         t0 = time.perf_counter()
         rng = np.random.default_rng(0)
         H, W = guide_shape
         rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
         src = (1.0 + rng.random((H // scale, W // scale))).astype(np.float32)
         src[0, 0] = np.nan  # a hole: the hole fill and the masked adjustment
-        self.solver.solve(rgb, src)
+        depth = self.solver.solve(rgb, src).depth
+        if self.output_range is not None:  # its per-cell extrema are a numba kernel too
+            apply_output_range(depth, src, self.output_range)
         if self.warm.mode != "off":
             self.reset()
             self.process(rgb, src, 0.0)
@@ -550,26 +589,38 @@ class FramePipeline:
             return replace(cfg, dilate_cells=LEARNED_DILATE_CELLS)
         return cfg
 
+    def warm_schedule_kind(self) -> str:
+        """WarmConfig.warm_schedule, resolved for this solver (see :func:`resolve_warm_schedule`)."""
+        applies = getattr(self.solver, "warm_feature_applies", None)
+        return resolve_warm_schedule(self.warm, applies is not None and applies())[0]
+
+    def warm_budgets(self) -> tuple[int, int]:
+        """(warm_iterations, slow_motion_iterations), resolved (see :func:`resolve_warm_schedule`)."""
+        return resolve_warm_schedule(self.warm, self.warm_schedule_kind() == "chebyshev")[1:]
+
     def _warm_budget(self, info: dict) -> int:
         """Applications of this warm frame: the slow-motion budget when the alignment measured a
         small motion, ``warm_iterations`` otherwise (``naive``: no flow, always the latter)."""
-        its = int(self.warm.warm_iterations)
+        its, slow = self.warm_budgets()
         px = self._slow_motion_px()
         flow = info.get("mean_flow_px", float("nan"))
         if px > 0 and flow <= px:  # NaN (no flow: naive) compares False
-            return min(its, int(self.warm.slow_motion_iterations))
+            return slow
         return its
 
     def _warm_schedule(self, iterations: int, scale: float) -> Schedule:
-        """The warm run: plain steps, with the Chebyshev weights of the solver's own schedule
-        (``delta`` x ``region_delta_factor``) in the cold-initialised cells (see the module doc)."""
+        """The warm run (see the module doc): in the cold-initialised cells the Chebyshev weights of
+        the solver's own schedule (``delta`` x ``region_delta_factor``); on the kept prior the
+        semi-iteration with ``warm_delta`` ("chebyshev") or plain steps ("plain")."""
+        semi = self.warm_schedule_kind() == "chebyshev"
+        outside = float(self.warm.warm_delta) if semi else None
         if self._region is None or not self._region.any():
-            return Schedule.plain(iterations)
+            return Schedule.chebyshev(iterations, outside) if semi else Schedule.plain(iterations)
         delta = self.solver.schedule_for(scale).delta or chebyshev_defaults(scale)[0]
         factor = self.warm.region_delta_factor
         if factor is None:
             factor = 4.0 if isinstance(self.solver.guide_model, FreeGuide) else 1.0
-        return Schedule.chebyshev(iterations, min(delta * factor, 0.5), region=self._region)
+        return Schedule.chebyshev(iterations, min(delta * factor, 0.5), region=self._region, outside_delta=outside)
 
     def process(self, rgb: np.ndarray, source: np.ndarray, stamp: float) -> FrameResult:
         """Upsample one frame; ``source`` in metres (0/NaN invalid), ``stamp`` in seconds.
@@ -581,8 +632,8 @@ class FramePipeline:
         (young-pixel refinement: steps and fraction of the image solved), ``effective_iterations``
         (full-image-equivalent steps: ``iterations + refine_iterations * refine_fraction``),
         ``accept_*`` (the acceptance test: median cell error, rejected and cold-initialised
-        fractions, fitted depth motion), ``warm_region_fraction`` (the image share of the warm
-        run's Chebyshev region: the cold-initialised cells), ``accept_ms`` (the acceptance test),
+        fractions, fitted depth motion), ``warm_region_fraction`` (the image share of the
+        cold-initialised cells: the Chebyshev region of the "plain" warm schedule), ``accept_ms`` (the acceptance test),
         ``solve_ms`` (the full-image solve), ``warm_declined_in_row`` (the backoff's count) and
         ``frame_seconds``: with ``flow_ms`` the cost split of a
         warm frame (what the warm start costs; the node publishes it in ``/diagnostics``).
@@ -632,9 +683,9 @@ class FramePipeline:
                         refine_its = int(self.warm.refine_iterations)
                         refine_fraction = solved / young.size
                         age = np.where(refined, age + refine_its, age)
-            if self.warm.warm_schedule == "plain":
+            if self.warm_schedule_kind() != "solver":
                 schedule = self._warm_schedule(warm_its, rgb.shape[0] / source.shape[0])
-                region_fraction = 0.0 if schedule.region is None else info["warm_region_fraction"]  # its mean
+                region_fraction = info.get("warm_region_fraction", 0.0)  # the cold-initialised cells' share
                 res = self.solver.solve(rgb, source, init=y0, schedule=schedule, **solve_kw)
             else:
                 res = self.solver.solve(rgb, source, init=y0, iterations=warm_its, **solve_kw)

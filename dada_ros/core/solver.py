@@ -305,7 +305,7 @@ class DadaSolver:
         # Positivity guard (authors' code): shift everything when a depth is near zero.
         offset = POSITIVITY_FLOOR if float(src[valid].min()) <= POSITIVITY_FLOOR else 0.0
         feats = cv = ch = None
-        if not (warm and self._warm_feature_applies()):
+        if not (warm and self.warm_feature_applies()):
             feats, cv, ch = self._coefficients(rgb, y_cold, part.scale)
         return PreparedFrame(self, guide, source, src, valid, part, y_cold, dist, offset, feats, cv, ch,
                              time.perf_counter() - t0, rgb)
@@ -326,7 +326,7 @@ class DadaSolver:
             feats = gm.features(_to_tensor(rgb, dev), _to_tensor(depth, dev), scale)
             return feats, *gm.coefficients(feats)
 
-    def _warm_feature_applies(self) -> bool:
+    def warm_feature_applies(self) -> bool:
         """Whether a warm solve makes DADA-free's coefficients with the warm Y0 as the depth feature
         (``SolverConfig.warm_depth_feature``; not with a learned guide, the paper's form or a
         coarse-to-fine solve)."""
@@ -336,8 +336,8 @@ class DadaSolver:
 
     def _warm_coefficients(self, pre: PreparedFrame, y0: np.ndarray) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The coefficients of a warm solve with the warm Y0 as the depth feature, or None where
-        that does not apply (see :meth:`_warm_feature_applies`)."""
-        if not self._warm_feature_applies():
+        that does not apply (see :meth:`warm_feature_applies`)."""
+        if not self.warm_feature_applies():
             return None
         return self._coefficients(pre.rgb, y0, pre.part.scale)[1:]
 

@@ -23,7 +23,7 @@ import numpy as np
 from ..core.baselines import BASELINES
 from ..core.errors import DadaInputError
 from ..core.methods import DADA_METHODS, make_solver, run_method
-from ..core.pipeline import FREE_SLOW_MOTION_PX, FramePipeline, WarmConfig
+from ..core.pipeline import FREE_SLOW_MOTION_PX, FramePipeline, WarmConfig, resolve_warm_schedule
 from ..core.solver import DadaSolver
 from ..ros.parameters import NodeSettings
 
@@ -67,10 +67,11 @@ class MethodSpec:
             return f"{self.base}, cold start every frame ({its})"
         how = "flow-warped previous output" if self.mode == "flow" else "previous output as is (naive)"
         cfg = self.warm_config(node)
-        its = f"{cfg.warm_iterations} it/warm frame"
+        # DADA-free's warm solve makes its coefficients from the warm Y0: the semi-iteration schedule
+        kind, fast, slow = resolve_warm_schedule(cfg, self.base == "dada-free")
+        its = f"{fast} it/warm frame ({kind})"
         if self.mode == "flow" and self.base == "dada-free" and cfg.slow_motion_px is None:
-            its = (f"{min(cfg.slow_motion_iterations, cfg.warm_iterations)} it/warm frame when the view moved "
-                   f"<= {FREE_SLOW_MOTION_PX:g} px, else {cfg.warm_iterations}")
+            its = (f"{slow} it/warm frame when the view moved <= {FREE_SLOW_MOTION_PX:g} px, else {fast} ({kind})")
         return f"{self.base}, warm start from {how}, {its}"
 
     def warm_config(self, node: NodeSettings) -> WarmConfig:

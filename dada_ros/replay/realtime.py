@@ -92,7 +92,7 @@ def run_realtime(cfg: RealtimeConfig) -> ReplayResult:
     header = metrics_header(
         rc, "realtime", topics, bag_topics,
         methods={key: {"label": f"live upsample_node: {node.method}, warm_start {node.warm_start}, "
-                                f"{node.warm_iterations} it/warm frame; ms = RGB published -> depth received",
+                                f"warm_iterations {node.warm_iterations or 'auto'}; ms = RGB published -> depth received",
                        "base": node.method, "mode": None, "every": 1, "available": True}},
         settings={"rate": cfg.rate, "launch_node": cfg.launch_node, "max_frames": rc.max_frames})
     node_params = dict(cfg.node_params)

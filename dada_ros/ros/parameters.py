@@ -47,7 +47,9 @@ from .sync import DEFAULT_JUMP_TOLERANCE, MIN_SLOP
 RELIABILITIES = ("best_effort", "reliable")
 # The node's iteration defaults, in ONE place (the solver work may change them).
 NODE_DEFAULT_MAX_ITERATIONS = DEFAULT_MAX_ITERATIONS
-NODE_DEFAULT_WARM_ITERATIONS = WarmConfig.warm_iterations
+# 0 = the warm schedule's own budget (core.pipeline.WARM_BUDGETS: 30 / 20 semi-iteration
+# applications with DADA-free, 75 / 40 plain steps with a learned guide)
+NODE_DEFAULT_WARM_ITERATIONS = 0
 # The node's documented maximum step counts (the core allows ITERATIONS_LIMIT): 20000 plain steps
 # are 2.5x the paper's 8000 (about 10-40 s a cold 640x480 frame on a laptop CPU); a warm frame is
 # meant to be cheap, 5000 is 100x the default.
@@ -134,12 +136,14 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("warm_start", "off", "Initialisation from the previous output: off (always cold; the "
               "default), naive (previous output as is) or flow (warped by optical flow).", choices=WARM_MODES),
     ParamSpec("warm_iterations", NODE_DEFAULT_WARM_ITERATIONS, "Fixed step budget of a warm-started "
-              f"frame; node maximum {NODE_MAX_WARM_ITERATIONS}.", int_range=(1, NODE_MAX_WARM_ITERATIONS)),
-    ParamSpec("warm_slow_iterations", WarmConfig.slow_motion_iterations, "Step budget of a warm frame "
+              "frame; 0 = the warm schedule's own (30 semi-iteration applications with DADA-free, 75 plain "
+              f"steps with a learned guide); node maximum {NODE_MAX_WARM_ITERATIONS}.",
+              int_range=(0, NODE_MAX_WARM_ITERATIONS)),
+    ParamSpec("warm_slow_iterations", NODE_DEFAULT_WARM_ITERATIONS, "Step budget of a warm frame "
               f"whose view moved little (mean optical flow <= {FREE_SLOW_MOTION_PX:g} px) with DADA-free, at "
-              "most warm_iterations; "
+              "most warm_iterations; 0 = the warm schedule's own (20 with DADA-free); "
               "a learned guide always runs warm_iterations (doc/warm_start.md).",
-              int_range=(1, NODE_MAX_WARM_ITERATIONS)),
+              int_range=(0, NODE_MAX_WARM_ITERATIONS)),
     # 2 s rather than the core's 0.5 s: the node processes the NEWEST frame, so the gap between
     # two processed frames is the frame time (about 1 s at 640x480 on a laptop CPU); with 0.5 s a
     # CPU node would never warm-start. Stale or mismatched warm starts are still caught by the
@@ -262,8 +266,8 @@ class NodeSettings:
         return GuardConfig(mode=self.learned_guard, every=self.learned_guard_every)
 
     def warm_config(self) -> WarmConfig:
-        return WarmConfig(mode=self.warm_start, warm_iterations=self.warm_iterations,
-                          slow_motion_iterations=self.warm_slow_iterations, max_age=self.warm_start_max_age)
+        return WarmConfig(mode=self.warm_start, warm_iterations=self.warm_iterations or None,  # 0: the schedule's own
+                          slow_motion_iterations=self.warm_slow_iterations or None, max_age=self.warm_start_max_age)
 
     def output_range_config(self) -> OutputRangeConfig:
         return OutputRangeConfig(mode=self.output_range, margin=self.output_range_margin)

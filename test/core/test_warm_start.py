@@ -1,5 +1,7 @@
 """Video warm start: alignment (flow + colour-guided selection + fill), the per-frame pipeline policy."""
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -388,7 +390,8 @@ def test_a_warm_frame_is_one_solve_whose_cold_cells_converge_within_the_budget(q
     counting = Counting(solver.config)
     # the ghost covers ~19% of this small image: above the default max_cold_area, which the next
     # test checks; here the region's convergence is the subject
-    pipe = FramePipeline(counting, WarmConfig(mode="flow", warm_iterations=20, max_cold_area=0.7))
+    # the "plain" warm schedule (a learned guide's): plain steps on the kept prior
+    pipe = FramePipeline(counting, WarmConfig(mode="flow", warm_iterations=20, max_cold_area=0.7, warm_schedule="plain"))
     pipe.set_previous(prev, r0, 0.0)
     st = pipe.process(r1, s1, 0.1).stats
     assert st["init_mode"] == "flow", st["cold_reason"]
@@ -397,7 +400,7 @@ def test_a_warm_frame_is_one_solve_whose_cold_cells_converge_within_the_budget(q
     assert st["iterations"] == st["effective_iterations"] == 20
     region = calls[0].region
     assert region[24:56, 12:40].all() and not region.all()  # the ghost's cells, not the whole frame
-    off = PlainWarmRun(solver, WarmConfig(mode="flow", warm_iterations=20, max_cold_area=0.7))
+    off = PlainWarmRun(solver, WarmConfig(mode="flow", warm_iterations=20, max_cold_area=0.7, warm_schedule="plain"))
     off.set_previous(prev, r0, 0.0)
     out_off = off.process(r1, s1, 0.1)
     out_on = pipe.previous()[0]
@@ -531,16 +534,22 @@ def test_naive_warm_start_only_reuses_a_static_view(quick):
 
 def test_the_warm_region_delta_follows_the_guide():
     """4 x the solver's delta with DADA-free, 1 x with a learned guide (whose schedule follows
-    8000 plain steps), an explicit factor wins; no region: plain steps."""
+    8000 plain steps), an explicit factor wins; no region: plain steps ("plain" warm schedule) or
+    the warm semi-iteration everywhere ("chebyshev", DADA-free's)."""
     solver = DadaSolver(SolverConfig(device="cpu"))
     pipe = FramePipeline(solver, WarmConfig(mode="flow"))
     pipe._region = None
+    whole = pipe._warm_schedule(50, 8.0)
+    assert whole.region is None and whole.delta == pipe.warm.warm_delta and not whole.is_plain
+    pipe.warm.warm_schedule = "plain"
     assert pipe._warm_schedule(50, 8.0).is_plain
     pipe._region = np.zeros((48, 64), bool)
     pipe._region[:8, :8] = True
     free = pipe._warm_schedule(50, 8.0)
-    assert len(free) == 50 and free.region is pipe._region
+    assert len(free) == 50 and free.region is pipe._region and free.outside is None
     assert free.delta == pytest.approx(4 * solver.schedule_for(8.0).delta)
+    pipe.warm.warm_schedule = None  # DADA-free: the same region weights, the warm ones outside
+    assert pipe._warm_schedule(50, 8.0).delta == free.delta and pipe._warm_schedule(50, 8.0).outside is not None
     learned = DadaSolver(SolverConfig(device="cpu"))
     learned.guide_model = object()  # any guide that is not DADA-free
     pipe.solver = learned
@@ -817,3 +826,50 @@ def test_the_acceptance_dilates_two_cells_with_a_learned_guide_and_one_with_dada
     for dilate, cells in ((None, 9), (1, 9), (2, 25)):
         acc = wa.accept_prior(prior, src, config=wa.AcceptConfig(dilate_cells=dilate, motion_model=False))
         assert acc.rejected_fraction == pytest.approx(cells / 144)
+
+
+def test_dada_free_warm_frames_run_the_semi_iteration_toward_their_own_equilibrium(quick):
+    """With DADA-free (the warm Y0 is its depth feature) a warm frame's schedule is the
+    semi-iteration: the solver's weights in the cold-initialised cells, ``warm_delta``'s on the kept
+    prior (Schedule.outside), 30 applications; with a learned guide (no warm depth feature) plain
+    steps. It ends nearer the frame's own equilibrium than the plain run of the same budget."""
+    from dada_ros.core.pipeline import FREE_WARM_DELTA, WARM_BUDGETS, resolve_warm_schedule
+    from dada_ros.core.schedule import chebyshev_weights
+
+    solver = quick
+    frames = translation_sequence(seed=2, size=(96, 128), n=1, step=2)
+    (r0, g0, s0), (r1, g1, s1) = frames
+    prev = solver.solve(r0, s0).depth.copy()
+    prev[24:56, 8:40] = 1.0  # a ghost: cells the acceptance starts cold
+    calls = []
+
+    class Counting(DadaSolver):
+        def solve(self, *a, **k):
+            calls.append((k.get("schedule"), k.get("init")))
+            return super().solve(*a, **k)
+
+    pipe = FramePipeline(Counting(solver.config), WarmConfig(mode="flow", max_cold_area=0.7))
+    assert pipe.warm_schedule_kind() == "chebyshev" and pipe.warm_budgets() == WARM_BUDGETS["chebyshev"]
+    pipe.set_previous(prev, r0, 0.0)
+    st = pipe.process(r1, s1, 0.1).stats
+    assert st["init_mode"] == "flow", st["cold_reason"]
+    (schedule, y0), = calls  # one solve
+    n = WARM_BUDGETS["chebyshev"][0]
+    assert st["iterations"] == len(schedule) == n and schedule.region is not None
+    np.testing.assert_array_equal(schedule.outside, chebyshev_weights(n, FREE_WARM_DELTA))
+    assert schedule.region[24:56, 12:40].all() and not schedule.region.all()
+    assert schedule.delta > FREE_WARM_DELTA  # the cold cells take the solver's (stronger) weights
+    # toward the equilibrium of this frame's warm coefficients: nearer than the plain run
+    target = solver.solve(r1, s1, init=y0, schedule=Schedule.plain(6000)).depth
+    plain = solver.solve(r1, s1, init=y0, schedule=Schedule.plain(n)).depth
+    out = pipe.previous()[0]
+    assert np.abs(out - target).mean() < 0.5 * np.abs(plain - target).mean()
+    assert consistency_error(out, s1) < 1e-4
+    # no warm depth feature (a learned guide, or switched off): plain steps, their own budgets
+    cfg = WarmConfig(mode="flow")
+    assert resolve_warm_schedule(cfg, False) == ("plain", *WARM_BUDGETS["plain"])
+    no_feature = DadaSolver(replace(solver.config, warm_depth_feature=False))
+    assert FramePipeline(no_feature, cfg).warm_schedule_kind() == "plain"
+    assert resolve_warm_schedule(WarmConfig(warm_schedule="plain", warm_iterations=12), True) == ("plain", 12, 12)
+    with pytest.raises(DadaInputError):
+        WarmConfig(warm_delta=0.0).validate()

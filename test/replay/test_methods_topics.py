@@ -2,6 +2,7 @@
 
 import pytest
 
+from dada_ros.core.pipeline import resolve_warm_schedule
 from dada_ros.core.errors import DadaInputError
 from dada_ros.replay.bag import TopicInfo
 from dada_ros.replay.methods import parse_method, parse_methods
@@ -26,13 +27,15 @@ def test_a_warm_method_runs_the_nodes_budgets_or_the_count_it_names():
     node = NodeSettings.defaults()
     flow = parse_method("dada-free:flow")
     cfg = flow.warm_config(node)
-    assert (cfg.mode, cfg.warm_iterations, cfg.slow_motion_px) == ("flow", node.warm_iterations, None)
-    assert cfg.slow_motion_iterations == node.warm_slow_iterations
-    assert f"{node.warm_slow_iterations} it/warm frame when the view moved <= 5 px, else 75" in flow.label(node)
+    # the node's 0 = the warm schedule's own budget (None in WarmConfig)
+    assert (cfg.mode, cfg.warm_iterations, cfg.slow_motion_px) == ("flow", None, None)
+    assert cfg.slow_motion_iterations is None and node.warm_iterations == node.warm_slow_iterations == 0
+    _, fast, slow = resolve_warm_schedule(cfg, True)
+    assert f"{slow} it/warm frame when the view moved <= 5 px, else {fast} (chebyshev)" in flow.label(node)
     fixed = parse_method("dada-free:flow:60")
     cfg = fixed.warm_config(node)
     assert (cfg.warm_iterations, cfg.slow_motion_px) == (60, 0.0) and "60 it/warm frame" in fixed.label(node)
-    assert "75 it/warm frame" in parse_method("dada:flow").label(node)  # a learned guide: one budget
+    assert "75 it/warm frame (plain)" in parse_method("dada:flow").label(node)  # a learned guide: one budget
     assert parse_method("dada-free:naive").warm_config(node).mode == "naive"
 
 

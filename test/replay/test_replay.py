@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from dada_ros.core.pipeline import WarmConfig
+from dada_ros.core.pipeline import WarmConfig, resolve_warm_schedule
 from dada_ros.cli.common import run_cli
 from dada_ros.cli.replay import main
 from dada_ros.replay.bag import BagReader
@@ -42,7 +42,7 @@ def test_metrics_summary(result):
     # max_cold_area of the image cold and start cold too)
     modes = s["dada-free:flow"]["init_modes"]
     assert set(modes) == {"cold", "flow"} and sum(modes.values()) == 6 and modes["flow"] >= 2, modes
-    slow = WarmConfig().slow_motion_iterations
+    slow = resolve_warm_schedule(WarmConfig(warm_iterations=60), True)[2]  # DADA-free's semi-iteration
     assert slow <= s["dada-free:flow"]["mean_iterations_warm"] <= 60 and s["dada-free:flow"]["mean_iterations_cold"] > 60
     assert metrics["input"]["synchronised_sets"] == 6 and metrics["input"]["without_partner"] == {}
 
@@ -77,7 +77,8 @@ def test_per_frame_entries_and_jsonl(result):
     assert len(lines) == 6 and json.loads(lines[2])["index"] == 2
     warm = [f["methods"]["dada-free:flow"] for f in frames if f["methods"]["dada-free:flow"]["init_mode"] == "flow"]
     for rec in warm:  # the budget follows the measured motion; the warm Y0 is DADA-free's depth feature
-        assert rec["iterations"] == (WarmConfig().slow_motion_iterations if rec["mean_flow_px"] <= 5.0 else 60), rec
+        slow = resolve_warm_schedule(WarmConfig(warm_iterations=60), True)[2]
+        assert rec["iterations"] == (slow if rec["mean_flow_px"] <= 5.0 else 60), rec
         assert rec["warm_depth_feature"] is True, rec
         assert rec["ms"] > 0 and rec["mse_cm2"] > 0
     assert frames[2]["methods"]["dada-free:cold"] == {"skipped": True} and "mse_cm2" in frames[3]["methods"]["dada-free:cold"]

@@ -46,7 +46,8 @@ def test_open_intervals_and_bounds_are_documented_choices() -> None:
     assert by["lambda"].float_range == (1e-6, 0.2499)  # inside the core's open (0, 0.25)
     assert by["kappa"].float_range[0] == KAPPA_MIN
     assert by["max_iterations"].int_range == (1, NODE_MAX_ITERATIONS) and NODE_MAX_ITERATIONS <= ITERATIONS_LIMIT
-    assert by["warm_iterations"].int_range == (1, NODE_MAX_WARM_ITERATIONS)
+    # 0 = the warm schedule's own budget (core.pipeline.WARM_BUDGETS)
+    assert by["warm_iterations"].int_range == by["warm_slow_iterations"].int_range == (0, NODE_MAX_WARM_ITERATIONS)
     assert by["slop"].float_range[0] == 1e-9
 
 
