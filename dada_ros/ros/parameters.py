@@ -141,7 +141,7 @@ PARAMS: tuple[ParamSpec, ...] = (
               int_range=(0, NODE_MAX_WARM_ITERATIONS)),
     ParamSpec("warm_slow_iterations", NODE_DEFAULT_WARM_ITERATIONS, "Step budget of a warm frame "
               f"whose view moved little (mean optical flow <= {FREE_SLOW_MOTION_PX:g} px) with DADA-free, at "
-              "most warm_iterations; 0 = the warm schedule's own (20 with DADA-free); "
+              "most warm_iterations; 0 = the warm schedule's own (30 with DADA-free); "
               "a learned guide always runs warm_iterations (doc/warm_start.md).",
               int_range=(0, NODE_MAX_WARM_ITERATIONS)),
     # 2 s rather than the core's 0.5 s: the node processes the NEWEST frame, so the gap between
