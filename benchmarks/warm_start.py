@@ -283,7 +283,8 @@ def main(argv=None) -> int:
                    "steps with the weights in the cold cells only (a learned guide's), or the solver's schedule "
                    "restarted from Y0")
     p.add_argument("--warm-delta", type=float, default=WarmConfig().warm_delta,
-                   help="WarmConfig.warm_delta: delta of the chebyshev warm schedule")
+                   help="WarmConfig.warm_delta: delta of the chebyshev warm schedule (default: 2 x the solver's "
+                   "per-ratio delta)")
     p.add_argument("--schedule", help="solver schedule (when the solver has one), e.g. chebyshev | plain")
     p.add_argument("--no-accept", action="store_true", help="the pipeline without the acceptance test (comparison)")
     p.add_argument("--reject-cell-error", type=float, help="AcceptConfig.reject_cell_error (default: its default)")
@@ -352,7 +353,7 @@ def main(argv=None) -> int:
     print(f"# warm start benchmark: generated {size[1]}x{size[0]} x{a.scale}, {n} scored frames per motion; "
           f"ICL-NUIM renders 640x480 x{a.scale}, 4 scored frames each; source {a.noise}; warm budget "
           f"{a.warm_iterations or 'default'} / slow {a.slow_motion_iterations or 'default'} ({a.warm_schedule or 'default'} "
-          f"schedule, delta {a.warm_delta:g}); schedule {a.schedule or 'solver default'}; CPU, {a.threads or 'default'} thread(s)", flush=True)
+          f"schedule, delta {a.warm_delta or 'default'}); schedule {a.schedule or 'solver default'}; CPU, {a.threads or 'default'} thread(s)", flush=True)
     t_all = time.perf_counter()
     rows, records = [], {}
     seqs: list[tuple[str, str, object]] = [("generated", m, None) for m in a.motions]

@@ -134,12 +134,10 @@ if HAVE_NUMBA:
     EPS32 = np.float32(EPS)
 
     @njit(cache=True, inline="always")
-    def _form_row(dst, off, u, r, z, a, b, bo, semi, m, masked, packed, spans, span_off, s0, s1):
+    def _form_row(dst, off, u, r, z, a, b, semi, m, masked, packed, spans, span_off, s0, s1):
         """dst[off:off+W] = the iterate's row: U*R (plain) or a*U*R + b*Z (weighted recurrence, Z
         and ``m`` rows of the image); with ``masked`` the weights apply in the region only:
-        U*R + b*m*(Z - U*R) there (the same as a*U*R + b*Z where m = 1, as a + b = 1), U*R elsewhere;
-        a region read at every pixel (not ``packed``) may have weights outside too (Schedule.outside:
-        ``bo`` = 1 - the outside weight): U*R + (bo + (b - bo)*m)*(Z - U*R), the same as before for bo = 0.
+        U*R + b*m*(Z - U*R) there (the same as a*U*R + b*Z where m = 1, as a + b = 1), U*R elsewhere.
         A masked row's region lies in its spans ``spans[s0:s1]`` ((k, 2) column ranges; bounds, not
         a slice: a slice is a new array whose reference count the threads would update), and Z and
         ``m`` are then PACKED: the span pixels of the whole image one after another, span s from
@@ -151,7 +149,7 @@ if HAVE_NUMBA:
         if semi and masked and not packed:  # a large region: Z and m are image rows
             for j in range(u.shape[0]):
                 ur = u[j] * r[j]
-                dst[j + off] = ur + (bo + (b - bo) * m[j]) * (z[j] - ur)
+                dst[j + off] = ur + b * m[j] * (z[j] - ur)
         elif semi and masked:
             for j in range(u.shape[0]):
                 dst[j + off] = u[j] * r[j]
@@ -183,7 +181,7 @@ if HAVE_NUMBA:
                 ro[cc] = 1.0
 
     @njit(parallel=True, cache=True, fastmath=False, error_model="numpy")
-    def _sweep(u_in, rx_in, z, wa, wb, wbo, semi, y_out, u_out, r_out, rx_out, lcv_p, lch_p, cols, row_start,
+    def _sweep(u_in, rx_in, z, wa, wb, semi, y_out, u_out, r_out, rx_out, lcv_p, lch_p, cols, row_start,
                src, valid, inv_count, chunks, region, masked, packed, spans, span_off, row_spans):
         """One application. ``rx_in`` (h, W) are the ratios R_{t-1} already expanded to pixel
         columns (each cell row's ratios repeated over its columns), so the inner loops read them
@@ -223,17 +221,17 @@ if HAVE_NUMBA:
                 kb = 1
                 ia = max(i0 - 1, 0)
                 p = 0 if packed else ia  # the packed buffers' one row, or the image row
-                _form_row(buf[ka], 1, u_in[ia], r_up, z[p], wa, wb, wbo, semi, region[p], masked, packed,
+                _form_row(buf[ka], 1, u_in[ia], r_up, z[p], wa, wb, semi, region[p], masked, packed,
                           spans, span_off, row_spans[ia], row_spans[ia + 1])
                 p = 0 if packed else i0  # the packed buffers' one row, or the image row
-                _form_row(buf[kb], 1, u_in[i0], r_cur, z[p], wa, wb, wbo, semi, region[p], masked, packed,
+                _form_row(buf[kb], 1, u_in[i0], r_cur, z[p], wa, wb, semi, region[p], masked, packed,
                           spans, span_off, row_spans[i0], row_spans[i0 + 1])
                 for i in range(i0, i1):
                     kc = 3 - ka - kb
                     rc = r_dn if i == i1 - 1 else r_cur
                     ic = min(i + 1, H - 1)
                     p = 0 if packed else ic
-                    _form_row(buf[kc], 1, u_in[ic], rc, z[p], wa, wb, wbo, semi, region[p], masked, packed,
+                    _form_row(buf[kc], 1, u_in[ic], rc, z[p], wa, wb, semi, region[p], masked, packed,
                               spans, span_off, row_spans[ic], row_spans[ic + 1])
                     if semi:  # row i of the input iterate, kept for the recurrence (where it is read)
                         bb = buf[kb]
@@ -272,16 +270,16 @@ if HAVE_NUMBA:
                     rxo[j] = ro[cols[j]]
 
     @njit(parallel=True, cache=True)
-    def _materialise(u, rx, z, a, b, bo, semi, rows, out, region, masked, packed, spans, span_off, row_spans):
+    def _materialise(u, rx, z, a, b, semi, rows, out, region, masked, packed, spans, span_off, row_spans):
         """out = the iterate: U * up(R), or a*U*up(R) + b*Z with ``semi`` (see :func:`_form_row`)."""
         H, W = u.shape
         for i in prange(H):
             p = np.int64(0) if packed else np.int64(i)  # the packed buffers' one row, or row i
-            _form_row(out[i], 0, u[i], rx[rows[i]], z[p], a, b, bo, semi, region[p], masked, packed,
+            _form_row(out[i], 0, u[i], rx[rows[i]], z[p], a, b, semi, region[p], masked, packed,
                       spans, span_off, row_spans[i], row_spans[i + 1])
 
     @njit(parallel=True, cache=True, error_model="numpy")
-    def _check_change(u, rx, z, a, b, bo, semi, rows, prev, chunks, region, masked, packed, spans, span_off, row_spans):
+    def _check_change(u, rx, z, a, b, semi, rows, prev, chunks, region, masked, packed, spans, span_off, row_spans):
         """Convergence check in one pass: max |Y - prev| / |Y| with Y the iterate (U * up(R), or
         a*U*up(R) + b*Z with ``semi``), then prev <- Y. Returns (that max, max |Y|) as float32:
         the second is the divergence guard's range test without another pass over the image.
@@ -304,7 +302,7 @@ if HAVE_NUMBA:
             ma = np.int32(0)
             for i in range(ck * H // chunks, (ck + 1) * H // chunks):
                 p = 0 if packed else i  # the packed buffers' one row, or row i
-                _form_row(yrow, 0, u[i], rx[rows[i]], z[p], a, b, bo, semi, region[p], masked, packed,
+                _form_row(yrow, 0, u[i], rx[rows[i]], z[p], a, b, semi, region[p], masked, packed,
                           spans, span_off, row_spans[i], row_spans[i + 1])
                 pi = prev[i]
                 for j in range(W):
@@ -461,12 +459,11 @@ class FusedLoop:
     :class:`dada_ros.core.loop.TorchLoop`. Batch items run one after another."""
 
     def __init__(self, y, source, valid, cv, ch, resampler: Resampler, lam: float, semi: bool,
-                 region: np.ndarray | None = None, outside: bool = False) -> None:
+                 region: np.ndarray | None = None) -> None:
         warn_spin_setting_once()
         self.semi = semi
         # Region schedule (Schedule.region, (H, W), the same for every batch item): weights only
-        # where it is nonzero (``outside``: other weights elsewhere, Schedule.outside, passed to
-        # steps(); else plain steps there); plain: never masked.
+        # where it is nonzero; plain: never masked.
         self.masked = bool(semi and region is not None)
         self.packed = False
         spans = None  # (spans, row_spans, span_off, pixels) of a packed region (region_spans)
@@ -475,8 +472,7 @@ class FusedLoop:
             region = np.asarray(region)
             n_region = np.count_nonzero(region)
             self.masked = n_region < region.size
-            # packed: Z is kept only in the region, so weights outside need the whole image
-            self.packed = self.masked and not outside and n_region <= PACKED_MAX_FRACTION * region.size
+            self.packed = self.masked and n_region <= PACKED_MAX_FRACTION * region.size
             if self.packed:
                 spans = region_spans(region)
         self.rows = resampler.rows.cpu().numpy().astype(np.int64)
@@ -484,7 +480,6 @@ class FusedLoop:
         self.row_start, self.cols, self.inv_count, self.chunks = _cell_arrays(resampler)
         self.items = []
         self.w_last = 1.0  # weight of the last application: how the current iterate is formed
-        self.wo_last = 1.0  # the same outside the region (Schedule.outside; 1: plain there)
         self.abs_max: float | None = None  # max |iterate| at the last change() (the divergence guard's test)
         for b in range(y.shape[0]):
             yb = y[b, 0].numpy()
@@ -511,39 +506,37 @@ class FusedLoop:
                 it.row_spans = np.zeros(H + 1, np.int64)
             self.items.append((it, lcv, lch, src, vb))
 
-    def _form(self, it: _FusedItem) -> tuple[np.ndarray, np.float32, np.float32, np.float32]:
-        """(Z, a, b, bo) that form the current iterate a*U*R + b*Z (bo: b outside a region, see
-        _form_row): Z is the iterate written two sweeps ago (index sweeps - 1 mod 3)."""
+    def _form(self, it: _FusedItem) -> tuple[np.ndarray, np.float32, np.float32]:
+        """(Z, a, b) that form the current iterate a*U*R + b*Z: Z is the iterate written two
+        sweeps ago (index sweeps - 1 mod 3)."""
         z = it.ys[(it.sweeps - 1) % 3] if self.semi else it.u[it.k]  # plain: a shape-safe dummy
-        return z, np.float32(self.w_last), np.float32(1.0 - self.w_last), np.float32(1.0 - self.wo_last)
+        return z, np.float32(self.w_last), np.float32(1.0 - self.w_last)
 
-    def steps(self, weights: np.ndarray, outside: np.ndarray | None = None) -> None:
-        w_start, wo_start = self.w_last, self.wo_last
+    def steps(self, weights: np.ndarray) -> None:
+        w_start = self.w_last
         for it, lcv, lch, src, vb in self.items:
-            self.w_last, self.wo_last = w_start, wo_start
-            for n, w in enumerate(weights):
+            self.w_last = w_start
+            for w in weights:
                 it.sweeps += 1
                 k = it.k
                 # plain: Z and y_out are never touched; U stands in for them (same shape)
                 z = it.ys[(it.sweeps - 2) % 3] if self.semi else it.u[k]
                 y_out = it.ys[it.sweeps % 3] if self.semi else it.u[k]
                 a = np.float32(self.w_last)
-                _sweep(it.u[k], it.rx[k], z, a, np.float32(1.0 - self.w_last), np.float32(1.0 - self.wo_last),
-                       self.semi, y_out,
+                _sweep(it.u[k], it.rx[k], z, a, np.float32(1.0 - self.w_last), self.semi, y_out,
                        it.u[1 - k], it.r, it.rx[1 - k], lcv, lch, self.cols, self.row_start, src, vb,
                        self.inv_count, self.chunks, it.region, self.masked, self.packed, it.spans, it.span_off,
                        it.row_spans)
                 it.k = 1 - k
                 self.w_last = float(w)
-                self.wo_last = 1.0 if outside is None else float(outside[n])
 
     def change(self) -> float:
         """Max relative change since the last check; also sets ``abs_max`` (max |iterate| over the
         batch, NaN if any is NaN), which the loop's divergence guard reads instead of a pass of its own."""
         changes, abs_max = [], []
         for it, *_ in self.items:
-            z, a, b, bo = self._form(it)
-            c, m = _check_change(it.u[it.k], it.rx[it.k], z, a, b, bo, self.semi, self.rows, it.ref, self.chunks,
+            z, a, b = self._form(it)
+            c, m = _check_change(it.u[it.k], it.rx[it.k], z, a, b, self.semi, self.rows, it.ref, self.chunks,
                                  it.region, self.masked, self.packed, it.spans, it.span_off, it.row_spans)
             changes.append(float(c))
             abs_max.append(float(m))
@@ -552,8 +545,8 @@ class FusedLoop:
 
     def result(self, y: torch.Tensor) -> None:
         for b, (it, *_) in enumerate(self.items):
-            z, a, bb, bo = self._form(it)
-            _materialise(it.u[it.k], it.rx[it.k], z, a, bb, bo, self.semi, self.rows, y[b, 0].numpy(), it.region,
+            z, a, bb = self._form(it)
+            _materialise(it.u[it.k], it.rx[it.k], z, a, bb, self.semi, self.rows, y[b, 0].numpy(), it.region,
                          self.masked, self.packed, it.spans, it.span_off, it.row_spans)
 
 

@@ -153,9 +153,8 @@ def adjust_(y: torch.Tensor, src0: torch.Tensor, invalid: torch.Tensor, resample
 class LoopBackend(Protocol):
     """What the driver needs from a backend: apply T with the given weights, report the change."""
 
-    def steps(self, weights: np.ndarray, outside: np.ndarray | None = None) -> None:
-        """Run one application per weight (the recurrence of :mod:`.schedule`); ``outside``: the
-        weights outside the region (Schedule.outside; None: plain steps there)."""
+    def steps(self, weights: np.ndarray) -> None:
+        """Run one application per weight (the recurrence of :mod:`.schedule`)."""
 
     def change(self) -> float:
         """Max relative change of the iterate since the previous check (worst batch item); the
@@ -170,7 +169,7 @@ class TorchLoop:
 
     Plain schedules run T in place on ``y`` itself; a weighted schedule keeps the previous
     iterate and a scratch image (three images in all) and rotates them. ``region`` (B, 1, H, W)
-    0/1: the weights apply where it is 1, plain steps (or the outside weights, Schedule.outside) where it is 0."""
+    0/1: the weights apply where it is 1, plain steps where it is 0 (Schedule.region)."""
 
     def __init__(self, y, source, valid, cv, ch, resampler: Resampler, lam: float, semi: bool,
                  region: torch.Tensor | None = None) -> None:
@@ -198,8 +197,8 @@ class TorchLoop:
         y[:, :, :, 1:].sub_(fh)
         adjust_(y, self.src0, self.invalid, self.res)
 
-    def steps(self, weights: np.ndarray, outside: np.ndarray | None = None) -> None:
-        for k, w in enumerate(weights):
+    def steps(self, weights: np.ndarray) -> None:
+        for w in weights:
             if self.prev is None:
                 self.apply_t_(self.y)
                 continue
@@ -209,8 +208,7 @@ class TorchLoop:
             if self.region is None:
                 t.sub_(self.prev).mul_(float(w)).add_(self.prev)  # w (T(y_k) - y_{k-1}) + y_{k-1}
             else:
-                wo = 1.0 if outside is None else float(outside[k])  # the weight outside the region
-                torch.mul(self.region, float(w) - wo, out=self.wmap).add_(wo)
+                torch.mul(self.region, float(w) - 1.0, out=self.wmap).add_(1.0)
                 t.sub_(self.prev).mul_(self.wmap).add_(self.prev)
             self.prev, self.y, self.tmp = self.y, t, self.prev
 
@@ -233,11 +231,8 @@ def drive(backend: LoopBackend, schedule: Schedule,
     is called at every check (benchmarks record the error along the trajectory with it), after
     ``guard(backend)``, whose False stops the run as diverged."""
     stats = LoopStats()
-    for chunk, outside in zip(schedule.chunks(), schedule.outside_chunks()):
-        if outside is None:
-            backend.steps(chunk)
-        else:
-            backend.steps(chunk, outside)
+    for chunk in schedule.chunks():
+        backend.steps(chunk)
         stats.iterations += len(chunk)
         change = backend.change()
         stats.residual = change
@@ -289,7 +284,7 @@ def run_loop(
             ``"fused"``/``"triton"`` raises instead.
         schedule: a :class:`~dada_ros.core.schedule.Schedule` (e.g. the Chebyshev
             semi-iteration); replaces ``iterations`` / ``tol`` / ``check_every``. With a
-            ``region`` the weights apply there only (elsewhere plain steps, or ``outside``); the Triton kernels
+            ``region`` the weights apply there only (plain steps elsewhere); the Triton kernels
             have no region, so such a run takes the torch loop on CUDA. A weighted
             schedule first adjusts Y0 (so every iterate satisfies down(y) = S) and ends with one
             adjustment (float drift); the plain loop's last step already is one. If it diverges
@@ -363,7 +358,7 @@ def run_loop(
         if backend == "triton" or (backend == "auto" and _auto_wants_triton(y)):
             backend = "torch"  # the Triton kernels have no region (CUDA runs the torch loop then)
     if use_fused:
-        impl = FusedLoop(*args, region=region, outside=region is not None and schedule.outside is not None)
+        impl = FusedLoop(*args, region=region)
     elif backend == "triton":
         from .triton_loop import TritonLoop, triton_available  # imports triton: only when asked for
 

@@ -14,7 +14,7 @@ in seconds) and decides how to initialise the solver:
   cold, against 0.92-0.97 with plain steps). With DADA-free a warm solve makes its coefficients
   from the warm Y0 (``SolverConfig.warm_depth_feature``, session 14), so ITS equilibrium carries
   the fused detail, and since session 16 the warm run is a semi-iteration toward it
-  (``warm_schedule="chebyshev"``, ``warm_delta``: 30 applications, pan 0.41x cold against 0.70x
+  (``warm_schedule="chebyshev"``, ``warm_delta``: 30 applications, pan 0.35x cold against 0.70x
   with the 40 plain steps before); a learned guide keeps plain steps (``"plain"``).
 
 Young pixels. A pixel that entered the view a few frames ago (at the image border, or behind a
@@ -39,8 +39,8 @@ One solve per frame (issue 26). The warm run is ONE solve of ``warm_iterations``
 whose schedule has a region (:attr:`~dada_ros.core.schedule.Schedule.region`): in the source
 cells that hold a cold-initialised pixel the applications follow the Chebyshev semi-iteration
 (the solver's own schedule, ``delta`` x ``region_delta_factor``: 4 with DADA-free, 1 with a learned
-guide), everywhere else the semi-iteration with ``warm_delta`` (``"chebyshev"``,
-:attr:`~dada_ros.core.schedule.Schedule.outside`) or plain steps (``"plain"``). A cold region is
+guide), everywhere else plain steps (``"plain"``); with ``"chebyshev"`` (DADA-free's default
+since session 16) every pixel follows the semi-iteration with ``warm_delta``. A cold region is
 bounded by converged pixels, so it converges like a small domain within the budget. Until issue 26
 the cold pixels were first solved on crops with the cold policy, one solve per crop: slower, and
 not better (doc/warm_start.md). When the prior does not fit the frame as a whole (median cell
@@ -87,9 +87,11 @@ WARM_SCHEDULES = ("chebyshev", "plain", "solver")
 # A warm frame's budgets (warm_iterations, slow_motion_iterations) per warm schedule, where WarmConfig
 # leaves them None: a semi-iteration gets further per application than plain steps (session 16).
 WARM_BUDGETS = {"chebyshev": (30, 30), "plain": (75, 40), "solver": (75, 40)}
-# WarmConfig.warm_delta: chosen in session 16 on the pan, drop, ICL living-room and 20-frame moving
-# sphere sequences (doc/warm_start.md "A warm frame that converges (session 16)").
-FREE_WARM_DELTA = 0.002
+# WarmConfig.warm_delta when None: this times the solver's per-ratio delta (the dense table:
+# 0.00195 at x8, where the pan, drop, ICL living-room and 20-frame moving-sphere sequences chose
+# 0.002; 0.0039 at x4, where 0.002 left the living room up to 1.046x cold). Session 16,
+# doc/warm_start.md "A warm frame that converges (session 16)".
+WARM_DELTA_FACTOR = 2.0
 
 
 @dataclass
@@ -119,24 +121,25 @@ class WarmConfig:
     # applications whose pan and living-room means stay within +0.5% of 40's) picks 40.
     # doc/warm_start.md, "A smaller slow-motion budget and a cheaper acceptance (session 14)".
     # Those were plain budgets (WARM_BUDGETS "plain": 40); the semi-iteration's (session 16): 30,
-    # the same as beyond 5 px (with 20 a moving object lost up to 1.32x cold over 20 frames; 20 is the
+    # the same as beyond 5 px (with 20 a moving object lost up to 1.33x cold over 20 frames; 20 is the
     # user's trade for speed, doc/warm_start.md). None: the warm schedule's own.
     slow_motion_iterations: int | None = None
     slow_motion_px: float | None = None
     # Loop of a warm frame: "chebyshev" = the semi-iteration over the whole image with
     # ``warm_delta`` (session 16: a warm solve with DADA-free makes its coefficients from the warm
     # Y0, so its equilibrium carries the fused detail and converging toward it wins: pan warm / cold
-    # 0.405 against 0.703); "plain" = plain steps, the Chebyshev weights only in the cold-initialised
+    # 0.345 against 0.703 at x8); "plain" = plain steps, the Chebyshev weights only in the cold-initialised
     # cells (the design of issue 26 until session 15: a short run keeps the prior's detail where the
     # equilibrium would not); "solver" = the solver's own schedule restarted from Y0 with
     # warm_iterations applications. None: "chebyshev" where the solver makes a warm frame's
     # coefficients from its Y0 (DADA-free; SolverConfig.warm_depth_feature), "plain" otherwise (a
     # learned guide: measured with plain steps only).
     warm_schedule: str | None = None
-    # delta of the "chebyshev" warm schedule on the kept prior (the cold-initialised cells take the
-    # solver's, x region_delta_factor): small = the slow modes too (0.001: the ICL living room up to
-    # 1.008x cold), large = closer to plain steps (pan 0.446 at 0.0075 against 0.405); doc/warm_start.md.
-    warm_delta: float = FREE_WARM_DELTA
+    # delta of the "chebyshev" warm schedule: small = the slow modes too (x8: 0.001 left the ICL
+    # living room up to 1.008x cold), large = closer to plain steps (pan 0.446 at 0.0075 against
+    # 0.405, measured with the cold cells on other weights). None: WARM_DELTA_FACTOR x the solver's per-ratio delta (the slow modes scale with the
+    # ratio); doc/warm_start.md.
+    warm_delta: float | None = None
     max_age: float = 0.5  # seconds between frames beyond which the previous output is stale
     # Median |down(Y0) / S - 1| over valid cells above this means the previous output does not fit
     # the new measurement (a cut, a 1-frame glitch): start cold rather than leave a ghost. Tested
@@ -215,7 +218,7 @@ class WarmConfig:
         if self.warm_iterations is not None and (int(self.warm_iterations) != self.warm_iterations
                                                  or self.warm_iterations < 1):
             raise DadaInputError(f"warm_iterations must be an integer >= 1, got {self.warm_iterations}")
-        if not (isinstance(self.warm_delta, (int, float)) and 0 < self.warm_delta < 1):
+        if self.warm_delta is not None and not (isinstance(self.warm_delta, (int, float)) and 0 < self.warm_delta < 1):
             raise DadaInputError(f"warm_delta must be in (0, 1), got {self.warm_delta}")
         if not self.max_age > 0:
             raise DadaInputError(f"warm_start_max_age must be > 0 seconds, got {self.max_age}")
@@ -609,18 +612,25 @@ class FramePipeline:
         return its
 
     def _warm_schedule(self, iterations: int, scale: float) -> Schedule:
-        """The warm run (see the module doc): in the cold-initialised cells the Chebyshev weights of
-        the solver's own schedule (``delta`` x ``region_delta_factor``); on the kept prior the
-        semi-iteration with ``warm_delta`` ("chebyshev") or plain steps ("plain")."""
-        semi = self.warm_schedule_kind() == "chebyshev"
-        outside = float(self.warm.warm_delta) if semi else None
+        """The warm run (see the module doc): "chebyshev", the semi-iteration with ``warm_delta``
+        over the whole image, the cold-initialised cells included; "plain", plain steps with the
+        Chebyshev weights of the solver's own schedule (``delta`` x ``region_delta_factor``) in the
+        cold-initialised cells."""
+        if self.warm_schedule_kind() == "chebyshev":
+            # One weight sequence for every pixel: the cold cells with the solver's stronger weights
+            # (a region schedule) lost on a moving object (x4, 20 frames: up to 1.038x cold against
+            # 0.633x; doc/warm_start.md, session 16).
+            delta = self.warm.warm_delta
+            if delta is None:
+                delta = min(WARM_DELTA_FACTOR * chebyshev_defaults(scale)[0], 0.5)
+            return Schedule.chebyshev(iterations, float(delta))
         if self._region is None or not self._region.any():
-            return Schedule.chebyshev(iterations, outside) if semi else Schedule.plain(iterations)
+            return Schedule.plain(iterations)
         delta = self.solver.schedule_for(scale).delta or chebyshev_defaults(scale)[0]
         factor = self.warm.region_delta_factor
         if factor is None:
             factor = 4.0 if isinstance(self.solver.guide_model, FreeGuide) else 1.0
-        return Schedule.chebyshev(iterations, min(delta * factor, 0.5), region=self._region, outside_delta=outside)
+        return Schedule.chebyshev(iterations, min(delta * factor, 0.5), region=self._region)
 
     def process(self, rgb: np.ndarray, source: np.ndarray, stamp: float) -> FrameResult:
         """Upsample one frame; ``source`` in metres (0/NaN invalid), ``stamp`` in seconds.

@@ -137,10 +137,6 @@ class Schedule:
     # in the same applications. None: the weights apply everywhere. The video warm start uses it
     # (core/pipeline.py): the semi-iteration where a frame starts cold, plain steps on the kept prior.
     region: np.ndarray | None = field(default=None, repr=False, compare=False)
-    # One weight per application for the pixels OUTSIDE ``region`` (None: plain steps there). The
-    # warm start's semi-iteration (session 16): a strong schedule in the cold-initialised cells,
-    # a weaker one on the kept prior, in the same applications.
-    outside: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in SCHEDULES:
@@ -153,8 +149,6 @@ class Schedule:
             raise DadaInputError(f"tol must be a finite number > 0, got {self.tol}")
         if self.region is not None and (np.ndim(self.region) != 2 or np.asarray(self.region).dtype != bool):
             raise DadaInputError("a schedule's region must be a 2-D boolean mask")
-        if self.outside is not None and (self.region is None or len(self.outside) != len(self.weights)):
-            raise DadaInputError("a schedule's outside weights need a region and one weight per application")
 
     @classmethod
     def plain(cls, iterations: int, tol: float | None = None, check_every: int = 25) -> "Schedule":
@@ -163,14 +157,10 @@ class Schedule:
 
     @classmethod
     def chebyshev(cls, applications: int, delta: float, tol: float | None = None,
-                  check_every: int = 25, region: np.ndarray | None = None,
-                  outside_delta: float | None = None) -> "Schedule":
+                  check_every: int = 25, region: np.ndarray | None = None) -> "Schedule":
         """The semi-iteration with ``applications`` applications of T for rho = 1 - delta
-        (only in ``region`` when given: elsewhere plain steps, or the semi-iteration for
-        ``outside_delta`` when that is given)."""
-        n = int(applications)
-        outside = None if outside_delta is None else chebyshev_weights(n, outside_delta)
-        return cls("chebyshev", chebyshev_weights(n, delta), tol, int(check_every), delta, region, outside)
+        (only in ``region`` when given: plain steps elsewhere)."""
+        return cls("chebyshev", chebyshev_weights(int(applications), delta), tol, int(check_every), delta, region)
 
     @classmethod
     def matching_plain(cls, plain_steps: int = 8000, applications: int = LEARNED_APPLICATIONS,
@@ -199,17 +189,12 @@ class Schedule:
     @property
     def is_plain(self) -> bool:
         """True when every weight is 1 (no previous iterate is needed)."""
-        return bool(np.all(self.weights == 1.0)) and (self.outside is None or bool(np.all(self.outside == 1.0)))
+        return bool(np.all(self.weights == 1.0))
 
     def chunks(self) -> list[np.ndarray]:
         """The weights split at the check points: the driver checks after each chunk."""
         n, k = len(self.weights), self.check_every
         return [self.weights[i:i + k] for i in range(0, n, k)]
-
-    def outside_chunks(self) -> list[np.ndarray | None]:
-        """The outside weights split as :meth:`chunks` (None per chunk: plain steps outside)."""
-        n, k = len(self.weights), self.check_every
-        return [None if self.outside is None else self.outside[i:i + k] for i in range(0, n, k)]
 
     def should_stop(self, change: float) -> bool:
         """Stop rule at a check point: the change per check interval fell below ``tol``."""

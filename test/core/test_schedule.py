@@ -49,17 +49,9 @@ def test_schedule_parts_and_refusals():
     for bad in (lambda: chebyshev_weights(5, 0.0), lambda: chebyshev_weights(5, 1.0),
                 lambda: Schedule.plain(0), lambda: Schedule.plain(5, tol=-1.0),
                 lambda: Schedule.plain(5, check_every=0), lambda: Schedule("heavy-ball", np.ones(3)),
-                lambda: chebyshev_defaults(float("nan")),
-                lambda: Schedule("chebyshev", np.ones(3), outside=np.ones(3)),  # outside weights need a region
-                lambda: Schedule("chebyshev", np.ones(3), region=np.ones((2, 2), bool), outside=np.ones(2))):
+                lambda: chebyshev_defaults(float("nan"))):
         with pytest.raises(DadaInputError):
             bad()
-    region = np.ones((4, 4), bool)
-    two = Schedule.chebyshev(60, 1e-2, region=region, outside_delta=1e-3)
-    assert np.array_equal(two.outside, chebyshev_weights(60, 1e-3)) and not two.is_plain
-    assert [None if c is None else len(c) for c in two.outside_chunks()] == [25, 25, 10]
-    assert s.outside_chunks() == [None, None, None]
-    assert not Schedule("plain", np.ones(5), region=region, outside=chebyshev_weights(5, 1e-2)).is_plain
 
 
 def test_per_ratio_defaults_follow_the_table_and_interpolate():
@@ -119,10 +111,10 @@ def test_inside_a_hole_the_hole_table_lands_nearer_the_8000_step_reference_than_
     assert d_new < 0.5 * d_old, (d_new, d_old)
 
 
-def reference_recurrence(y0, src, valid, cv, ch, res, lam, weights, region=None, outside=None):
+def reference_recurrence(y0, src, valid, cv, ch, res, lam, weights, region=None):
     """The schedule's recurrence written out with the out-of-place reference steps, in float64:
     adjust Y0, y_{k+1} = w_{k+1} (T(y_k) - y_{k-1}) + y_{k-1}, one final adjustment; with a
-    ``region`` the weight is w_{k+1} there and 1 (a plain step) elsewhere, or ``outside``'s."""
+    ``region`` the weight is w_{k+1} there and 1 (a plain step) elsewhere."""
     d = torch.float64
     src, cv, ch = src.to(d), cv.to(d), ch.to(d)
     m = torch.ones_like(y0, dtype=d) if region is None else torch.from_numpy(region).to(d).expand_as(y0)
@@ -132,9 +124,8 @@ def reference_recurrence(y0, src, valid, cv, ch, res, lam, weights, region=None,
 
     y = adjust_step(y0.to(d), src, valid, res)
     prev = y
-    outside = np.ones(len(weights)) if outside is None else outside
-    for w, wo in zip(weights, outside):
-        y, prev = (wo + (w - wo) * m) * (T(y) - prev) + prev, y
+    for w in weights:
+        y, prev = (1 + (w - 1) * m) * (T(y) - prev) + prev, y
     return adjust_step(y, src, valid, res)
 
 
@@ -148,30 +139,19 @@ SMALL_REGION[12, 30:33] = SMALL_REGION[12, 37] = True  # two runs of a row, merg
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("kind", ["chebyshev", "plain", "region", "small-region", "region-outside",
-                                  "small-region-outside"])
+@pytest.mark.parametrize("kind", ["chebyshev", "plain", "region", "small-region"])
 def test_backends_follow_the_reference_recurrence(backend, kind, loop_problem):
     """Holes, a non-integer ratio and a batch of two with different coefficients; ``region``:
-    the Chebyshev weights in part of the image, plain steps elsewhere (Schedule.region), or
-    ``outside`` another semi-iteration's weights there (Schedule.outside: the warm start's)."""
+    the Chebyshev weights in part of the image, plain steps elsewhere (Schedule.region)."""
     res, src, valid, y0, cv, ch = loop_problem(seed=4, size=(40, 52), source_shape=(11, 15))
     res2, src2, valid2, y02, cv2, ch2 = loop_problem(seed=5, size=(40, 52), source_shape=(11, 15))
     src, valid, y0 = torch.cat([src, src2]), torch.cat([valid, valid2]), torch.cat([y0, y02])
     cv, ch = torch.cat([cv, cv2]), torch.cat([ch, ch2])
     schedule = {"chebyshev": Schedule.chebyshev(45, 2e-3, check_every=10), "plain": Schedule.plain(45, None, 10),
                 "region": Schedule.chebyshev(45, 2e-3, check_every=10, region=REGION),
-                "small-region": Schedule.chebyshev(45, 2e-3, check_every=10, region=SMALL_REGION),
-                "region-outside": Schedule.chebyshev(45, 2e-2, check_every=10, region=REGION, outside_delta=2e-3),
-                "small-region-outside": Schedule.chebyshev(45, 2e-2, check_every=10, region=SMALL_REGION,
-                                                           outside_delta=2e-3)}[kind]
-    want = reference_recurrence(y0, src, valid, cv, ch, res, 0.24, schedule.weights, schedule.region, schedule.outside)
-    if kind.endswith("outside"):  # both weights matter: inside and outside differ from either one alone
-        inside = torch.from_numpy(schedule.region)
-        for weights in (schedule.weights, schedule.outside):
-            one = reference_recurrence(y0, src, valid, cv, ch, res, 0.24, weights)
-            assert float((want - one).abs()[:, :, inside].max()) > 1e-4
-            assert float((want - one).abs()[:, :, ~inside].max()) > 1e-4
-    elif kind.endswith("region"):  # the region matters: inside it differs from plain steps, outside from Chebyshev
+                "small-region": Schedule.chebyshev(45, 2e-3, check_every=10, region=SMALL_REGION)}[kind]
+    want = reference_recurrence(y0, src, valid, cv, ch, res, 0.24, schedule.weights, schedule.region)
+    if kind.endswith("region"):  # the region matters: inside it differs from plain steps, outside from Chebyshev
         plain = reference_recurrence(y0, src, valid, cv, ch, res, 0.24, np.ones(45))
         cheb = reference_recurrence(y0, src, valid, cv, ch, res, 0.24, schedule.weights)
         inside = torch.from_numpy(schedule.region)

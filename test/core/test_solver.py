@@ -286,10 +286,10 @@ def test_fused_convergence_check_value_and_nan():
         every pixel (``pack`` False: a large region)"""
         if region is None:
             none = (np.zeros((0, 2), np.int64), np.zeros(1, np.int64), np.zeros(u.shape[0] + 1, np.int64))
-            return _check_change(u, rx, z, a, b, np.float32(0.0), semi, rows, prev, chunks, u, False, False, *none)
+            return _check_change(u, rx, z, a, b, semi, rows, prev, chunks, u, False, False, *none)
         spans, row_spans, span_off, pixels = region_spans(region)
         packed = (lambda img: np.ascontiguousarray(img.reshape(-1)[pixels])[None]) if pack else (lambda img: img)
-        return _check_change(u, rx, packed(z), a, b, np.float32(0.0), semi, rows, prev, chunks, packed(region), True, pack,
+        return _check_change(u, rx, packed(z), a, b, semi, rows, prev, chunks, packed(region), True, pack,
                              spans, span_off, row_spans)
 
     rng = np.random.default_rng(0)

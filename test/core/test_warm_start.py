@@ -10,11 +10,11 @@ from dada_ros.core import warm_accept as wa
 from dada_ros.core import warm_start as ws
 from dada_ros.core.errors import DadaInputError
 from dada_ros.core.metrics import consistency_error, depth_errors
-from dada_ros.core.pipeline import FramePipeline, WarmConfig, refine_young
+from dada_ros.core.pipeline import WARM_DELTA_FACTOR, FramePipeline, WarmConfig, refine_young
 from dada_ros.core.resample import Partition, valid_source_mask
 from dada_ros.core.sequences import SequenceConfig, make_sequence
 from dada_ros.core.scenes import TofModel, block_average, intrinsics, random_scene, render, simulate_tof
-from dada_ros.core.schedule import Schedule
+from dada_ros.core.schedule import Schedule, chebyshev_defaults
 from dada_ros.core.guard import GuardConfig, GuardedSolver
 from dada_ros.core.solver import DadaSolver, FreeGuide, SolverConfig
 
@@ -540,16 +540,22 @@ def test_the_warm_region_delta_follows_the_guide():
     pipe = FramePipeline(solver, WarmConfig(mode="flow"))
     pipe._region = None
     whole = pipe._warm_schedule(50, 8.0)
-    assert whole.region is None and whole.delta == pipe.warm.warm_delta and not whole.is_plain
+    # warm_delta None: WARM_DELTA_FACTOR x the solver's per-ratio delta
+    assert whole.region is None and not whole.is_plain
+    assert whole.delta == pytest.approx(WARM_DELTA_FACTOR * chebyshev_defaults(8.0)[0])
+    pipe.warm.warm_delta = 0.003
+    assert pipe._warm_schedule(50, 8.0).delta == 0.003
+    pipe.warm.warm_delta = None
+    pipe._region = np.ones((48, 64), bool)  # DADA-free's semi-iteration: no region, whatever the cold cells
+    assert pipe._warm_schedule(50, 8.0).region is None
+    pipe._region = None
     pipe.warm.warm_schedule = "plain"
     assert pipe._warm_schedule(50, 8.0).is_plain
     pipe._region = np.zeros((48, 64), bool)
     pipe._region[:8, :8] = True
     free = pipe._warm_schedule(50, 8.0)
-    assert len(free) == 50 and free.region is pipe._region and free.outside is None
+    assert len(free) == 50 and free.region is pipe._region
     assert free.delta == pytest.approx(4 * solver.schedule_for(8.0).delta)
-    pipe.warm.warm_schedule = None  # DADA-free: the same region weights, the warm ones outside
-    assert pipe._warm_schedule(50, 8.0).delta == free.delta and pipe._warm_schedule(50, 8.0).outside is not None
     learned = DadaSolver(SolverConfig(device="cpu"))
     learned.guide_model = object()  # any guide that is not DADA-free
     pipe.solver = learned
@@ -830,10 +836,10 @@ def test_the_acceptance_dilates_two_cells_with_a_learned_guide_and_one_with_dada
 
 def test_dada_free_warm_frames_run_the_semi_iteration_toward_their_own_equilibrium(quick):
     """With DADA-free (the warm Y0 is its depth feature) a warm frame's schedule is the
-    semi-iteration: the solver's weights in the cold-initialised cells, ``warm_delta``'s on the kept
-    prior (Schedule.outside), 30 applications; with a learned guide (no warm depth feature) plain
-    steps. It ends nearer the frame's own equilibrium than the plain run of the same budget."""
-    from dada_ros.core.pipeline import FREE_WARM_DELTA, WARM_BUDGETS, resolve_warm_schedule
+    semi-iteration with ``warm_delta`` over the whole image (the cold-initialised cells included),
+    30 applications; with a learned guide (no warm depth feature) plain steps. It ends nearer the
+    frame's own equilibrium than the plain run of the same budget."""
+    from dada_ros.core.pipeline import WARM_BUDGETS, WARM_DELTA_FACTOR, resolve_warm_schedule
     from dada_ros.core.schedule import chebyshev_weights
 
     solver = quick
@@ -855,10 +861,10 @@ def test_dada_free_warm_frames_run_the_semi_iteration_toward_their_own_equilibri
     assert st["init_mode"] == "flow", st["cold_reason"]
     (schedule, y0), = calls  # one solve
     n = WARM_BUDGETS["chebyshev"][0]
-    assert st["iterations"] == len(schedule) == n and schedule.region is not None
-    np.testing.assert_array_equal(schedule.outside, chebyshev_weights(n, FREE_WARM_DELTA))
-    assert schedule.region[24:56, 12:40].all() and not schedule.region.all()
-    assert schedule.delta > FREE_WARM_DELTA  # the cold cells take the solver's (stronger) weights
+    assert st["iterations"] == len(schedule) == n and schedule.region is None  # every pixel, cold ones too
+    scale = r1.shape[0] / s1.shape[0]
+    np.testing.assert_array_equal(schedule.weights, chebyshev_weights(n, WARM_DELTA_FACTOR * chebyshev_defaults(scale)[0]))
+    assert 0.05 < st["warm_region_fraction"] < 0.7  # the ghost's cells started cold
     # toward the equilibrium of this frame's warm coefficients: nearer than the plain run
     target = solver.solve(r1, s1, init=y0, schedule=Schedule.plain(6000)).depth
     plain = solver.solve(r1, s1, init=y0, schedule=Schedule.plain(n)).depth
