@@ -4,9 +4,9 @@ A generated 640x480 pan (ToF-like source at ``--source``) is fed frame by frame 
 in turn, so a shared machine's load hits them alike: cold (``warm_start: off``), the warm defaults
 of session 5 (75 applications on every warm frame), the current ones with the solve's preparation
 after the alignment (``overlap_prepare=False``: session 6's pipeline but for the age map, which is
-no longer carried without the young-pixel refinement) and the current ones (DADA-free: 40
-applications when the view moved <= 5 px, the preparation on a second thread beside the
-alignment). The
+no longer carried without the young-pixel refinement) and the current ones (DADA-free: 30
+applications of the warm semi-iteration (session 16), the preparation on a second thread beside
+the alignment). The
 node's output-range check is on, as in the node. Prints the median frame time over the frames
 after the first two, with the cost split (flow, acceptance, solve, loop; ``solve`` holds only the
 part of an overlapped preparation the frame waited for).
@@ -40,7 +40,8 @@ def run(source: tuple[int, int], frames: int, method: str = "dada-free") -> list
     check costs the same in every pipeline)."""
     seq = list(make_sequence(SequenceConfig(plan=(("pan", frames),), source_shape=source[::-1])))
     configs = {"cold": WarmConfig(mode="off"),
-               "session-5 warm": WarmConfig(mode="flow", max_age=1e9, slow_motion_px=0.0, overlap_prepare=False),
+               "session-5 warm": WarmConfig(mode="flow", max_age=1e9, slow_motion_px=0.0, overlap_prepare=False,
+                                            warm_schedule="plain", warm_iterations=75),
                "warm, no overlap": WarmConfig(mode="flow", max_age=1e9, overlap_prepare=False),
                "warm": WarmConfig(mode="flow", max_age=1e9)}
     pipes = {k: FramePipeline(make_solver(method, SolverConfig(device="cpu"), guard=GuardConfig()), c,
