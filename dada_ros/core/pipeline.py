@@ -592,14 +592,18 @@ class FramePipeline:
             return replace(cfg, dilate_cells=LEARNED_DILATE_CELLS)
         return cfg
 
+    def _warm_resolved(self) -> tuple[str, int, int]:
+        """:func:`resolve_warm_schedule` of this pipeline's settings for this solver."""
+        applies = getattr(self.solver, "warm_feature_applies", None)
+        return resolve_warm_schedule(self.warm, applies is not None and applies())
+
     def warm_schedule_kind(self) -> str:
         """WarmConfig.warm_schedule, resolved for this solver (see :func:`resolve_warm_schedule`)."""
-        applies = getattr(self.solver, "warm_feature_applies", None)
-        return resolve_warm_schedule(self.warm, applies is not None and applies())[0]
+        return self._warm_resolved()[0]
 
     def warm_budgets(self) -> tuple[int, int]:
         """(warm_iterations, slow_motion_iterations), resolved (see :func:`resolve_warm_schedule`)."""
-        return resolve_warm_schedule(self.warm, self.warm_schedule_kind() == "chebyshev")[1:]
+        return self._warm_resolved()[1:]
 
     def _warm_budget(self, info: dict) -> int:
         """Applications of this warm frame: the slow-motion budget when the alignment measured a
